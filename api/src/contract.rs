@@ -1,0 +1,87 @@
+//! Every name ccm and manager must agree on, and the naming rules.
+//!
+//! These strings are KubeLB's: changing one breaks compatibility with KubeLB's
+//! own controllers and with objects already in clusters.
+
+use kube::ResourceExt;
+
+use crate::v1alpha1::SyncSecret;
+
+/// The API group.
+pub const GROUP: &str = "kubelb.k8c.io";
+
+/// The finalizer both controllers put on the SyncSecrets they act on: the ccm
+/// on the tenant object (held until the management copy is gone), the manager
+/// on the copy (held until its Secret is gone).
+pub const FINALIZER: &str = "kubelb.k8c.io/cleanup";
+
+/// Label on the copy and the Secret: the tenant object's name.
+pub const LABEL_ORIGIN_NAME: &str = "kubelb.k8c.io/origin-name";
+/// Label on the copy and the Secret: the tenant object's namespace.
+pub const LABEL_ORIGIN_NAMESPACE: &str = "kubelb.k8c.io/origin-namespace";
+/// The short form of [`LABEL_ORIGIN_NAMESPACE`] that KubeLB's own controllers
+/// write; we write both so that either side's selectors keep working.
+pub const LABEL_ORIGIN_NS: &str = "kubelb.k8c.io/origin-ns";
+
+/// Selector label: a tenant Secret with this label set to
+/// [`MANAGED_BY_KUBELB`] is turned into a SyncSecret by the ccm's synchronizer.
+pub const LABEL_MANAGED_BY: &str = "kubelb.k8c.io/managed-by";
+/// The value of [`LABEL_MANAGED_BY`] that selects a Secret.
+pub const MANAGED_BY_KUBELB: &str = "kubelb";
+
+/// kubectl's client-side-apply annotation: it holds the whole object, payload
+/// in clear, so it is never copied anywhere.
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Field manager of the ccm's server-side applies.
+pub const FIELD_MANAGER_CCM: &str = "syncsecret-ccm";
+/// Field manager of the manager's server-side applies.
+pub const FIELD_MANAGER_MANAGER: &str = "syncsecret-manager";
+
+/// Prefix of tenant namespaces in the management cluster (KubeLB's convention).
+pub const TENANT_NAMESPACE_PREFIX: &str = "tenant-";
+
+/// The management-cluster namespace of a tenant: its cluster name with
+/// `tenant-` in front unless it already starts with it (as KubeLB's ccm does).
+pub fn tenant_namespace(cluster_name: &str) -> String {
+    if cluster_name.starts_with(TENANT_NAMESPACE_PREFIX) {
+        cluster_name.to_owned()
+    } else {
+        format!("{TENANT_NAMESPACE_PREFIX}{cluster_name}")
+    }
+}
+
+/// The name of the management copy of a tenant SyncSecret: the tenant
+/// object's UID, unique across all namespaces of one tenant cluster. `None`
+/// for an object that has not been stored yet.
+pub fn copy_name(tenant_object: &SyncSecret) -> Option<String> {
+    tenant_object.uid()
+}
+
+/// The name of the Secret the manager makes from a copy: the copy's UID.
+pub fn secret_name(copy: &SyncSecret) -> Option<String> {
+    copy.uid()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_namespace_is_prefixed_once() {
+        assert_eq!(tenant_namespace("alpha"), "tenant-alpha");
+        assert_eq!(tenant_namespace("tenant-alpha"), "tenant-alpha");
+    }
+
+    #[test]
+    fn names_come_from_uids() {
+        let mut ss = SyncSecret::default();
+        assert_eq!(copy_name(&ss), None);
+        ss.metadata.uid = Some("0b7e6c1a-4f5d-4c1e-9d8e-1f2a3b4c5d6e".into());
+        assert_eq!(
+            copy_name(&ss).as_deref(),
+            Some("0b7e6c1a-4f5d-4c1e-9d8e-1f2a3b4c5d6e")
+        );
+        assert_eq!(secret_name(&ss), copy_name(&ss));
+    }
+}

@@ -1,0 +1,15 @@
+//! The SyncSecret API (`kubelb.k8c.io/v1alpha1`) and the contract that the
+//! tenant-side ccm and the management-side manager share: names, labels,
+//! finalizer, field managers, naming rules, effective payload and equality.
+//!
+//! This crate has no server, no runtime and no command-line parsing, so that
+//! anyone who only wants the types can depend on it.
+
+pub mod contract;
+pub mod crd;
+pub mod manifests;
+pub mod payload;
+pub mod v1alpha1;
+pub mod validation;
+
+pub use v1alpha1::{SyncSecret, SyncSecretPhase, SyncSecretStatus};

@@ -1,0 +1,138 @@
+//! Admission-time validation of SyncSecrets: schema pieces and CEL rules that
+//! the generated CRD carries, so that the API server rejects bad input with a
+//! message a user understands before any controller sees it.
+//!
+//! The rules mirror what the API server enforces for a core Secret
+//! (`ValidateSecret`, `ValidateSecretUpdate` in k8s.io/kubernetes
+//! pkg/apis/core/validation): key syntax, the keys each well-known type
+//! needs, and immutability. What CEL cannot check within its cost budget is
+//! reported by the controllers instead (see the README's failure table).
+
+use schemars::{Schema, SchemaGenerator, json_schema};
+use serde_json::{Value, json};
+
+/// The longest key a Secret may have (`validation.IsConfigMapKey`).
+pub const MAX_KEY_LENGTH: usize = 253;
+
+/// The most entries `data` or `stringData` may have. Not a core Secret rule:
+/// CEL needs a bound to price its per-key rules, and a Secret is at most 1 MiB
+/// anyway. 4096 one-byte entries already fill a sixth of it.
+pub const MAX_ENTRIES: usize = 4096;
+
+/// A rule of `x-kubernetes-validations`. A rule that reads `oldSelf` is a
+/// transition rule: the API server checks it on updates only.
+fn rule(rule: &str, message: &str) -> Value {
+    json!({ "rule": rule, "message": message })
+}
+
+/// CEL that is true when `key` is in `data` or `stringData`.
+fn has_key(key: &str) -> String {
+    format!(
+        "((has(self.data) && '{key}' in self.data) || (has(self.stringData) && '{key}' in self.stringData))"
+    )
+}
+
+/// CEL: the object has this type.
+fn is_type(t: &str) -> String {
+    format!("(has(self.type) && self.type == '{t}')")
+}
+
+/// The rule that each key of a map is a valid Secret key.
+fn key_rule(field: &str) -> Value {
+    rule(
+        &format!(
+            "self.all(k, size(k) <= {MAX_KEY_LENGTH} && k.matches('^[-._a-zA-Z0-9]+$') && k != '.' && k != '..' && !k.startsWith('..'))"
+        ),
+        &format!(
+            "{field} keys must be at most {MAX_KEY_LENGTH} characters of letters, digits, '-', '_' or '.', and must not be '.' or '..' or start with '..' (e.g. 'tls.crt', 'API_KEY', 'db-password')"
+        ),
+    )
+}
+
+/// Rules on the whole object: keys each well-known Secret type needs, and
+/// immutability once `immutable` is true.
+pub fn root_rules() -> Value {
+    let immutable_before = "(has(oldSelf.immutable) && oldSelf.immutable)";
+    Value::Array(vec![
+        rule(
+            &format!(
+                "!{} || ({} && {})",
+                is_type("kubernetes.io/tls"),
+                has_key("tls.crt"),
+                has_key("tls.key")
+            ),
+            "type kubernetes.io/tls needs the keys 'tls.crt' and 'tls.key' (in data or stringData)",
+        ),
+        rule(
+            &format!(
+                "!{} || {}",
+                is_type("kubernetes.io/dockerconfigjson"),
+                has_key(".dockerconfigjson")
+            ),
+            "type kubernetes.io/dockerconfigjson needs the key '.dockerconfigjson' (in data or stringData)",
+        ),
+        rule(
+            &format!(
+                "!{} || {}",
+                is_type("kubernetes.io/dockercfg"),
+                has_key(".dockercfg")
+            ),
+            "type kubernetes.io/dockercfg needs the key '.dockercfg' (in data or stringData)",
+        ),
+        rule(
+            &format!(
+                "!{} || {} || {}",
+                is_type("kubernetes.io/basic-auth"),
+                has_key("username"),
+                has_key("password")
+            ),
+            "type kubernetes.io/basic-auth needs the key 'username' or 'password' (in data or stringData)",
+        ),
+        rule(
+            &format!(
+                "!{} || {}",
+                is_type("kubernetes.io/ssh-auth"),
+                has_key("ssh-privatekey")
+            ),
+            "type kubernetes.io/ssh-auth needs the key 'ssh-privatekey' (in data or stringData)",
+        ),
+        rule(
+            &format!("!{immutable_before} || (has(self.immutable) && self.immutable)"),
+            "immutable cannot be unset once it is true; delete and recreate the SyncSecret instead",
+        ),
+        rule(
+            &format!(
+                "!{immutable_before} || (has(self.data) == has(oldSelf.data) && (!has(self.data) || self.data == oldSelf.data) && has(self.stringData) == has(oldSelf.stringData) && (!has(self.stringData) || self.stringData == oldSelf.stringData))"
+            ),
+            "data and stringData cannot change: the SyncSecret is immutable; delete and recreate it instead",
+        ),
+        rule(
+            &format!(
+                "!{immutable_before} || (has(self.type) == has(oldSelf.type) && (!has(self.type) || self.type == oldSelf.type))"
+            ),
+            "type cannot change: the SyncSecret is immutable; delete and recreate it instead",
+        ),
+    ])
+}
+
+/// `data`: base64 values (the API server checks `format: byte`), valid keys.
+pub fn data_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string.",
+        "type": "object",
+        "maxProperties": MAX_ENTRIES,
+        "additionalProperties": { "type": "string", "format": "byte" },
+        "x-kubernetes-validations": [key_rule("data")],
+    })
+}
+
+/// `stringData`: values in clear, valid keys.
+pub fn string_data_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "stringData allows specifying non-binary secret data in string form. It is merged over data on sync, stringData winning on a shared key.",
+        "type": "object",
+        "maxProperties": MAX_ENTRIES,
+        "additionalProperties": { "type": "string" },
+        "x-kubernetes-validations": [key_rule("stringData")],
+    })
+}

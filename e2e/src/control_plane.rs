@@ -1,0 +1,411 @@
+//! Starting and stopping the clusters.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+use tempfile::TempDir;
+
+use crate::certs::{self, Authority};
+use crate::kube_util::install_crd;
+use crate::process::{self, Process};
+use crate::{Binaries, HarnessError};
+
+/// How long a component may take to come up before start fails.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One cluster: a kube-apiserver with its own CA, identities and kubeconfig.
+pub struct Cluster {
+    name: String,
+    server: String,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    ca: Authority,
+}
+
+impl Cluster {
+    /// The name given at start (also its etcd prefix).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The admin kubeconfig (user `admin`, group `system:masters`).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> Result<Client, HarnessError> {
+        client_from(&self.kubeconfig).await
+    }
+
+    /// Writes a kubeconfig for a new identity of this cluster (a client
+    /// certificate signed by its CA) and returns its path. The identity can do
+    /// nothing until RBAC grants it something.
+    pub fn mint_identity(&self, user: &str, group: Option<&str>) -> Result<PathBuf, HarnessError> {
+        let pair = self.ca.client(user, group)?;
+        let file_stem: String = user
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = self.dir.join(format!("kubeconfig-{file_stem}.yaml"));
+        write_kubeconfig(
+            &path,
+            &self.name,
+            &self.server,
+            &self.ca.cert_pem,
+            user,
+            &pair,
+        )?;
+        Ok(path)
+    }
+}
+
+/// A kube client from a kubeconfig file.
+pub async fn client_from(kubeconfig: &Path) -> Result<Client, HarnessError> {
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| HarnessError::Kubeconfig {
+        path: kubeconfig.to_owned(),
+        message: e.to_string(),
+    })?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| HarnessError::Kubeconfig {
+            path: kubeconfig.to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok(Client::try_from(config)?)
+}
+
+fn write_kubeconfig(
+    path: &Path,
+    cluster: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    pair: &certs::Pair,
+) -> Result<(), HarnessError> {
+    let b64 = |s: &str| ByteString(s.as_bytes().to_vec());
+    let doc = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": {
+            "server": server,
+            "certificate-authority-data": b64(ca_pem),
+        }}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": b64(&pair.cert_pem),
+            "client-key-data": b64(&pair.key_pem),
+        }}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
+        "current-context": cluster,
+    });
+    let text = serde_yaml_ng::to_string(&doc).map_err(|e| HarnessError::Kubeconfig {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    write(path, text)
+}
+
+fn write(path: &Path, content: impl AsRef<[u8]>) -> Result<(), HarnessError> {
+    std::fs::write(path, content).map_err(|e| HarnessError::io(path, e))
+}
+
+fn free_port() -> Result<u16, HarnessError> {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| HarnessError::io(Path::new("127.0.0.1:0"), e))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| HarnessError::io(Path::new("127.0.0.1:0"), e))?
+        .port();
+    Ok(port)
+}
+
+/// etcd, the API servers and kube-controller-manager, as local processes.
+///
+/// Dropping it stops every process (SIGTERM, then SIGKILL after a grace
+/// period, to each whole process group) and removes its directory, also when
+/// a test panics.
+pub struct ControlPlane {
+    clusters: Vec<Cluster>,
+    /// In stop order: kube-controller-manager, API servers, etcd last.
+    processes: Vec<Process>,
+    dir: Option<TempDir>,
+    started_in: Duration,
+    version: String,
+}
+
+impl ControlPlane {
+    /// Starts one cluster per name, each with the generated SyncSecret CRD
+    /// installed. The first is the management cluster: it also gets a
+    /// kube-controller-manager (garbage collector, namespace, service account
+    /// and token controllers).
+    pub async fn start(names: &[&str]) -> Result<Self, HarnessError> {
+        if names.is_empty() {
+            return Err(HarnessError::Usage(
+                "ControlPlane::start needs at least one cluster name".into(),
+            ));
+        }
+        let bins = Binaries::from_env()?;
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("syncsecret-cp-")
+            .tempdir()
+            .map_err(|e| HarnessError::io(&std::env::temp_dir(), e))?;
+        let mut plane = Self {
+            clusters: Vec::new(),
+            processes: Vec::new(),
+            dir: None,
+            started_in: Duration::ZERO,
+            version: String::new(),
+        };
+        let root = dir.path().to_owned();
+        plane.dir = Some(dir);
+
+        // etcd, shared by all clusters (each has its own key prefix).
+        let etcd_port = free_port()?;
+        let peer_port = free_port()?;
+        let etcd_dir = root.join("etcd");
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        plane.processes.push(Process::spawn(
+            "etcd",
+            &bins.etcd,
+            &[
+                "--name=e2e".to_owned(),
+                format!("--data-dir={}", etcd_dir.display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls={peer_url}"),
+                format!("--initial-advertise-peer-urls={peer_url}"),
+                format!("--initial-cluster=e2e={peer_url}"),
+                // Test data: durability is not worth the fsyncs.
+                "--unsafe-no-fsync".to_owned(),
+                "--log-level=warn".to_owned(),
+            ],
+            &root.join("etcd.log"),
+        )?);
+
+        for name in names {
+            let cluster_dir = root.join(name);
+            std::fs::create_dir_all(&cluster_dir).map_err(|e| HarnessError::io(&cluster_dir, e))?;
+            let ca = Authority::new(name)?;
+            let serving = ca.serving()?;
+            let admin = ca.client("admin", Some("system:masters"))?;
+            let (sa_key, sa_pub) = certs::service_account_key()?;
+            let p = |f: &str| cluster_dir.join(f);
+            write(&p("ca.crt"), &ca.cert_pem)?;
+            write(&p("serving.crt"), &serving.cert_pem)?;
+            write(&p("serving.key"), &serving.key_pem)?;
+            write(&p("sa.key"), &sa_key)?;
+            write(&p("sa.pub"), &sa_pub)?;
+            let port = free_port()?;
+            let server = format!("https://127.0.0.1:{port}");
+            let kubeconfig = p("kubeconfig.yaml");
+            write_kubeconfig(&kubeconfig, name, &server, &ca.cert_pem, "admin", &admin)?;
+            let path = |f: &str| p(f).display().to_string();
+            plane.processes.push(Process::spawn(
+                &format!("kube-apiserver {name}"),
+                &bins.kube_apiserver,
+                &[
+                    format!("--etcd-servers={etcd_url}"),
+                    format!("--etcd-prefix=/{name}"),
+                    "--bind-address=127.0.0.1".to_owned(),
+                    // Without a default route it cannot pick one and exits.
+                    "--advertise-address=127.0.0.1".to_owned(),
+                    format!("--secure-port={port}"),
+                    format!("--cert-dir={}", path("certs")),
+                    format!("--tls-cert-file={}", path("serving.crt")),
+                    format!("--tls-private-key-file={}", path("serving.key")),
+                    format!("--client-ca-file={}", path("ca.crt")),
+                    format!("--service-account-key-file={}", path("sa.pub")),
+                    format!("--service-account-signing-key-file={}", path("sa.key")),
+                    format!("--service-account-issuer=https://{name}.syncsecret-e2e.local"),
+                    "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+                    "--authorization-mode=RBAC".to_owned(),
+                    "--endpoint-reconciler-type=none".to_owned(),
+                    "--allow-privileged=true".to_owned(),
+                ],
+                &p("kube-apiserver.log"),
+            )?);
+            plane.clusters.push(Cluster {
+                name: (*name).to_owned(),
+                server,
+                dir: cluster_dir,
+                kubeconfig,
+                ca,
+            });
+        }
+
+        for i in 0..plane.clusters.len() {
+            let client = plane.clusters[i].client().await?;
+            let what = format!("kube-apiserver {}", plane.clusters[i].name);
+            plane.wait_for(&what, || readyz(&client)).await?;
+            if i == 0 {
+                plane.version = client.apiserver_version().await?.git_version;
+            }
+            // Before kube-controller-manager starts, so that its garbage
+            // collector knows SyncSecrets from its first discovery (it
+            // re-reads discovery only every 30 s).
+            install_crd(&client).await?;
+        }
+
+        let mgmt_name = plane.management().name.clone();
+        let mgmt_dir = plane.management().dir.clone();
+        let mgmt_kubeconfig = plane.management().kubeconfig.clone();
+        let p = |f: &str| mgmt_dir.join(f).display().to_string();
+        let args = vec![
+            format!("--kubeconfig={}", mgmt_kubeconfig.display()),
+            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller".to_owned(),
+            "--leader-elect=false".to_owned(),
+            "--secure-port=0".to_owned(),
+            format!("--service-account-private-key-file={}", p("sa.key")),
+            format!("--root-ca-file={}", p("ca.crt")),
+        ];
+        let kcm = Process::spawn(
+            &format!("kube-controller-manager {mgmt_name}"),
+            &bins.kube_controller_manager,
+            &args,
+            &mgmt_dir.join("kube-controller-manager.log"),
+        )?;
+        // In front: it stops first.
+        plane.processes.insert(0, kcm);
+        // Its service-account controller creating `default` in `default`
+        // shows that its controllers run.
+        let accounts: Api<ServiceAccount> =
+            Api::namespaced(client_from(&mgmt_kubeconfig).await?, "default");
+        plane
+            .wait_for("kube-controller-manager", || async {
+                match accounts.get_opt("default").await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err("no default service account yet".to_owned()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await?;
+        plane.started_in = started.elapsed();
+        println!(
+            "control plane: kube-apiserver {} ({}), etcd {}, {} cluster(s) [{}] ready in {:.1} s",
+            plane.version,
+            bins.kube_apiserver.display(),
+            bins.etcd.display(),
+            names.len(),
+            names.join(", "),
+            plane.started_in.as_secs_f64()
+        );
+        Ok(plane)
+    }
+
+    /// Polls `check` until it succeeds; fails early, with the log, when a
+    /// process has exited.
+    async fn wait_for<F, Fut>(&mut self, what: &str, mut check: F) -> Result<(), HarnessError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let last = match check().await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            for p in &mut self.processes {
+                if let Some(status) = p.exited() {
+                    return Err(HarnessError::Exited {
+                        name: p.name().to_owned(),
+                        status,
+                        log_tail: p.log_tail(30),
+                    });
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Timeout {
+                    what: what.to_owned(),
+                    seconds: START_TIMEOUT.as_secs(),
+                    detail: format!("last error: {last}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The clusters, management first.
+    pub fn clusters(&self) -> &[Cluster] {
+        &self.clusters
+    }
+
+    /// A cluster by name.
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// The management cluster (the first one started).
+    pub fn management(&self) -> &Cluster {
+        // `start` refuses an empty list of names, so there is a first one.
+        &self.clusters[0]
+    }
+
+    /// The kube-apiserver version the clusters run, as `/version` reports it.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// How long `start` took.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// The process ids of everything it runs.
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.iter().map(Process::pid).collect()
+    }
+
+    /// Its working directory (certificates, kubeconfigs, logs, etcd data).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_ref().map(TempDir::path)
+    }
+
+    /// Keeps the working directory after drop (for `make up`, where a person
+    /// uses the kubeconfigs); processes are still stopped.
+    pub fn keep_dir(&mut self) -> Option<PathBuf> {
+        self.dir.take().map(TempDir::keep)
+    }
+}
+
+async fn readyz(client: &Client) -> Result<(), String> {
+    let req = http::Request::get("/readyz")
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    match client.request_text(req).await {
+        Ok(body) if body.trim() == "ok" => Ok(()),
+        Ok(body) => Err(body),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Controllers first, so that nothing writes to a stopping API server;
+        // etcd last, so that API servers can shut down cleanly.
+        let etcd_at = self.processes.len().saturating_sub(1);
+        let (rest, etcd) = self.processes.split_at_mut(etcd_at);
+        process::stop_all(rest);
+        process::stop_all(etcd);
+        // TempDir removes the directory when it drops, after this.
+    }
+}

@@ -1,0 +1,93 @@
+//! Small helpers on top of kube for tests: install the generated CRD, wait
+//! for a condition.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+
+use crate::{HarnessError, repo_root};
+
+/// Field manager of what tests apply.
+pub const TEST_FIELD_MANAGER: &str = "syncsecret-e2e";
+
+/// Reads the generated CRD from `config/` (what users install) and parses it.
+pub fn generated_crd() -> Result<CustomResourceDefinition, HarnessError> {
+    let path = repo_root().join(syncsecret_api::manifests::CRD_PATH);
+    read_yaml(&path)
+}
+
+/// Parses a one-document YAML file.
+pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, HarnessError> {
+    let text = std::fs::read_to_string(path).map_err(|e| HarnessError::Io {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    serde_yaml_ng::from_str(&text).map_err(|e| HarnessError::Manifest {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Installs the generated SyncSecret CRD and waits until it is Established.
+pub async fn install_crd(client: &Client) -> Result<(), HarnessError> {
+    let crd = generated_crd()?;
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply(TEST_FIELD_MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    eventually(
+        &format!("CRD {name} Established"),
+        Duration::from_secs(30),
+        || async {
+            let crd = api.get(&name).await.map_err(|e| e.to_string())?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if established {
+                Ok(())
+            } else {
+                Err("not Established yet".into())
+            }
+        },
+    )
+    .await
+}
+
+/// Polls `check` every 100 ms until it returns Ok or `timeout` passes; the
+/// error then carries the last failure. For conditions that an event would
+/// make true soon, never to wait a fixed time.
+pub async fn eventually<F, Fut, T>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, HarnessError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(last) if Instant::now() >= deadline => {
+                return Err(HarnessError::Timeout {
+                    what: what.to_owned(),
+                    seconds: timeout.as_secs(),
+                    detail: format!("last: {last}"),
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
