@@ -25,6 +25,12 @@ fn rule(rule: &str, message: &str) -> Value {
     json!({ "rule": rule, "message": message })
 }
 
+/// A rule on the whole object whose failure the API server reports against
+/// `field_path` (instead of `<nil>`).
+fn rule_at(field_path: &str, rule: &str, message: &str) -> Value {
+    json!({ "rule": rule, "message": message, "fieldPath": field_path })
+}
+
 /// CEL that is true when `key` is in `data` or `stringData`.
 fn has_key(key: &str) -> String {
     format!(
@@ -54,7 +60,8 @@ fn key_rule(field: &str) -> Value {
 pub fn root_rules() -> Value {
     let immutable_before = "(has(oldSelf.immutable) && oldSelf.immutable)";
     Value::Array(vec![
-        rule(
+        rule_at(
+            ".type",
             &format!(
                 "!{} || ({} && {})",
                 is_type("kubernetes.io/tls"),
@@ -63,7 +70,8 @@ pub fn root_rules() -> Value {
             ),
             "type kubernetes.io/tls needs the keys 'tls.crt' and 'tls.key' (in data or stringData)",
         ),
-        rule(
+        rule_at(
+            ".type",
             &format!(
                 "!{} || {}",
                 is_type("kubernetes.io/dockerconfigjson"),
@@ -71,7 +79,8 @@ pub fn root_rules() -> Value {
             ),
             "type kubernetes.io/dockerconfigjson needs the key '.dockerconfigjson' (in data or stringData)",
         ),
-        rule(
+        rule_at(
+            ".type",
             &format!(
                 "!{} || {}",
                 is_type("kubernetes.io/dockercfg"),
@@ -79,7 +88,8 @@ pub fn root_rules() -> Value {
             ),
             "type kubernetes.io/dockercfg needs the key '.dockercfg' (in data or stringData)",
         ),
-        rule(
+        rule_at(
+            ".type",
             &format!(
                 "!{} || {} || {}",
                 is_type("kubernetes.io/basic-auth"),
@@ -88,7 +98,8 @@ pub fn root_rules() -> Value {
             ),
             "type kubernetes.io/basic-auth needs the key 'username' or 'password' (in data or stringData)",
         ),
-        rule(
+        rule_at(
+            ".type",
             &format!(
                 "!{} || {}",
                 is_type("kubernetes.io/ssh-auth"),
@@ -96,17 +107,20 @@ pub fn root_rules() -> Value {
             ),
             "type kubernetes.io/ssh-auth needs the key 'ssh-privatekey' (in data or stringData)",
         ),
-        rule(
+        rule_at(
+            ".immutable",
             &format!("!{immutable_before} || (has(self.immutable) && self.immutable)"),
             "immutable cannot be unset once it is true; delete and recreate the SyncSecret instead",
         ),
-        rule(
+        rule_at(
+            ".data",
             &format!(
                 "!{immutable_before} || (has(self.data) == has(oldSelf.data) && (!has(self.data) || self.data == oldSelf.data) && has(self.stringData) == has(oldSelf.stringData) && (!has(self.stringData) || self.stringData == oldSelf.stringData))"
             ),
             "data and stringData cannot change: the SyncSecret is immutable; delete and recreate it instead",
         ),
-        rule(
+        rule_at(
+            ".type",
             &format!(
                 "!{immutable_before} || (has(self.type) == has(oldSelf.type) && (!has(self.type) || self.type == oldSelf.type))"
             ),
