@@ -7,6 +7,7 @@
 
 pub mod contract;
 pub mod crd;
+pub mod desired;
 pub mod manifests;
 pub mod payload;
 pub mod v1alpha1;

@@ -1,6 +1,13 @@
 //! KubeLB-shaped SyncSecrets (the samples under `config/samples/`) survive a
 //! trip through the Rust types unchanged, field for field.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step fails the test"
+)]
+
 use std::path::PathBuf;
 
 use syncsecret_api::SyncSecret;

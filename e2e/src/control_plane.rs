@@ -379,12 +379,6 @@ impl ControlPlane {
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_ref().map(TempDir::path)
     }
-
-    /// Keeps the working directory after drop (for `make up`, where a person
-    /// uses the kubeconfigs); processes are still stopped.
-    pub fn keep_dir(&mut self) -> Option<PathBuf> {
-        self.dir.take().map(TempDir::keep)
-    }
 }
 
 async fn readyz(client: &Client) -> Result<(), String> {

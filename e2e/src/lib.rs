@@ -9,6 +9,7 @@
 
 pub mod certs;
 pub mod control_plane;
+pub mod demo;
 pub mod kube_util;
 pub mod process;
 
@@ -139,5 +140,6 @@ pub fn asset(var: &'static str) -> Result<PathBuf, HarnessError> {
 
 /// The repository root (for the generated manifests under `config/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let e2e = Path::new(env!("CARGO_MANIFEST_DIR"));
+    e2e.parent().unwrap_or(e2e).to_path_buf()
 }

@@ -1,6 +1,13 @@
 //! The harness itself: real garbage collection on the management cluster,
 //! several clusters at once, nothing left behind.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step fails the test"
+)]
+
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,6 +2,13 @@
 //! accepted as they are, and bad SyncSecrets are rejected at admission with a
 //! message that says what is wrong, nothing stored.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step fails the test"
+)]
+
 use kube::api::{ApiResource, DynamicObject, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};

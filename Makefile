@@ -1,0 +1,37 @@
+# The one entry point. `make demo` and `make test` are the README's two commands.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+
+# Builds (once) and points at etcd, kube-apiserver, kube-controller-manager,
+# kubectl and helm; see hack/tools.sh and hack/versions.env.
+WITH_TOOLS = env_lines=$$(hack/tools.sh env) && eval "$$env_lines" &&
+
+.PHONY: help tools demo up test manifests fmt lint ci
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+
+tools: ## Build the control-plane binaries into the cache (once).
+	hack/tools.sh install
+
+demo: ## Start a management and a tenant cluster, show a SyncSecret there, stop.
+	$(WITH_TOOLS) $(CARGO) run -q -p syncsecret-e2e --bin syncsecret-up -- --demo
+
+up: ## Keep a local management and tenant cluster running until Ctrl-C.
+	$(WITH_TOOLS) $(CARGO) run -q -p syncsecret-e2e --bin syncsecret-up
+
+test: ## Run every test (unit, generated-YAML drift, e2e on the real control plane).
+	$(WITH_TOOLS) $(CARGO) test --workspace -- --nocapture
+
+manifests: ## Regenerate config/ from the Rust types.
+	$(CARGO) run -q -p syncsecret-api --bin syncsecret-manifests
+
+fmt: ## Format the code.
+	$(CARGO) fmt --all
+
+lint: ## Formatting and clippy, as CI checks them.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+ci: lint test ## What CI runs.

@@ -1,0 +1,369 @@
+//! What each controller writes, decided by pure functions: the ccm's copy of a
+//! tenant SyncSecret, the manager's Secret for a copy, and whether a live
+//! object already is what would be written.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use crate::contract::{
+    LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS, LAST_APPLIED_ANNOTATION, copy_name,
+    secret_name,
+};
+use crate::payload::{Payload, contains_all};
+use crate::v1alpha1::SyncSecret;
+
+/// Annotations that are never carried across: kubectl's last-applied
+/// configuration holds the whole object, payload in clear.
+fn carried_annotations(meta: &ObjectMeta) -> BTreeMap<String, String> {
+    meta.annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != LAST_APPLIED_ANNOTATION)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn non_empty(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then_some(map)
+}
+
+/// The copy of a tenant SyncSecret in the tenant's namespace of the
+/// management cluster: named by the tenant object's UID; its labels plus the
+/// origin labels; its annotations but kubectl's last-applied one; its
+/// `type`, `data`, `stringData` and `immutable`. Never its UID,
+/// resourceVersion, finalizers, ownerReferences, managedFields or status.
+/// `None` if the tenant object has no UID or namespace (not stored yet).
+pub fn desired_copy(tenant: &SyncSecret, tenant_namespace: &str) -> Option<SyncSecret> {
+    let name = copy_name(tenant)?;
+    let origin_namespace = tenant.namespace()?;
+    let mut labels = tenant.labels().clone();
+    labels.insert(LABEL_ORIGIN_NAME.into(), tenant.name_any());
+    labels.insert(LABEL_ORIGIN_NAMESPACE.into(), origin_namespace.clone());
+    labels.insert(LABEL_ORIGIN_NS.into(), origin_namespace);
+    Some(SyncSecret {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(tenant_namespace.to_owned()),
+            labels: Some(labels),
+            annotations: non_empty(carried_annotations(&tenant.metadata)),
+            ..Default::default()
+        },
+        type_: tenant.type_.clone(),
+        data: tenant.data.clone(),
+        string_data: tenant.string_data.clone(),
+        immutable: tenant.immutable,
+        status: None,
+    })
+}
+
+/// The Secret for a management copy: named by the copy's UID, in its
+/// namespace, with its type, effective data (stringData merged over data)
+/// and immutable, its labels and carried annotations, and a controller
+/// ownerReference to the copy so that the garbage collector is the backstop.
+/// `None` if the copy has no UID or namespace.
+pub fn desired_secret(copy: &SyncSecret) -> Option<Secret> {
+    let name = secret_name(copy)?;
+    let namespace = copy.namespace()?;
+    let payload = Payload::of_sync_secret(copy);
+    let owner = OwnerReference {
+        api_version: SyncSecret::api_version(&()).into_owned(),
+        kind: SyncSecret::kind(&()).into_owned(),
+        name: copy.name_any(),
+        uid: copy.uid()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(namespace),
+            labels: non_empty(copy.labels().clone()),
+            annotations: non_empty(carried_annotations(&copy.metadata)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        type_: Some(payload.type_),
+        data: Some(payload.data),
+        immutable: payload.immutable.then_some(true),
+        string_data: None,
+    })
+}
+
+/// The keys of `metadata.<field>` (`labels` or `annotations`) that
+/// `field_manager` owns through server-side apply, read from managedFields.
+pub fn applied_keys(meta: &ObjectMeta, field_manager: &str, field: &str) -> BTreeSet<String> {
+    let entries = meta.managed_fields.iter().flatten();
+    entries
+        .filter(|e| {
+            e.manager.as_deref() == Some(field_manager) && e.operation.as_deref() == Some("Apply")
+        })
+        .filter_map(|e| e.fields_v1.as_ref())
+        .filter_map(|f| {
+            f.0.get("f:metadata")?
+                .get(format!("f:{field}"))?
+                .as_object()
+                .cloned()
+        })
+        .flat_map(|m| {
+            m.into_iter()
+                .filter_map(|(k, _)| k.strip_prefix("f:").map(str::to_owned))
+        })
+        .collect()
+}
+
+/// Whether applying `desired` would change `live`'s metadata: a wanted label
+/// or annotation is missing or different, or one that `field_manager`
+/// applied before is no longer wanted (an apply would remove it). Entries
+/// that others added are not ours to judge.
+pub fn metadata_differs(live: &ObjectMeta, desired: &ObjectMeta, field_manager: &str) -> bool {
+    let empty = BTreeMap::new();
+    let want_labels = desired.labels.as_ref().unwrap_or(&empty);
+    let want_annotations = desired.annotations.as_ref().unwrap_or(&empty);
+    if !contains_all(live.labels.as_ref(), want_labels)
+        || !contains_all(live.annotations.as_ref(), want_annotations)
+    {
+        return true;
+    }
+    let stale = |field: &str, want: &BTreeMap<String, String>| {
+        applied_keys(live, field_manager, field)
+            .iter()
+            .any(|k| !want.contains_key(k))
+    };
+    stale("labels", want_labels) || stale("annotations", want_annotations)
+}
+
+/// Whether the live copy differs from the desired one in anything the ccm
+/// writes (content or metadata).
+pub fn copy_needs_write(live: &SyncSecret, desired: &SyncSecret, field_manager: &str) -> bool {
+    Payload::of_sync_secret(live) != Payload::of_sync_secret(desired)
+        || metadata_differs(&live.metadata, &desired.metadata, field_manager)
+}
+
+/// Whether the live Secret differs from the desired one in anything the
+/// manager writes (content, metadata, or its ownerReference).
+pub fn secret_needs_write(live: &Secret, desired: &Secret, field_manager: &str) -> bool {
+    let owners_ok = desired
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .all(|want| {
+            live.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|have| have == want)
+        });
+    Payload::of_secret(live) != Payload::of_secret(desired)
+        || !owners_ok
+        || metadata_differs(&live.metadata, &desired.metadata, field_manager)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    use serde_json::json;
+
+    use super::*;
+    use crate::contract::{FIELD_MANAGER_CCM, FIELD_MANAGER_MANAGER};
+
+    fn tenant() -> SyncSecret {
+        SyncSecret {
+            metadata: ObjectMeta {
+                name: Some("db".into()),
+                namespace: Some("shop".into()),
+                uid: Some("11111111-2222-3333-4444-555555555555".into()),
+                resource_version: Some("42".into()),
+                finalizers: Some(vec!["kubelb.k8c.io/cleanup".into()]),
+                labels: Some([("app".to_owned(), "shop".to_owned())].into()),
+                annotations: Some(
+                    [
+                        ("note".to_owned(), "keep".to_owned()),
+                        (
+                            LAST_APPLIED_ANNOTATION.to_owned(),
+                            "{\"stringData\":{\"p\":\"secret\"}}".to_owned(),
+                        ),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some([("user".to_owned(), ByteString(b"app".to_vec()))].into()),
+            string_data: Some([("password".to_owned(), "pw".to_owned())].into()),
+            immutable: None,
+            status: None,
+        }
+    }
+
+    #[test]
+    fn copy_is_named_by_uid_and_carries_origin_labels_but_no_identity() {
+        let copy = desired_copy(&tenant(), "tenant-a").unwrap();
+        assert_eq!(
+            copy.metadata.name.as_deref(),
+            Some("11111111-2222-3333-4444-555555555555")
+        );
+        assert_eq!(copy.metadata.namespace.as_deref(), Some("tenant-a"));
+        let labels = copy.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[LABEL_ORIGIN_NAME], "db");
+        assert_eq!(labels[LABEL_ORIGIN_NAMESPACE], "shop");
+        assert_eq!(labels[LABEL_ORIGIN_NS], "shop");
+        assert_eq!(labels["app"], "shop");
+        let annotations = copy.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations.get("note").map(String::as_str), Some("keep"));
+        assert!(!annotations.contains_key(LAST_APPLIED_ANNOTATION));
+        assert_eq!(copy.metadata.uid, None);
+        assert_eq!(copy.metadata.resource_version, None);
+        assert_eq!(copy.metadata.finalizers, None);
+        assert_eq!(copy.data, tenant().data);
+        assert_eq!(copy.string_data, tenant().string_data);
+        assert_eq!(copy.status, None);
+    }
+
+    #[test]
+    fn no_copy_before_the_tenant_object_is_stored() {
+        let mut t = tenant();
+        t.metadata.uid = None;
+        assert!(desired_copy(&t, "tenant-a").is_none());
+    }
+
+    #[test]
+    fn secret_has_effective_data_and_controller_owner() {
+        let mut copy = desired_copy(&tenant(), "tenant-a").unwrap();
+        copy.metadata.uid = Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into());
+        copy.immutable = Some(true);
+        let s = desired_secret(&copy).unwrap();
+        assert_eq!(
+            s.metadata.name.as_deref(),
+            Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
+        );
+        assert_eq!(s.metadata.namespace.as_deref(), Some("tenant-a"));
+        let data = s.data.as_ref().unwrap();
+        assert_eq!(data["user"].0, b"app");
+        assert_eq!(data["password"].0, b"pw");
+        assert_eq!(s.string_data, None);
+        assert_eq!(s.immutable, Some(true));
+        let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(owner.kind, "SyncSecret");
+        assert_eq!(owner.api_version, "kubelb.k8c.io/v1alpha1");
+        assert_eq!(owner.uid, "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee");
+        assert_eq!(owner.controller, Some(true));
+        assert_eq!(owner.block_owner_deletion, Some(true));
+        assert_eq!(s.metadata.labels.as_ref().unwrap()[LABEL_ORIGIN_NAME], "db");
+    }
+
+    fn applied(manager: &str, labels: &[&str]) -> ManagedFieldsEntry {
+        let fields: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .map(|l| (format!("f:{l}"), json!({})))
+            .collect();
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Apply".into()),
+            fields_v1: Some(FieldsV1(json!({"f:metadata": {"f:labels": fields}}))),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn live_copy_equal_in_content_needs_no_write_despite_foreign_labels() {
+        let desired = desired_copy(&tenant(), "tenant-a").unwrap();
+        let mut live = desired.clone();
+        // The API server added identity; someone else added a label.
+        live.metadata.uid = Some("x".into());
+        live.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "ops".into());
+        live.metadata.managed_fields = Some(vec![applied(
+            FIELD_MANAGER_CCM,
+            &["app", LABEL_ORIGIN_NAME],
+        )]);
+        assert!(!copy_needs_write(&live, &desired, FIELD_MANAGER_CCM));
+
+        // Content written differently but meaning the same: no write.
+        let mut respelled = live.clone();
+        respelled.string_data = None;
+        respelled.data = Some(
+            [
+                ("user".to_owned(), ByteString(b"app".to_vec())),
+                ("password".to_owned(), ByteString(b"pw".to_vec())),
+            ]
+            .into(),
+        );
+        assert!(!copy_needs_write(&respelled, &desired, FIELD_MANAGER_CCM));
+    }
+
+    #[test]
+    fn changed_content_or_missing_label_needs_a_write() {
+        let desired = desired_copy(&tenant(), "tenant-a").unwrap();
+        let mut changed = desired.clone();
+        changed.string_data = Some([("password".to_owned(), "old".to_owned())].into());
+        assert!(copy_needs_write(&changed, &desired, FIELD_MANAGER_CCM));
+
+        let mut unlabelled = desired.clone();
+        unlabelled
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove(LABEL_ORIGIN_NS);
+        assert!(copy_needs_write(&unlabelled, &desired, FIELD_MANAGER_CCM));
+    }
+
+    #[test]
+    fn a_label_we_applied_and_no_longer_want_needs_a_write() {
+        let mut t = tenant();
+        t.metadata.labels = None;
+        let desired = desired_copy(&t, "tenant-a").unwrap();
+        let mut live = desired.clone();
+        live.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("app".into(), "shop".into());
+        live.metadata.managed_fields = Some(vec![applied(FIELD_MANAGER_CCM, &["app"])]);
+        assert!(copy_needs_write(&live, &desired, FIELD_MANAGER_CCM));
+        // The same label applied by someone else is theirs: no write.
+        live.metadata.managed_fields = Some(vec![applied("kubectl", &["app"])]);
+        assert!(!copy_needs_write(&live, &desired, FIELD_MANAGER_CCM));
+    }
+
+    #[test]
+    fn secret_needs_write_only_when_content_metadata_or_owner_differ() {
+        let mut copy = desired_copy(&tenant(), "tenant-a").unwrap();
+        copy.metadata.uid = Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into());
+        let desired = desired_secret(&copy).unwrap();
+        let mut live = desired.clone();
+        live.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("foreign".into(), "x".into());
+        assert!(!secret_needs_write(&live, &desired, FIELD_MANAGER_MANAGER));
+
+        let mut no_owner = live.clone();
+        no_owner.metadata.owner_references = None;
+        assert!(secret_needs_write(
+            &no_owner,
+            &desired,
+            FIELD_MANAGER_MANAGER
+        ));
+
+        let mut tampered = live.clone();
+        tampered
+            .data
+            .as_mut()
+            .unwrap()
+            .insert("user".into(), ByteString(b"evil".to_vec()));
+        assert!(secret_needs_write(
+            &tampered,
+            &desired,
+            FIELD_MANAGER_MANAGER
+        ));
+    }
+}
