@@ -162,6 +162,26 @@ pub fn secret_needs_write(live: &Secret, desired: &Secret, field_manager: &str) 
         || metadata_differs(&live.metadata, &desired.metadata, field_manager)
 }
 
+/// The SyncSecret the ccm's Secret synchronizer makes from a tenant Secret
+/// labelled `kubelb.k8c.io/managed-by=kubelb`: same name and namespace, its
+/// labels, type, data and immutable. `None` if the Secret has no namespace.
+pub fn desired_sync_secret_from_secret(secret: &Secret) -> Option<SyncSecret> {
+    let payload = Payload::of_secret(secret);
+    Some(SyncSecret {
+        metadata: ObjectMeta {
+            name: Some(secret.name_any()),
+            namespace: Some(secret.namespace()?),
+            labels: non_empty(secret.labels().clone()),
+            ..Default::default()
+        },
+        type_: Some(payload.type_),
+        data: Some(payload.data),
+        string_data: None,
+        immutable: payload.immutable.then_some(true),
+        status: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::ByteString;
@@ -332,6 +352,29 @@ mod tests {
         // The same label applied by someone else is theirs: no write.
         live.metadata.managed_fields = Some(vec![applied("kubectl", &["app"])]);
         assert!(!copy_needs_write(&live, &desired, FIELD_MANAGER_CCM));
+    }
+
+    #[test]
+    fn synchronizer_turns_a_secret_into_a_sync_secret_of_the_same_name() {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("registry".into()),
+                namespace: Some("ci".into()),
+                labels: Some([("kubelb.k8c.io/managed-by".to_owned(), "kubelb".to_owned())].into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            data: Some([(".dockerconfigjson".to_owned(), ByteString(b"{}".to_vec()))].into()),
+            string_data: Some([("extra".to_owned(), "x".to_owned())].into()),
+            immutable: Some(true),
+        };
+        let ss = desired_sync_secret_from_secret(&secret).unwrap();
+        assert_eq!(ss.metadata.name.as_deref(), Some("registry"));
+        assert_eq!(ss.metadata.namespace.as_deref(), Some("ci"));
+        assert_eq!(ss.metadata.labels, secret.metadata.labels);
+        assert_eq!(ss.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+        assert_eq!(ss.immutable, Some(true));
+        assert!(crate::payload::secret_holds(&ss, &secret));
     }
 
     #[test]

@@ -10,6 +10,10 @@ pub mod crd;
 pub mod desired;
 pub mod manifests;
 pub mod payload;
+pub mod rbac;
+#[cfg(feature = "runtime")]
+pub mod runtime;
+pub mod status;
 pub mod v1alpha1;
 pub mod validation;
 

@@ -129,13 +129,22 @@ pub fn root_rules() -> Value {
     ])
 }
 
-/// `data`: base64 values (the API server checks `format: byte`), valid keys.
+/// Standard base64 with padding, as a core Secret's `data` values.
+///
+/// Not `format: byte`: kube-apiserver v1.37 converts `format: byte` values
+/// for CEL with URL-safe base64 (go-openapi strfmt), so any rule that reads
+/// `self.data` fails with "illegal base64 data" on a standard-base64 value
+/// containing `+` or `/` (most binary data, most certificates). A pattern
+/// checks the same alphabet without that conversion.
+pub const BASE64_PATTERN: &str = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
+
+/// `data`: base64 values, valid keys.
 pub fn data_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "description": "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string.",
         "type": "object",
         "maxProperties": MAX_ENTRIES,
-        "additionalProperties": { "type": "string", "format": "byte" },
+        "additionalProperties": { "type": "string", "pattern": BASE64_PATTERN },
         "x-kubernetes-validations": [key_rule("data")],
     })
 }

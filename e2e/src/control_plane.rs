@@ -126,7 +126,8 @@ fn write(path: &Path, content: impl AsRef<[u8]>) -> Result<(), HarnessError> {
     std::fs::write(path, content).map_err(|e| HarnessError::io(path, e))
 }
 
-fn free_port() -> Result<u16, HarnessError> {
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> Result<u16, HarnessError> {
     let l = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| HarnessError::io(Path::new("127.0.0.1:0"), e))?;
     let port = l

@@ -91,3 +91,8 @@ where
         }
     }
 }
+
+/// The name in object metadata ("" when unset).
+pub fn name_of(meta: &kube::api::ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or_default()
+}

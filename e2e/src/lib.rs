@@ -11,6 +11,7 @@ pub mod certs;
 pub mod control_plane;
 pub mod demo;
 pub mod kube_util;
+pub mod pair;
 pub mod process;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,91 @@
+//! What the probes answer: ready once the watches have synced, unhealthy
+//! once a task that must run forever (a watch, the lease) has died.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Shared between the controller and the admin server.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    failed: Mutex<Option<String>>,
+}
+
+impl Health {
+    /// A new state: not ready, healthy.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Marks the watches as synced (or not).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Records that a task died; `/healthz` and `/readyz` fail from now on.
+    pub fn fail(&self, reason: impl Into<String>) {
+        if let Ok(mut f) = self.failed.lock() {
+            f.get_or_insert_with(|| reason.into());
+        }
+    }
+
+    /// `Err(reason)` once a task has died.
+    pub fn healthy(&self) -> Result<(), String> {
+        match self.failed.lock() {
+            Ok(f) => f.clone().map_or(Ok(()), Err),
+            Err(_) => Err("health state poisoned".to_owned()),
+        }
+    }
+
+    /// `Err(reason)` until ready, or once unhealthy.
+    pub fn ready(&self) -> Result<(), String> {
+        self.healthy()?;
+        if self.ready.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err("watches have not synced yet".to_owned())
+        }
+    }
+}
+
+/// Resolves once a reflector store has seen its first full list (true), or
+/// its writer is gone (false).
+///
+/// kube-runtime's `Store::wait_until_ready` sits on a oneshot channel that
+/// remembers only the last waiter's waker: when the controller waits on the
+/// same store (it does, before it starts reconciling), one of the two may
+/// never be woken. Re-polling on a short timer sidesteps that.
+pub async fn store_synced<K>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        let attempt = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            store.wait_until_ready(),
+        );
+        if let Ok(result) = attempt.await {
+            return result.is_ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_probe_can_say_no() {
+        let h = Health::new();
+        assert!(h.healthy().is_ok());
+        assert!(h.ready().is_err());
+        h.set_ready(true);
+        assert!(h.ready().is_ok());
+        h.fail("tenant SyncSecret watch ended");
+        assert_eq!(h.healthy().unwrap_err(), "tenant SyncSecret watch ended");
+        assert!(h.ready().is_err());
+        h.fail("second failure keeps the first reason");
+        assert_eq!(h.healthy().unwrap_err(), "tenant SyncSecret watch ended");
+    }
+}

@@ -1,0 +1,63 @@
+//! The ccm's flags, named as KubeLB's ccm names them; each can also be set by
+//! the environment variable in brackets.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+use syncsecret_api::runtime::logging::LogFormat;
+
+/// Copies SyncSecrets from this tenant cluster into the tenant's namespace
+/// of the KubeLB management cluster.
+#[derive(Debug, Parser)]
+#[command(name = "syncsecret-ccm", version)]
+pub struct Flags {
+    /// Name of this tenant cluster; `tenant-` is prefixed when missing. It
+    /// names the tenant's namespace in the management cluster.
+    #[arg(long, env = "CLUSTER_NAME")]
+    pub cluster_name: String,
+
+    /// Kubeconfig of the management (KubeLB) cluster.
+    #[arg(long, env = "KUBELB_KUBECONFIG")]
+    pub kubelb_kubeconfig: PathBuf,
+
+    /// Kubeconfig of this tenant cluster [default: in-cluster configuration,
+    /// then $KUBECONFIG or ~/.kube/config].
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Address of the /metrics endpoint (`0` disables it).
+    #[arg(long, env = "METRICS_ADDR", default_value = ":9445")]
+    pub metrics_addr: String,
+
+    /// Address of the /healthz and /readyz probes (`0` disables them).
+    #[arg(long, env = "HEALTH_PROBE_BIND_ADDRESS", default_value = ":8081")]
+    pub health_probe_bind_address: String,
+
+    /// Run only while holding a Lease in --leader-election-namespace, so that
+    /// several replicas can run with one active.
+    #[arg(long, env = "ENABLE_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_leader_election: bool,
+
+    /// Namespace of the tenant cluster that holds the leader Lease.
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE", default_value = "kube-system")]
+    pub leader_election_namespace: String,
+
+    /// Also turn Secrets labelled kubelb.k8c.io/managed-by=kubelb into
+    /// SyncSecrets of the same name.
+    #[arg(long, env = "ENABLE_SECRET_SYNCHRONIZER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub enable_secret_synchronizer: bool,
+
+    /// How many objects are reconciled at once.
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
+    pub max_concurrent_reconciles: u16,
+
+    /// Log format: human or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "human")]
+    pub log_format: LogFormat,
+}
+
+impl syncsecret_api::runtime::runner::BinaryFlags for Flags {
+    fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+}

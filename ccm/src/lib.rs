@@ -1,0 +1,222 @@
+//! syncsecret-ccm: runs in a tenant cluster. It watches SyncSecrets in every
+//! namespace, puts the `kubelb.k8c.io/cleanup` finalizer on them, and keeps a
+//! copy of each in the tenant's namespace of the management cluster, named by
+//! the tenant object's UID. On deletion it deletes the copy, waits until the
+//! management cluster has really removed it, and only then releases the
+//! finalizer. With `--enable-secret-synchronizer` it also turns Secrets
+//! labelled `kubelb.k8c.io/managed-by=kubelb` into SyncSecrets.
+
+pub mod error;
+pub mod flags;
+mod reconcile;
+mod synchronizer;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use prometheus::Registry;
+use syncsecret_api::SyncSecret;
+use syncsecret_api::contract::{
+    LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
+    MANAGED_BY_KUBELB, tenant_namespace,
+};
+use syncsecret_api::runtime::admin::{AdminState, Listeners};
+use syncsecret_api::runtime::backoff::Backoffs;
+use syncsecret_api::runtime::events::Events;
+use syncsecret_api::runtime::health::{Health, store_synced};
+use syncsecret_api::runtime::leader::{LeaderLease, default_identity};
+use syncsecret_api::runtime::metrics::ControllerMetrics;
+use syncsecret_api::runtime::shutdown::Shutdown;
+use syncsecret_api::runtime::{client, parse_listen_addr, runner};
+
+pub use error::Error;
+pub use flags::Flags;
+
+/// Name of the Lease (in the tenant cluster) that elects the active replica.
+pub const LEASE_NAME: &str = "syncsecret-ccm";
+/// Metric name prefix, as KubeLB's ccm.
+pub const METRICS_PREFIX: &str = "kubelb_ccm";
+
+/// What every reconcile needs.
+pub struct Context {
+    /// Client of the tenant cluster.
+    pub tenant: Client,
+    /// Client of the management cluster, as the identity of
+    /// `--kubelb-kubeconfig`.
+    pub management: Client,
+    /// The tenant's namespace in the management cluster.
+    pub tenant_namespace: String,
+    /// Copies in that namespace, as the watch last saw them.
+    pub copies: Store<SyncSecret>,
+    /// Tenant SyncSecrets, as the watch last saw them.
+    pub tenant_objects: Store<SyncSecret>,
+    /// Reconcile and write counters.
+    pub metrics: ControllerMetrics,
+    /// Events on tenant objects.
+    pub events: Events,
+    /// Retry delays of failing objects.
+    pub backoffs: Backoffs,
+}
+
+/// Parses nothing and touches no cluster until the flags and kubeconfigs
+/// are known good; then runs until SIGTERM.
+pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
+    let metrics_addr = parse_listen_addr("metrics-addr", &flags.metrics_addr)?;
+    let probe_addr = parse_listen_addr(
+        "health-probe-bind-address",
+        &flags.health_probe_bind_address,
+    )?;
+    let management = client::from_file(&flags.kubelb_kubeconfig).await?;
+    let tenant =
+        client::from_flag_or_environment(flags.kubeconfig.as_deref(), "kubeconfig").await?;
+    let listeners = Listeners::bind(metrics_addr, probe_addr).await?;
+    let metrics = ControllerMetrics::register(METRICS_PREFIX, &registry)?;
+    let health = Arc::new(Health::new());
+    let identity = default_identity();
+    let lease = flags.enable_leader_election.then(|| {
+        LeaderLease::new(
+            tenant.clone(),
+            &flags.leader_election_namespace,
+            LEASE_NAME,
+            identity.clone(),
+        )
+    });
+    let tenant_namespace = tenant_namespace(&flags.cluster_name);
+    tracing::info!(%tenant_namespace, synchronizer = flags.enable_secret_synchronizer, "starting");
+    let admin = AdminState {
+        registry,
+        health: health.clone(),
+    };
+    let setup = Setup {
+        tenant,
+        management,
+        tenant_namespace,
+        metrics,
+        health,
+        identity,
+        synchronizer: flags.enable_secret_synchronizer,
+        concurrency: flags.max_concurrent_reconciles,
+    };
+    runner::run(listeners, admin, lease, |shutdown| {
+        setup.controllers(shutdown)
+    })
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Everything the controllers are built from once this replica leads.
+struct Setup {
+    tenant: Client,
+    management: Client,
+    tenant_namespace: String,
+    metrics: ControllerMetrics,
+    health: Arc<Health>,
+    identity: String,
+    synchronizer: bool,
+    concurrency: u16,
+}
+
+impl Setup {
+    async fn controllers(self, shutdown: Shutdown) {
+        let tenant_api: Api<SyncSecret> = Api::all(self.tenant.clone());
+        let copies_api: Api<SyncSecret> =
+            Api::namespaced(self.management.clone(), &self.tenant_namespace);
+
+        // Copies we made (they carry the origin labels), cached, and mapped
+        // back to their tenant object so that a change or deletion in the
+        // management cluster reconciles it.
+        let (copies, copies_writer) = reflector::store();
+        let copy_events = watcher(
+            copies_api,
+            watcher::Config::default().labels(LABEL_ORIGIN_NAME),
+        )
+        .default_backoff()
+        .reflect(copies_writer)
+        .touched_objects();
+
+        let config = kube::runtime::controller::Config::default().concurrency(self.concurrency);
+        let controller = Controller::new(tenant_api.clone(), watcher::Config::default())
+            .with_config(config.clone())
+            .watches_stream(copy_events, |copy| origin_of(&copy))
+            .graceful_shutdown_on(shutdown.clone().requested());
+        let tenant_objects = controller.store();
+
+        let ctx = Arc::new(Context {
+            tenant: self.tenant.clone(),
+            management: self.management.clone(),
+            tenant_namespace: self.tenant_namespace.clone(),
+            copies: copies.clone(),
+            tenant_objects: tenant_objects.clone(),
+            metrics: self.metrics.clone(),
+            events: Events::new(
+                self.tenant.clone(),
+                "syncsecret-ccm",
+                &self.identity,
+                self.metrics.clone(),
+            ),
+            backoffs: Backoffs::default(),
+        });
+
+        let health = self.health.clone();
+        let mut secrets_store = None;
+        let mut synchronizer = None;
+        if self.synchronizer {
+            let secrets: Api<Secret> = Api::all(self.tenant.clone());
+            let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_KUBELB}");
+            let c = Controller::new(secrets, watcher::Config::default().labels(&selector))
+                .with_config(config)
+                .watches(tenant_api, watcher::Config::default(), |ss| {
+                    Some(ObjectRef::new(&ss.name_any()).within(&ss.namespace()?))
+                })
+                .graceful_shutdown_on(shutdown.clone().requested());
+            secrets_store = Some(c.store());
+            synchronizer = Some(
+                c.run(
+                    synchronizer::reconcile,
+                    synchronizer::error_policy,
+                    ctx.clone(),
+                )
+                .for_each(|_| async {}),
+            );
+        }
+
+        // Ready once every watch has listed: both clusters, and the
+        // labelled Secrets when the synchronizer runs.
+        let readiness = tokio::spawn(async move {
+            let mut synced = store_synced(&tenant_objects).await && store_synced(&copies).await;
+            if let Some(s) = secrets_store {
+                synced = synced && store_synced(&s).await;
+            }
+            if synced {
+                tracing::info!("watches synced; ready");
+                health.set_ready(true);
+            }
+        });
+
+        let main = controller
+            .run(reconcile::reconcile, reconcile::error_policy, ctx)
+            .for_each(|_| async {});
+        match synchronizer {
+            Some(s) => {
+                futures::join!(main, s);
+            }
+            None => main.await,
+        }
+        readiness.abort();
+    }
+}
+
+/// The tenant object a copy was made from, from its origin labels.
+fn origin_of(copy: &SyncSecret) -> Option<ObjectRef<SyncSecret>> {
+    let labels = copy.labels();
+    let name = labels.get(LABEL_ORIGIN_NAME)?;
+    let namespace = labels
+        .get(LABEL_ORIGIN_NAMESPACE)
+        .or_else(|| labels.get(LABEL_ORIGIN_NS))?;
+    Some(ObjectRef::new(name).within(namespace))
+}

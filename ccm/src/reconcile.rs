@@ -1,0 +1,182 @@
+//! One tenant SyncSecret: finalizer first, then its copy in the management
+//! cluster; on deletion the copy goes first and the finalizer last.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use syncsecret_api::SyncSecret;
+use syncsecret_api::contract::{FIELD_MANAGER_CCM, FINALIZER, copy_name};
+use syncsecret_api::desired::{copy_needs_write, desired_copy};
+use syncsecret_api::runtime::metrics::ReconcileResult;
+
+use crate::{Context, Error};
+
+/// Reconciles one tenant SyncSecret; counts it, and reports a failure as a
+/// Warning event on the object.
+pub async fn reconcile(obj: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let had_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
+        match event {
+            Finalizer::Apply(o) => apply(&o, &ctx).await,
+            Finalizer::Cleanup(o) => cleanup(&o, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::from_finalizer(e, &namespace, &name));
+
+    // kube-runtime's helper patches the finalizer itself; count those writes.
+    // It adds one to a live object and removes it from a deleted one.
+    if result.is_ok() && had_finalizer == deleting {
+        ctx.metrics.wrote("syncsecrets", "patch");
+    }
+    let key = format!("{namespace}/{name}");
+    match &result {
+        Ok(_) => {
+            ctx.backoffs.succeeded(&key);
+            ctx.metrics
+                .reconciled(&namespace, ReconcileResult::Success, started.elapsed());
+        }
+        Err(e) => {
+            ctx.metrics
+                .reconciled(&namespace, ReconcileResult::Error, started.elapsed());
+            if e.is_wait() {
+                tracing::info!(%namespace, %name, "{e}");
+            } else {
+                tracing::warn!(%namespace, %name, reason = e.category(), "{e}");
+                ctx.events
+                    .warning(&obj.object_ref(&()), e.category(), e.to_string())
+                    .await;
+            }
+        }
+    }
+    result
+}
+
+/// Retries a failed object with per-object exponential backoff.
+pub fn error_policy(obj: Arc<SyncSecret>, _error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    Action::requeue(ctx.backoffs.failed(&key))
+}
+
+/// Creates or updates the copy; writes nothing when it is already right.
+async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
+    let desired = desired_copy(obj, &ctx.tenant_namespace).ok_or(Error::NotStored)?;
+    let copy = desired.name_any();
+    let api: Api<SyncSecret> = Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
+    // The cache first; on a miss a real read, so that a cache still filling
+    // (right after start) never makes us rewrite what is already there.
+    let live = match ctx
+        .copies
+        .get(&ObjectRef::new(&copy).within(&ctx.tenant_namespace))
+    {
+        Some(l) => Some(l),
+        None => api
+            .get_opt(&copy)
+            .await
+            .map_err(|source| Error::ApplyCopy {
+                namespace: ctx.tenant_namespace.clone(),
+                name: copy.clone(),
+                source,
+            })?
+            .map(Arc::new),
+    };
+    if let Some(live) = &live {
+        if live.meta().deletion_timestamp.is_some() {
+            // Someone deleted the copy; once the manager has let it go, the
+            // copy watch brings us back to create it anew.
+            return Ok(Action::await_change());
+        }
+        if !copy_needs_write(live, &desired, FIELD_MANAGER_CCM) {
+            return Ok(Action::await_change());
+        }
+    }
+    let api: Api<SyncSecret> = Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
+    api.patch(
+        &copy,
+        &PatchParams::apply(FIELD_MANAGER_CCM).force(),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .map_err(|source| Error::ApplyCopy {
+        namespace: ctx.tenant_namespace.clone(),
+        name: copy.clone(),
+        source,
+    })?;
+    ctx.metrics.wrote("syncsecrets", "patch");
+    let (reason, verb) = if live.is_some() {
+        ("CopyUpdated", "updated")
+    } else {
+        ("CopyCreated", "created")
+    };
+    tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy {verb}");
+    ctx.events
+        .normal(
+            &obj.object_ref(&()),
+            reason,
+            format!(
+                "copy {}/{copy} {verb} in the management cluster",
+                ctx.tenant_namespace
+            ),
+        )
+        .await;
+    Ok(Action::await_change())
+}
+
+/// Deletes the copy and succeeds only once it is gone from the management
+/// cluster (a 404 means gone), so that the finalizer is released last.
+async fn cleanup(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
+    let Some(copy) = copy_name(obj) else {
+        return Ok(Action::await_change());
+    };
+    let api: Api<SyncSecret> = Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
+    let err = |source| Error::DeleteCopy {
+        namespace: ctx.tenant_namespace.clone(),
+        name: copy.clone(),
+        source,
+    };
+    let waiting = || Error::CopyTerminating {
+        namespace: ctx.tenant_namespace.clone(),
+        name: copy.clone(),
+    };
+    // A real read: the cache may not have seen a copy created a moment ago.
+    match api.get_opt(&copy).await.map_err(err)? {
+        None => return Ok(Action::await_change()),
+        Some(live) if live.meta().deletion_timestamp.is_some() => return Err(waiting()),
+        Some(_) => {}
+    }
+    match api.delete(&copy, &DeleteParams::default()).await {
+        Ok(either) => {
+            ctx.metrics.wrote("syncsecrets", "delete");
+            tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy deleted");
+            if either.is_right() {
+                Ok(Action::await_change())
+            } else {
+                ctx.events
+                    .normal(
+                        &obj.object_ref(&()),
+                        "CopyDeleting",
+                        format!(
+                            "deleted copy {}/{copy}; the finalizer is released once the management cluster has removed it",
+                            ctx.tenant_namespace
+                        ),
+                    )
+                    .await;
+                // It has the manager's finalizer: wait for it to go. The copy
+                // watch wakes us when it does; the requeue is a backstop.
+                Err(waiting())
+            }
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+        Err(e) => Err(err(e)),
+    }
+}

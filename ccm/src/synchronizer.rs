@@ -1,0 +1,116 @@
+//! The Secret synchronizer: a tenant Secret labelled
+//! `kubelb.k8c.io/managed-by=kubelb` becomes a SyncSecret of the same name
+//! and namespace and follows it; deleting the Secret deletes the SyncSecret
+//! (the cleanup finalizer on the Secret makes sure of it). Only labelled
+//! Secrets are ever listed, cached or touched.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use syncsecret_api::SyncSecret;
+use syncsecret_api::contract::{FIELD_MANAGER_CCM, FINALIZER};
+use syncsecret_api::desired::{desired_sync_secret_from_secret, metadata_differs};
+use syncsecret_api::payload::Payload;
+use syncsecret_api::runtime::metrics::ReconcileResult;
+
+use crate::{Context, Error};
+
+/// Reconciles one labelled Secret.
+pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
+    let had_finalizer = secret.finalizers().iter().any(|f| f == FINALIZER);
+    let deleting = secret.meta().deletion_timestamp.is_some();
+    let api: Api<Secret> = Api::namespaced(ctx.tenant.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, secret.clone(), |event| async {
+        match event {
+            Finalizer::Apply(s) => apply(&s, &ctx).await,
+            Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::from_finalizer(e, &namespace, &name));
+    if result.is_ok() && had_finalizer == deleting {
+        ctx.metrics.wrote("secrets", "patch");
+    }
+    let outcome = if result.is_ok() {
+        ReconcileResult::Success
+    } else {
+        ReconcileResult::Error
+    };
+    ctx.metrics
+        .reconciled(&namespace, outcome, started.elapsed());
+    if let Err(e) = &result {
+        tracing::warn!(%namespace, %name, reason = e.category(), "{e}");
+        ctx.events
+            .warning(&secret.object_ref(&()), e.category(), e.to_string())
+            .await;
+    }
+    result
+}
+
+/// Retries a failed Secret with per-object exponential backoff.
+pub fn error_policy(secret: Arc<Secret>, _error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "secret/{}/{}",
+        secret.namespace().unwrap_or_default(),
+        secret.name_any()
+    );
+    Action::requeue(ctx.backoffs.failed(&key))
+}
+
+async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
+    let desired = desired_sync_secret_from_secret(secret).ok_or(Error::NotStored)?;
+    let namespace = desired.namespace().unwrap_or_default();
+    let name = desired.name_any();
+    let live = ctx
+        .tenant_objects
+        .get(&ObjectRef::new(&name).within(&namespace));
+    if let Some(live) = &live
+        && Payload::of_sync_secret(live) == Payload::of_sync_secret(&desired)
+        && !metadata_differs(&live.metadata, &desired.metadata, FIELD_MANAGER_CCM)
+    {
+        return Ok(Action::await_change());
+    }
+    let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER_CCM).force(),
+        &Patch::Apply(&desired),
+    )
+    .await
+    .map_err(|source| Error::ApplySyncSecret {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    })?;
+    ctx.metrics.wrote("syncsecrets", "patch");
+    tracing::info!(%namespace, %name, "SyncSecret applied from its Secret");
+    Ok(Action::await_change())
+}
+
+async fn cleanup(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
+    let namespace = secret.namespace().unwrap_or_default();
+    let name = secret.name_any();
+    let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {
+            ctx.metrics.wrote("syncsecrets", "delete");
+            tracing::info!(%namespace, %name, "SyncSecret deleted with its Secret");
+            Ok(Action::await_change())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+        Err(source) => Err(Error::DeleteSyncSecret {
+            namespace,
+            name,
+            source,
+        }),
+    }
+}

@@ -1,0 +1,417 @@
+//! The controller pair on the real control plane: one management cluster,
+//! tenant clusters, a `syncsecret-manager` process and one `syncsecret-ccm`
+//! process per tenant, each with its own kubeconfig. The ccm's management
+//! identity is a client certificate bound only to its own tenant namespace
+//! (the Role from `syncsecret_api::rbac`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding, Subject};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use syncsecret_api::contract::tenant_namespace;
+use syncsecret_api::rbac::ccm_management_access;
+
+use crate::control_plane::free_port;
+use crate::kube_util::{TEST_FIELD_MANAGER, eventually};
+use crate::process::Process;
+use crate::{ControlPlane, HarnessError};
+
+/// Namespace of the manager (and its lease) in the management cluster.
+pub const MANAGER_NAMESPACE: &str = "kubelb";
+
+/// Builds the controller binaries (once per test process) with the same
+/// cargo and profile as the tests, and returns the directory holding them.
+pub fn controller_binaries() -> Result<PathBuf, HarnessError> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+            if dir.ends_with("deps") {
+                dir.pop();
+            }
+            let release = dir.ends_with("release");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            // Cargo gives a test process CARGO_* variables of its own; passed
+            // on, they change build-script fingerprints and make this build
+            // and the next `cargo test` rebuild each other's dependencies.
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy();
+                if k.starts_with("CARGO_")
+                    && !matches!(k.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR")
+                    && !k.starts_with("CARGO_BUILD_")
+                {
+                    cmd.env_remove(k.as_ref());
+                }
+            }
+            cmd.args([
+                "build",
+                "-q",
+                "-p",
+                "syncsecret-ccm",
+                "-p",
+                "syncsecret-manager",
+            ]);
+            if release {
+                cmd.arg("--release");
+            }
+            let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "cargo build of the controllers failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(dir)
+        })
+        .clone()
+        .map_err(HarnessError::Usage)
+}
+
+/// One controller process and how to reach it.
+pub struct ControllerProcess {
+    name: String,
+    bin: PathBuf,
+    args: Vec<String>,
+    log_dir: PathBuf,
+    starts: u32,
+    process: Option<Process>,
+    /// Port of `/metrics`.
+    pub metrics_port: u16,
+    /// Port of `/healthz` and `/readyz`.
+    pub probe_port: u16,
+}
+
+impl ControllerProcess {
+    fn start(
+        name: &str,
+        bin: PathBuf,
+        mut args: Vec<String>,
+        log_dir: &Path,
+    ) -> Result<Self, HarnessError> {
+        let metrics_port = free_port()?;
+        let probe_port = free_port()?;
+        args.push(format!("--metrics-addr=127.0.0.1:{metrics_port}"));
+        args.push(format!(
+            "--health-probe-bind-address=127.0.0.1:{probe_port}"
+        ));
+        let mut c = Self {
+            name: name.to_owned(),
+            bin,
+            args,
+            log_dir: log_dir.to_owned(),
+            starts: 0,
+            process: None,
+            metrics_port,
+            probe_port,
+        };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    fn spawn(&mut self) -> Result<(), HarnessError> {
+        self.starts += 1;
+        let log = self
+            .log_dir
+            .join(format!("{}.{}.log", self.name, self.starts));
+        self.process = Some(Process::spawn(&self.name, &self.bin, &self.args, &log)?);
+        Ok(())
+    }
+
+    /// Stops it (SIGTERM, drain) and starts it again with the same flags.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        if let Some(mut p) = self.process.take() {
+            p.stop();
+        }
+        self.spawn()
+    }
+
+    /// The body of `GET path` on `port`, or the HTTP status line on failure.
+    fn get(port: u16, path: &str) -> Result<(bool, String), String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
+        let ok = buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200");
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((ok, body))
+    }
+
+    /// The text of `/metrics`.
+    pub fn metrics(&self) -> Result<String, HarnessError> {
+        match Self::get(self.metrics_port, "/metrics") {
+            Ok((true, body)) => Ok(body),
+            Ok((false, body)) => Err(HarnessError::Usage(format!(
+                "{} /metrics: {body}",
+                self.name
+            ))),
+            Err(e) => Err(HarnessError::Usage(format!("{} /metrics: {e}", self.name))),
+        }
+    }
+
+    /// The sum of every sample of `metric` (all label sets).
+    pub fn metric_sum(&self, metric: &str) -> Result<f64, HarnessError> {
+        Ok(sum_samples(&self.metrics()?, metric))
+    }
+
+    /// Waits until `/readyz` answers 200; fails early if the process exited.
+    pub async fn wait_ready(&mut self) -> Result<(), HarnessError> {
+        let port = self.probe_port;
+        let name = self.name.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(p) = self.process.as_mut()
+                && let Some(status) = p.exited()
+            {
+                return Err(HarnessError::Exited {
+                    name,
+                    status,
+                    log_tail: p.log_tail(30),
+                });
+            }
+            if let Ok((true, _)) = Self::get(port, "/readyz") {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(HarnessError::Timeout {
+                    what: format!("{name} /readyz"),
+                    seconds: 60,
+                    detail: self
+                        .process
+                        .as_ref()
+                        .map(|p| p.log_tail(20))
+                        .unwrap_or_default(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The end of its current log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process
+            .as_ref()
+            .map(|p| p.log_tail(lines))
+            .unwrap_or_default()
+    }
+}
+
+/// The sum of every sample of `metric` in Prometheus text.
+pub fn sum_samples(text: &str, metric: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The running pair and its clusters.
+pub struct Pair {
+    /// ccm per tenant, in the order of the tenant names.
+    pub ccms: Vec<ControllerProcess>,
+    /// The manager.
+    pub manager: ControllerProcess,
+    /// Admin client of the management cluster.
+    pub management: Client,
+    /// Admin clients of the tenant clusters.
+    pub tenants: Vec<Client>,
+    /// The clusters; dropped last, after the controllers.
+    pub plane: ControlPlane,
+}
+
+impl Pair {
+    /// Starts a management cluster and the named tenant clusters, prepares
+    /// tenant namespaces and least-privilege access, and starts the
+    /// controllers (ccm with the Secret synchronizer on), waiting until each
+    /// is ready.
+    pub async fn start(tenant_names: &[&str]) -> Result<Self, HarnessError> {
+        let bin_dir = controller_binaries()?;
+        let mut names = vec!["management"];
+        names.extend_from_slice(tenant_names);
+        let plane = ControlPlane::start(&names).await?;
+        let mgmt = plane.management();
+        let management = mgmt.client().await?;
+        let log_dir = plane.dir().map(Path::to_path_buf).unwrap_or_default();
+        ensure_namespace(&management, MANAGER_NAMESPACE).await?;
+
+        let manager = ControllerProcess::start(
+            "syncsecret-manager",
+            bin_dir.join("syncsecret-manager"),
+            vec![
+                format!("--kubeconfig={}", mgmt.kubeconfig().display()),
+                format!("--namespace={MANAGER_NAMESPACE}"),
+            ],
+            &log_dir,
+        )?;
+        let mut ccms = Vec::new();
+        let mut tenants = Vec::new();
+        for name in tenant_names {
+            let tenant_ns = tenant_namespace(name);
+            ensure_namespace(&management, &tenant_ns).await?;
+            let user = format!("syncsecret-ccm:{name}");
+            let identity = mgmt.mint_identity(&user, None)?;
+            let (role, binding) = ccm_management_access(
+                &tenant_ns,
+                Subject {
+                    kind: "User".into(),
+                    name: user,
+                    api_group: Some("rbac.authorization.k8s.io".into()),
+                    namespace: None,
+                },
+            );
+            let pp = PatchParams::apply(TEST_FIELD_MANAGER).force();
+            Api::<Role>::namespaced(management.clone(), &tenant_ns)
+                .patch(
+                    crate::kube_util::name_of(&role.metadata),
+                    &pp,
+                    &Patch::Apply(&role),
+                )
+                .await?;
+            Api::<RoleBinding>::namespaced(management.clone(), &tenant_ns)
+                .patch(
+                    crate::kube_util::name_of(&binding.metadata),
+                    &pp,
+                    &Patch::Apply(&binding),
+                )
+                .await?;
+            let cluster = plane
+                .cluster(name)
+                .ok_or_else(|| HarnessError::Usage(format!("no cluster {name}")))?;
+            tenants.push(cluster.client().await?);
+            ccms.push(ControllerProcess::start(
+                &format!("syncsecret-ccm-{name}"),
+                bin_dir.join("syncsecret-ccm"),
+                vec![
+                    format!("--cluster-name={name}"),
+                    format!("--kubelb-kubeconfig={}", identity.display()),
+                    format!("--kubeconfig={}", cluster.kubeconfig().display()),
+                    "--enable-secret-synchronizer".to_owned(),
+                ],
+                &log_dir,
+            )?);
+        }
+        let mut pair = Self {
+            ccms,
+            manager,
+            management,
+            tenants,
+            plane,
+        };
+        pair.wait_ready().await?;
+        Ok(pair)
+    }
+
+    /// Waits until every controller answers `/readyz`.
+    pub async fn wait_ready(&mut self) -> Result<(), HarnessError> {
+        self.manager.wait_ready().await?;
+        for c in &mut self.ccms {
+            c.wait_ready().await?;
+        }
+        Ok(())
+    }
+
+    /// Restarts every controller and waits until they are ready again.
+    pub async fn restart_all(&mut self) -> Result<(), HarnessError> {
+        self.manager.restart()?;
+        for c in &mut self.ccms {
+            c.restart()?;
+        }
+        self.wait_ready().await
+    }
+
+    /// Every controller, manager first.
+    pub fn controllers(&self) -> impl Iterator<Item = &ControllerProcess> {
+        std::iter::once(&self.manager).chain(self.ccms.iter())
+    }
+
+    /// Every log file the run wrote: controllers, API servers, etcd,
+    /// kube-controller-manager.
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "log") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Some(d) = self.plane.dir() {
+            walk(d, &mut out);
+        }
+        out
+    }
+
+    /// What a person would look at when a test fails: the objects in every
+    /// cluster (names, phases) and the end of each controller's log.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        let kubectl = crate::asset("TEST_ASSET_KUBECTL").ok();
+        for c in self.plane.clusters() {
+            if let Some(k) = &kubectl {
+                let res = Command::new(k)
+                    .arg(format!("--kubeconfig={}", c.kubeconfig().display()))
+                    .args(["get", "syncsecrets,secrets", "-A", "-o", "wide"])
+                    .output();
+                if let Ok(o) = res {
+                    out.push_str(&format!(
+                        "--- {} objects:\n{}{}",
+                        c.name(),
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    ));
+                }
+            }
+        }
+        for c in self.controllers() {
+            out.push_str(&format!("--- {} log:\n{}\n", c.name, c.log_tail(40)));
+        }
+        out
+    }
+}
+
+/// Creates a namespace if it does not exist.
+pub async fn ensure_namespace(client: &Client, name: &str) -> Result<(), HarnessError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    eventually(
+        &format!("namespace {name}"),
+        Duration::from_secs(10),
+        || async {
+            api.get_opt(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|_| ())
+                .ok_or_else(|| "not there yet".to_owned())
+        },
+    )
+    .await
+}

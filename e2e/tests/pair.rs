@@ -1,0 +1,755 @@
+//! The controller pair end to end: one management and two tenant clusters on
+//! the real control plane; `syncsecret-manager` and one `syncsecret-ccm` per
+//! tenant run as processes with their own kubeconfigs, the ccm's management
+//! identity limited by RBAC to its own tenant namespace.
+//!
+//! The tests share one environment and run in order: the restart test and
+//! the log scan come last, over everything the others did.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step fails the test"
+)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use libtest_mimic::{Arguments, Trial};
+use serde_json::json;
+use syncsecret_api::SyncSecret;
+use syncsecret_api::contract::{
+    FINALIZER, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
+    MANAGED_BY_KUBELB, tenant_namespace,
+};
+use syncsecret_e2e::kube_util::eventually;
+use syncsecret_e2e::pair::{Pair, ensure_namespace};
+use tokio::runtime::Runtime;
+
+const TENANTS: [&str; 2] = ["tenant1", "tenant2"];
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The environment all tests share, started by the first test that runs.
+struct Shared {
+    pair: tokio::sync::Mutex<Pair>,
+    /// Every secret value a test wrote; none may appear in any log.
+    values: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    /// A value no log line could contain by accident, remembered for the scan.
+    fn value(&self, what: &str) -> String {
+        let v = format!("{what}-{}", uuid::Uuid::new_v4().simple());
+        self.values.lock().unwrap().push(v.clone());
+        v
+    }
+}
+
+type TestFn = for<'a> fn(&'a Shared) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
+
+macro_rules! tests {
+    ($($name:ident),* $(,)?) => {
+        vec![$((stringify!($name), (|s| Box::pin($name(s))) as TestFn)),*]
+    };
+}
+
+fn main() -> std::process::ExitCode {
+    let mut args = Arguments::from_args();
+    // In order, one at a time: they share the clusters and the controllers.
+    args.test_threads = Some(1);
+    let rt = Arc::new(Runtime::new().expect("tokio runtime"));
+    let env: Arc<OnceLock<Result<Shared, String>>> = Arc::new(OnceLock::new());
+    let tests: Vec<(&str, TestFn)> = tests![
+        opaque_syncsecret_becomes_an_owned_secret_and_shows_synced,
+        updates_follow_and_then_cost_no_writes,
+        deleting_the_tenant_object_removes_copy_and_secret_first,
+        tls_type_and_binary_bytes_are_preserved,
+        same_name_in_two_tenants_stays_isolated,
+        secret_synchronizer_takes_labelled_secrets_only,
+        restarting_both_controllers_costs_zero_writes,
+        no_secret_value_reaches_any_log,
+    ];
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| {
+            let rt = rt.clone();
+            let env = env.clone();
+            Trial::test(name, move || {
+                let shared = env
+                    .get_or_init(|| {
+                        rt.block_on(async {
+                            let pair = Pair::start(&TENANTS).await.map_err(|e| e.to_string())?;
+                            Ok(Shared {
+                                pair: tokio::sync::Mutex::new(pair),
+                                values: Mutex::new(Vec::new()),
+                            })
+                        })
+                    })
+                    .as_ref()
+                    .map_err(|e| format!("the environment did not start: {e}"))?;
+                rt.block_on(async {
+                    let started = Instant::now();
+                    match f(shared).await {
+                        Ok(()) => {
+                            println!("    {name}: {:.1} s", started.elapsed().as_secs_f64());
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let dump = shared.pair.lock().await.dump();
+                            Err(format!("{e:#}\n--- state at failure ---\n{dump}").into())
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Stop the controllers and clusters before exiting.
+    if let Some(env) = Arc::into_inner(env) {
+        drop(env.into_inner());
+    }
+    conclusion.exit_code()
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn bytes(s: &str) -> ByteString {
+    ByteString(s.as_bytes().to_vec())
+}
+
+async fn tenant_client(s: &Shared, i: usize) -> Client {
+    s.pair.lock().await.tenants[i].clone()
+}
+
+async fn management(s: &Shared) -> Client {
+    s.pair.lock().await.management.clone()
+}
+
+fn sync_secret(name: &str) -> SyncSecret {
+    SyncSecret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Creates a SyncSecret in a fresh namespace of tenant `i`.
+async fn create(s: &Shared, i: usize, ns: &str, obj: SyncSecret) -> anyhow::Result<SyncSecret> {
+    let client = tenant_client(s, i).await;
+    ensure_namespace(&client, ns).await?;
+    let api: Api<SyncSecret> = Api::namespaced(client, ns);
+    Ok(api.create(&PostParams::default(), &obj).await?)
+}
+
+/// Waits until the management cluster holds a Synced copy of the tenant
+/// object (for its current generation) and a Secret for it that passes
+/// `check`; returns both.
+async fn synced(
+    s: &Shared,
+    i: usize,
+    ns: &str,
+    name: &str,
+    check: impl Fn(&Secret) -> bool,
+) -> anyhow::Result<(SyncSecret, Secret)> {
+    let tenant: Api<SyncSecret> = Api::namespaced(tenant_client(s, i).await, ns);
+    let mgmt = management(s).await;
+    let tenant_ns = tenant_namespace(TENANTS[i]);
+    let copies: Api<SyncSecret> = Api::namespaced(mgmt.clone(), &tenant_ns);
+    let secrets: Api<Secret> = Api::namespaced(mgmt, &tenant_ns);
+    let found = eventually(&format!("{ns}/{name} synced"), WAIT, || async {
+        let t = tenant.get(name).await.map_err(|e| e.to_string())?;
+        let uid = t.uid().ok_or("no uid")?;
+        let copy = copies
+            .get_opt(&uid)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no copy yet")?;
+        let status = copy.status.clone().ok_or("copy has no status yet")?;
+        if status.phase != Some(syncsecret_api::SyncSecretPhase::Synced)
+            || status.observed_generation != copy.metadata.generation
+        {
+            return Err(format!("copy status {:?}", status.phase));
+        }
+        let secret = secrets
+            .get_opt(&copy.uid().ok_or("copy without uid")?)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no Secret yet")?;
+        if !check(&secret) {
+            return Err("Secret content not as expected yet".into());
+        }
+        Ok((copy, secret))
+    })
+    .await?;
+    Ok(found)
+}
+
+fn data_of(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+    secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect()
+}
+
+/// Sum of a metric over every controller.
+async fn total(s: &Shared, metric_suffix: &str) -> anyhow::Result<f64> {
+    let pair = s.pair.lock().await;
+    let mut sum = 0.0;
+    for (prefix, c) in std::iter::once(("kubelb_manager", &pair.manager))
+        .chain(pair.ccms.iter().map(|c| ("kubelb_ccm", c)))
+    {
+        sum += c.metric_sum(&format!("{prefix}_{metric_suffix}"))?;
+    }
+    Ok(sum)
+}
+
+async fn reconciles(s: &Shared) -> anyhow::Result<(f64, f64)> {
+    let pair = s.pair.lock().await;
+    let m = pair
+        .manager
+        .metric_sum("kubelb_manager_sync_secret_reconcile_total")?;
+    let mut c = 0.0;
+    for ccm in &pair.ccms {
+        c += ccm.metric_sum("kubelb_ccm_sync_secret_reconcile_total")?;
+    }
+    Ok((c, m))
+}
+
+// ------------------------------------------------------------------ tests
+
+async fn opaque_syncsecret_becomes_an_owned_secret_and_shows_synced(
+    s: &Shared,
+) -> anyhow::Result<()> {
+    let (user, password) = (s.value("user"), s.value("password"));
+    let mut obj = sync_secret("db");
+    obj.metadata.labels = Some([("app".to_owned(), "shop".to_owned())].into());
+    obj.type_ = Some("Opaque".into());
+    obj.data = Some(
+        [
+            ("username".to_owned(), bytes("from-data")),
+            ("host".to_owned(), bytes("db.local")),
+        ]
+        .into(),
+    );
+    obj.string_data = Some(
+        [
+            ("username".to_owned(), user.clone()),
+            ("password".to_owned(), password.clone()),
+        ]
+        .into(),
+    );
+    let created = create(s, 0, "opaque", obj).await?;
+
+    let (copy, secret) = synced(s, 0, "opaque", "db", |sec| {
+        data_of(sec).get("password").map(Vec::as_slice) == Some(password.as_bytes())
+    })
+    .await?;
+    // The copy: named by the tenant UID, origin labels (both spellings).
+    ensure!(
+        copy.name_any() == created.uid().unwrap(),
+        "copy not named by the tenant UID"
+    );
+    let labels = copy.labels();
+    ensure!(labels.get(LABEL_ORIGIN_NAME).map(String::as_str) == Some("db"));
+    ensure!(labels.get(LABEL_ORIGIN_NAMESPACE).map(String::as_str) == Some("opaque"));
+    ensure!(labels.get(LABEL_ORIGIN_NS).map(String::as_str) == Some("opaque"));
+    ensure!(
+        copy.finalizers().iter().any(|f| f == FINALIZER),
+        "copy lacks the manager's finalizer"
+    );
+
+    // The Secret: named by the copy UID, merged data (stringData wins), type,
+    // labels, controller ownerReference to the copy.
+    ensure!(
+        secret.name_any() == copy.uid().unwrap(),
+        "Secret not named by the copy UID"
+    );
+    let data = data_of(&secret);
+    ensure!(
+        data["username"] == user.as_bytes(),
+        "stringData did not win over data"
+    );
+    ensure!(data["host"] == b"db.local");
+    ensure!(data.len() == 3, "unexpected keys {:?}", data.keys());
+    ensure!(secret.type_.as_deref() == Some("Opaque"));
+    ensure!(secret.labels().get("app").map(String::as_str) == Some("shop"));
+    ensure!(secret.labels().get(LABEL_ORIGIN_NAME).map(String::as_str) == Some("db"));
+    let owner = &secret.metadata.owner_references.clone().unwrap_or_default()[0];
+    ensure!(owner.kind == "SyncSecret" && owner.api_version == "kubelb.k8c.io/v1alpha1");
+    ensure!(owner.uid == copy.uid().unwrap() && owner.name == copy.name_any());
+    ensure!(owner.controller == Some(true) && owner.block_owner_deletion == Some(true));
+
+    // Status on the copy, and the tenant object holds the ccm's finalizer.
+    let status = copy.status.clone().unwrap();
+    let cond = status.conditions.unwrap_or_default();
+    ensure!(
+        cond.iter()
+            .any(|c| c.type_ == "Synced" && c.status == "True"),
+        "no Synced=True condition: {cond:?}"
+    );
+    let tenant: Api<SyncSecret> = Api::namespaced(tenant_client(s, 0).await, "opaque");
+    ensure!(
+        tenant
+            .get("db")
+            .await?
+            .finalizers()
+            .iter()
+            .any(|f| f == FINALIZER)
+    );
+
+    // What a person sees with kubectl on the management cluster.
+    let kubectl = syncsecret_e2e::asset("TEST_ASSET_KUBECTL")?;
+    let kubeconfig = s
+        .pair
+        .lock()
+        .await
+        .plane
+        .management()
+        .kubeconfig()
+        .to_owned();
+    let out = std::process::Command::new(kubectl)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["get", "syncsecrets", "-A"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("    $ kubectl get syncsecrets -A   # management cluster\n{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains(&copy.name_any()))
+        .ok_or_else(|| anyhow!("copy not listed by kubectl"))?;
+    ensure!(
+        row.split_whitespace().any(|w| w == "Synced"),
+        "kubectl row without Phase Synced: {row}"
+    );
+    Ok(())
+}
+
+async fn updates_follow_and_then_cost_no_writes(s: &Shared) -> anyhow::Result<()> {
+    let (v1, v2) = (s.value("token-v1"), s.value("token-v2"));
+    let mut obj = sync_secret("api-token");
+    obj.string_data = Some([("token".to_owned(), v1.clone())].into());
+    create(s, 0, "update", obj).await?;
+    synced(s, 0, "update", "api-token", |sec| {
+        data_of(sec).get("token").map(Vec::as_slice) == Some(v1.as_bytes())
+    })
+    .await?;
+
+    let tenant: Api<SyncSecret> = Api::namespaced(tenant_client(s, 0).await, "update");
+    tenant
+        .patch(
+            "api-token",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"token": v2}})),
+        )
+        .await?;
+    let (copy, secret) = synced(s, 0, "update", "api-token", |sec| {
+        data_of(sec).get("token").map(Vec::as_slice) == Some(v2.as_bytes())
+    })
+    .await?;
+    ensure!(copy.status.unwrap().observed_generation == Some(2));
+
+    // Now nothing changes: events that make both controllers reconcile must
+    // not make them write.
+    let writes_before = total(s, "writes_total").await?;
+    let (ccm_before, mgr_before) = reconciles(s).await?;
+    let mgmt = management(s).await;
+    let secrets: Api<Secret> = Api::namespaced(mgmt, &tenant_namespace(TENANTS[0]));
+    secrets
+        .patch(
+            &secret.name_any(),
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"labels": {"team": "ops"}}})),
+        )
+        .await?;
+    tenant
+        .patch(
+            "api-token",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": [FINALIZER, "example.com/hold"]}})),
+        )
+        .await?;
+    tenant
+        .patch(
+            "api-token",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": [FINALIZER]}})),
+        )
+        .await?;
+    eventually(
+        "both controllers reconciled the no-op changes",
+        WAIT,
+        || async {
+            let (c, m) = reconciles(s).await.map_err(|e| e.to_string())?;
+            // Events that arrive together may be reconciled once.
+            if c > ccm_before && m > mgr_before {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ccm {c} (was {ccm_before}), manager {m} (was {mgr_before})"
+                ))
+            }
+        },
+    )
+    .await?;
+    let writes_after = total(s, "writes_total").await?;
+    println!("    writes before the no-op changes: {writes_before}, after: {writes_after}");
+    ensure!(
+        writes_after == writes_before,
+        "no-op reconciles wrote {} times",
+        writes_after - writes_before
+    );
+    let live = secrets.get(&secret.name_any()).await?;
+    ensure!(
+        live.labels().get("team").map(String::as_str) == Some("ops"),
+        "a foreign label was removed"
+    );
+    Ok(())
+}
+
+async fn deleting_the_tenant_object_removes_copy_and_secret_first(
+    s: &Shared,
+) -> anyhow::Result<()> {
+    let mut obj = sync_secret("short-lived");
+    obj.string_data = Some([("k".to_owned(), s.value("short"))].into());
+    let created = create(s, 0, "delete", obj).await?;
+    let (copy, secret) = synced(s, 0, "delete", "short-lived", |_| true).await?;
+
+    let tenant: Api<SyncSecret> = Api::namespaced(tenant_client(s, 0).await, "delete");
+    tenant
+        .delete("short-lived", &DeleteParams::default())
+        .await?;
+    eventually("tenant object gone", WAIT, || async {
+        match tenant
+            .get_opt("short-lived")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(o) if o.uid() != created.uid() => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await?;
+    // The finalizer was released only after the copy was gone, and the
+    // copy's only after its Secret was gone: both must be gone already.
+    let mgmt = management(s).await;
+    let ns = tenant_namespace(TENANTS[0]);
+    let copies: Api<SyncSecret> = Api::namespaced(mgmt.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(mgmt, &ns);
+    ensure!(
+        copies.get_opt(&copy.name_any()).await?.is_none(),
+        "copy outlived the tenant object"
+    );
+    ensure!(
+        secrets.get_opt(&secret.name_any()).await?.is_none(),
+        "Secret outlived the tenant object"
+    );
+    let leftovers = copies
+        .list(&ListParams::default().labels(&format!("{LABEL_ORIGIN_NAMESPACE}=delete")))
+        .await?;
+    ensure!(leftovers.items.is_empty(), "copies left behind");
+    Ok(())
+}
+
+async fn tls_type_and_binary_bytes_are_preserved(s: &Shared) -> anyhow::Result<()> {
+    let marker = s.value("tls");
+    let mut crt = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+    crt.extend_from_slice(marker.as_bytes());
+    let key: Vec<u8> = (0u8..=255).chain([0, 0, 255, 254]).collect();
+    let mut obj = sync_secret("ingress-tls");
+    obj.type_ = Some("kubernetes.io/tls".into());
+    obj.data = Some(
+        [
+            ("tls.crt".to_owned(), ByteString(crt.clone())),
+            ("tls.key".to_owned(), ByteString(key.clone())),
+        ]
+        .into(),
+    );
+    create(s, 0, "tls", obj).await?;
+    let (_, secret) = synced(s, 0, "tls", "ingress-tls", |_| true).await?;
+    ensure!(secret.type_.as_deref() == Some("kubernetes.io/tls"));
+    let data = data_of(&secret);
+    ensure!(data["tls.crt"] == crt, "tls.crt bytes changed");
+    ensure!(data["tls.key"] == key, "tls.key bytes changed");
+    Ok(())
+}
+
+async fn same_name_in_two_tenants_stays_isolated(s: &Shared) -> anyhow::Result<()> {
+    let values = [s.value("tenant1-value"), s.value("tenant2-value")];
+    for (i, v) in values.iter().enumerate() {
+        let mut obj = sync_secret("same-name");
+        obj.string_data = Some([("value".to_owned(), v.clone())].into());
+        create(s, i, "shared-ns", obj).await?;
+    }
+    for (i, v) in values.iter().enumerate() {
+        let (copy, secret) = synced(s, i, "shared-ns", "same-name", |sec| {
+            data_of(sec).get("value").map(Vec::as_slice) == Some(v.as_bytes())
+        })
+        .await?;
+        ensure!(copy.namespace().as_deref() == Some(tenant_namespace(TENANTS[i]).as_str()));
+        ensure!(secret.namespace() == copy.namespace());
+    }
+    // RBAC really separates them: tenant1's ccm identity cannot read tenant2's
+    // namespace, nor Secrets in its own.
+    let pair = s.pair.lock().await;
+    let identity = pair
+        .plane
+        .dir()
+        .unwrap()
+        .join("management/kubeconfig-syncsecret-ccm_tenant1.yaml");
+    let ccm1 = syncsecret_e2e::control_plane::client_from(&identity).await?;
+    drop(pair);
+    let other: Api<SyncSecret> = Api::namespaced(ccm1.clone(), &tenant_namespace(TENANTS[1]));
+    match other.list(&ListParams::default()).await {
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            println!("    tenant1's ccm on tenant2: {}", e.message)
+        }
+        other => bail!(
+            "tenant1's ccm could list tenant2's copies: {:?}",
+            other.map(|l| l.items.len())
+        ),
+    }
+    let secrets: Api<Secret> = Api::namespaced(ccm1, &tenant_namespace(TENANTS[0]));
+    match secrets.list(&ListParams::default()).await {
+        Err(kube::Error::Api(e)) if e.code == 403 => Ok(()),
+        other => bail!(
+            "tenant1's ccm could list Secrets: {:?}",
+            other.map(|l| l.items.len())
+        ),
+    }
+}
+
+async fn secret_synchronizer_takes_labelled_secrets_only(s: &Shared) -> anyhow::Result<()> {
+    let client = tenant_client(s, 0).await;
+    ensure_namespace(&client, "synchronizer").await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "synchronizer");
+    let syncsecrets: Api<SyncSecret> = Api::namespaced(client, "synchronizer");
+    let (plain_value, labelled_value) = (s.value("unlabelled"), s.value("labelled"));
+    let secret = |name: &str, value: &str, labelled: bool| Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: labelled
+                .then(|| [(LABEL_MANAGED_BY.to_owned(), MANAGED_BY_KUBELB.to_owned())].into()),
+            ..Default::default()
+        },
+        string_data: Some([("value".to_owned(), value.to_owned())].into()),
+        ..Default::default()
+    };
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("plain", &plain_value, false),
+        )
+        .await?;
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("labelled", &labelled_value, true),
+        )
+        .await?;
+    synced(s, 0, "synchronizer", "labelled", |sec| {
+        data_of(sec).get("value").map(Vec::as_slice) == Some(labelled_value.as_bytes())
+    })
+    .await?;
+    ensure!(
+        syncsecrets.get_opt("plain").await?.is_none(),
+        "an unlabelled Secret became a SyncSecret"
+    );
+    let plain = secrets.get("plain").await?;
+    ensure!(
+        plain.finalizers().is_empty(),
+        "an unlabelled Secret was touched"
+    );
+    ensure!(
+        secrets
+            .get("labelled")
+            .await?
+            .finalizers()
+            .iter()
+            .any(|f| f == FINALIZER),
+        "the labelled Secret lacks the cleanup finalizer"
+    );
+
+    // Deleting the Secret deletes its SyncSecret, and with it the copy.
+    secrets.delete("labelled", &DeleteParams::default()).await?;
+    eventually("SyncSecret of the deleted Secret gone", WAIT, || async {
+        match syncsecrets
+            .get_opt("labelled")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+async fn restarting_both_controllers_costs_zero_writes(s: &Shared) -> anyhow::Result<()> {
+    // Objects of its own (so that it also runs alone), plus whatever the
+    // earlier tests left, all converged.
+    for i in 0..3 {
+        let name = format!("steady-{i}");
+        let mut obj = sync_secret(&name);
+        obj.string_data = Some([("v".to_owned(), s.value("steady"))].into());
+        create(s, i % TENANTS.len(), "restart", obj).await?;
+        synced(s, i % TENANTS.len(), "restart", &name, |_| true).await?;
+    }
+    let mgmt = management(s).await;
+    let mut copies = 0;
+    let mut versions_before = BTreeMap::new();
+    for t in TENANTS {
+        let ns = tenant_namespace(t);
+        for c in Api::<SyncSecret>::namespaced(mgmt.clone(), &ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+        {
+            versions_before.insert(format!("copy {ns}/{}", c.name_any()), c.resource_version());
+            copies += 1;
+        }
+        for sec in Api::<Secret>::namespaced(mgmt.clone(), &ns)
+            .list(&ListParams::default().labels(LABEL_ORIGIN_NAME))
+            .await?
+            .items
+        {
+            versions_before.insert(
+                format!("secret {ns}/{}", sec.name_any()),
+                sec.resource_version(),
+            );
+        }
+    }
+    ensure!(
+        copies >= 3,
+        "expected at least this test's 3 copies, found {copies}"
+    );
+
+    s.pair.lock().await.restart_all().await?;
+    // Every object is reconciled once after a restart; wait for that.
+    eventually(
+        "every object reconciled after the restart",
+        WAIT,
+        || async {
+            let (c, m) = reconciles(s).await.map_err(|e| e.to_string())?;
+            if c >= f64::from(copies) && m >= f64::from(copies) {
+                Ok(())
+            } else {
+                Err(format!("ccm {c}, manager {m} of {copies}"))
+            }
+        },
+    )
+    .await?;
+    // Several events per object may reach the queue at start (its own
+    // list, its copy's list); wait until the counts stop moving.
+    let deadline = Instant::now() + WAIT;
+    let mut last = reconciles(s).await?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = reconciles(s).await?;
+        if now == last {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "reconciles never settled: {now:?}"
+        );
+        last = now;
+    }
+    let (c, m) = reconciles(s).await?;
+    let writes = total(s, "writes_total").await?;
+    println!(
+        "    after restart: {c} ccm and {m} manager reconciles of {copies} objects, {writes} writes"
+    );
+    if writes != 0.0 {
+        let pair = s.pair.lock().await;
+        let detail: Vec<String> = pair
+            .controllers()
+            .filter_map(|c| c.metrics().ok())
+            .flat_map(|m| {
+                m.lines()
+                    .filter(|l| l.contains("writes_total{"))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        bail!("a restart with nothing changed wrote {writes} times: {detail:#?}");
+    }
+    for (what, version) in versions_before {
+        let (kind, rest) = what.split_once(' ').unwrap();
+        let (ns, name) = rest.split_once('/').unwrap();
+        let now = if kind == "copy" {
+            Api::<SyncSecret>::namespaced(mgmt.clone(), ns)
+                .get(name)
+                .await?
+                .resource_version()
+        } else {
+            Api::<Secret>::namespaced(mgmt.clone(), ns)
+                .get(name)
+                .await?
+                .resource_version()
+        };
+        ensure!(now == version, "{what} changed across the restart");
+    }
+    Ok(())
+}
+
+async fn no_secret_value_reaches_any_log(s: &Shared) -> anyhow::Result<()> {
+    let values = s.values.lock().unwrap().clone();
+    ensure!(
+        values.len() >= 10,
+        "too few values to scan for: {}",
+        values.len()
+    );
+    let needles: Vec<String> = values
+        .iter()
+        .flat_map(|v| {
+            let b64 = serde_json::to_value(bytes(v))
+                .ok()
+                .and_then(|j| j.as_str().map(str::to_owned));
+            std::iter::once(v.clone()).chain(b64)
+        })
+        .collect();
+    let files = s.pair.lock().await.log_files();
+    let mut lines = 0usize;
+    for f in &files {
+        let text = std::fs::read_to_string(f).with_context(|| f.display().to_string())?;
+        for line in text.lines() {
+            lines += 1;
+            for n in &needles {
+                ensure!(
+                    !line.contains(n.as_str()),
+                    "{} leaks a secret value: {line}",
+                    f.display()
+                );
+            }
+        }
+    }
+    println!(
+        "    scanned {lines} lines in {} log files for {} values: none found",
+        files.len(),
+        values.len()
+    );
+    ensure!(
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("syncsecret-ccm")),
+        "no ccm log scanned"
+    );
+    ensure!(lines > 50, "suspiciously few log lines: {lines}");
+    Ok(())
+}

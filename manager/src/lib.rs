@@ -1,0 +1,151 @@
+//! syncsecret-manager: runs in the management cluster. For every SyncSecret
+//! copy in a tenant namespace it keeps a Secret named by the copy's UID,
+//! owner-referenced to the copy, with the copy's type, effective data,
+//! immutability, labels and annotations; it writes the copy's status, and on
+//! deletion removes the Secret before releasing its finalizer. It writes
+//! nothing when the Secret already holds what it would write.
+
+pub mod error;
+pub mod flags;
+mod reconcile;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client};
+use prometheus::Registry;
+use syncsecret_api::SyncSecret;
+use syncsecret_api::contract::LABEL_ORIGIN_NAME;
+use syncsecret_api::runtime::admin::{AdminState, Listeners};
+use syncsecret_api::runtime::backoff::Backoffs;
+use syncsecret_api::runtime::events::Events;
+use syncsecret_api::runtime::health::{Health, store_synced};
+use syncsecret_api::runtime::leader::{LeaderLease, default_identity};
+use syncsecret_api::runtime::metrics::ControllerMetrics;
+use syncsecret_api::runtime::shutdown::Shutdown;
+use syncsecret_api::runtime::{client, parse_listen_addr, runner};
+
+pub use error::Error;
+pub use flags::Flags;
+
+/// Name of the Lease (in `--namespace`) that elects the active replica.
+pub const LEASE_NAME: &str = "syncsecret-manager";
+/// Metric name prefix, as KubeLB's manager.
+pub const METRICS_PREFIX: &str = "kubelb_manager";
+
+/// What every reconcile needs.
+pub struct Context {
+    /// Client of the management cluster.
+    pub client: Client,
+    /// Secrets we made (they carry the origin labels), as last seen.
+    pub secrets: Store<Secret>,
+    /// Namespaces starting with this are tenant namespaces.
+    pub tenant_namespace_prefix: String,
+    /// Reconcile and write counters.
+    pub metrics: ControllerMetrics,
+    /// Events on copies.
+    pub events: Events,
+    /// Retry delays of failing objects.
+    pub backoffs: Backoffs,
+}
+
+/// Touches no cluster until flags and kubeconfig are known good; then runs
+/// until SIGTERM.
+pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
+    let metrics_addr = parse_listen_addr("metrics-addr", &flags.metrics_addr)?;
+    let probe_addr = parse_listen_addr(
+        "health-probe-bind-address",
+        &flags.health_probe_bind_address,
+    )?;
+    let client =
+        client::from_flag_or_environment(flags.kubeconfig.as_deref(), "kubeconfig").await?;
+    let listeners = Listeners::bind(metrics_addr, probe_addr).await?;
+    let metrics = ControllerMetrics::register(METRICS_PREFIX, &registry)?;
+    let health = Arc::new(Health::new());
+    let identity = default_identity();
+    let lease = flags.enable_leader_election.then(|| {
+        LeaderLease::new(
+            client.clone(),
+            &flags.namespace,
+            LEASE_NAME,
+            identity.clone(),
+        )
+    });
+    tracing::info!(prefix = %flags.tenant_namespace_prefix, "starting");
+    let admin = AdminState {
+        registry,
+        health: health.clone(),
+    };
+    let setup = Setup {
+        client,
+        metrics,
+        health,
+        identity,
+        prefix: flags.tenant_namespace_prefix,
+        concurrency: flags.max_concurrent_reconciles,
+    };
+    runner::run(listeners, admin, lease, |shutdown| {
+        setup.controller(shutdown)
+    })
+    .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+struct Setup {
+    client: Client,
+    metrics: ControllerMetrics,
+    health: Arc<Health>,
+    identity: String,
+    prefix: String,
+    concurrency: u16,
+}
+
+impl Setup {
+    async fn controller(self, shutdown: Shutdown) {
+        let copies: Api<SyncSecret> = Api::all(self.client.clone());
+        // Only Secrets we made are listed and cached (label selector); a
+        // change to one reconciles its owner, so drift is repaired at once.
+        let (secrets, writer) = reflector::store();
+        let secret_events = watcher(
+            Api::<Secret>::all(self.client.clone()),
+            watcher::Config::default().labels(LABEL_ORIGIN_NAME),
+        )
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+        let controller = Controller::new(copies, watcher::Config::default())
+            .with_config(kube::runtime::controller::Config::default().concurrency(self.concurrency))
+            .owns_stream(secret_events)
+            .graceful_shutdown_on(shutdown.requested());
+        let copies_store = controller.store();
+        let ctx = Arc::new(Context {
+            client: self.client.clone(),
+            secrets: secrets.clone(),
+            tenant_namespace_prefix: self.prefix,
+            metrics: self.metrics.clone(),
+            events: Events::new(
+                self.client,
+                "syncsecret-manager",
+                &self.identity,
+                self.metrics,
+            ),
+            backoffs: Backoffs::default(),
+        });
+        let health = self.health;
+        let readiness = tokio::spawn(async move {
+            if store_synced(&copies_store).await && store_synced(&secrets).await {
+                tracing::info!("watches synced; ready");
+                health.set_ready(true);
+            }
+        });
+        controller
+            .run(reconcile::reconcile, reconcile::error_policy, ctx)
+            .for_each(|_| async {})
+            .await;
+        readiness.abort();
+    }
+}

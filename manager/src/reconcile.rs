@@ -1,0 +1,217 @@
+//! One copy: finalizer, Secret, status; on deletion the Secret goes first.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, FINALIZER, secret_name};
+use syncsecret_api::desired::{desired_secret, secret_needs_write};
+use syncsecret_api::runtime::explain;
+use syncsecret_api::runtime::metrics::ReconcileResult;
+use syncsecret_api::status::{
+    REASON_SYNCED, REASON_TERMINATING, status, status_differs, with_transition_time,
+};
+use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
+
+use crate::{Context, Error};
+
+/// Reconciles one copy; counts it; reports a failure in its status and as
+/// a Warning event.
+pub async fn reconcile(copy: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = copy.namespace().unwrap_or_default();
+    let name = copy.name_any();
+    if !namespace.starts_with(&ctx.tenant_namespace_prefix) {
+        ctx.metrics
+            .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
+        return Ok(Action::await_change());
+    }
+    let had_finalizer = copy.finalizers().iter().any(|f| f == FINALIZER);
+    let deleting = copy.meta().deletion_timestamp.is_some();
+    let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, copy.clone(), |event| async {
+        match event {
+            Finalizer::Apply(c) => apply(&c, &ctx).await,
+            Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::from_finalizer(e, &namespace, &name));
+    // kube-runtime's helper adds the finalizer to a live copy and removes it
+    // from a deleted one; count those writes.
+    if result.is_ok() && had_finalizer == deleting {
+        ctx.metrics.wrote("syncsecrets", "patch");
+    }
+    let key = format!("{namespace}/{name}");
+    match &result {
+        Ok(_) => {
+            ctx.backoffs.succeeded(&key);
+            ctx.metrics
+                .reconciled(&namespace, ReconcileResult::Success, started.elapsed());
+        }
+        Err(e) => {
+            ctx.metrics
+                .reconciled(&namespace, ReconcileResult::Error, started.elapsed());
+            tracing::warn!(%namespace, %name, reason = e.category(), "{e}");
+            if !deleting && !matches!(e, Error::PatchStatus { .. }) {
+                let failed = status(
+                    SyncSecretPhase::Failed,
+                    copy.meta().generation,
+                    false,
+                    e.category(),
+                    e.to_string(),
+                );
+                // Best effort: the failure is already logged and evented.
+                let _ = write_status(&copy, failed, &ctx).await;
+            }
+            ctx.events
+                .warning(&copy.object_ref(&()), e.category(), e.to_string())
+                .await;
+        }
+    }
+    result
+}
+
+/// Retries a failed copy with per-object exponential backoff.
+pub fn error_policy(copy: Arc<SyncSecret>, _error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "{}/{}",
+        copy.namespace().unwrap_or_default(),
+        copy.name_any()
+    );
+    Action::requeue(ctx.backoffs.failed(&key))
+}
+
+/// Writes the status if it differs from the live one.
+async fn write_status(
+    copy: &SyncSecret,
+    desired: SyncSecretStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if !status_differs(copy.status.as_ref(), &desired) {
+        return Ok(());
+    }
+    let namespace = copy.namespace().unwrap_or_default();
+    let name = copy.name_any();
+    let stamped = with_transition_time(copy.status.as_ref(), desired, Timestamp::now());
+    let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": stamped })),
+    )
+    .await
+    .map_err(|source| Error::PatchStatus {
+        namespace,
+        name,
+        source,
+    })?;
+    ctx.metrics.wrote("syncsecrets/status", "patch");
+    Ok(())
+}
+
+/// Creates or updates the Secret (nothing when it already holds the
+/// content), then records `Synced` in the status (nothing when already so).
+async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
+    let desired = desired_secret(copy).ok_or(Error::NotStored)?;
+    let namespace = copy.namespace().unwrap_or_default();
+    let name = desired.name_any();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let apply_err = |source| Error::ApplySecret {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    };
+    // The cache first; on a miss a real read, so that a cache still filling
+    // (right after start) never makes us rewrite what is already there.
+    let live = match ctx.secrets.get(&ObjectRef::new(&name).within(&namespace)) {
+        Some(l) => Some(l),
+        None => api.get_opt(&name).await.map_err(apply_err)?.map(Arc::new),
+    };
+    let needs_write = live
+        .as_ref()
+        .is_none_or(|l| secret_needs_write(l, &desired, FIELD_MANAGER_MANAGER));
+    if needs_write {
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(|source| Error::ApplySecret {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
+        ctx.metrics.wrote("secrets", "patch");
+        let (reason, verb) = if live.is_some() {
+            ("SecretUpdated", "updated")
+        } else {
+            ("SecretCreated", "created")
+        };
+        tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "secret {verb}");
+        ctx.events
+            .normal(
+                &copy.object_ref(&()),
+                reason,
+                format!("Secret {namespace}/{name} {verb}"),
+            )
+            .await;
+    }
+    let generation = copy.meta().generation;
+    let synced = status(
+        SyncSecretPhase::Synced,
+        generation,
+        true,
+        REASON_SYNCED,
+        format!(
+            "Secret {namespace}/{name} holds generation {}",
+            generation.unwrap_or_default()
+        ),
+    );
+    write_status(copy, synced, ctx).await?;
+    Ok(Action::await_change())
+}
+
+/// Deletes the Secret (a 404 means gone); the ownerReference makes the
+/// garbage collector the backstop should this never run.
+async fn cleanup(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
+    let namespace = copy.namespace().unwrap_or_default();
+    let Some(name) = secret_name(copy) else {
+        return Ok(Action::await_change());
+    };
+    let terminating = status(
+        SyncSecretPhase::Terminating,
+        copy.meta().generation,
+        false,
+        REASON_TERMINATING,
+        format!("deleting Secret {namespace}/{name}"),
+    );
+    if let Err(e) = write_status(copy, terminating, ctx).await {
+        tracing::debug!(%namespace, copy = %copy.name_any(), "status not written while terminating: {e}");
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => {
+            ctx.metrics.wrote("secrets", "delete");
+            tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "secret deleted");
+            Ok(Action::await_change())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+        Err(source) => {
+            tracing::debug!(%namespace, secret = %name, "delete failed: {}", explain(&source));
+            Err(Error::DeleteSecret {
+                namespace,
+                name,
+                source,
+            })
+        }
+    }
+}
