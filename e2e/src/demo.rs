@@ -4,7 +4,11 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::{ControlPlane, HarnessError, asset, repo_root};
+use kube::ResourceExt;
+use syncsecret_api::contract::tenant_namespace;
+
+use crate::pair::Pair;
+use crate::{HarnessError, asset, repo_root};
 
 /// A SyncSecret the CRD must refuse: type tls without `tls.key`.
 const BAD_SYNCSECRET: &str = r#"apiVersion: kubelb.k8c.io/v1alpha1
@@ -26,7 +30,11 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<bool
         .and_then(Path::file_name)
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    println!("\n[{cluster}] $ kubectl {}", args.join(" "));
+    let shown: Vec<&str> = args
+        .iter()
+        .map(|a| if a.contains('\n') { "<template>" } else { a })
+        .collect();
+    println!("\n[{cluster}] $ kubectl {}", shown.join(" "));
     let mut child = Command::new(&bin)
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .args(args)
@@ -56,32 +64,82 @@ fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<bool
     Ok(status.success())
 }
 
-/// Prints how to reach each cluster.
-pub fn print_access(cp: &ControlPlane) {
+/// Prints how to reach each cluster and the controllers.
+pub fn print_access(pair: &Pair) {
     println!("\nClusters (admin kubeconfigs):");
-    for c in cp.clusters() {
+    for c in pair.plane.clusters() {
         println!(
             "  {:<12} export KUBECONFIG={}",
             c.name(),
             c.kubeconfig().display()
         );
     }
+    println!("\nControllers (metrics and probes):");
+    for c in pair.controllers() {
+        println!(
+            "  {:<26} http://127.0.0.1:{}/metrics  http://127.0.0.1:{}/readyz",
+            c.name(),
+            c.metrics_port,
+            c.probe_port
+        );
+    }
 }
 
-/// The demo: a good SyncSecret stored in the tenant cluster, a bad one
-/// refused by the API server with its message.
-pub fn run_demo(cp: &ControlPlane) -> Result<(), HarnessError> {
-    let tenant = cp
+/// The demo: a SyncSecret travels from the tenant cluster to an
+/// owner-referenced Secret in the management cluster; a bad one is refused
+/// with its reason; deleting the tenant object cleans up both clusters.
+pub async fn run_demo(pair: &Pair) -> Result<(), HarnessError> {
+    let tenant = pair
+        .plane
         .clusters()
         .get(1)
         .ok_or_else(|| HarnessError::Usage("the demo needs a tenant cluster".into()))?;
     let kc = tenant.kubeconfig();
+    let mgmt = pair.plane.management().kubeconfig();
+    let tenant_ns = tenant_namespace(tenant.name());
     let sample = repo_root().join("config/samples/opaque.yaml");
-    println!("\n== A good SyncSecret is stored in the tenant cluster");
+
+    println!("\n== 1. A SyncSecret is created in the tenant cluster");
     kubectl(kc, &["apply", "-f", &sample.display().to_string()], None)?;
+    let (copy, secret) = pair
+        .synced(0, "default", "db-credentials", |_| true)
+        .await?;
     kubectl(kc, &["get", "syncsecrets", "-A"], None)?;
+
     println!(
-        "\n== A bad one (type kubernetes.io/tls without tls.key) is refused at admission, with the reason"
+        "\n== 2. The management cluster holds a copy (named by the tenant object's UID) and a Secret (named by the copy's UID)"
+    );
+    kubectl(
+        mgmt,
+        &["get", "syncsecrets,secrets", "-n", &tenant_ns],
+        None,
+    )?;
+    println!(
+        "tenant default/db-credentials -> copy {tenant_ns}/{} -> Secret {tenant_ns}/{}",
+        copy.name_any(),
+        secret.name_any()
+    );
+    // Labels, owner and key names; values stay out of the terminal.
+    let template = r#"go-template=labels: {{.metadata.labels}}
+owner:  {{with index .metadata.ownerReferences 0}}{{.kind}}/{{.name}} controller={{.controller}}{{end}}
+keys:   {{range $k, $v := .data}}{{$k}} {{end}}
+"#;
+    kubectl(
+        mgmt,
+        &[
+            "get",
+            "secret",
+            "-n",
+            &tenant_ns,
+            &secret.name_any(),
+            "-o",
+            template,
+        ],
+        None,
+    )?;
+
+    println!(
+        "\n== 3. A bad one (type kubernetes.io/tls without tls.key) is refused at admission, with the reason"
     );
     let refused = !kubectl(kc, &["apply", "-f", "-"], Some(BAD_SYNCSECRET))?;
     if !refused {
@@ -89,6 +147,17 @@ pub fn run_demo(cp: &ControlPlane) -> Result<(), HarnessError> {
             "the API server accepted a tls SyncSecret without tls.key: is the generated CRD installed?".into(),
         ));
     }
-    kubectl(kc, &["get", "syncsecrets", "-A"], None)?;
+
+    println!("\n== 4. Deleting it in the tenant cluster removes the copy and the Secret first");
+    kubectl(
+        kc,
+        &["delete", "-f", &sample.display().to_string(), "--wait=true"],
+        None,
+    )?;
+    kubectl(
+        mgmt,
+        &["get", "syncsecrets,secrets", "-n", &tenant_ns],
+        None,
+    )?;
     Ok(())
 }

@@ -11,12 +11,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, Subject};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use syncsecret_api::contract::tenant_namespace;
 use syncsecret_api::rbac::ccm_management_access;
+use syncsecret_api::{SyncSecret, SyncSecretPhase};
 
 use crate::control_plane::free_port;
 use crate::kube_util::{TEST_FIELD_MANAGER, eventually};
@@ -126,6 +127,11 @@ impl ControllerProcess {
         Ok(())
     }
 
+    /// Its name (`syncsecret-manager`, `syncsecret-ccm-<tenant>`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Stops it (SIGTERM, drain) and starts it again with the same flags.
     pub fn restart(&mut self) -> Result<(), HarnessError> {
         if let Some(mut p) = self.process.take() {
@@ -230,6 +236,8 @@ pub struct Pair {
     pub management: Client,
     /// Admin clients of the tenant clusters.
     pub tenants: Vec<Client>,
+    /// The tenant cluster names.
+    pub tenant_names: Vec<String>,
     /// The clusters; dropped last, after the controllers.
     pub plane: ControlPlane,
 }
@@ -310,10 +318,56 @@ impl Pair {
             manager,
             management,
             tenants,
+            tenant_names: tenant_names.iter().map(|n| (*n).to_owned()).collect(),
             plane,
         };
         pair.wait_ready().await?;
         Ok(pair)
+    }
+
+    /// Waits until the management cluster holds a Synced copy of tenant
+    /// `i`'s object `ns/name` (for the object's current generation) and a
+    /// Secret for it that passes `check`; returns both.
+    pub async fn synced(
+        &self,
+        i: usize,
+        ns: &str,
+        name: &str,
+        check: impl Fn(&Secret) -> bool,
+    ) -> Result<(SyncSecret, Secret), HarnessError> {
+        let tenant: Api<SyncSecret> = Api::namespaced(self.tenants[i].clone(), ns);
+        let tenant_ns = tenant_namespace(&self.tenant_names[i]);
+        let copies: Api<SyncSecret> = Api::namespaced(self.management.clone(), &tenant_ns);
+        let secrets: Api<Secret> = Api::namespaced(self.management.clone(), &tenant_ns);
+        eventually(
+            &format!("{ns}/{name} synced"),
+            Duration::from_secs(60),
+            || async {
+                let t = tenant.get(name).await.map_err(|e| e.to_string())?;
+                let uid = t.uid().ok_or("no uid")?;
+                let copy = copies
+                    .get_opt(&uid)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no copy yet")?;
+                let status = copy.status.clone().ok_or("copy has no status yet")?;
+                if status.phase != Some(SyncSecretPhase::Synced)
+                    || status.observed_generation != copy.metadata.generation
+                {
+                    return Err(format!("copy status {:?}", status.phase));
+                }
+                let secret = secrets
+                    .get_opt(&copy.uid().ok_or("copy without uid")?)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no Secret yet")?;
+                if !check(&secret) {
+                    return Err("Secret content not as expected yet".into());
+                }
+                Ok((copy, secret))
+            },
+        )
+        .await
     }
 
     /// Waits until every controller answers `/readyz`.

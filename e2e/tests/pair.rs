@@ -152,9 +152,7 @@ async fn create(s: &Shared, i: usize, ns: &str, obj: SyncSecret) -> anyhow::Resu
     Ok(api.create(&PostParams::default(), &obj).await?)
 }
 
-/// Waits until the management cluster holds a Synced copy of the tenant
-/// object (for its current generation) and a Secret for it that passes
-/// `check`; returns both.
+/// See `Pair::synced`.
 async fn synced(
     s: &Shared,
     i: usize,
@@ -162,37 +160,7 @@ async fn synced(
     name: &str,
     check: impl Fn(&Secret) -> bool,
 ) -> anyhow::Result<(SyncSecret, Secret)> {
-    let tenant: Api<SyncSecret> = Api::namespaced(tenant_client(s, i).await, ns);
-    let mgmt = management(s).await;
-    let tenant_ns = tenant_namespace(TENANTS[i]);
-    let copies: Api<SyncSecret> = Api::namespaced(mgmt.clone(), &tenant_ns);
-    let secrets: Api<Secret> = Api::namespaced(mgmt, &tenant_ns);
-    let found = eventually(&format!("{ns}/{name} synced"), WAIT, || async {
-        let t = tenant.get(name).await.map_err(|e| e.to_string())?;
-        let uid = t.uid().ok_or("no uid")?;
-        let copy = copies
-            .get_opt(&uid)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no copy yet")?;
-        let status = copy.status.clone().ok_or("copy has no status yet")?;
-        if status.phase != Some(syncsecret_api::SyncSecretPhase::Synced)
-            || status.observed_generation != copy.metadata.generation
-        {
-            return Err(format!("copy status {:?}", status.phase));
-        }
-        let secret = secrets
-            .get_opt(&copy.uid().ok_or("copy without uid")?)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("no Secret yet")?;
-        if !check(&secret) {
-            return Err("Secret content not as expected yet".into());
-        }
-        Ok((copy, secret))
-    })
-    .await?;
-    Ok(found)
+    Ok(s.pair.lock().await.synced(i, ns, name, check).await?)
 }
 
 fn data_of(secret: &Secret) -> BTreeMap<String, Vec<u8>> {

@@ -1,28 +1,29 @@
 //! Starts a local management cluster and a tenant cluster on the real
-//! control plane and keeps them running until Ctrl-C (`make up`), or runs the
-//! demo on them and stops (`make demo`).
+//! control plane with both controllers, and keeps them running until Ctrl-C
+//! (`make up`), or runs the demo on them and stops (`make demo`).
 
 use std::process::ExitCode;
 
-use syncsecret_e2e::{ControlPlane, demo};
+use syncsecret_e2e::demo;
+use syncsecret_e2e::pair::Pair;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let demo_only = std::env::args().any(|a| a == "--demo");
-    let cp = match ControlPlane::start(&["management", "tenant1"]).await {
-        Ok(cp) => cp,
+    let pair = match Pair::start(&["tenant1"]).await {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
     if demo_only {
-        let result = demo::run_demo(&cp);
-        drop(cp);
+        let result = demo::run_demo(&pair).await;
+        drop(pair);
         return match result {
             Ok(()) => {
                 println!(
-                    "\nDemo done; the clusters are stopped and removed. `make up` keeps them running."
+                    "\nDemo done; clusters and controllers are stopped and removed. `make up` keeps them running."
                 );
                 ExitCode::SUCCESS
             }
@@ -32,7 +33,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    demo::print_access(&cp);
+    demo::print_access(&pair);
     println!("\nPress Ctrl-C to stop and remove them.");
     let _ = tokio::signal::ctrl_c().await;
     println!("stopping...");
