@@ -132,10 +132,20 @@ impl ControllerProcess {
         &self.name
     }
 
-    /// Stops it (SIGTERM, drain) and starts it again with the same flags.
+    /// Stops it with SIGTERM, which must make it drain and exit 0 within the
+    /// grace period, and starts it again with the same flags.
     pub fn restart(&mut self) -> Result<(), HarnessError> {
         if let Some(mut p) = self.process.take() {
-            p.stop();
+            match p.stop() {
+                Some(status) if status.success() => {}
+                other => {
+                    return Err(HarnessError::Usage(format!(
+                        "{} did not exit 0 on SIGTERM ({other:?}); log:\n{}",
+                        self.name,
+                        p.log_tail(20)
+                    )));
+                }
+            }
         }
         self.spawn()
     }

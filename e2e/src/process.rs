@@ -21,7 +21,7 @@ pub struct Process {
     name: String,
     child: Child,
     log: PathBuf,
-    reaped: bool,
+    status: Option<ExitStatus>,
 }
 
 impl Process {
@@ -50,7 +50,7 @@ impl Process {
             name: name.to_owned(),
             child,
             log: log.to_owned(),
-            reaped: false,
+            status: None,
         })
     }
 
@@ -71,13 +71,12 @@ impl Process {
 
     /// The exit status if it has exited (without blocking).
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => {
-                self.reaped = true;
-                Some(status)
-            }
-            _ => None,
+        if self.status.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            self.status = Some(status);
         }
+        self.status
     }
 
     /// The last `lines` lines of its log, for error messages.
@@ -89,7 +88,7 @@ impl Process {
 
     /// Sends `signal` to the whole process group.
     pub fn signal(&self, signal: Signal) {
-        if self.reaped {
+        if self.status.is_some() {
             return;
         }
         let pgid = Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
@@ -100,7 +99,7 @@ impl Process {
     /// Waits until it has exited or `deadline` passes; true if it exited.
     pub fn wait_until(&mut self, deadline: Instant) -> bool {
         loop {
-            if self.reaped || self.exited().is_some() {
+            if self.exited().is_some() {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -111,26 +110,27 @@ impl Process {
     }
 
     /// SIGTERM, up to [`GRACE`] to exit, then SIGKILL; always reaps it.
-    pub fn stop(&mut self) {
+    /// Returns how it exited (a signal status if it had to be killed).
+    pub fn stop(&mut self) -> Option<ExitStatus> {
         self.signal(Signal::SIGTERM);
         if !self.wait_until(Instant::now() + GRACE) {
             self.kill();
         }
+        self.status
     }
 
     /// SIGKILL to the group, then reap.
     pub fn kill(&mut self) {
         self.signal(Signal::SIGKILL);
-        if !self.reaped {
-            let _ = self.child.wait();
-            self.reaped = true;
+        if self.status.is_none() {
+            self.status = self.child.wait().ok();
         }
     }
 }
 
 impl Drop for Process {
     fn drop(&mut self) {
-        if !self.reaped {
+        if self.status.is_none() {
             self.stop();
         }
     }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow, bail, ensure};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use libtest_mimic::{Arguments, Trial};
@@ -163,6 +164,51 @@ async fn synced(
     Ok(s.pair.lock().await.synced(i, ns, name, check).await?)
 }
 
+/// Waits for an event with `reason` about object `name` in `ns`.
+async fn has_event(client: &Client, ns: &str, name: &str, reason: &str) -> anyhow::Result<()> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("event {reason} on {ns}/{name}"), WAIT, || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            })
+            .then_some(())
+            .ok_or_else(|| format!("{} events, none {reason}", list.items.len()))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Every event note and reason, and every SyncSecret status message, in a
+/// cluster: text a user reads, which must not carry values either.
+async fn user_visible_text(client: &Client) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in Api::<Event>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+    {
+        out.extend(e.note);
+        out.extend(e.reason);
+    }
+    for ss in Api::<SyncSecret>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+    {
+        for c in ss.status.and_then(|s| s.conditions).unwrap_or_default() {
+            out.push(c.message);
+        }
+    }
+    Ok(out)
+}
+
 fn data_of(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     secret
         .data
@@ -278,6 +324,12 @@ async fn opaque_syncsecret_becomes_an_owned_secret_and_shows_synced(
             .iter()
             .any(|f| f == FINALIZER)
     );
+
+    // Events say what happened, on both sides.
+    let mgmt = management(s).await;
+    let tenant_ns = tenant_namespace(TENANTS[0]);
+    has_event(&mgmt, &tenant_ns, &copy.name_any(), "SecretCreated").await?;
+    has_event(&tenant_client(s, 0).await, "opaque", "db", "CopyCreated").await?;
 
     // What a person sees with kubectl on the management cluster.
     let kubectl = syncsecret_e2e::asset("TEST_ASSET_KUBECTL")?;
@@ -719,5 +771,26 @@ async fn no_secret_value_reaches_any_log(s: &Shared) -> anyhow::Result<()> {
         "no ccm log scanned"
     );
     ensure!(lines > 50, "suspiciously few log lines: {lines}");
+    let mut texts = user_visible_text(&management(s).await).await?;
+    for i in 0..TENANTS.len() {
+        texts.extend(user_visible_text(&tenant_client(s, i).await).await?);
+    }
+    for t in &texts {
+        for n in &needles {
+            ensure!(
+                !t.contains(n.as_str()),
+                "an event or status leaks a secret value: {t}"
+            );
+        }
+    }
+    ensure!(
+        texts.len() > 10,
+        "suspiciously few events and statuses: {}",
+        texts.len()
+    );
+    println!(
+        "    and {} event notes, reasons and status messages: none found",
+        texts.len()
+    );
     Ok(())
 }

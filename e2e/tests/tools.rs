@@ -1,0 +1,90 @@
+//! hack/tools.sh reuses binaries a user already has, as envtest does, and
+//! builds nothing then.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step fails the test"
+)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use syncsecret_e2e::{asset, repo_root};
+
+fn exports(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[test]
+fn kubebuilder_assets_and_test_asset_variables_are_used_as_they_are() {
+    // An envtest-style bundle: etcd, kube-apiserver, kubectl (no
+    // kube-controller-manager), made of links to the binaries under test.
+    let assets = tempfile::tempdir().unwrap();
+    for (var, name) in [
+        ("TEST_ASSET_ETCD", "etcd"),
+        ("TEST_ASSET_KUBE_APISERVER", "kube-apiserver"),
+        ("TEST_ASSET_KUBECTL", "kubectl"),
+    ] {
+        std::os::unix::fs::symlink(asset(var).unwrap(), assets.path().join(name)).unwrap();
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let kcm = asset("TEST_ASSET_KUBE_CONTROLLER_MANAGER").unwrap();
+    let helm = asset("TEST_ASSET_HELM").unwrap();
+    let out = Command::new("bash")
+        .arg(repo_root().join("hack/tools.sh"))
+        .arg("env")
+        .env("KUBEBUILDER_ASSETS", assets.path())
+        .env("SYNCSECRET_CACHE", cache.path())
+        .env_remove("TEST_ASSET_ETCD")
+        .env_remove("TEST_ASSET_KUBE_APISERVER")
+        .env_remove("TEST_ASSET_KUBECTL")
+        .env("TEST_ASSET_KUBE_CONTROLLER_MANAGER", &kcm)
+        .env("TEST_ASSET_HELM", &helm)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("building"), "it built something: {stderr}");
+    let env = exports(&String::from_utf8_lossy(&out.stdout));
+    let in_assets = |name: &str| assets.path().join(name).display().to_string();
+    assert_eq!(env["TEST_ASSET_ETCD"], in_assets("etcd"));
+    assert_eq!(
+        env["TEST_ASSET_KUBE_APISERVER"],
+        in_assets("kube-apiserver")
+    );
+    assert_eq!(env["TEST_ASSET_KUBECTL"], in_assets("kubectl"));
+    assert_eq!(
+        env["TEST_ASSET_KUBE_CONTROLLER_MANAGER"],
+        kcm.display().to_string()
+    );
+    assert_eq!(env["TEST_ASSET_HELM"], helm.display().to_string());
+    // Nothing but the lock file was written into the cache.
+    let written: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock")
+        .collect();
+    assert!(written.is_empty(), "cache got {written:?}");
+}
+
+#[test]
+fn a_test_asset_variable_naming_nothing_is_an_error() {
+    let out = Command::new("bash")
+        .arg(repo_root().join("hack/tools.sh"))
+        .arg("env")
+        .env("TEST_ASSET_ETCD", "/nonexistent/etcd")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("TEST_ASSET_ETCD=/nonexistent/etcd is not an executable file"),
+        "{stderr}"
+    );
+}
