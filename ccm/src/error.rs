@@ -1,7 +1,7 @@
 //! The ccm's errors, named after the step that failed. Messages carry the
 //! API server's words (see `runtime::explain`) and never a payload.
 
-use kube::runtime::finalizer;
+use syncsecret_api::runtime::reconcile::FinalizerError;
 use syncsecret_api::runtime::{RuntimeError, explain};
 
 /// What went wrong in one reconcile, or at start-up.
@@ -10,31 +10,12 @@ pub enum Error {
     /// The plumbing failed (flags, kubeconfig, lease, metrics).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// Adding or removing the cleanup finalizer failed.
+    #[error(transparent)]
+    Finalizer(#[from] FinalizerError),
     /// The object has no UID or namespace yet.
     #[error("the object has no UID yet")]
     NotStored,
-    /// Adding the cleanup finalizer to the tenant object failed.
-    #[error("adding finalizer to {namespace}/{name} in the tenant cluster: {}", explain(.source))]
-    AddFinalizer {
-        /// Tenant namespace.
-        namespace: String,
-        /// Tenant name.
-        name: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
-    /// Removing the cleanup finalizer from the tenant object failed.
-    #[error("removing finalizer from {namespace}/{name} in the tenant cluster: {}", explain(.source))]
-    RemoveFinalizer {
-        /// Tenant namespace.
-        namespace: String,
-        /// Tenant name.
-        name: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
     /// Writing the copy in the management cluster failed.
     #[error("applying copy {namespace}/{name} in the management cluster: {}", explain(.source))]
     ApplyCopy {
@@ -96,8 +77,7 @@ impl Error {
         match self {
             Self::Runtime(_) => "Runtime",
             Self::NotStored => "NotStored",
-            Self::AddFinalizer { .. } => "AddFinalizerFailed",
-            Self::RemoveFinalizer { .. } => "RemoveFinalizerFailed",
+            Self::Finalizer(e) => e.category(),
             Self::ApplyCopy { .. } => "ApplyCopyFailed",
             Self::DeleteCopy { .. } => "DeleteCopyFailed",
             Self::CopyTerminating { .. } => "WaitingForCopyDeletion",
@@ -109,23 +89,5 @@ impl Error {
     /// Whether this is a wait rather than a failure.
     pub fn is_wait(&self) -> bool {
         matches!(self, Self::CopyTerminating { .. })
-    }
-
-    /// Unwraps kube-runtime's finalizer error into ours.
-    pub fn from_finalizer(e: finalizer::Error<Error>, namespace: &str, name: &str) -> Self {
-        match e {
-            finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-            finalizer::Error::AddFinalizer(source) => Self::AddFinalizer {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                source,
-            },
-            finalizer::Error::RemoveFinalizer(source) => Self::RemoveFinalizer {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                source,
-            },
-            finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => Self::NotStored,
-        }
     }
 }

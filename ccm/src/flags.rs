@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
-use syncsecret_api::runtime::logging::LogFormat;
+use syncsecret_api::runtime::flags::CommonFlags;
 
 /// Copies SyncSecrets from this tenant cluster into the tenant's namespace
 /// of the KubeLB management cluster.
@@ -33,11 +33,6 @@ pub struct Flags {
     #[arg(long, env = "HEALTH_PROBE_BIND_ADDRESS", default_value = ":8081")]
     pub health_probe_bind_address: String,
 
-    /// Run only while holding a Lease in --leader-election-namespace, so that
-    /// several replicas can run with one active.
-    #[arg(long, env = "ENABLE_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub enable_leader_election: bool,
-
     /// Namespace of the tenant cluster that holds the leader Lease.
     #[arg(long, env = "LEADER_ELECTION_NAMESPACE", default_value = "kube-system")]
     pub leader_election_namespace: String,
@@ -47,17 +42,13 @@ pub struct Flags {
     #[arg(long, env = "ENABLE_SECRET_SYNCHRONIZER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enable_secret_synchronizer: bool,
 
-    /// How many objects are reconciled at once.
-    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
-    pub max_concurrent_reconciles: u16,
-
-    /// Log format: human or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "human")]
-    pub log_format: LogFormat,
+    /// Leader election, concurrency, log format.
+    #[command(flatten)]
+    pub common: CommonFlags,
 }
 
 impl syncsecret_api::runtime::runner::BinaryFlags for Flags {
-    fn log_format(&self) -> LogFormat {
-        self.log_format
+    fn common(&self) -> &CommonFlags {
+        &self.common
     }
 }

@@ -24,14 +24,13 @@ use syncsecret_api::contract::{
     LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
     MANAGED_BY_KUBELB, tenant_namespace,
 };
-use syncsecret_api::runtime::admin::{AdminState, Listeners};
 use syncsecret_api::runtime::backoff::Backoffs;
+use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
 use syncsecret_api::runtime::health::{Health, store_synced};
-use syncsecret_api::runtime::leader::{LeaderLease, default_identity};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
+use syncsecret_api::runtime::runner::Plumbing;
 use syncsecret_api::runtime::shutdown::Shutdown;
-use syncsecret_api::runtime::{client, parse_listen_addr, runner};
 
 pub use error::Error;
 pub use flags::Flags;
@@ -62,49 +61,40 @@ pub struct Context {
     pub backoffs: Backoffs,
 }
 
-/// Parses nothing and touches no cluster until the flags and kubeconfigs
-/// are known good; then runs until SIGTERM.
+/// Touches no cluster until flags, listen addresses and kubeconfigs are
+/// known good; then runs until SIGTERM.
 pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
-    let metrics_addr = parse_listen_addr("metrics-addr", &flags.metrics_addr)?;
-    let probe_addr = parse_listen_addr(
-        "health-probe-bind-address",
+    let plumbing = Plumbing::new(
+        &flags.metrics_addr,
         &flags.health_probe_bind_address,
-    )?;
+        METRICS_PREFIX,
+        registry,
+    )
+    .await?;
     let management = client::from_file(&flags.kubelb_kubeconfig).await?;
     let tenant =
         client::from_flag_or_environment(flags.kubeconfig.as_deref(), "kubeconfig").await?;
-    let listeners = Listeners::bind(metrics_addr, probe_addr).await?;
-    let metrics = ControllerMetrics::register(METRICS_PREFIX, &registry)?;
-    let health = Arc::new(Health::new());
-    let identity = default_identity();
-    let lease = flags.enable_leader_election.then(|| {
-        LeaderLease::new(
-            tenant.clone(),
-            &flags.leader_election_namespace,
-            LEASE_NAME,
-            identity.clone(),
-        )
-    });
+    let lease = plumbing.lease(
+        flags.common.enable_leader_election,
+        &tenant,
+        &flags.leader_election_namespace,
+        LEASE_NAME,
+    );
     let tenant_namespace = tenant_namespace(&flags.cluster_name);
     tracing::info!(%tenant_namespace, synchronizer = flags.enable_secret_synchronizer, "starting");
-    let admin = AdminState {
-        registry,
-        health: health.clone(),
-    };
     let setup = Setup {
         tenant,
         management,
         tenant_namespace,
-        metrics,
-        health,
-        identity,
+        metrics: plumbing.metrics.clone(),
+        health: plumbing.health.clone(),
+        identity: plumbing.identity.clone(),
         synchronizer: flags.enable_secret_synchronizer,
-        concurrency: flags.max_concurrent_reconciles,
+        concurrency: flags.common.max_concurrent_reconciles,
     };
-    runner::run(listeners, admin, lease, |shutdown| {
-        setup.controllers(shutdown)
-    })
-    .await?;
+    plumbing
+        .run(lease, |shutdown| setup.controllers(shutdown))
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::SyncSecret;
-use syncsecret_api::contract::{FIELD_MANAGER_CCM, FINALIZER, copy_name};
+use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
 use syncsecret_api::desired::{copy_needs_write, desired_copy};
-use syncsecret_api::runtime::metrics::ReconcileResult;
+use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 
 use crate::{Context, Error};
 
@@ -22,50 +22,37 @@ pub async fn reconcile(obj: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action
     let started = Instant::now();
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let had_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
-    let deleting = obj.meta().deletion_timestamp.is_some();
     let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, obj.clone(), |event| async {
-        match event {
-            Finalizer::Apply(o) => apply(&o, &ctx).await,
-            Finalizer::Cleanup(o) => cleanup(&o, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::from_finalizer(e, &namespace, &name));
-
-    // kube-runtime's helper patches the finalizer itself; count those writes.
-    // It adds one to a live object and removes it from a deleted one.
-    if result.is_ok() && had_finalizer == deleting {
-        ctx.metrics.wrote("syncsecrets", "patch");
-    }
-    let key = format!("{namespace}/{name}");
-    match &result {
-        Ok(_) => {
-            ctx.backoffs.succeeded(&key);
-            ctx.metrics
-                .reconciled(&namespace, ReconcileResult::Success, started.elapsed());
-        }
-        Err(e) => {
-            ctx.metrics
-                .reconciled(&namespace, ReconcileResult::Error, started.elapsed());
-            if e.is_wait() {
-                tracing::info!(%namespace, %name, "{e}");
-            } else {
-                tracing::warn!(%namespace, %name, reason = e.category(), "{e}");
-                ctx.events
-                    .warning(&obj.object_ref(&()), e.category(), e.to_string())
-                    .await;
+    let result = finalized(
+        &api,
+        obj.clone(),
+        &ctx.metrics,
+        "syncsecrets",
+        |event| async {
+            match event {
+                Finalizer::Apply(o) => apply(&o, &ctx).await,
+                Finalizer::Cleanup(o) => cleanup(&o, &ctx).await,
             }
+        },
+    )
+    .await;
+    record(&ctx.metrics, &ctx.backoffs, obj.as_ref(), started, &result);
+    match &result {
+        Err(e) if e.is_wait() => tracing::info!(%namespace, %name, "{e}"),
+        Err(e) => {
+            tracing::warn!(%namespace, %name, reason = e.category(), "{e}");
+            ctx.events
+                .warning(&obj.object_ref(&()), e.category(), e.to_string())
+                .await;
         }
+        Ok(_) => {}
     }
     result
 }
 
 /// Retries a failed object with per-object exponential backoff.
 pub fn error_policy(obj: Arc<SyncSecret>, _error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    Action::requeue(ctx.backoffs.failed(&key))
+    retry_later(&ctx.backoffs, obj.as_ref())
 }
 
 /// Creates or updates the copy; writes nothing when it is already right.

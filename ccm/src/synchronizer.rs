@@ -10,14 +10,14 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::SyncSecret;
-use syncsecret_api::contract::{FIELD_MANAGER_CCM, FINALIZER};
+use syncsecret_api::contract::FIELD_MANAGER_CCM;
 use syncsecret_api::desired::{desired_sync_secret_from_secret, metadata_differs};
 use syncsecret_api::payload::Payload;
-use syncsecret_api::runtime::metrics::ReconcileResult;
+use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 
 use crate::{Context, Error};
 
@@ -25,30 +25,29 @@ use crate::{Context, Error};
 pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = secret.namespace().unwrap_or_default();
-    let name = secret.name_any();
-    let had_finalizer = secret.finalizers().iter().any(|f| f == FINALIZER);
-    let deleting = secret.meta().deletion_timestamp.is_some();
     let api: Api<Secret> = Api::namespaced(ctx.tenant.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, secret.clone(), |event| async {
-        match event {
-            Finalizer::Apply(s) => apply(&s, &ctx).await,
-            Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::from_finalizer(e, &namespace, &name));
-    if result.is_ok() && had_finalizer == deleting {
-        ctx.metrics.wrote("secrets", "patch");
-    }
-    let outcome = if result.is_ok() {
-        ReconcileResult::Success
-    } else {
-        ReconcileResult::Error
-    };
-    ctx.metrics
-        .reconciled(&namespace, outcome, started.elapsed());
+    let result = finalized(
+        &api,
+        secret.clone(),
+        &ctx.metrics,
+        "secrets",
+        |event| async {
+            match event {
+                Finalizer::Apply(s) => apply(&s, &ctx).await,
+                Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
+            }
+        },
+    )
+    .await;
+    record(
+        &ctx.metrics,
+        &ctx.backoffs,
+        secret.as_ref(),
+        started,
+        &result,
+    );
     if let Err(e) = &result {
-        tracing::warn!(%namespace, %name, reason = e.category(), "{e}");
+        tracing::warn!(%namespace, name = %secret.name_any(), reason = e.category(), "{e}");
         ctx.events
             .warning(&secret.object_ref(&()), e.category(), e.to_string())
             .await;
@@ -58,12 +57,7 @@ pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action,
 
 /// Retries a failed Secret with per-object exponential backoff.
 pub fn error_policy(secret: Arc<Secret>, _error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!(
-        "secret/{}/{}",
-        secret.namespace().unwrap_or_default(),
-        secret.name_any()
-    );
-    Action::requeue(ctx.backoffs.failed(&key))
+    retry_later(&ctx.backoffs, secret.as_ref())
 }
 
 async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {

@@ -7,14 +7,15 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, FINALIZER, secret_name};
+use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, secret_name};
 use syncsecret_api::desired::{desired_secret, secret_needs_write};
 use syncsecret_api::runtime::explain;
 use syncsecret_api::runtime::metrics::ReconcileResult;
+use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::status::{
     REASON_SYNCED, REASON_TERMINATING, status, status_differs, with_transition_time,
 };
@@ -27,66 +28,50 @@ use crate::{Context, Error};
 pub async fn reconcile(copy: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = copy.namespace().unwrap_or_default();
-    let name = copy.name_any();
     if !namespace.starts_with(&ctx.tenant_namespace_prefix) {
         ctx.metrics
             .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
         return Ok(Action::await_change());
     }
-    let had_finalizer = copy.finalizers().iter().any(|f| f == FINALIZER);
-    let deleting = copy.meta().deletion_timestamp.is_some();
     let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, copy.clone(), |event| async {
-        match event {
-            Finalizer::Apply(c) => apply(&c, &ctx).await,
-            Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
-        }
-    })
-    .await
-    .map_err(|e| Error::from_finalizer(e, &namespace, &name));
-    // kube-runtime's helper adds the finalizer to a live copy and removes it
-    // from a deleted one; count those writes.
-    if result.is_ok() && had_finalizer == deleting {
-        ctx.metrics.wrote("syncsecrets", "patch");
-    }
-    let key = format!("{namespace}/{name}");
-    match &result {
-        Ok(_) => {
-            ctx.backoffs.succeeded(&key);
-            ctx.metrics
-                .reconciled(&namespace, ReconcileResult::Success, started.elapsed());
-        }
-        Err(e) => {
-            ctx.metrics
-                .reconciled(&namespace, ReconcileResult::Error, started.elapsed());
-            tracing::warn!(%namespace, %name, reason = e.category(), "{e}");
-            if !deleting && !matches!(e, Error::PatchStatus { .. }) {
-                let failed = status(
-                    SyncSecretPhase::Failed,
-                    copy.meta().generation,
-                    false,
-                    e.category(),
-                    e.to_string(),
-                );
-                // Best effort: the failure is already logged and evented.
-                let _ = write_status(&copy, failed, &ctx).await;
+    let result = finalized(
+        &api,
+        copy.clone(),
+        &ctx.metrics,
+        "syncsecrets",
+        |event| async {
+            match event {
+                Finalizer::Apply(c) => apply(&c, &ctx).await,
+                Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
             }
-            ctx.events
-                .warning(&copy.object_ref(&()), e.category(), e.to_string())
-                .await;
+        },
+    )
+    .await;
+    record(&ctx.metrics, &ctx.backoffs, copy.as_ref(), started, &result);
+    if let Err(e) = &result {
+        tracing::warn!(%namespace, name = %copy.name_any(), reason = e.category(), "{e}");
+        let deleting = copy.meta().deletion_timestamp.is_some();
+        if !deleting && !matches!(e, Error::PatchStatus { .. }) {
+            let failed = status(
+                SyncSecretPhase::Failed,
+                copy.meta().generation,
+                false,
+                e.category(),
+                e.to_string(),
+            );
+            // Best effort: the failure is already logged and evented.
+            let _ = write_status(&copy, failed, &ctx).await;
         }
+        ctx.events
+            .warning(&copy.object_ref(&()), e.category(), e.to_string())
+            .await;
     }
     result
 }
 
 /// Retries a failed copy with per-object exponential backoff.
 pub fn error_policy(copy: Arc<SyncSecret>, _error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!(
-        "{}/{}",
-        copy.namespace().unwrap_or_default(),
-        copy.name_any()
-    );
-    Action::requeue(ctx.backoffs.failed(&key))
+    retry_later(&ctx.backoffs, copy.as_ref())
 }
 
 /// Writes the status if it differs from the live one.

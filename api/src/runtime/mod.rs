@@ -7,10 +7,12 @@ pub mod admin;
 pub mod backoff;
 pub mod client;
 pub mod events;
+pub mod flags;
 pub mod health;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod reconcile;
 pub mod runner;
 pub mod shutdown;
 

@@ -14,7 +14,7 @@ use super::shutdown::Shutdown;
 /// server up the whole time. With a lease, the controllers start only once
 /// this replica leads, and the process stops with an error if leadership is
 /// lost. Returns when the controllers have drained after SIGTERM.
-pub async fn run<F, Fut>(
+async fn run<F, Fut>(
     listeners: Listeners,
     admin: AdminState,
     lease: Option<LeaderLease>,
@@ -79,8 +79,73 @@ where
 
 /// A binary's flags, as far as the shared entry point needs them.
 pub trait BinaryFlags: clap::Parser {
-    /// The chosen log format.
-    fn log_format(&self) -> super::logging::LogFormat;
+    /// The flags both binaries share.
+    fn common(&self) -> &super::flags::CommonFlags;
+}
+
+/// What a binary sets up before it touches a cluster: listen addresses
+/// parsed and bound, metrics registered, probe state, its identity.
+pub struct Plumbing {
+    listeners: Listeners,
+    admin: AdminState,
+    /// The controller's counters.
+    pub metrics: super::metrics::ControllerMetrics,
+    /// Probe state, shared with the admin server.
+    pub health: Arc<Health>,
+    /// This replica's name (Lease holder, event reporter instance).
+    pub identity: String,
+}
+
+impl Plumbing {
+    /// Parses and binds `--metrics-addr` and `--health-probe-bind-address`
+    /// (one clear error if either is bad or taken) and registers the
+    /// metrics under `prefix`.
+    pub async fn new(
+        metrics_addr: &str,
+        probe_addr: &str,
+        prefix: &str,
+        registry: prometheus::Registry,
+    ) -> Result<Self, RuntimeError> {
+        let metrics_addr = super::parse_listen_addr("metrics-addr", metrics_addr)?;
+        let probe_addr = super::parse_listen_addr("health-probe-bind-address", probe_addr)?;
+        let listeners = Listeners::bind(metrics_addr, probe_addr).await?;
+        let metrics = super::metrics::ControllerMetrics::register(prefix, &registry)?;
+        let health = Arc::new(Health::new());
+        Ok(Self {
+            listeners,
+            admin: AdminState {
+                registry,
+                health: health.clone(),
+            },
+            metrics,
+            health,
+            identity: super::leader::default_identity(),
+        })
+    }
+
+    /// The leader Lease `namespace/name` for this replica, if enabled.
+    pub fn lease(
+        &self,
+        enabled: bool,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+    ) -> Option<LeaderLease> {
+        enabled.then(|| LeaderLease::new(client.clone(), namespace, name, self.identity.clone()))
+    }
+
+    /// Serves the admin endpoints and runs `controllers` (see [`run`]).
+    pub async fn run<F, Fut>(
+        self,
+        lease: Option<LeaderLease>,
+        controllers: F,
+    ) -> Result<(), RuntimeError>
+    where
+        F: FnOnce(Shutdown) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        run(self.listeners, self.admin, lease, controllers).await
+    }
 }
 
 /// The body of both `main`s: parse flags (one line and exit 2 on a bad
@@ -98,7 +163,7 @@ where
         Ok(f) => f,
         Err(code) => return code,
     };
-    if let Err(e) = super::logging::init(flags.log_format()) {
+    if let Err(e) = super::logging::init(flags.common().log_format) {
         eprintln!("error: {e}");
         return std::process::ExitCode::FAILURE;
     }

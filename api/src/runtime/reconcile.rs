@@ -1,0 +1,122 @@
+//! The parts of a reconcile both controllers share: kube-runtime's finalizer
+//! helper with its writes counted and its errors made ours, the reconcile
+//! counters, and per-object backoff for `error_policy`.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::backoff::Backoffs;
+use super::explain;
+use super::metrics::{ControllerMetrics, ReconcileResult};
+use crate::contract::FINALIZER;
+
+/// The finalizer helper's own failures (the reconcile's are passed through).
+#[derive(Debug, thiserror::Error)]
+pub enum FinalizerError {
+    /// Adding `kubelb.k8c.io/cleanup` failed.
+    #[error("adding finalizer: {}", explain(.0))]
+    Add(#[source] kube::Error),
+    /// Removing `kubelb.k8c.io/cleanup` failed.
+    #[error("removing finalizer: {}", explain(.0))]
+    Remove(#[source] kube::Error),
+    /// The object has no name (never from a watch).
+    #[error("the object has no name")]
+    Unnamed,
+}
+
+impl FinalizerError {
+    /// A bounded name for event reasons and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Add(_) => "AddFinalizerFailed",
+            Self::Remove(_) => "RemoveFinalizerFailed",
+            Self::Unnamed => "Unnamed",
+        }
+    }
+}
+
+/// Runs `reconcile` under the `kubelb.k8c.io/cleanup` finalizer: the helper
+/// adds it to a live object (and returns; the change brings the object
+/// back), and removes it once cleanup succeeds on a deleted one. Those two
+/// patches are counted as writes of `resource`.
+pub async fn finalized<K, E, F, Fut>(
+    api: &Api<K>,
+    obj: Arc<K>,
+    metrics: &ControllerMetrics,
+    resource: &'static str,
+    reconcile: F,
+) -> Result<Action, E>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+    K::DynamicType: Default,
+    E: std::error::Error + From<FinalizerError> + 'static,
+    F: FnOnce(Event<K>) -> Fut,
+    Fut: Future<Output = Result<Action, E>>,
+{
+    let had_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    let result = finalizer(api, FINALIZER, obj, reconcile).await;
+    if result.is_ok() && had_finalizer == deleting {
+        metrics.wrote(resource, "patch");
+    }
+    result.map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(k) => FinalizerError::Add(k).into(),
+        finalizer::Error::RemoveFinalizer(k) => FinalizerError::Remove(k).into(),
+        finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
+            FinalizerError::Unnamed.into()
+        }
+    })
+}
+
+/// The backoff key of an object.
+fn key<K>(obj: &K) -> String
+where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    format!(
+        "{}/{}/{}",
+        K::kind(&Default::default()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Counts one reconcile of `obj` (success or error) and its duration, and
+/// resets its backoff on success.
+pub fn record<K, T, E>(
+    metrics: &ControllerMetrics,
+    backoffs: &Backoffs,
+    obj: &K,
+    started: Instant,
+    result: &Result<T, E>,
+) where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    let namespace = obj.namespace().unwrap_or_default();
+    let outcome = if result.is_ok() {
+        backoffs.succeeded(&key(obj));
+        ReconcileResult::Success
+    } else {
+        ReconcileResult::Error
+    };
+    metrics.reconciled(&namespace, outcome, started.elapsed());
+}
+
+/// `error_policy` for every controller: retry `obj` after its backoff.
+pub fn retry_later<K>(backoffs: &Backoffs, obj: &K) -> Action
+where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    Action::requeue(backoffs.failed(&key(obj)))
+}
