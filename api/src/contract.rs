@@ -33,6 +33,11 @@ pub const MANAGED_BY_KUBELB: &str = "kubelb";
 /// in clear, so it is never copied anywhere.
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// Annotation on the copy: the tenant object's `metadata.generation` whose
+/// content the copy holds, so that the tenant's `status.observedGeneration`
+/// can say "the management cluster holds this generation".
+pub const ANNOTATION_ORIGIN_GENERATION: &str = "kubelb.k8c.io/origin-generation";
+
 /// Field manager of the ccm's server-side applies.
 pub const FIELD_MANAGER_CCM: &str = "syncsecret-ccm";
 /// Field manager of the manager's server-side applies.

@@ -52,7 +52,7 @@ pub fn schema() -> Result<JSONSchemaProps, SchemaError> {
 }
 
 /// The whole CRD: namespaced, status subresource, printer columns Type,
-/// Phase, Age, as KubeLB's.
+/// Phase, Age as KubeLB's, plus the `Synced` condition's Message.
 pub fn crd() -> Result<CustomResourceDefinition, SchemaError> {
     let column = |name: &str, type_: &str, path: &str| CustomResourceColumnDefinition {
         name: name.into(),
@@ -90,6 +90,11 @@ pub fn crd() -> Result<CustomResourceDefinition, SchemaError> {
                     column("Type", "string", ".type"),
                     column("Phase", "string", ".status.phase"),
                     column("Age", "date", ".metadata.creationTimestamp"),
+                    column(
+                        "Message",
+                        "string",
+                        ".status.conditions[?(@.type==\"Synced\")].message",
+                    ),
                 ]),
                 ..Default::default()
             }],

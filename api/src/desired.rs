@@ -9,8 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 use crate::contract::{
-    LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS, LAST_APPLIED_ANNOTATION, copy_name,
-    secret_name,
+    ANNOTATION_ORIGIN_GENERATION, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
+    LAST_APPLIED_ANNOTATION, copy_name, secret_name,
 };
 use crate::payload::{Payload, contains_all};
 use crate::v1alpha1::SyncSecret;
@@ -32,7 +32,8 @@ fn non_empty(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> 
 
 /// The copy of a tenant SyncSecret in the tenant's namespace of the
 /// management cluster: named by the tenant object's UID; its labels plus the
-/// origin labels; its annotations but kubectl's last-applied one; its
+/// origin labels; its annotations but kubectl's last-applied one, plus its
+/// generation (`kubelb.k8c.io/origin-generation`); its
 /// `type`, `data`, `stringData` and `immutable`. Never its UID,
 /// resourceVersion, finalizers, ownerReferences, managedFields or status.
 /// `None` if the tenant object has no UID or namespace (not stored yet).
@@ -48,7 +49,13 @@ pub fn desired_copy(tenant: &SyncSecret, tenant_namespace: &str) -> Option<SyncS
             name: Some(name),
             namespace: Some(tenant_namespace.to_owned()),
             labels: Some(labels),
-            annotations: non_empty(carried_annotations(&tenant.metadata)),
+            annotations: {
+                let mut annotations = carried_annotations(&tenant.metadata);
+                if let Some(g) = tenant.metadata.generation {
+                    annotations.insert(ANNOTATION_ORIGIN_GENERATION.into(), g.to_string());
+                }
+                non_empty(annotations)
+            },
             ..Default::default()
         },
         type_: tenant.type_.clone(),
@@ -198,6 +205,7 @@ mod tests {
                 namespace: Some("shop".into()),
                 uid: Some("11111111-2222-3333-4444-555555555555".into()),
                 resource_version: Some("42".into()),
+                generation: Some(7),
                 finalizers: Some(vec!["kubelb.k8c.io/cleanup".into()]),
                 labels: Some([("app".to_owned(), "shop".to_owned())].into()),
                 annotations: Some(
@@ -236,6 +244,12 @@ mod tests {
         let annotations = copy.metadata.annotations.as_ref().unwrap();
         assert_eq!(annotations.get("note").map(String::as_str), Some("keep"));
         assert!(!annotations.contains_key(LAST_APPLIED_ANNOTATION));
+        assert_eq!(
+            annotations
+                .get(ANNOTATION_ORIGIN_GENERATION)
+                .map(String::as_str),
+            Some("7")
+        );
         assert_eq!(copy.metadata.uid, None);
         assert_eq!(copy.metadata.resource_version, None);
         assert_eq!(copy.metadata.finalizers, None);

@@ -5,12 +5,15 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::v1alpha1::{SyncSecretPhase, SyncSecretStatus};
+use crate::contract::ANNOTATION_ORIGIN_GENERATION;
+use crate::v1alpha1::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 
 /// The condition type both controllers write.
 pub const CONDITION_SYNCED: &str = "Synced";
 /// Reason of a `Synced=True` condition.
 pub const REASON_SYNCED: &str = "SecretSynced";
+/// Reason of a tenant object whose copy the manager has not judged yet.
+pub const REASON_PENDING: &str = "Pending";
 /// Reason while the object is being deleted.
 pub const REASON_TERMINATING: &str = "Terminating";
 
@@ -35,6 +38,47 @@ pub fn status(
             last_transition_time: Time(Timestamp::UNIX_EPOCH),
         }]),
     }
+}
+
+/// The status a tenant object shows, mirrored from its management copy:
+/// the manager's phase, reason and message, and as observedGeneration the
+/// tenant generation the copy holds (its `origin-generation` annotation).
+/// `None` while the manager has not judged the copy's current generation.
+pub fn mirrored(copy: &SyncSecret) -> Option<SyncSecretStatus> {
+    let status = copy.status.as_ref()?;
+    if status.observed_generation != copy.metadata.generation {
+        return None;
+    }
+    let origin_generation = copy
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_ORIGIN_GENERATION))
+        .and_then(|g| g.parse::<i64>().ok());
+    let condition = synced_condition(status)?;
+    Some(self::status(
+        status.phase?,
+        origin_generation,
+        condition.status == "True",
+        &condition.reason,
+        condition.message.clone(),
+    ))
+}
+
+/// What a new tenant object shows until the manager has judged its copy.
+pub fn pending() -> SyncSecretStatus {
+    status(
+        SyncSecretPhase::Pending,
+        None,
+        false,
+        REASON_PENDING,
+        "waiting for the management cluster".to_owned(),
+    )
+}
+
+/// The phase of a status, if any.
+pub fn phase(s: Option<&SyncSecretStatus>) -> Option<SyncSecretPhase> {
+    s.and_then(|s| s.phase)
 }
 
 fn synced_condition(s: &SyncSecretStatus) -> Option<&Condition> {
@@ -82,6 +126,42 @@ pub fn with_transition_time(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_mirrors_a_current_verdict_with_its_own_generation() {
+        let mut copy = SyncSecret::default();
+        copy.metadata.generation = Some(3);
+        copy.metadata.annotations =
+            Some([(ANNOTATION_ORIGIN_GENERATION.to_owned(), "5".to_owned())].into());
+        assert_eq!(mirrored(&copy), None, "no verdict yet");
+        copy.status = Some(status(
+            SyncSecretPhase::Synced,
+            Some(2),
+            true,
+            REASON_SYNCED,
+            "old".into(),
+        ));
+        assert_eq!(
+            mirrored(&copy),
+            None,
+            "verdict on an older generation of the copy"
+        );
+        copy.status = Some(status(
+            SyncSecretPhase::Failed,
+            Some(3),
+            false,
+            "ApplySecretFailed",
+            "denied".into(),
+        ));
+        let m = mirrored(&copy).unwrap();
+        assert_eq!(m.phase, Some(SyncSecretPhase::Failed));
+        assert_eq!(m.observed_generation, Some(5));
+        let c = &m.conditions.unwrap()[0];
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            ("False", "ApplySecretFailed", "denied")
+        );
+    }
 
     #[test]
     fn same_verdict_is_no_change_and_keeps_its_transition_time() {

@@ -47,6 +47,17 @@ pub enum Error {
         /// Copy name.
         name: String,
     },
+    /// Writing the tenant object's status failed.
+    #[error("writing status of {namespace}/{name} in the tenant cluster: {}", explain(.source))]
+    PatchStatus {
+        /// Tenant namespace.
+        namespace: String,
+        /// Tenant name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Writing a SyncSecret for a labelled Secret failed.
     #[error("applying SyncSecret {namespace}/{name} for its Secret: {}", explain(.source))]
     ApplySyncSecret {
@@ -81,6 +92,7 @@ impl Error {
             Self::ApplyCopy { .. } => "ApplyCopyFailed",
             Self::DeleteCopy { .. } => "DeleteCopyFailed",
             Self::CopyTerminating { .. } => "WaitingForCopyDeletion",
+            Self::PatchStatus { .. } => "PatchStatusFailed",
             Self::ApplySyncSecret { .. } => "ApplySyncSecretFailed",
             Self::DeleteSyncSecret { .. } => "DeleteSyncSecretFailed",
         }

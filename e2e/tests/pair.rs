@@ -27,11 +27,11 @@ use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostPa
 use kube::{Api, Client, ResourceExt};
 use libtest_mimic::{Arguments, Trial};
 use serde_json::json;
-use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::{
     FINALIZER, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
     MANAGED_BY_KUBELB, tenant_namespace,
 };
+use syncsecret_api::{SyncSecret, SyncSecretPhase};
 use syncsecret_e2e::kube_util::eventually;
 use syncsecret_e2e::pair::{Pair, ensure_namespace};
 use tokio::runtime::Runtime;
@@ -74,6 +74,7 @@ fn main() -> std::process::ExitCode {
         updates_follow_and_then_cost_no_writes,
         deleting_the_tenant_object_removes_copy_and_secret_first,
         tls_type_and_binary_bytes_are_preserved,
+        a_secret_the_api_server_refuses_is_failed_in_both_clusters,
         same_name_in_two_tenants_stays_isolated,
         secret_synchronizer_takes_labelled_secrets_only,
         restarting_both_controllers_costs_zero_writes,
@@ -162,6 +163,50 @@ async fn synced(
     check: impl Fn(&Secret) -> bool,
 ) -> anyhow::Result<(SyncSecret, Secret)> {
     Ok(s.pair.lock().await.synced(i, ns, name, check).await?)
+}
+
+/// Waits until tenant `i`'s object shows `phase` for its current generation
+/// (its status mirrored home by the ccm); returns the object.
+async fn tenant_shows(
+    s: &Shared,
+    i: usize,
+    ns: &str,
+    name: &str,
+    phase: SyncSecretPhase,
+) -> anyhow::Result<SyncSecret> {
+    let api: Api<SyncSecret> = Api::namespaced(tenant_client(s, i).await, ns);
+    Ok(
+        eventually(&format!("tenant {ns}/{name} {phase}"), WAIT, || async {
+            let o = api.get(name).await.map_err(|e| e.to_string())?;
+            let st = o.status.clone().unwrap_or_default();
+            let current = match phase {
+                // Synced means: the management cluster holds this generation.
+                SyncSecretPhase::Synced => st.observed_generation == o.metadata.generation,
+                _ => true,
+            };
+            if st.phase == Some(phase) && current {
+                Ok(o)
+            } else {
+                Err(format!(
+                    "{:?} for generation {:?}",
+                    st.phase, st.observed_generation
+                ))
+            }
+        })
+        .await?,
+    )
+}
+
+fn synced_condition(
+    o: &SyncSecret,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    o.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Synced")
+        .cloned()
 }
 
 /// Waits for an event with `reason` about object `name` in `ns`.
@@ -325,6 +370,12 @@ async fn opaque_syncsecret_becomes_an_owned_secret_and_shows_synced(
             .any(|f| f == FINALIZER)
     );
 
+    // Status comes home: the tenant object shows the manager's verdict.
+    let home = tenant_shows(s, 0, "opaque", "db", SyncSecretPhase::Synced).await?;
+    let c = synced_condition(&home).ok_or_else(|| anyhow!("no Synced condition in the tenant"))?;
+    ensure!(c.status == "True" && c.reason == "SecretSynced", "{c:?}");
+    has_event(&tenant_client(s, 0).await, "opaque", "db", "Synced").await?;
+
     // Events say what happened, on both sides.
     let mgmt = management(s).await;
     let tenant_ns = tenant_namespace(TENANTS[0]);
@@ -381,6 +432,8 @@ async fn updates_follow_and_then_cost_no_writes(s: &Shared) -> anyhow::Result<()
     })
     .await?;
     ensure!(copy.status.unwrap().observed_generation == Some(2));
+    let home = tenant_shows(s, 0, "update", "api-token", SyncSecretPhase::Synced).await?;
+    ensure!(home.status.and_then(|st| st.observed_generation) == Some(2));
 
     // Now nothing changes: events that make both controllers reconcile must
     // not make them write.
@@ -505,6 +558,69 @@ async fn tls_type_and_binary_bytes_are_preserved(s: &Shared) -> anyhow::Result<(
     let data = data_of(&secret);
     ensure!(data["tls.crt"] == crt, "tls.crt bytes changed");
     ensure!(data["tls.key"] == key, "tls.key bytes changed");
+    Ok(())
+}
+
+async fn a_secret_the_api_server_refuses_is_failed_in_both_clusters(
+    s: &Shared,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut obj = sync_secret("registry");
+    obj.type_ = Some("kubernetes.io/dockerconfigjson".into());
+    obj.string_data = Some(
+        [(
+            ".dockerconfigjson".to_owned(),
+            format!("not json {}", s.value("docker")),
+        )]
+        .into(),
+    );
+    create(s, 0, "refused", obj).await?;
+    let failed = tenant_shows(s, 0, "refused", "registry", SyncSecretPhase::Failed).await?;
+    let took = started.elapsed();
+    let c = synced_condition(&failed).ok_or_else(|| anyhow!("no Synced condition"))?;
+    println!(
+        "    tenant shows Failed after {:.2} s: {}: {}",
+        took.as_secs_f64(),
+        c.reason,
+        c.message
+    );
+    ensure!(
+        c.status == "False" && c.reason == "ApplySecretFailed",
+        "{c:?}"
+    );
+    // The API server's own words, with the offending field.
+    ensure!(
+        c.message.contains(".dockerconfigjson") && c.message.contains("invalid"),
+        "{}",
+        c.message
+    );
+    has_event(
+        &tenant_client(s, 0).await,
+        "refused",
+        "registry",
+        "ApplySecretFailed",
+    )
+    .await?;
+    let mgmt = management(s).await;
+    let copies: Api<SyncSecret> = Api::namespaced(mgmt.clone(), &tenant_namespace(TENANTS[0]));
+    let copy = copies.get(&failed.uid().unwrap()).await?;
+    ensure!(copy.status.as_ref().and_then(|st| st.phase) == Some(SyncSecretPhase::Failed));
+    let secrets: Api<Secret> = Api::namespaced(mgmt, &tenant_namespace(TENANTS[0]));
+    ensure!(
+        secrets.get_opt(&copy.uid().unwrap()).await?.is_none(),
+        "a refused Secret exists"
+    );
+
+    // Fixed in the tenant cluster, it recovers on its own.
+    let tenant: Api<SyncSecret> = Api::namespaced(tenant_client(s, 0).await, "refused");
+    tenant
+        .patch(
+            "registry",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {".dockerconfigjson": "{\"auths\":{}}"}})),
+        )
+        .await?;
+    tenant_shows(s, 0, "refused", "registry", SyncSecretPhase::Synced).await?;
     Ok(())
 }
 

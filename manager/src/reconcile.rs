@@ -4,21 +4,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, secret_name};
 use syncsecret_api::desired::{desired_secret, secret_needs_write};
 use syncsecret_api::runtime::explain;
 use syncsecret_api::runtime::metrics::ReconcileResult;
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
-use syncsecret_api::status::{
-    REASON_SYNCED, REASON_TERMINATING, status, status_differs, with_transition_time,
-};
+use syncsecret_api::runtime::status_writer;
+use syncsecret_api::status::{REASON_SYNCED, REASON_TERMINATING, status};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 
 use crate::{Context, Error};
@@ -74,31 +71,21 @@ pub fn error_policy(copy: Arc<SyncSecret>, _error: &Error, ctx: Arc<Context>) ->
     retry_later(&ctx.backoffs, copy.as_ref())
 }
 
-/// Writes the status if it differs from the live one.
+/// Writes the copy's status if it differs from the live one.
 async fn write_status(
     copy: &SyncSecret,
     desired: SyncSecretStatus,
     ctx: &Context,
 ) -> Result<(), Error> {
-    if !status_differs(copy.status.as_ref(), &desired) {
-        return Ok(());
-    }
     let namespace = copy.namespace().unwrap_or_default();
-    let name = copy.name_any();
-    let stamped = with_transition_time(copy.status.as_ref(), desired, Timestamp::now());
     let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": stamped })),
-    )
-    .await
-    .map_err(|source| Error::PatchStatus {
-        namespace,
-        name,
-        source,
-    })?;
-    ctx.metrics.wrote("syncsecrets/status", "patch");
+    status_writer::write_status(&api, copy, desired, &ctx.metrics)
+        .await
+        .map_err(|source| Error::PatchStatus {
+            namespace,
+            name: copy.name_any(),
+            source,
+        })?;
     Ok(())
 }
 
@@ -156,10 +143,7 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         generation,
         true,
         REASON_SYNCED,
-        format!(
-            "Secret {namespace}/{name} holds generation {}",
-            generation.unwrap_or_default()
-        ),
+        format!("Secret {namespace}/{name} is in sync"),
     );
     write_status(copy, synced, ctx).await?;
     Ok(Action::await_change())

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod runner;
 pub mod shutdown;
+pub mod status_writer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,33 @@
+//! Writing a SyncSecret's status: only when it changed, keeping the
+//! condition's transition time, counted as a write.
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use super::metrics::ControllerMetrics;
+use crate::status::{status_differs, with_transition_time};
+use crate::v1alpha1::{SyncSecret, SyncSecretStatus};
+
+/// Patches `desired` into the status of `obj` if it differs from the live
+/// one; returns whether it wrote.
+pub async fn write_status(
+    api: &Api<SyncSecret>,
+    obj: &SyncSecret,
+    desired: SyncSecretStatus,
+    metrics: &ControllerMetrics,
+) -> Result<bool, kube::Error> {
+    if !status_differs(obj.status.as_ref(), &desired) {
+        return Ok(false);
+    }
+    let stamped = with_transition_time(obj.status.as_ref(), desired, Timestamp::now());
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": stamped })),
+    )
+    .await?;
+    metrics.wrote("syncsecrets/status", "patch");
+    Ok(true)
+}
