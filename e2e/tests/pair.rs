@@ -75,6 +75,7 @@ fn main() -> std::process::ExitCode {
         deleting_the_tenant_object_removes_copy_and_secret_first,
         tls_type_and_binary_bytes_are_preserved,
         a_secret_the_api_server_refuses_is_failed_in_both_clusters,
+        tampering_in_the_management_cluster_is_repaired,
         same_name_in_two_tenants_stays_isolated,
         secret_synchronizer_takes_labelled_secrets_only,
         restarting_both_controllers_costs_zero_writes,
@@ -621,6 +622,119 @@ async fn a_secret_the_api_server_refuses_is_failed_in_both_clusters(
         )
         .await?;
     tenant_shows(s, 0, "refused", "registry", SyncSecretPhase::Synced).await?;
+    Ok(())
+}
+
+async fn tampering_in_the_management_cluster_is_repaired(s: &Shared) -> anyhow::Result<()> {
+    let value = s.value("drift");
+    let mut obj = sync_secret("guarded");
+    obj.labels_mut().insert("app".into(), "guarded".into());
+    obj.string_data = Some([("token".to_owned(), value.clone())].into());
+    create(s, 0, "drift", obj).await?;
+    let holds_value =
+        |sec: &Secret| data_of(sec).get("token").map(Vec::as_slice) == Some(value.as_bytes());
+    let (copy, secret) = synced(s, 0, "drift", "guarded", holds_value).await?;
+    let mgmt = management(s).await;
+    let ns = tenant_namespace(TENANTS[0]);
+    let copies: Api<SyncSecret> = Api::namespaced(mgmt.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(mgmt, &ns);
+    let hand = PatchParams::default();
+    let mut report = Vec::new();
+
+    // 1. Someone edits the copy's payload and drops a label: the ccm restores it.
+    let t = Instant::now();
+    copies
+        .patch(
+            &copy.name_any(),
+            &hand,
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"app": null}}, "stringData": {"token": "tampered"}}),
+            ),
+        )
+        .await?;
+    eventually("copy restored", WAIT, || async {
+        let c = copies
+            .get(&copy.name_any())
+            .await
+            .map_err(|e| e.to_string())?;
+        let ok = c.string_data.as_ref().and_then(|d| d.get("token")) == Some(&value)
+            && c.labels().get("app").map(String::as_str) == Some("guarded");
+        ok.then_some(()).ok_or_else(|| "still tampered".to_owned())
+    })
+    .await?;
+    synced(s, 0, "drift", "guarded", holds_value).await?;
+    report.push(("copy edited", t.elapsed()));
+
+    // 2. Someone deletes the copy: the ccm makes it again (the manager lets
+    // the old one go with its Secret first), and a new Secret follows.
+    let t = Instant::now();
+    copies
+        .delete(&copy.name_any(), &DeleteParams::default())
+        .await?;
+    eventually("copy recreated", WAIT, || async {
+        let c = copies
+            .get_opt(&copy.name_any())
+            .await
+            .map_err(|e| e.to_string())?;
+        match c {
+            Some(c) if c.uid() != copy.uid() && c.metadata.deletion_timestamp.is_none() => Ok(()),
+            _ => Err("not recreated yet".to_owned()),
+        }
+    })
+    .await?;
+    let (copy, secret2) = synced(s, 0, "drift", "guarded", holds_value).await?;
+    ensure!(
+        secrets.get_opt(&secret.name_any()).await?.is_none(),
+        "the old copy's Secret was left behind"
+    );
+    report.push(("copy deleted", t.elapsed()));
+
+    // 3. Someone edits the Secret's data and removes our label: the manager
+    // restores them; a label of their own stays.
+    let t = Instant::now();
+    secrets
+        .patch(
+            &secret2.name_any(),
+            &hand,
+            &Patch::Merge(json!({
+                "metadata": {"labels": {LABEL_ORIGIN_NAME: null, "someone": "else"}},
+                "stringData": {"token": "tampered", "extra": "added"},
+            })),
+        )
+        .await?;
+    let restored = eventually("Secret restored", WAIT, || async {
+        let sec = secrets
+            .get(&secret2.name_any())
+            .await
+            .map_err(|e| e.to_string())?;
+        let d = data_of(&sec);
+        let ok = d.get("token").map(Vec::as_slice) == Some(value.as_bytes())
+            && sec.labels().get(LABEL_ORIGIN_NAME).map(String::as_str) == Some("guarded");
+        ok.then_some(sec).ok_or_else(|| "still tampered".to_owned())
+    })
+    .await?;
+    report.push(("Secret edited", t.elapsed()));
+    ensure!(
+        restored.labels().get("someone").map(String::as_str) == Some("else"),
+        "a foreign label was removed"
+    );
+
+    // 4. Someone deletes the Secret: the manager makes it again.
+    let t = Instant::now();
+    secrets
+        .delete(&secret2.name_any(), &DeleteParams::default())
+        .await?;
+    synced(s, 0, "drift", "guarded", holds_value).await?;
+    ensure!(copy.uid().is_some());
+    report.push(("Secret deleted", t.elapsed()));
+
+    for (what, took) in &report {
+        println!("    repaired after {what}: {:.2} s", took.as_secs_f64());
+        ensure!(
+            *took < Duration::from_secs(10),
+            "{what}: repair took {took:?} (goal: under 10 s)"
+        );
+    }
     Ok(())
 }
 
