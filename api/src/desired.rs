@@ -13,6 +13,7 @@ use crate::contract::{
     LAST_APPLIED_ANNOTATION, copy_name, secret_name,
 };
 use crate::payload::{Payload, contains_all};
+use crate::policy::Policy;
 use crate::v1alpha1::SyncSecret;
 
 /// Annotations that are never carried across: kubectl's last-applied
@@ -68,10 +69,11 @@ pub fn desired_copy(tenant: &SyncSecret, tenant_namespace: &str) -> Option<SyncS
 
 /// The Secret for a management copy: named by the copy's UID, in its
 /// namespace, with its type, effective data (stringData merged over data)
-/// and immutable, its labels and carried annotations, and a controller
+/// and immutable, its labels and annotations but those the policy drops
+/// (service-account binding, kubectl's last-applied), and a controller
 /// ownerReference to the copy so that the garbage collector is the backstop.
 /// `None` if the copy has no UID or namespace.
-pub fn desired_secret(copy: &SyncSecret) -> Option<Secret> {
+pub fn desired_secret(copy: &SyncSecret, policy: &Policy) -> Option<Secret> {
     let name = secret_name(copy)?;
     let namespace = copy.namespace()?;
     let payload = Payload::of_sync_secret(copy);
@@ -87,8 +89,8 @@ pub fn desired_secret(copy: &SyncSecret) -> Option<Secret> {
         metadata: ObjectMeta {
             name: Some(name),
             namespace: Some(namespace),
-            labels: non_empty(copy.labels().clone()),
-            annotations: non_empty(carried_annotations(&copy.metadata)),
+            labels: non_empty(policy.filter(copy.labels())),
+            annotations: non_empty(policy.filter(copy.annotations())),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
@@ -270,7 +272,7 @@ mod tests {
         let mut copy = desired_copy(&tenant(), "tenant-a").unwrap();
         copy.metadata.uid = Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into());
         copy.immutable = Some(true);
-        let s = desired_secret(&copy).unwrap();
+        let s = desired_secret(&copy, &Policy::default()).unwrap();
         assert_eq!(
             s.metadata.name.as_deref(),
             Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee")
@@ -288,6 +290,15 @@ mod tests {
         assert_eq!(owner.controller, Some(true));
         assert_eq!(owner.block_owner_deletion, Some(true));
         assert_eq!(s.metadata.labels.as_ref().unwrap()[LABEL_ORIGIN_NAME], "db");
+
+        copy.metadata.annotations.get_or_insert_default().insert(
+            "kubernetes.io/service-account.name".into(),
+            "default".into(),
+        );
+        let s = desired_secret(&copy, &Policy::default()).unwrap();
+        let annotations = s.metadata.annotations.unwrap_or_default();
+        assert!(!annotations.contains_key("kubernetes.io/service-account.name"));
+        assert!(annotations.contains_key("note"));
     }
 
     fn applied(manager: &str, labels: &[&str]) -> ManagedFieldsEntry {
@@ -395,7 +406,7 @@ mod tests {
     fn secret_needs_write_only_when_content_metadata_or_owner_differ() {
         let mut copy = desired_copy(&tenant(), "tenant-a").unwrap();
         copy.metadata.uid = Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into());
-        let desired = desired_secret(&copy).unwrap();
+        let desired = desired_secret(&copy, &Policy::default()).unwrap();
         let mut live = desired.clone();
         live.metadata
             .annotations

@@ -10,6 +10,7 @@ pub mod crd;
 pub mod desired;
 pub mod manifests;
 pub mod payload;
+pub mod policy;
 pub mod rbac;
 #[cfg(feature = "runtime")]
 pub mod runtime;

@@ -54,7 +54,13 @@ pub async fn reconcile(obj: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action
                     e.category(),
                     e.to_string(),
                 );
-                let _ = write_status(&api, &obj, failed, &ctx.metrics).await;
+                // An event for a new verdict only (see the manager).
+                if !write_status(&api, &obj, failed, &ctx.metrics)
+                    .await
+                    .unwrap_or(true)
+                {
+                    return result;
+                }
             }
             ctx.events
                 .warning(&obj.object_ref(&()), e.category(), e.to_string())

@@ -82,6 +82,7 @@ pub struct ControllerProcess {
     name: String,
     bin: PathBuf,
     args: Vec<String>,
+    extra_args: Vec<String>,
     log_dir: PathBuf,
     starts: u32,
     process: Option<Process>,
@@ -108,6 +109,7 @@ impl ControllerProcess {
             name: name.to_owned(),
             bin,
             args,
+            extra_args: Vec::new(),
             log_dir: log_dir.to_owned(),
             starts: 0,
             process: None,
@@ -123,7 +125,8 @@ impl ControllerProcess {
         let log = self
             .log_dir
             .join(format!("{}.{}.log", self.name, self.starts));
-        self.process = Some(Process::spawn(&self.name, &self.bin, &self.args, &log)?);
+        let args: Vec<String> = self.args.iter().chain(&self.extra_args).cloned().collect();
+        self.process = Some(Process::spawn(&self.name, &self.bin, &args, &log)?);
         Ok(())
     }
 
@@ -148,6 +151,14 @@ impl ControllerProcess {
             }
         }
         self.spawn()
+    }
+
+    /// Restarts it with `extra` flags added to its usual ones (none: back to
+    /// the usual ones) and waits until it is ready.
+    pub async fn restart_with(&mut self, extra: &[&str]) -> Result<(), HarnessError> {
+        self.extra_args = extra.iter().map(|a| (*a).to_owned()).collect();
+        self.restart()?;
+        self.wait_ready().await
     }
 
     /// The body of `GET path` on `port`, or the HTTP status line on failure.

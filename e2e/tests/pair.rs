@@ -76,7 +76,9 @@ fn main() -> std::process::ExitCode {
         tls_type_and_binary_bytes_are_preserved,
         a_secret_the_api_server_refuses_is_failed_in_both_clusters,
         tampering_in_the_management_cluster_is_repaired,
+        service_account_tokens_and_oversize_secrets_are_refused,
         same_name_in_two_tenants_stays_isolated,
+        a_tenant_at_its_budget_gets_over_budget_on_the_next_one_only,
         secret_synchronizer_takes_labelled_secrets_only,
         restarting_both_controllers_costs_zero_writes,
         no_secret_value_reaches_any_log,
@@ -735,6 +737,104 @@ async fn tampering_in_the_management_cluster_is_repaired(s: &Shared) -> anyhow::
             "{what}: repair took {took:?} (goal: under 10 s)"
         );
     }
+    Ok(())
+}
+
+async fn service_account_tokens_and_oversize_secrets_are_refused(s: &Shared) -> anyhow::Result<()> {
+    // A service-account-token Secret in the management cluster would make its
+    // token controller mint a token for the named service account there.
+    let mut sa = sync_secret("sa-token");
+    sa.type_ = Some("kubernetes.io/service-account-token".into());
+    sa.annotations_mut().insert(
+        "kubernetes.io/service-account.name".into(),
+        "default".into(),
+    );
+    sa.string_data = Some([("note".to_owned(), s.value("sa"))].into());
+    create(s, 0, "policy", sa).await?;
+    let refused = tenant_shows(s, 0, "policy", "sa-token", SyncSecretPhase::Failed).await?;
+    let c = synced_condition(&refused).ok_or_else(|| anyhow!("no condition"))?;
+    println!("    tenant: {}: {}", c.reason, c.message);
+    ensure!(
+        c.reason == "TypeDenied" && c.message.contains("mint a token"),
+        "{c:?}"
+    );
+
+    // Over the API server's 1 MiB Secret limit: refused before any write.
+    let mut big = sync_secret("too-big");
+    big.data = Some(
+        [(
+            "big".to_owned(),
+            ByteString(vec![7u8; syncsecret_api::policy::MAX_SECRET_BYTES]),
+        )]
+        .into(),
+    );
+    create(s, 0, "policy", big).await?;
+    let refused_big = tenant_shows(s, 0, "policy", "too-big", SyncSecretPhase::Failed).await?;
+    let c = synced_condition(&refused_big).ok_or_else(|| anyhow!("no condition"))?;
+    println!("    tenant: {}: {}", c.reason, c.message);
+    ensure!(c.reason == "TooLarge", "{c:?}");
+
+    // Neither Secret exists; no token was minted anywhere in the namespace.
+    let mgmt = management(s).await;
+    let ns = tenant_namespace(TENANTS[0]);
+    let copies: Api<SyncSecret> = Api::namespaced(mgmt.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(mgmt, &ns);
+    for o in [&refused, &refused_big] {
+        let copy = copies.get(&o.uid().unwrap()).await?;
+        ensure!(copy.status.as_ref().and_then(|st| st.phase) == Some(SyncSecretPhase::Failed));
+        ensure!(
+            secrets.get_opt(&copy.uid().unwrap()).await?.is_none(),
+            "a refused Secret exists"
+        );
+    }
+    let tokens = secrets
+        .list(&ListParams::default().fields("type=kubernetes.io/service-account-token"))
+        .await?;
+    ensure!(
+        tokens.items.is_empty(),
+        "service-account tokens exist in {ns}"
+    );
+    Ok(())
+}
+
+async fn a_tenant_at_its_budget_gets_over_budget_on_the_next_one_only(
+    s: &Shared,
+) -> anyhow::Result<()> {
+    let mgmt = management(s).await;
+    let ns = tenant_namespace(TENANTS[1]);
+    let secrets: Api<Secret> = Api::namespaced(mgmt, &ns);
+    let have = secrets
+        .list(&ListParams::default().labels(LABEL_ORIGIN_NAME))
+        .await?
+        .items
+        .len();
+    let budget = format!("--max-secrets-per-tenant={}", have + 1);
+    s.pair.lock().await.manager.restart_with(&[&budget]).await?;
+    println!("    tenant2 holds {have} Secrets; manager restarted with {budget}");
+
+    for name in ["fits", "one-too-many"] {
+        let mut obj = sync_secret(name);
+        obj.string_data = Some([("v".to_owned(), s.value("budget"))].into());
+        create(s, 1, "budget", obj).await?;
+    }
+    tenant_shows(s, 1, "budget", "fits", SyncSecretPhase::Synced).await?;
+    let over = tenant_shows(s, 1, "budget", "one-too-many", SyncSecretPhase::Failed).await?;
+    let c = synced_condition(&over).ok_or_else(|| anyhow!("no condition"))?;
+    println!("    tenant2: {}: {}", c.reason, c.message);
+    ensure!(c.reason == "OverBudget", "{c:?}");
+    ensure!(
+        secrets
+            .list(&ListParams::default().labels(LABEL_ORIGIN_NAME))
+            .await?
+            .items
+            .len()
+            == have + 1,
+        "the budget was overrun"
+    );
+
+    // Without the budget, the refused one syncs: nothing was lost.
+    s.pair.lock().await.manager.restart_with(&[]).await?;
+    tenant_shows(s, 1, "budget", "one-too-many", SyncSecretPhase::Synced).await?;
     Ok(())
 }
 

@@ -38,6 +38,23 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The policy refuses the copy (type, size, budget); nothing was written.
+    #[error("{message}")]
+    Refused {
+        /// `TypeDenied`, `TooLarge` or `OverBudget`.
+        reason: &'static str,
+        /// Why, and what to do.
+        message: String,
+    },
+    /// Counting the tenant's Secrets for its budget failed.
+    #[error("counting Secrets in {namespace} for the tenant budget: {}", explain(.source))]
+    CountSecrets {
+        /// Namespace.
+        namespace: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Writing the copy's status failed.
     #[error("writing status of {namespace}/{name}: {}", explain(.source))]
     PatchStatus {
@@ -61,6 +78,17 @@ impl Error {
             Self::ApplySecret { .. } => "ApplySecretFailed",
             Self::DeleteSecret { .. } => "DeleteSecretFailed",
             Self::PatchStatus { .. } => "PatchStatusFailed",
+            Self::Refused { reason, .. } => reason,
+            Self::CountSecrets { .. } => "CountSecretsFailed",
+        }
+    }
+}
+
+impl From<syncsecret_api::policy::Refusal> for Error {
+    fn from(r: syncsecret_api::policy::Refusal) -> Self {
+        Self::Refused {
+            reason: r.reason,
+            message: r.message,
         }
     }
 }

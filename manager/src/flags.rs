@@ -33,6 +33,33 @@ pub struct Flags {
     #[arg(long, env = "TENANT_NAMESPACE_PREFIX", default_value = "tenant-")]
     pub tenant_namespace_prefix: String,
 
+    /// Only these Secret types are synced (comma-separated; empty: all).
+    #[arg(long, env = "ALLOWED_SECRET_TYPES", value_delimiter = ',')]
+    pub allowed_secret_types: Vec<String>,
+
+    /// These Secret types are never synced (comma-separated).
+    #[arg(
+        long,
+        env = "DENIED_SECRET_TYPES",
+        value_delimiter = ',',
+        default_value = "kubernetes.io/service-account-token"
+    )]
+    pub denied_secret_types: Vec<String>,
+
+    /// Label and annotation keys never copied onto Secrets, besides
+    /// kubernetes.io/service-account.* and kubectl's last-applied
+    /// configuration (comma-separated; `prefix*` for prefixes).
+    #[arg(long, env = "DROP_METADATA", value_delimiter = ',')]
+    pub drop_metadata: Vec<String>,
+
+    /// Most Secrets per tenant namespace (0: no limit).
+    #[arg(long, env = "MAX_SECRETS_PER_TENANT", default_value_t = 0)]
+    pub max_secrets_per_tenant: usize,
+
+    /// Most bytes of Secret data per tenant namespace (0: no limit).
+    #[arg(long, env = "MAX_BYTES_PER_TENANT", default_value_t = 0)]
+    pub max_bytes_per_tenant: usize,
+
     /// Leader election, concurrency, log format.
     #[command(flatten)]
     pub common: CommonFlags,
@@ -41,5 +68,21 @@ pub struct Flags {
 impl syncsecret_api::runtime::runner::BinaryFlags for Flags {
     fn common(&self) -> &CommonFlags {
         &self.common
+    }
+}
+
+impl Flags {
+    /// The policy the flags describe.
+    pub fn policy(&self) -> syncsecret_api::policy::Policy {
+        let non_empty = |v: &[String]| v.iter().filter(|s| !s.is_empty()).cloned().collect();
+        syncsecret_api::policy::Policy {
+            allowed_types: non_empty(&self.allowed_secret_types),
+            denied_types: non_empty(&self.denied_secret_types),
+            dropped_metadata: non_empty(&self.drop_metadata),
+            max_secrets_per_tenant: (self.max_secrets_per_tenant > 0)
+                .then_some(self.max_secrets_per_tenant),
+            max_bytes_per_tenant: (self.max_bytes_per_tenant > 0)
+                .then_some(self.max_bytes_per_tenant),
+        }
     }
 }

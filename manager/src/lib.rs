@@ -9,6 +9,7 @@ pub mod error;
 pub mod flags;
 mod reconcile;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -19,6 +20,7 @@ use kube::{Api, Client};
 use prometheus::Registry;
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::LABEL_ORIGIN_NAME;
+use syncsecret_api::policy::Policy;
 use syncsecret_api::runtime::backoff::Backoffs;
 use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
@@ -43,6 +45,11 @@ pub struct Context {
     pub secrets: Store<Secret>,
     /// Namespaces starting with this are tenant namespaces.
     pub tenant_namespace_prefix: String,
+    /// What the management cluster accepts from a tenant.
+    pub policy: Policy,
+    /// One lock per tenant namespace, held while a budget is counted and a
+    /// new Secret written, so that concurrent reconciles cannot overrun it.
+    pub budget_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Reconcile and write counters.
     pub metrics: ControllerMetrics,
     /// Events on copies.
@@ -75,7 +82,8 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         metrics: plumbing.metrics.clone(),
         health: plumbing.health.clone(),
         identity: plumbing.identity.clone(),
-        prefix: flags.tenant_namespace_prefix,
+        prefix: flags.tenant_namespace_prefix.clone(),
+        policy: flags.policy(),
         concurrency: flags.common.max_concurrent_reconciles,
     };
     plumbing
@@ -91,6 +99,7 @@ struct Setup {
     health: Arc<Health>,
     identity: String,
     prefix: String,
+    policy: Policy,
     concurrency: u16,
 }
 
@@ -116,6 +125,8 @@ impl Setup {
             client: self.client.clone(),
             secrets: secrets.clone(),
             tenant_namespace_prefix: self.prefix,
+            policy: self.policy,
+            budget_locks: std::sync::Mutex::default(),
             metrics: self.metrics.clone(),
             events: Events::new(
                 self.client,

@@ -4,13 +4,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, secret_name};
+use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME, secret_name};
 use syncsecret_api::desired::{desired_secret, secret_needs_write};
+use syncsecret_api::payload::Payload;
 use syncsecret_api::runtime::explain;
 use syncsecret_api::runtime::metrics::ReconcileResult;
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
@@ -48,6 +49,9 @@ pub async fn reconcile(copy: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Actio
     if let Err(e) = &result {
         tracing::warn!(%namespace, name = %copy.name_any(), reason = e.category(), "{e}");
         let deleting = copy.meta().deletion_timestamp.is_some();
+        // An event for a new verdict only: a copy refused again after a
+        // restart or a retry already says so in its status.
+        let mut new_verdict = true;
         if !deleting && !matches!(e, Error::PatchStatus { .. }) {
             let failed = status(
                 SyncSecretPhase::Failed,
@@ -56,12 +60,13 @@ pub async fn reconcile(copy: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Actio
                 e.category(),
                 e.to_string(),
             );
-            // Best effort: the failure is already logged and evented.
-            let _ = write_status(&copy, failed, &ctx).await;
+            new_verdict = write_status(&copy, failed, &ctx).await.unwrap_or(true);
         }
-        ctx.events
-            .warning(&copy.object_ref(&()), e.category(), e.to_string())
-            .await;
+        if new_verdict {
+            ctx.events
+                .warning(&copy.object_ref(&()), e.category(), e.to_string())
+                .await;
+        }
     }
     result
 }
@@ -76,7 +81,7 @@ async fn write_status(
     copy: &SyncSecret,
     desired: SyncSecretStatus,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let namespace = copy.namespace().unwrap_or_default();
     let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
     status_writer::write_status(&api, copy, desired, &ctx.metrics)
@@ -85,14 +90,16 @@ async fn write_status(
             namespace,
             name: copy.name_any(),
             source,
-        })?;
-    Ok(())
+        })
 }
 
 /// Creates or updates the Secret (nothing when it already holds the
 /// content), then records `Synced` in the status (nothing when already so).
 async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
-    let desired = desired_secret(copy).ok_or(Error::NotStored)?;
+    // The management side never trusts a tenant: type and size first.
+    let payload = Payload::of_sync_secret(copy);
+    ctx.policy.check(&payload)?;
+    let desired = desired_secret(copy, &ctx.policy).ok_or(Error::NotStored)?;
     let namespace = copy.namespace().unwrap_or_default();
     let name = desired.name_any();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -111,6 +118,9 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         .as_ref()
         .is_none_or(|l| secret_needs_write(l, &desired, FIELD_MANAGER_MANAGER));
     if needs_write {
+        // Held until the write is done, so that two new objects of one
+        // tenant cannot both fit the last place of its budget.
+        let _budget = check_budget(ctx, &api, &namespace, &payload, live.as_deref()).await?;
         api.patch(
             &name,
             &PatchParams::apply(FIELD_MANAGER_MANAGER).force(),
@@ -147,6 +157,42 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     );
     write_status(copy, synced, ctx).await?;
     Ok(Action::await_change())
+}
+
+/// With a budget set, counts the tenant's Secrets (a real list: the cache
+/// lags behind our own writes) under the tenant's lock and refuses a new or
+/// growing Secret that would not fit. Returns the held lock.
+async fn check_budget(
+    ctx: &Context,
+    api: &Api<Secret>,
+    namespace: &str,
+    payload: &Payload,
+    live: Option<&Secret>,
+) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, Error> {
+    let replacing = live.map(|l| Payload::of_secret(l).size());
+    if !ctx.policy.has_budget() || replacing.is_some_and(|r| payload.size() <= r) {
+        return Ok(None);
+    }
+    let lock = match ctx.budget_locks.lock() {
+        Ok(mut locks) => locks.entry(namespace.to_owned()).or_default().clone(),
+        Err(_) => Arc::default(),
+    };
+    let guard = lock.lock_owned().await;
+    let ours = api
+        .list(&ListParams::default().labels(LABEL_ORIGIN_NAME))
+        .await
+        .map_err(|source| Error::CountSecrets {
+            namespace: namespace.to_owned(),
+            source,
+        })?;
+    let bytes = ours
+        .items
+        .iter()
+        .map(|s| Payload::of_secret(s).size())
+        .sum();
+    ctx.policy
+        .check_budget(ours.items.len(), bytes, payload.size(), replacing)?;
+    Ok(Some(guard))
 }
 
 /// Deletes the Secret (a 404 means gone); the ownerReference makes the

@@ -1,0 +1,240 @@
+//! What the management cluster accepts from a tenant. The manager never
+//! trusts a copy: a Secret of some types, or some labels and annotations,
+//! would make management-cluster controllers act for the tenant (a
+//! `kubernetes.io/service-account-token` Secret makes it mint a token for one
+//! of its own service accounts). Pure: decided without a client.
+
+use std::collections::BTreeMap;
+
+use crate::contract::LAST_APPLIED_ANNOTATION;
+use crate::payload::Payload;
+
+/// The API server's limit on a Secret's data (keys and values).
+pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
+
+/// Metadata keys that are never copied onto a Secret, whatever the flags
+/// say: service-account binding and kubectl's payload-in-clear annotation.
+pub const ALWAYS_DROPPED: [&str; 2] = ["kubernetes.io/service-account.*", LAST_APPLIED_ANNOTATION];
+
+/// Why a copy is refused. `reason` is bounded (status reason, event reason);
+/// `message` says why and what to do, naming no value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// `TypeDenied`, `TooLarge` or `OverBudget`.
+    pub reason: &'static str,
+    /// For the user.
+    pub message: String,
+}
+
+/// The manager's policy, from its flags.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// If not empty, only these types are synced.
+    pub allowed_types: Vec<String>,
+    /// These types are never synced.
+    pub denied_types: Vec<String>,
+    /// Extra label and annotation keys never copied onto Secrets; an entry
+    /// ending in `*` is a prefix.
+    pub dropped_metadata: Vec<String>,
+    /// Most Secrets per tenant namespace (`None`: no limit).
+    pub max_secrets_per_tenant: Option<usize>,
+    /// Most data bytes per tenant namespace (`None`: no limit).
+    pub max_bytes_per_tenant: Option<usize>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            allowed_types: Vec::new(),
+            denied_types: vec!["kubernetes.io/service-account-token".to_owned()],
+            dropped_metadata: Vec::new(),
+            max_secrets_per_tenant: None,
+            max_bytes_per_tenant: None,
+        }
+    }
+}
+
+fn matches(pattern: &str, key: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => key.starts_with(prefix),
+        None => key == pattern,
+    }
+}
+
+impl Policy {
+    /// Whether a label or annotation key may be copied onto a Secret.
+    pub fn keeps_key(&self, key: &str) -> bool {
+        !ALWAYS_DROPPED
+            .iter()
+            .copied()
+            .chain(self.dropped_metadata.iter().map(String::as_str))
+            .any(|p| matches(p, key))
+    }
+
+    /// `map` without the keys the policy drops.
+    pub fn filter(&self, map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        map.iter()
+            .filter(|(k, _)| self.keeps_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Type and size checks of one payload.
+    pub fn check(&self, payload: &Payload) -> Result<(), Refusal> {
+        let t = payload.type_.as_str();
+        if self.denied_types.iter().any(|d| d == t) {
+            let why = if t == "kubernetes.io/service-account-token" {
+                " (in the management cluster it would make the token controller mint a token for a service account there)"
+            } else {
+                ""
+            };
+            return Err(Refusal {
+                reason: "TypeDenied",
+                message: format!(
+                    "type {t} is not synced to the management cluster{why}; the manager's --denied-secret-types lists it"
+                ),
+            });
+        }
+        if !self.allowed_types.is_empty() && !self.allowed_types.iter().any(|a| a == t) {
+            return Err(Refusal {
+                reason: "TypeDenied",
+                message: format!(
+                    "type {t} is not among the manager's --allowed-secret-types ({})",
+                    self.allowed_types.join(", ")
+                ),
+            });
+        }
+        let size = payload.size();
+        if size > MAX_SECRET_BYTES {
+            return Err(Refusal {
+                reason: "TooLarge",
+                message: format!(
+                    "the Secret would hold {size} bytes of data, more than the API server's limit of {MAX_SECRET_BYTES}; split it"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a tenant namespace that holds `count` Secrets of `bytes` may
+    /// take a Secret of `size` bytes that replaces one of `replacing` bytes
+    /// (`None` for a new Secret).
+    pub fn check_budget(
+        &self,
+        count: usize,
+        bytes: usize,
+        size: usize,
+        replacing: Option<usize>,
+    ) -> Result<(), Refusal> {
+        if let Some(max) = self.max_secrets_per_tenant
+            && replacing.is_none()
+            && count + 1 > max
+        {
+            return Err(Refusal {
+                reason: "OverBudget",
+                message: format!(
+                    "the tenant already has {count} Secrets, its budget (--max-secrets-per-tenant) is {max}"
+                ),
+            });
+        }
+        if let Some(max) = self.max_bytes_per_tenant {
+            let after = bytes - replacing.unwrap_or(0).min(bytes) + size;
+            if after > max {
+                return Err(Refusal {
+                    reason: "OverBudget",
+                    message: format!(
+                        "the tenant's Secrets would hold {after} bytes, its budget (--max-bytes-per-tenant) is {max}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any budget is set (counting costs a list).
+    pub fn has_budget(&self) -> bool {
+        self.max_secrets_per_tenant.is_some() || self.max_bytes_per_tenant.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(type_: &str, bytes: usize) -> Payload {
+        Payload {
+            type_: type_.to_owned(),
+            data: [("k".to_owned(), k8s_openapi::ByteString(vec![b'x'; bytes]))].into(),
+            immutable: false,
+        }
+    }
+
+    #[test]
+    fn service_account_tokens_are_refused_by_default_and_say_why() {
+        let p = Policy::default();
+        let r = p
+            .check(&payload("kubernetes.io/service-account-token", 1))
+            .unwrap_err();
+        assert_eq!(r.reason, "TypeDenied");
+        assert!(r.message.contains("mint a token"), "{}", r.message);
+        assert!(p.check(&payload("Opaque", 1)).is_ok());
+    }
+
+    #[test]
+    fn an_allow_list_admits_only_its_types() {
+        let p = Policy {
+            allowed_types: vec!["kubernetes.io/tls".into()],
+            ..Policy::default()
+        };
+        assert!(p.check(&payload("kubernetes.io/tls", 1)).is_ok());
+        assert_eq!(
+            p.check(&payload("Opaque", 1)).unwrap_err().reason,
+            "TypeDenied"
+        );
+    }
+
+    #[test]
+    fn oversize_is_refused_before_any_write() {
+        let p = Policy::default();
+        // One byte of key plus the values.
+        assert!(p.check(&payload("Opaque", MAX_SECRET_BYTES - 1)).is_ok());
+        let r = p.check(&payload("Opaque", MAX_SECRET_BYTES)).unwrap_err();
+        assert_eq!(r.reason, "TooLarge");
+    }
+
+    #[test]
+    fn sensitive_metadata_is_dropped() {
+        let p = Policy {
+            dropped_metadata: vec!["example.com/internal-*".into(), "exact".into()],
+            ..Policy::default()
+        };
+        assert!(!p.keeps_key("kubernetes.io/service-account.name"));
+        assert!(!p.keeps_key("kubernetes.io/service-account.uid"));
+        assert!(!p.keeps_key(LAST_APPLIED_ANNOTATION));
+        assert!(!p.keeps_key("example.com/internal-team"));
+        assert!(!p.keeps_key("exact"));
+        assert!(p.keeps_key("exact-not"));
+        assert!(p.keeps_key("app"));
+    }
+
+    #[test]
+    fn budgets_refuse_the_next_new_object_only() {
+        let p = Policy {
+            max_secrets_per_tenant: Some(2),
+            max_bytes_per_tenant: Some(100),
+            ..Policy::default()
+        };
+        assert!(p.check_budget(1, 10, 10, None).is_ok());
+        assert_eq!(
+            p.check_budget(2, 10, 10, None).unwrap_err().reason,
+            "OverBudget"
+        );
+        // Updating one of the two is fine while bytes allow.
+        assert!(p.check_budget(2, 90, 20, Some(15)).is_ok());
+        assert_eq!(
+            p.check_budget(2, 90, 30, Some(15)).unwrap_err().reason,
+            "OverBudget"
+        );
+        assert!(!Policy::default().has_budget());
+    }
+}
