@@ -15,6 +15,7 @@ pub mod rbac;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod status;
+pub mod sweep;
 pub mod v1alpha1;
 pub mod validation;
 

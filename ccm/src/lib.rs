@@ -9,6 +9,7 @@
 pub mod error;
 pub mod flags;
 mod reconcile;
+mod sweep;
 mod synchronizer;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
 use syncsecret_api::runtime::health::{Health, store_synced};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
+use syncsecret_api::runtime::reconcile::sweep_periodically;
 use syncsecret_api::runtime::runner::Plumbing;
 use syncsecret_api::runtime::shutdown::Shutdown;
 
@@ -91,6 +93,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         identity: plumbing.identity.clone(),
         synchronizer: flags.enable_secret_synchronizer,
         concurrency: flags.common.max_concurrent_reconciles,
+        sweep_period: std::time::Duration::from_secs(flags.common.orphan_sweep_period),
     };
     plumbing
         .run(lease, |shutdown| setup.controllers(shutdown))
@@ -109,6 +112,7 @@ struct Setup {
     identity: String,
     synchronizer: bool,
     concurrency: u16,
+    sweep_period: std::time::Duration,
 }
 
 impl Setup {
@@ -177,6 +181,15 @@ impl Setup {
 
         // Ready once every watch has listed: both clusters, and the
         // labelled Secrets when the synchronizer runs.
+        let sweeper = {
+            let ctx = ctx.clone();
+            let (tenant_objects, copies) = (tenant_objects.clone(), copies.clone());
+            tokio::spawn(sweep_periodically(
+                async move { store_synced(&tenant_objects).await && store_synced(&copies).await },
+                self.sweep_period,
+                move || sweep::orphans(ctx.clone()),
+            ))
+        };
         let readiness = tokio::spawn(async move {
             let mut synced = store_synced(&tenant_objects).await && store_synced(&copies).await;
             if let Some(s) = secrets_store {
@@ -198,6 +211,7 @@ impl Setup {
             None => main.await,
         }
         readiness.abort();
+        sweeper.abort();
     }
 }
 

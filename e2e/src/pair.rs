@@ -93,7 +93,7 @@ pub struct ControllerProcess {
 }
 
 impl ControllerProcess {
-    fn start(
+    fn launch(
         name: &str,
         bin: PathBuf,
         mut args: Vec<String>,
@@ -138,6 +138,19 @@ impl ControllerProcess {
     /// Stops it with SIGTERM, which must make it drain and exit 0 within the
     /// grace period, and starts it again with the same flags.
     pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.stop()?;
+        self.spawn()
+    }
+
+    /// Starts it again after [`Self::stop`] and waits until it is ready.
+    pub async fn start(&mut self) -> Result<(), HarnessError> {
+        self.spawn()?;
+        self.wait_ready().await
+    }
+
+    /// Stops it with SIGTERM, which must make it drain and exit 0 within the
+    /// grace period.
+    pub fn stop(&mut self) -> Result<(), HarnessError> {
         if let Some(mut p) = self.process.take() {
             match p.stop() {
                 Some(status) if status.success() => {}
@@ -150,7 +163,7 @@ impl ControllerProcess {
                 }
             }
         }
-        self.spawn()
+        Ok(())
     }
 
     /// Restarts it with `extra` flags added to its usual ones (none: back to
@@ -278,7 +291,7 @@ impl Pair {
         let log_dir = plane.dir().map(Path::to_path_buf).unwrap_or_default();
         ensure_namespace(&management, MANAGER_NAMESPACE).await?;
 
-        let manager = ControllerProcess::start(
+        let manager = ControllerProcess::launch(
             "syncsecret-manager",
             bin_dir.join("syncsecret-manager"),
             vec![
@@ -322,7 +335,7 @@ impl Pair {
                 .cluster(name)
                 .ok_or_else(|| HarnessError::Usage(format!("no cluster {name}")))?;
             tenants.push(cluster.client().await?);
-            ccms.push(ControllerProcess::start(
+            ccms.push(ControllerProcess::launch(
                 &format!("syncsecret-ccm-{name}"),
                 bin_dir.join("syncsecret-ccm"),
                 vec![

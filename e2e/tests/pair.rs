@@ -77,6 +77,7 @@ fn main() -> std::process::ExitCode {
         a_secret_the_api_server_refuses_is_failed_in_both_clusters,
         tampering_in_the_management_cluster_is_repaired,
         service_account_tokens_and_oversize_secrets_are_refused,
+        orphans_left_while_a_controller_was_down_are_swept,
         same_name_in_two_tenants_stays_isolated,
         a_tenant_at_its_budget_gets_over_budget_on_the_next_one_only,
         secret_synchronizer_takes_labelled_secrets_only,
@@ -835,6 +836,126 @@ async fn a_tenant_at_its_budget_gets_over_budget_on_the_next_one_only(
     // Without the budget, the refused one syncs: nothing was lost.
     s.pair.lock().await.manager.restart_with(&[]).await?;
     tenant_shows(s, 1, "budget", "one-too-many", SyncSecretPhase::Synced).await?;
+    Ok(())
+}
+
+async fn orphans_left_while_a_controller_was_down_are_swept(s: &Shared) -> anyhow::Result<()> {
+    let mgmt = management(s).await;
+    let ns = tenant_namespace(TENANTS[0]);
+    let copies: Api<SyncSecret> = Api::namespaced(mgmt.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(mgmt.clone(), &ns);
+    // Unrelated objects in the same namespace, without our labels.
+    let mut unrelated = sync_secret("unrelated-copy");
+    unrelated.string_data = Some([("k".to_owned(), "v".to_owned())].into());
+    copies.create(&PostParams::default(), &unrelated).await?;
+    let foreign = Secret {
+        metadata: ObjectMeta {
+            name: Some("unrelated-secret".into()),
+            ..Default::default()
+        },
+        string_data: Some([("k".to_owned(), "v".to_owned())].into()),
+        ..Default::default()
+    };
+    secrets.create(&PostParams::default(), &foreign).await?;
+
+    let tenant: Api<SyncSecret> = Api::namespaced(tenant_client(s, 0).await, "orphans");
+    for name in ["left-by-ccm", "left-by-manager"] {
+        let mut obj = sync_secret(name);
+        obj.string_data = Some([("k".to_owned(), s.value("orphan"))].into());
+        create(s, 0, "orphans", obj).await?;
+    }
+    let (copy1, secret1) = synced(s, 0, "orphans", "left-by-ccm", |_| true).await?;
+    let (copy2, secret2) = synced(s, 0, "orphans", "left-by-manager", |_| true).await?;
+    let strip = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let pp = PatchParams::default();
+
+    // 1. The ccm is down; someone strips the tenant finalizer and deletes the
+    // object. Back up, the ccm's sweep deletes the copy, the manager its Secret.
+    s.pair.lock().await.ccms[0].stop()?;
+    tenant.patch("left-by-ccm", &pp, &strip).await?;
+    tenant
+        .delete("left-by-ccm", &DeleteParams::default())
+        .await?;
+    let t = Instant::now();
+    s.pair.lock().await.ccms[0].start().await?;
+    eventually("orphaned copy and its Secret gone", WAIT, || async {
+        let c = copies
+            .get_opt(&copy1.name_any())
+            .await
+            .map_err(|e| e.to_string())?;
+        let sec = secrets
+            .get_opt(&secret1.name_any())
+            .await
+            .map_err(|e| e.to_string())?;
+        (c.is_none() && sec.is_none())
+            .then_some(())
+            .ok_or_else(|| "still there".to_owned())
+    })
+    .await?;
+    println!(
+        "    orphaned copy swept {:.2} s after the ccm started",
+        t.elapsed().as_secs_f64()
+    );
+    // Counted (before the ccm restarts below and its counters start over).
+    let ccm_swept = s.pair.lock().await.ccms[0].metric_sum("kubelb_ccm_orphans_deleted_total")?;
+
+    // 2. The manager is down; someone removes the Secret's ownerReference (so
+    // the garbage collector will not take it) and force-deletes the copy.
+    // Back up, the manager's sweep deletes the Secret.
+    secrets
+        .patch(
+            &secret2.name_any(),
+            &pp,
+            &Patch::Merge(json!({"metadata": {"ownerReferences": null}})),
+        )
+        .await?;
+    s.pair.lock().await.manager.stop()?;
+    s.pair.lock().await.ccms[0].stop()?;
+    tenant.patch("left-by-manager", &pp, &strip).await?;
+    tenant
+        .delete("left-by-manager", &DeleteParams::default())
+        .await?;
+    copies.patch(&copy2.name_any(), &pp, &strip).await?;
+    copies
+        .delete(&copy2.name_any(), &DeleteParams::default())
+        .await?;
+    let t = Instant::now();
+    s.pair.lock().await.manager.start().await?;
+    s.pair.lock().await.ccms[0].start().await?;
+    eventually("orphaned Secret gone", WAIT, || async {
+        let sec = secrets
+            .get_opt(&secret2.name_any())
+            .await
+            .map_err(|e| e.to_string())?;
+        sec.is_none()
+            .then_some(())
+            .ok_or_else(|| "still there".to_owned())
+    })
+    .await?;
+    println!(
+        "    orphaned Secret swept {:.2} s after the manager started",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Counted, and nothing of anyone else's touched.
+    let mgr_swept = s
+        .pair
+        .lock()
+        .await
+        .manager
+        .metric_sum("kubelb_manager_orphans_deleted_total")?;
+    ensure!(
+        ccm_swept >= 1.0 && mgr_swept >= 1.0,
+        "orphans counted: ccm {ccm_swept}, manager {mgr_swept}"
+    );
+    ensure!(
+        copies.get_opt("unrelated-copy").await?.is_some(),
+        "an unrelated copy was swept"
+    );
+    ensure!(
+        secrets.get_opt("unrelated-secret").await?.is_some(),
+        "an unrelated Secret was swept"
+    );
     Ok(())
 }
 

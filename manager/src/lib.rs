@@ -8,6 +8,7 @@
 pub mod error;
 pub mod flags;
 mod reconcile;
+mod sweep;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
 use syncsecret_api::runtime::health::{Health, store_synced};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
+use syncsecret_api::runtime::reconcile::sweep_periodically;
 use syncsecret_api::runtime::runner::Plumbing;
 use syncsecret_api::runtime::shutdown::Shutdown;
 
@@ -43,6 +45,8 @@ pub struct Context {
     pub client: Client,
     /// Secrets we made (they carry the origin labels), as last seen.
     pub secrets: Store<Secret>,
+    /// Copies, as last seen.
+    pub copies: Store<SyncSecret>,
     /// Namespaces starting with this are tenant namespaces.
     pub tenant_namespace_prefix: String,
     /// What the management cluster accepts from a tenant.
@@ -85,6 +89,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         prefix: flags.tenant_namespace_prefix.clone(),
         policy: flags.policy(),
         concurrency: flags.common.max_concurrent_reconciles,
+        sweep_period: std::time::Duration::from_secs(flags.common.orphan_sweep_period),
     };
     plumbing
         .run(lease, |shutdown| setup.controller(shutdown))
@@ -101,6 +106,7 @@ struct Setup {
     prefix: String,
     policy: Policy,
     concurrency: u16,
+    sweep_period: std::time::Duration,
 }
 
 impl Setup {
@@ -124,6 +130,7 @@ impl Setup {
         let ctx = Arc::new(Context {
             client: self.client.clone(),
             secrets: secrets.clone(),
+            copies: copies_store.clone(),
             tenant_namespace_prefix: self.prefix,
             policy: self.policy,
             budget_locks: std::sync::Mutex::default(),
@@ -137,6 +144,15 @@ impl Setup {
             backoffs: Backoffs::default(),
         });
         let health = self.health;
+        let sweeper = {
+            let ctx = ctx.clone();
+            let (copies, secrets) = (copies_store.clone(), secrets.clone());
+            tokio::spawn(sweep_periodically(
+                async move { store_synced(&copies).await && store_synced(&secrets).await },
+                self.sweep_period,
+                move || sweep::orphans(ctx.clone()),
+            ))
+        };
         let readiness = tokio::spawn(async move {
             if store_synced(&copies_store).await && store_synced(&secrets).await {
                 tracing::info!("watches synced; ready");
@@ -148,5 +164,6 @@ impl Setup {
             .for_each(|_| async {})
             .await;
         readiness.abort();
+        sweeper.abort();
     }
 }

@@ -17,6 +17,11 @@ pub struct CommonFlags {
     #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 16)]
     pub max_concurrent_reconciles: u16,
 
+    /// Seconds between orphan sweeps (one always runs once the caches have
+    /// synced at start; 0: only that one).
+    #[arg(long, env = "ORPHAN_SWEEP_PERIOD", default_value_t = 600)]
+    pub orphan_sweep_period: u64,
+
     /// Log format: human or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "human")]
     pub log_format: LogFormat,

@@ -36,6 +36,7 @@ pub struct ControllerMetrics {
     reconcile_total: IntCounterVec,
     reconcile_duration: HistogramVec,
     writes_total: IntCounterVec,
+    orphans_deleted_total: IntCounterVec,
 }
 
 impl ControllerMetrics {
@@ -68,6 +69,14 @@ impl ControllerMetrics {
             ),
             &["resource", "verb"],
         )?;
+        let orphans_deleted_total = IntCounterVec::new(
+            Opts::new(
+                format!("{prefix}_orphans_deleted_total"),
+                "Objects this controller made whose origin was gone, deleted by the orphan sweep, by resource.",
+            ),
+            &["resource"],
+        )?;
+        registry.register(Box::new(orphans_deleted_total.clone()))?;
         registry.register(Box::new(reconcile_total.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(writes_total.clone()))?;
@@ -75,6 +84,7 @@ impl ControllerMetrics {
             reconcile_total,
             reconcile_duration,
             writes_total,
+            orphans_deleted_total,
         })
     }
 
@@ -86,6 +96,14 @@ impl ControllerMetrics {
         self.reconcile_duration
             .with_label_values(&[namespace])
             .observe(took.as_secs_f64());
+    }
+
+    /// Counts one orphan deleted by the sweep (also a write).
+    pub fn orphan_deleted(&self, resource: &'static str) {
+        self.orphans_deleted_total
+            .with_label_values(&[resource])
+            .inc();
+        self.wrote(resource, "delete");
     }
 
     /// Counts one write (`resource`: syncsecrets, secrets, events, leases;

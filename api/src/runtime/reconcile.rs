@@ -120,3 +120,25 @@ where
 {
     Action::requeue(backoffs.failed(&key(obj)))
 }
+
+/// Runs `sweep` once `ready` says the caches have synced, then every
+/// `period` (never again if zero). Runs until its task is aborted.
+pub async fn sweep_periodically<R, S>(
+    ready: R,
+    period: std::time::Duration,
+    mut sweep: impl FnMut() -> S,
+) where
+    R: Future<Output = bool>,
+    S: Future<Output = ()>,
+{
+    if !ready.await {
+        return;
+    }
+    loop {
+        sweep().await;
+        if period.is_zero() {
+            return;
+        }
+        tokio::time::sleep(period).await;
+    }
+}

@@ -1,0 +1,142 @@
+//! Orphans: copies whose tenant object is gone, Secrets whose copy is gone.
+//! They appear when a finalizer was stripped by hand while a controller was
+//! down, or a namespace was force-deleted. Only objects we made are ever
+//! swept: they carry our origin labels and our field manager's entry.
+
+use std::collections::HashSet;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+
+use crate::contract::{LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS};
+use crate::v1alpha1::SyncSecret;
+
+/// Whether `field_manager` has written this object (per managedFields).
+pub fn made_by(meta: &ObjectMeta, field_manager: &str) -> bool {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .any(|e| e.manager.as_deref() == Some(field_manager))
+}
+
+/// The tenant object a copy names: (namespace, name), from its origin labels.
+pub fn origin(copy: &SyncSecret) -> Option<(String, String)> {
+    let labels = copy.labels();
+    let name = labels.get(LABEL_ORIGIN_NAME)?;
+    let namespace = labels
+        .get(LABEL_ORIGIN_NAMESPACE)
+        .or_else(|| labels.get(LABEL_ORIGIN_NS))?;
+    Some((namespace.clone(), name.clone()))
+}
+
+/// Copies (names) made by `field_manager` whose tenant object no longer
+/// exists: `tenant_uid(namespace, name)` gives the UID of the live tenant
+/// object of that name, if any; a copy is named by its tenant's UID, so a
+/// different UID means the copy's tenant was deleted and another made since.
+pub fn orphaned_copies<'a>(
+    copies: impl IntoIterator<Item = &'a SyncSecret>,
+    tenant_uid: impl Fn(&str, &str) -> Option<String>,
+    field_manager: &str,
+) -> Vec<String> {
+    copies
+        .into_iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none() && made_by(&c.metadata, field_manager))
+        .filter_map(|c| {
+            let (namespace, name) = origin(c)?;
+            let alive = tenant_uid(&namespace, &name).is_some_and(|uid| uid == c.name_any());
+            (!alive).then(|| c.name_any())
+        })
+        .collect()
+}
+
+/// Secrets (namespace, name) made by `field_manager`, carrying our origin
+/// label, whose copy (named by the Secret's name, its owner by UID) no longer
+/// exists among `copy_uids`.
+pub fn orphaned_secrets<'a>(
+    secrets: impl IntoIterator<Item = &'a Secret>,
+    copy_uids: &HashSet<String>,
+    field_manager: &str,
+) -> Vec<(String, String)> {
+    secrets
+        .into_iter()
+        .filter(|s| {
+            s.metadata.deletion_timestamp.is_none()
+                && s.labels().contains_key(LABEL_ORIGIN_NAME)
+                && made_by(&s.metadata, field_manager)
+        })
+        .filter(|s| !copy_uids.contains(&s.name_any()))
+        .filter_map(|s| Some((s.namespace()?, s.name_any())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    use super::*;
+
+    fn managed(by: &str) -> Option<Vec<ManagedFieldsEntry>> {
+        Some(vec![ManagedFieldsEntry {
+            manager: Some(by.into()),
+            operation: Some("Apply".into()),
+            ..Default::default()
+        }])
+    }
+
+    fn copy(uid_name: &str, origin_name: &str, by: &str) -> SyncSecret {
+        let mut c = SyncSecret::default();
+        c.metadata.name = Some(uid_name.into());
+        c.metadata.labels = Some(
+            [
+                (LABEL_ORIGIN_NAME.to_owned(), origin_name.to_owned()),
+                (LABEL_ORIGIN_NS.to_owned(), "shop".to_owned()),
+            ]
+            .into(),
+        );
+        c.metadata.managed_fields = managed(by);
+        c
+    }
+
+    #[test]
+    fn a_copy_is_orphaned_when_its_tenant_object_is_gone_or_was_replaced() {
+        let copies = [
+            copy("uid-live", "live", "syncsecret-ccm"),
+            copy("uid-gone", "gone", "syncsecret-ccm"),
+            copy("uid-old", "recreated", "syncsecret-ccm"),
+            copy("uid-foreign", "gone", "someone-else"),
+        ];
+        let tenant = |ns: &str, name: &str| match (ns, name) {
+            ("shop", "live") => Some("uid-live".to_owned()),
+            ("shop", "recreated") => Some("uid-new".to_owned()),
+            _ => None,
+        };
+        let orphans = orphaned_copies(&copies, tenant, "syncsecret-ccm");
+        assert_eq!(orphans, vec!["uid-gone".to_owned(), "uid-old".to_owned()]);
+    }
+
+    #[test]
+    fn a_secret_is_orphaned_when_its_copy_is_gone() {
+        let mk = |name: &str, labelled: bool, by: &str| Secret {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("tenant-a".into()),
+                labels: labelled.then(|| [(LABEL_ORIGIN_NAME.to_owned(), "x".to_owned())].into()),
+                managed_fields: managed(by),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let secrets = [
+            mk("copy-live", true, "syncsecret-manager"),
+            mk("copy-gone", true, "syncsecret-manager"),
+            mk("unlabelled", false, "syncsecret-manager"),
+            mk("foreign", true, "kubectl"),
+        ];
+        let live: HashSet<String> = ["copy-live".to_owned()].into();
+        assert_eq!(
+            orphaned_secrets(&secrets, &live, "syncsecret-manager"),
+            vec![("tenant-a".to_owned(), "copy-gone".to_owned())]
+        );
+    }
+}

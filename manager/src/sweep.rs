@@ -1,0 +1,39 @@
+//! The manager's orphan sweep: Secrets we made whose copy is gone (the
+//! garbage collector normally takes them through the ownerReference; this
+//! covers a cluster without it, or an ownerReference removed by hand).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::DeleteParams;
+use kube::{Api, ResourceExt};
+use syncsecret_api::contract::FIELD_MANAGER_MANAGER;
+use syncsecret_api::runtime::explain;
+use syncsecret_api::sweep::orphaned_secrets;
+
+use crate::Context;
+
+/// One sweep; failures are logged and left for the next one.
+pub async fn orphans(ctx: Arc<Context>) {
+    let copy_uids: HashSet<String> = ctx.copies.state().iter().filter_map(|c| c.uid()).collect();
+    let secrets = ctx.secrets.state();
+    let orphans = orphaned_secrets(
+        secrets.iter().map(AsRef::as_ref),
+        &copy_uids,
+        FIELD_MANAGER_MANAGER,
+    );
+    for (namespace, name) in orphans {
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {
+                ctx.metrics.orphan_deleted("secrets");
+                tracing::info!(%namespace, %name, "orphaned Secret deleted: its copy is gone");
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                tracing::warn!(%namespace, %name, "cannot delete orphaned Secret: {}", explain(&e))
+            }
+        }
+    }
+}
