@@ -55,14 +55,21 @@ pub fn mirrored(copy: &SyncSecret) -> Option<SyncSecretStatus> {
         .as_ref()
         .and_then(|a| a.get(ANNOTATION_ORIGIN_GENERATION))
         .and_then(|g| g.parse::<i64>().ok());
-    let condition = synced_condition(status)?;
-    Some(self::status(
-        status.phase?,
-        origin_generation,
-        condition.status == "True",
-        &condition.reason,
-        condition.message.clone(),
-    ))
+    synced_condition(status)?;
+    let conditions = status
+        .conditions
+        .iter()
+        .flatten()
+        .map(|c| Condition {
+            observed_generation: origin_generation,
+            ..c.clone()
+        })
+        .collect();
+    Some(SyncSecretStatus {
+        observed_generation: origin_generation,
+        phase: Some(status.phase?),
+        conditions: Some(conditions),
+    })
 }
 
 /// What a new tenant object shows until the manager has judged its copy.
@@ -88,39 +95,62 @@ fn synced_condition(s: &SyncSecretStatus) -> Option<&Condition> {
         .find(|c| c.type_ == CONDITION_SYNCED)
 }
 
-/// Whether writing `desired` would change `live` (transition times aside).
+/// Whether writing `desired` would change `live` (transition times aside):
+/// phase, observedGeneration, and every condition's status, reason, message
+/// and observedGeneration, by type.
 pub fn status_differs(live: Option<&SyncSecretStatus>, desired: &SyncSecretStatus) -> bool {
     let Some(live) = live else { return true };
-    let same_condition = match (synced_condition(live), synced_condition(desired)) {
-        (Some(a), Some(b)) => {
-            a.status == b.status
-                && a.reason == b.reason
-                && a.message == b.message
-                && a.observed_generation == b.observed_generation
-        }
-        (None, None) => true,
-        _ => false,
+    let key = |s: &SyncSecretStatus| {
+        let mut c: Vec<_> = s
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c.type_.clone(),
+                    c.status.clone(),
+                    c.reason.clone(),
+                    c.message.clone(),
+                    c.observed_generation,
+                )
+            })
+            .collect();
+        c.sort();
+        c
     };
-    !(same_condition
-        && live.phase == desired.phase
-        && live.observed_generation == desired.observed_generation)
+    live.phase != desired.phase
+        || live.observed_generation != desired.observed_generation
+        || key(live) != key(desired)
 }
 
-/// Keeps the live condition's lastTransitionTime when its status did not
+/// Keeps each live condition's lastTransitionTime when its status did not
 /// flip, else stamps `now`.
 pub fn with_transition_time(
     live: Option<&SyncSecretStatus>,
     mut desired: SyncSecretStatus,
     now: Timestamp,
 ) -> SyncSecretStatus {
-    let previous = live.and_then(synced_condition).cloned();
     for c in desired.conditions.iter_mut().flatten() {
-        c.last_transition_time = match &previous {
+        let previous = live
+            .and_then(|l| l.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|p| p.type_ == c.type_));
+        c.last_transition_time = match previous {
             Some(p) if p.status == c.status => p.last_transition_time.clone(),
             _ => Time(now),
         };
     }
     desired
+}
+
+/// Adds a condition (e.g. a certificate's) to a status.
+pub fn with_condition(
+    mut status: SyncSecretStatus,
+    condition: Option<Condition>,
+) -> SyncSecretStatus {
+    if let Some(c) = condition {
+        status.conditions.get_or_insert_default().push(c);
+    }
+    status
 }
 
 #[cfg(test)]

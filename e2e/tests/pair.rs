@@ -80,6 +80,8 @@ fn main() -> std::process::ExitCode {
         orphans_left_while_a_controller_was_down_are_swept,
         same_name_in_two_tenants_stays_isolated,
         a_tenant_at_its_budget_gets_over_budget_on_the_next_one_only,
+        certificates_show_their_expiry_in_conditions_and_gauges,
+        immutable_syncs_immutable_and_a_type_change_replaces_the_secret,
         secret_synchronizer_takes_labelled_secrets_only,
         restarting_both_controllers_costs_zero_writes,
         no_secret_value_reaches_any_log,
@@ -956,6 +958,155 @@ async fn orphans_left_while_a_controller_was_down_are_swept(s: &Shared) -> anyho
         secrets.get_opt("unrelated-secret").await?.is_some(),
         "an unrelated Secret was swept"
     );
+    Ok(())
+}
+
+/// A self-signed certificate (PEM) valid from `from_days` to `to_days`
+/// relative to today.
+fn certificate(from_days: i64, to_days: i64) -> String {
+    use k8s_openapi::jiff::{Timestamp, ToSpan, tz::TimeZone};
+    let day = |d: i64| {
+        let date = Timestamp::now()
+            .to_zoned(TimeZone::UTC)
+            .date()
+            .checked_add(d.days())
+            .unwrap();
+        rcgen::date_time_ymd(i32::from(date.year()), date.month() as u8, date.day() as u8)
+    };
+    let mut params = rcgen::CertificateParams::new(vec!["shop.example".to_owned()]).unwrap();
+    params.not_before = day(from_days);
+    params.not_after = day(to_days);
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
+}
+
+async fn certificates_show_their_expiry_in_conditions_and_gauges(s: &Shared) -> anyhow::Result<()> {
+    let cases = [
+        ("valid", certificate(-1, 365), None),
+        (
+            "expiring",
+            certificate(-10, 1),
+            Some(("CertificateExpiring", "True")),
+        ),
+        (
+            "expired",
+            certificate(-10, -2),
+            Some(("CertificateExpired", "True")),
+        ),
+        (
+            "malformed",
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+                .to_owned(),
+            Some(("CertificateExpired", "Unknown")),
+        ),
+    ];
+    for (name, pem, _) in &cases {
+        let mut obj = sync_secret(name);
+        obj.type_ = Some("kubernetes.io/tls".into());
+        obj.string_data = Some(
+            [
+                ("tls.crt".to_owned(), pem.clone()),
+                ("tls.key".to_owned(), s.value("key")),
+            ]
+            .into(),
+        );
+        create(s, 1, "certs", obj).await?;
+    }
+    for (name, pem, expected) in &cases {
+        // Synced whatever the certificate says: it is the tenant's data.
+        let (copy, secret) = synced(s, 1, "certs", name, |_| true).await?;
+        ensure!(
+            data_of(&secret)["tls.crt"] == pem.as_bytes(),
+            "{name}: content changed"
+        );
+        let conditions = copy.status.and_then(|st| st.conditions).unwrap_or_default();
+        let cert: Vec<_> = conditions
+            .iter()
+            .filter(|c| c.type_.starts_with("Certificate"))
+            .collect();
+        match expected {
+            None => ensure!(cert.is_empty(), "{name}: unexpected {cert:?}"),
+            Some((type_, status)) => {
+                let c = cert
+                    .iter()
+                    .find(|c| c.type_ == *type_)
+                    .ok_or_else(|| anyhow!("{name}: no {type_} in {conditions:?}"))?;
+                ensure!(c.status == *status, "{name}: {c:?}");
+                println!(
+                    "    {name}: {} {} {}: {}",
+                    c.type_, c.status, c.reason, c.message
+                );
+            }
+        }
+        // And the tenant sees it too.
+        let home = tenant_shows(s, 1, "certs", name, SyncSecretPhase::Synced).await?;
+        if let Some((type_, _)) = expected {
+            let types: Vec<_> = home
+                .status
+                .and_then(|st| st.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.type_)
+                .collect();
+            ensure!(
+                types.iter().any(|t| t == type_),
+                "{name}: tenant lacks {type_}: {types:?}"
+            );
+        }
+    }
+    let metrics = s.pair.lock().await.manager.metrics()?;
+    let ns = tenant_namespace(TENANTS[1]);
+    for state in ["valid", "expiring", "expired"] {
+        let line = format!("kubelb_manager_certificates{{namespace=\"{ns}\",state=\"{state}\"}} 1");
+        ensure!(metrics.contains(&line), "missing {line}");
+    }
+    ensure!(
+        metrics.contains(&format!(
+            "kubelb_manager_certificate_earliest_expiry_timestamp_seconds{{namespace=\"{ns}\"}}"
+        )),
+        "no earliest-expiry gauge"
+    );
+    Ok(())
+}
+
+async fn immutable_syncs_immutable_and_a_type_change_replaces_the_secret(
+    s: &Shared,
+) -> anyhow::Result<()> {
+    let mut frozen = sync_secret("frozen");
+    frozen.immutable = Some(true);
+    frozen.string_data = Some([("k".to_owned(), s.value("frozen"))].into());
+    create(s, 1, "immutable", frozen).await?;
+    let (_, secret) = synced(s, 1, "immutable", "frozen", |_| true).await?;
+    ensure!(
+        secret.immutable == Some(true),
+        "the Secret is not immutable"
+    );
+
+    // A Secret's type cannot change: the manager replaces it, once.
+    let mut typed = sync_secret("retyped");
+    typed.string_data = Some([("username".to_owned(), s.value("user"))].into());
+    create(s, 1, "immutable", typed).await?;
+    let (_, before) = synced(s, 1, "immutable", "retyped", |_| true).await?;
+    let tenant: Api<SyncSecret> = Api::namespaced(tenant_client(s, 1).await, "immutable");
+    tenant
+        .patch(
+            "retyped",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"type": "kubernetes.io/basic-auth"})),
+        )
+        .await?;
+    let (copy, after) = synced(s, 1, "immutable", "retyped", |sec| {
+        sec.type_.as_deref() == Some("kubernetes.io/basic-auth")
+    })
+    .await?;
+    ensure!(after.uid() != before.uid(), "the Secret was not replaced");
+    has_event(
+        &management(s).await,
+        &tenant_namespace(TENANTS[1]),
+        &copy.name_any(),
+        "ImmutableReplaced",
+    )
+    .await?;
     Ok(())
 }
 

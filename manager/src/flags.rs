@@ -60,6 +60,11 @@ pub struct Flags {
     #[arg(long, env = "MAX_BYTES_PER_TENANT", default_value_t = 0)]
     pub max_bytes_per_tenant: usize,
 
+    /// A kubernetes.io/tls certificate expiring within this many days gets
+    /// the CertificateExpiring condition.
+    #[arg(long, env = "CERTIFICATE_EXPIRY_WINDOW_DAYS", default_value_t = 14)]
+    pub certificate_expiry_window_days: u32,
+
     /// Leader election, concurrency, log format.
     #[command(flatten)]
     pub common: CommonFlags,

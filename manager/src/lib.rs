@@ -5,6 +5,7 @@
 //! deletion removes the Secret before releasing its finalizer. It writes
 //! nothing when the Secret already holds what it would write.
 
+mod certs;
 pub mod error;
 pub mod flags;
 mod reconcile;
@@ -51,6 +52,13 @@ pub struct Context {
     pub tenant_namespace_prefix: String,
     /// What the management cluster accepts from a tenant.
     pub policy: Policy,
+    /// Certificate gauges.
+    pub certificates: certs::Certificates,
+    /// How close to notAfter a certificate counts as expiring, in seconds.
+    pub expiry_window_secs: i64,
+    /// Copies (UID) whose Secret was replaced, and for which generation: a
+    /// second replacement for the same generation is a loop and is refused.
+    pub replaced: std::sync::Mutex<HashMap<String, i64>>,
     /// One lock per tenant namespace, held while a budget is counted and a
     /// new Secret written, so that concurrent reconciles cannot overrun it.
     pub budget_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -88,6 +96,9 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         identity: plumbing.identity.clone(),
         prefix: flags.tenant_namespace_prefix.clone(),
         policy: flags.policy(),
+        certificates: certs::Certificates::register(METRICS_PREFIX, plumbing.registry())
+            .map_err(syncsecret_api::runtime::RuntimeError::from)?,
+        expiry_window_secs: i64::from(flags.certificate_expiry_window_days) * 86_400,
         concurrency: flags.common.max_concurrent_reconciles,
         sweep_period: std::time::Duration::from_secs(flags.common.orphan_sweep_period),
     };
@@ -105,6 +116,8 @@ struct Setup {
     identity: String,
     prefix: String,
     policy: Policy,
+    certificates: certs::Certificates,
+    expiry_window_secs: i64,
     concurrency: u16,
     sweep_period: std::time::Duration,
 }
@@ -133,6 +146,9 @@ impl Setup {
             copies: copies_store.clone(),
             tenant_namespace_prefix: self.prefix,
             policy: self.policy,
+            certificates: self.certificates,
+            expiry_window_secs: self.expiry_window_secs,
+            replaced: std::sync::Mutex::default(),
             budget_locks: std::sync::Mutex::default(),
             metrics: self.metrics.clone(),
             events: Events::new(

@@ -1,10 +1,13 @@
 //! One copy: finalizer, Secret, status; on deletion the Secret goes first.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use syncsecret_api::certificate::{CertState, condition as certificate_condition, inspect};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
@@ -16,7 +19,7 @@ use syncsecret_api::runtime::explain;
 use syncsecret_api::runtime::metrics::ReconcileResult;
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer;
-use syncsecret_api::status::{REASON_SYNCED, REASON_TERMINATING, status};
+use syncsecret_api::status::{REASON_SYNCED, REASON_TERMINATING, status, with_condition};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 
 use crate::{Context, Error};
@@ -114,6 +117,15 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         Some(l) => Some(l),
         None => api.get_opt(&name).await.map_err(apply_err)?.map(Arc::new),
     };
+    // A Secret's type never changes, nor an immutable one's content: such a
+    // Secret is deleted and made anew (once per generation, never in a loop).
+    let live = match live {
+        Some(l) if must_replace(&l, &desired) => {
+            replace(copy, &l, ctx).await?;
+            None
+        }
+        other => other,
+    };
     let needs_write = live
         .as_ref()
         .is_none_or(|l| secret_needs_write(l, &desired, FIELD_MANAGER_MANAGER));
@@ -148,15 +160,98 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
             .await;
     }
     let generation = copy.meta().generation;
-    let synced = status(
-        SyncSecretPhase::Synced,
-        generation,
-        true,
-        REASON_SYNCED,
-        format!("Secret {namespace}/{name} is in sync"),
+    let now = Timestamp::now().as_second();
+    let certificate = inspect(&payload, now, ctx.expiry_window_secs);
+    let key = format!("{namespace}/{}", copy.name_any());
+    ctx.certificates.observe(
+        &namespace,
+        &key,
+        certificate.as_ref().and_then(|c| c.as_ref().ok()),
+    );
+    let synced = with_condition(
+        status(
+            SyncSecretPhase::Synced,
+            generation,
+            true,
+            REASON_SYNCED,
+            format!("Secret {namespace}/{name} is in sync"),
+        ),
+        certificate
+            .as_ref()
+            .and_then(|c| certificate_condition(c, generation)),
     );
     write_status(copy, synced, ctx).await?;
-    Ok(Action::await_change())
+    // A certificate turns from valid to expiring to expired with time alone:
+    // look again when it next changes state.
+    Ok(match certificate {
+        Some(Ok(info)) if info.state != CertState::Expired => {
+            let next = if info.state == CertState::Valid {
+                info.not_after - ctx.expiry_window_secs
+            } else {
+                info.not_after
+            };
+            let wait = u64::try_from(next - now).unwrap_or(0).clamp(1, 86_400);
+            Action::requeue(Duration::from_secs(wait))
+        }
+        _ => Action::await_change(),
+    })
+}
+
+/// Whether `live` cannot be updated into `desired`: the type differs (a
+/// Secret's type is immutable) or it is immutable and its content differs.
+fn must_replace(live: &Secret, desired: &Secret) -> bool {
+    let (have, want) = (Payload::of_secret(live), Payload::of_secret(desired));
+    have.type_ != want.type_ || (have.immutable && have != want)
+}
+
+/// Deletes `live` (only that very object: a UID precondition) so that it
+/// can be made anew, says so in an event, and refuses a second replacement
+/// for the same generation of the copy.
+async fn replace(copy: &SyncSecret, live: &Secret, ctx: &Context) -> Result<(), Error> {
+    let namespace = copy.namespace().unwrap_or_default();
+    let name = live.name_any();
+    let generation = copy.meta().generation.unwrap_or_default();
+    let copy_uid = copy.uid().unwrap_or_default();
+    let again = match ctx.replaced.lock() {
+        Ok(mut replaced) => replaced.insert(copy_uid, generation) == Some(generation),
+        Err(_) => false,
+    };
+    if again {
+        return Err(Error::Refused {
+            reason: "ReplaceLoop",
+            message: format!(
+                "Secret {namespace}/{name} was already replaced for this generation and still differs after the write; something changes it on admission"
+            ),
+        });
+    }
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let params = DeleteParams {
+        preconditions: live.uid().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => ctx.metrics.wrote("secrets", "delete"),
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(source) => {
+            return Err(Error::DeleteSecret {
+                namespace,
+                name,
+                source,
+            });
+        }
+    }
+    tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "immutable Secret replaced");
+    ctx.events
+        .normal(
+            &copy.object_ref(&()),
+            "ImmutableReplaced",
+            format!("Secret {namespace}/{name} could not be updated in place (type or immutable content changed); it was deleted and made anew"),
+        )
+        .await;
+    Ok(())
 }
 
 /// With a budget set, counts the tenant's Secrets (a real list: the cache
@@ -199,6 +294,11 @@ async fn check_budget(
 /// garbage collector the backstop should this never run.
 async fn cleanup(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     let namespace = copy.namespace().unwrap_or_default();
+    ctx.certificates.observe(
+        &namespace,
+        &format!("{namespace}/{}", copy.name_any()),
+        None,
+    );
     let Some(name) = secret_name(copy) else {
         return Ok(Action::await_change());
     };

@@ -123,6 +123,11 @@ impl Plumbing {
         })
     }
 
+    /// The registry, for metrics only one binary has.
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.admin.registry
+    }
+
     /// The leader Lease `namespace/name` for this replica, if enabled.
     pub fn lease(
         &self,
