@@ -82,6 +82,7 @@ fn main() -> std::process::ExitCode {
         a_tenant_at_its_budget_gets_over_budget_on_the_next_one_only,
         certificates_show_their_expiry_in_conditions_and_gauges,
         immutable_syncs_immutable_and_a_type_change_replaces_the_secret,
+        content_changed_on_admission_is_caught_and_named,
         secret_synchronizer_takes_labelled_secrets_only,
         restarting_both_controllers_costs_zero_writes,
         no_secret_value_reaches_any_log,
@@ -1110,6 +1111,147 @@ async fn immutable_syncs_immutable_and_a_type_change_replaces_the_secret(
     Ok(())
 }
 
+const TAMPER_POLICY: &str = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingAdmissionPolicy
+metadata:
+  name: e2e-tamper-secrets
+spec:
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE", "UPDATE"]
+      resources: ["secrets"]
+  matchConditions:
+  - name: only-marked
+    expression: "has(object.metadata.labels) && 'e2e-tamper' in object.metadata.labels"
+  failurePolicy: Fail
+  reinvocationPolicy: Never
+  mutations:
+  - patchType: ApplyConfiguration
+    applyConfiguration:
+      expression: 'Object{data: {"injected": "YWRkZWQtb24tYWRtaXNzaW9u"}}'
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingAdmissionPolicyBinding
+metadata:
+  name: e2e-tamper-secrets
+spec:
+  policyName: e2e-tamper-secrets
+"#;
+
+fn kubectl_mgmt(
+    s_kubeconfig: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = std::process::Command::new(syncsecret_e2e::asset("TEST_ASSET_KUBECTL")?)
+        .arg(format!("--kubeconfig={}", s_kubeconfig.display()))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(text) = stdin {
+        child.stdin.take().unwrap().write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+async fn content_changed_on_admission_is_caught_and_named(s: &Shared) -> anyhow::Result<()> {
+    let kubeconfig = s
+        .pair
+        .lock()
+        .await
+        .plane
+        .management()
+        .kubeconfig()
+        .to_owned();
+    kubectl_mgmt(&kubeconfig, &["apply", "-f", "-"], Some(TAMPER_POLICY))?;
+    // The policy takes effect once the API server has loaded it: probe.
+    let mgmt = management(s).await;
+    let ns = tenant_namespace(TENANTS[1]);
+    let secrets: Api<Secret> = Api::namespaced(mgmt.clone(), &ns);
+    eventually("the mutating admission policy is active", WAIT, || async {
+        let probe = Secret {
+            metadata: ObjectMeta {
+                generate_name: Some("probe-".into()),
+                labels: Some([("e2e-tamper".to_owned(), "yes".to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let made = secrets
+            .create(&PostParams::default(), &probe)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = secrets
+            .delete(&made.name_any(), &DeleteParams::default())
+            .await;
+        data_of(&made)
+            .contains_key("injected")
+            .then_some(())
+            .ok_or_else(|| "not yet".to_owned())
+    })
+    .await?;
+
+    let mut obj = sync_secret("tampered-on-write");
+    obj.labels_mut().insert("e2e-tamper".into(), "yes".into());
+    obj.string_data = Some([("token".to_owned(), s.value("admission"))].into());
+    create(s, 1, "admission", obj).await?;
+    let failed = tenant_shows(
+        s,
+        1,
+        "admission",
+        "tampered-on-write",
+        SyncSecretPhase::Failed,
+    )
+    .await?;
+    let c = synced_condition(&failed).ok_or_else(|| anyhow!("no condition"))?;
+    println!("    tenant: {}: {}", c.reason, c.message);
+    ensure!(
+        c.reason == "MutatedOnWrite" && c.message.contains("injected"),
+        "{c:?}"
+    );
+    ensure!(
+        !c.message.contains("added-on-admission"),
+        "a value reached the message"
+    );
+    let failures = s
+        .pair
+        .lock()
+        .await
+        .manager
+        .metric_sum("kubelb_manager_write_verify_failures_total")?;
+    ensure!(failures >= 1.0, "write_verify_failures_total is {failures}");
+
+    // Clean up: the policy, and the object (so it stops retrying).
+    kubectl_mgmt(&kubeconfig, &["delete", "-f", "-"], Some(TAMPER_POLICY))?;
+    let tenant: Api<SyncSecret> = Api::namespaced(tenant_client(s, 1).await, "admission");
+    tenant
+        .delete("tampered-on-write", &DeleteParams::default())
+        .await?;
+    eventually("tampered object gone", WAIT, || async {
+        match tenant
+            .get_opt("tampered-on-write")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 async fn same_name_in_two_tenants_stays_isolated(s: &Shared) -> anyhow::Result<()> {
     let values = [s.value("tenant1-value"), s.value("tenant2-value")];
     for (i, v) in values.iter().enumerate() {
@@ -1238,7 +1380,7 @@ async fn restarting_both_controllers_costs_zero_writes(s: &Shared) -> anyhow::Re
     for t in TENANTS {
         let ns = tenant_namespace(t);
         for c in Api::<SyncSecret>::namespaced(mgmt.clone(), &ns)
-            .list(&ListParams::default())
+            .list(&ListParams::default().labels(LABEL_ORIGIN_NAME))
             .await?
             .items
         {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod flags;
 mod reconcile;
 mod sweep;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct Context {
     pub policy: Policy,
     /// Certificate gauges.
     pub certificates: certs::Certificates,
+    /// Writes whose stored content differed.
+    pub verify_failures: verify::VerifyFailures,
     /// How close to notAfter a certificate counts as expiring, in seconds.
     pub expiry_window_secs: i64,
     /// Copies (UID) whose Secret was replaced, and for which generation: a
@@ -98,6 +101,8 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         policy: flags.policy(),
         certificates: certs::Certificates::register(METRICS_PREFIX, plumbing.registry())
             .map_err(syncsecret_api::runtime::RuntimeError::from)?,
+        verify_failures: verify::VerifyFailures::register(METRICS_PREFIX, plumbing.registry())
+            .map_err(syncsecret_api::runtime::RuntimeError::from)?,
         expiry_window_secs: i64::from(flags.certificate_expiry_window_days) * 86_400,
         concurrency: flags.common.max_concurrent_reconciles,
         sweep_period: std::time::Duration::from_secs(flags.common.orphan_sweep_period),
@@ -117,6 +122,7 @@ struct Setup {
     prefix: String,
     policy: Policy,
     certificates: certs::Certificates,
+    verify_failures: verify::VerifyFailures,
     expiry_window_secs: i64,
     concurrency: u16,
     sweep_period: std::time::Duration,
@@ -147,6 +153,7 @@ impl Setup {
             tenant_namespace_prefix: self.prefix,
             policy: self.policy,
             certificates: self.certificates,
+            verify_failures: self.verify_failures,
             expiry_window_secs: self.expiry_window_secs,
             replaced: std::sync::Mutex::default(),
             budget_locks: std::sync::Mutex::default(),

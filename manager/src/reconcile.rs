@@ -133,18 +133,20 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         // Held until the write is done, so that two new objects of one
         // tenant cannot both fit the last place of its budget.
         let _budget = check_budget(ctx, &api, &namespace, &payload, live.as_deref()).await?;
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-        .map_err(|source| Error::ApplySecret {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            source,
-        })?;
+        let stored = api
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER_MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .map_err(|source| Error::ApplySecret {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            })?;
         ctx.metrics.wrote("secrets", "patch");
+        ctx.verify_failures.check(&namespace, &desired, &stored)?;
         let (reason, verb) = if live.is_some() {
             ("SecretUpdated", "updated")
         } else {
