@@ -116,6 +116,23 @@ impl Payload {
         keys
     }
 
+    /// What a write from `live` (`None`: nothing there) to `self` changes,
+    /// by name only: `(new)`, `type`, `immutable`, the data keys.
+    pub fn changes_from(&self, live: Option<&Payload>) -> Vec<String> {
+        let Some(live) = live else {
+            return vec!["(new)".to_owned()];
+        };
+        let mut out = Vec::new();
+        if live.type_ != self.type_ {
+            out.push("type".to_owned());
+        }
+        if live.immutable != self.immutable {
+            out.push("immutable".to_owned());
+        }
+        out.extend(live.changed_keys(self));
+        out
+    }
+
     /// Total size of keys and values in bytes, as the API server counts it
     /// against its 1 MiB Secret limit.
     pub fn size(&self) -> usize {

@@ -11,6 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
 use syncsecret_api::desired::{copy_needs_write, desired_copy};
+use syncsecret_api::payload::Payload;
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer::write_status;
 use syncsecret_api::status::{mirrored, pending, phase, status};
@@ -107,7 +108,21 @@ async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     let needs_write = live
         .as_ref()
         .is_none_or(|l| copy_needs_write(l, &desired, FIELD_MANAGER_CCM));
-    if needs_write {
+    let held = needs_write && {
+        let mut changed = Payload::of_sync_secret(&desired)
+            .changes_from(live.as_deref().map(Payload::of_sync_secret).as_ref());
+        if changed.is_empty() {
+            changed.push("metadata".to_owned());
+        }
+        ctx.metrics.hold(
+            "syncsecrets",
+            "patch",
+            &ctx.tenant_namespace,
+            &copy,
+            &changed,
+        )
+    };
+    if needs_write && !held {
         api.patch(
             &copy,
             &PatchParams::apply(FIELD_MANAGER_CCM).force(),
@@ -199,6 +214,12 @@ async fn cleanup(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         None => return Ok(Action::await_change()),
         Some(live) if live.meta().deletion_timestamp.is_some() => return Err(waiting()),
         Some(_) => {}
+    }
+    if ctx
+        .metrics
+        .hold("syncsecrets", "delete", &ctx.tenant_namespace, &copy, &[])
+    {
+        return Err(waiting());
     }
     match api.delete(&copy, &DeleteParams::default()).await {
         Ok(either) => {

@@ -30,6 +30,15 @@ pub async fn orphans(ctx: Arc<Context>) {
     );
     let api: Api<SyncSecret> = Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
     for name in orphans {
+        if ctx.metrics.hold(
+            "syncsecrets",
+            "delete",
+            &ctx.tenant_namespace,
+            &name,
+            &["(orphan)".to_owned()],
+        ) {
+            continue;
+        }
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {
                 ctx.metrics.orphan_deleted("syncsecrets");

@@ -73,6 +73,14 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
     {
         return Ok(Action::await_change());
     }
+    let changed = Payload::of_sync_secret(&desired)
+        .changes_from(live.as_deref().map(Payload::of_sync_secret).as_ref());
+    if ctx
+        .metrics
+        .hold("syncsecrets", "patch", &namespace, &name, &changed)
+    {
+        return Ok(Action::await_change());
+    }
     let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
     api.patch(
         &name,
@@ -93,6 +101,12 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
 async fn cleanup(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
+    if ctx
+        .metrics
+        .hold("syncsecrets", "delete", &namespace, &name, &[])
+    {
+        return Ok(Action::await_change());
+    }
     let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
     match api.delete(&name, &DeleteParams::default()).await {
         Ok(_) => {

@@ -404,6 +404,29 @@ impl Pair {
         .await
     }
 
+    /// Starts one more manager (e.g. a `--dry-run` one) with the usual flags
+    /// plus `extra`, its own ports and log, and waits until it is ready.
+    pub async fn extra_manager(
+        &self,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<ControllerProcess, HarnessError> {
+        let bin_dir = controller_binaries()?;
+        let mut args = vec![
+            format!(
+                "--kubeconfig={}",
+                self.plane.management().kubeconfig().display()
+            ),
+            format!("--namespace={MANAGER_NAMESPACE}"),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let log_dir = self.plane.dir().map(Path::to_path_buf).unwrap_or_default();
+        let mut m =
+            ControllerProcess::launch(name, bin_dir.join("syncsecret-manager"), args, &log_dir)?;
+        m.wait_ready().await?;
+        Ok(m)
+    }
+
     /// Waits until every controller answers `/readyz`.
     pub async fn wait_ready(&mut self) -> Result<(), HarnessError> {
         self.manager.wait_ready().await?;

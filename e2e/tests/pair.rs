@@ -83,6 +83,7 @@ fn main() -> std::process::ExitCode {
         certificates_show_their_expiry_in_conditions_and_gauges,
         immutable_syncs_immutable_and_a_type_change_replaces_the_secret,
         content_changed_on_admission_is_caught_and_named,
+        a_dry_run_writes_nothing_and_reports_each_pending_write,
         secret_synchronizer_takes_labelled_secrets_only,
         restarting_both_controllers_costs_zero_writes,
         no_secret_value_reaches_any_log,
@@ -1249,6 +1250,70 @@ async fn content_changed_on_admission_is_caught_and_named(s: &Shared) -> anyhow:
         }
     })
     .await?;
+    Ok(())
+}
+
+async fn a_dry_run_writes_nothing_and_reports_each_pending_write(s: &Shared) -> anyhow::Result<()> {
+    // Pending work: the manager is down while a tenant object is made, so its
+    // copy exists (the ccm is up) but no Secret, finalizer or status.
+    s.pair.lock().await.manager.stop()?;
+    let mut obj = sync_secret("pending");
+    obj.string_data = Some([("k".to_owned(), s.value("dry"))].into());
+    let created = create(s, 0, "dry-run", obj).await?;
+    let mgmt = management(s).await;
+    let ns = tenant_namespace(TENANTS[0]);
+    let copies: Api<SyncSecret> = Api::namespaced(mgmt.clone(), &ns);
+    let copy_name = created.uid().unwrap();
+    let copy = eventually("copy made by the ccm", WAIT, || async {
+        copies
+            .get_opt(&copy_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "no copy yet".to_owned())
+    })
+    .await?;
+
+    let dry = s
+        .pair
+        .lock()
+        .await
+        .extra_manager("syncsecret-manager-dry-run", &["--dry-run"])
+        .await?;
+    let pending = eventually("the dry run reports the pending Secret", WAIT, || async {
+        let m = dry.metrics().map_err(|e| e.to_string())?;
+        let line = r#"kubelb_manager_dry_run_pending_writes{resource="secrets",verb="patch"}"#;
+        m.lines()
+            .find(|l| l.starts_with(line))
+            .map(str::to_owned)
+            .ok_or_else(|| "not reported yet".to_owned())
+    })
+    .await?;
+    println!("    {pending}");
+    ensure!(
+        dry.metric_sum("kubelb_manager_writes_total")? == 0.0,
+        "the dry run wrote"
+    );
+    let log = dry.log_tail(200);
+    ensure!(
+        log.contains("would write") && log.contains(&copy_name),
+        "the pending write is not logged: {log}"
+    );
+    // Nothing changed in the cluster.
+    let after = copies.get(&copy_name).await?;
+    ensure!(
+        after.resource_version() == copy.resource_version(),
+        "the dry run changed the copy"
+    );
+    let secrets: Api<Secret> = Api::namespaced(mgmt, &ns);
+    ensure!(
+        secrets.get_opt(&copy_name).await?.is_none(),
+        "the dry run made a Secret"
+    );
+    drop(dry);
+
+    // The real manager does the work.
+    s.pair.lock().await.manager.start().await?;
+    synced(s, 0, "dry-run", "pending", |_| true).await?;
     Ok(())
 }
 

@@ -81,6 +81,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         &flags.health_probe_bind_address,
         METRICS_PREFIX,
         registry,
+        flags.common.dry_run,
     )
     .await?;
     let client =

@@ -129,7 +129,13 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     let needs_write = live
         .as_ref()
         .is_none_or(|l| secret_needs_write(l, &desired, FIELD_MANAGER_MANAGER));
-    if needs_write {
+    let held = needs_write && {
+        let changed = Payload::of_secret(&desired)
+            .changes_from(live.as_deref().map(Payload::of_secret).as_ref());
+        ctx.metrics
+            .hold("secrets", "patch", &namespace, &name, &changed)
+    };
+    if needs_write && !held {
         // Held until the write is done, so that two new objects of one
         // tenant cannot both fit the last place of its budget.
         let _budget = check_budget(ctx, &api, &namespace, &payload, live.as_deref()).await?;
@@ -226,6 +232,15 @@ async fn replace(copy: &SyncSecret, live: &Secret, ctx: &Context) -> Result<(), 
             ),
         });
     }
+    if ctx.metrics.hold(
+        "secrets",
+        "delete",
+        &namespace,
+        &name,
+        &["(replace)".to_owned()],
+    ) {
+        return Ok(());
+    }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let params = DeleteParams {
         preconditions: live.uid().map(|uid| Preconditions {
@@ -313,6 +328,12 @@ async fn cleanup(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     );
     if let Err(e) = write_status(copy, terminating, ctx).await {
         tracing::debug!(%namespace, copy = %copy.name_any(), "status not written while terminating: {e}");
+    }
+    if ctx
+        .metrics
+        .hold("secrets", "delete", &namespace, &name, &[])
+    {
+        return Ok(Action::await_change());
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     match api.delete(&name, &DeleteParams::default()).await {

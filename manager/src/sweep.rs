@@ -24,6 +24,15 @@ pub async fn orphans(ctx: Arc<Context>) {
         FIELD_MANAGER_MANAGER,
     );
     for (namespace, name) in orphans {
+        if ctx.metrics.hold(
+            "secrets",
+            "delete",
+            &namespace,
+            &name,
+            &["(orphan)".to_owned()],
+        ) {
+            continue;
+        }
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {

@@ -46,6 +46,14 @@ impl Events {
             action: reason.to_owned(),
             secondary: None,
         };
+        let namespace = reference.namespace.clone().unwrap_or_default();
+        let name = reference.name.clone().unwrap_or_default();
+        if self
+            .metrics
+            .hold("events", "create", &namespace, &name, &[])
+        {
+            return;
+        }
         self.metrics.wrote("events", "create");
         if let Err(e) = self.recorder.publish(&event, reference).await {
             // An event is a courtesy; failing to send one never fails a sync.

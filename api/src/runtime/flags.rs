@@ -22,6 +22,11 @@ pub struct CommonFlags {
     #[arg(long, env = "ORPHAN_SWEEP_PERIOD", default_value_t = 600)]
     pub orphan_sweep_period: u64,
 
+    /// Read and compare everything, write nothing: log and count each write
+    /// that would happen. Implies no leader election (a Lease is a write).
+    #[arg(long, env = "DRY_RUN", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub dry_run: bool,
+
     /// Log format: human or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "human")]
     pub log_format: LogFormat,

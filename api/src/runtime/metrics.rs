@@ -37,6 +37,7 @@ pub struct ControllerMetrics {
     reconcile_duration: HistogramVec,
     writes_total: IntCounterVec,
     orphans_deleted_total: IntCounterVec,
+    dry_run: Option<std::sync::Arc<super::dry_run::DryRun>>,
 }
 
 impl ControllerMetrics {
@@ -85,6 +86,7 @@ impl ControllerMetrics {
             reconcile_duration,
             writes_total,
             orphans_deleted_total,
+            dry_run: None,
         })
     }
 
@@ -96,6 +98,37 @@ impl ControllerMetrics {
         self.reconcile_duration
             .with_label_values(&[namespace])
             .observe(took.as_secs_f64());
+    }
+
+    /// Turns this controller into a dry run: see [`Self::hold`].
+    pub fn with_dry_run(mut self, dry_run: super::dry_run::DryRun) -> Self {
+        self.dry_run = Some(std::sync::Arc::new(dry_run));
+        self
+    }
+
+    /// Whether this is a dry run.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run.is_some()
+    }
+
+    /// Asks before every write: in a dry run, records and logs it (with the
+    /// names of the keys that differ) and answers true, meaning "do not
+    /// write"; otherwise false.
+    pub fn hold(
+        &self,
+        resource: &'static str,
+        verb: &'static str,
+        namespace: &str,
+        name: &str,
+        changed: &[String],
+    ) -> bool {
+        match &self.dry_run {
+            Some(d) => {
+                d.record(resource, verb, namespace, name, changed);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Counts one orphan deleted by the sweep (also a write).

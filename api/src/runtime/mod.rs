@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod client;
+pub mod dry_run;
 pub mod events;
 pub mod flags;
 pub mod health;

@@ -62,6 +62,34 @@ where
 {
     let had_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
     let deleting = obj.meta().deletion_timestamp.is_some();
+    if metrics.is_dry_run() {
+        // The helper patches the finalizer itself: in a dry run, record that
+        // and run the step it would run next.
+        let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+        return if deleting {
+            if had_finalizer {
+                metrics.hold(
+                    resource,
+                    "patch",
+                    &namespace,
+                    &name,
+                    &[FINALIZER.to_owned()],
+                );
+            }
+            reconcile(Event::Cleanup(obj)).await
+        } else {
+            if !had_finalizer {
+                metrics.hold(
+                    resource,
+                    "patch",
+                    &namespace,
+                    &name,
+                    &[FINALIZER.to_owned()],
+                );
+            }
+            reconcile(Event::Apply(obj)).await
+        };
+    }
     let result = finalizer(api, FINALIZER, obj, reconcile).await;
     if result.is_ok() && had_finalizer == deleting {
         metrics.wrote(resource, "patch");

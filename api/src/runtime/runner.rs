@@ -105,11 +105,18 @@ impl Plumbing {
         probe_addr: &str,
         prefix: &str,
         registry: prometheus::Registry,
+        dry_run: bool,
     ) -> Result<Self, RuntimeError> {
         let metrics_addr = super::parse_listen_addr("metrics-addr", metrics_addr)?;
         let probe_addr = super::parse_listen_addr("health-probe-bind-address", probe_addr)?;
         let listeners = Listeners::bind(metrics_addr, probe_addr).await?;
-        let metrics = super::metrics::ControllerMetrics::register(prefix, &registry)?;
+        let mut metrics = super::metrics::ControllerMetrics::register(prefix, &registry)?;
+        if dry_run {
+            metrics = metrics.with_dry_run(super::dry_run::DryRun::register(prefix, &registry)?);
+            tracing::warn!(
+                "dry run: nothing will be written; pending writes are logged and counted"
+            );
+        }
         let health = Arc::new(Health::new());
         Ok(Self {
             listeners,
@@ -136,7 +143,9 @@ impl Plumbing {
         namespace: &str,
         name: &str,
     ) -> Option<LeaderLease> {
-        enabled.then(|| LeaderLease::new(client.clone(), namespace, name, self.identity.clone()))
+        // A Lease is a write: a dry run never takes one.
+        (enabled && !self.metrics.is_dry_run())
+            .then(|| LeaderLease::new(client.clone(), namespace, name, self.identity.clone()))
     }
 
     /// Serves the admin endpoints and runs `controllers` (see [`run`]).

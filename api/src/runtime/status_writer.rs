@@ -21,6 +21,16 @@ pub async fn write_status(
     if !status_differs(obj.status.as_ref(), &desired) {
         return Ok(false);
     }
+    let namespace = obj.namespace().unwrap_or_default();
+    if metrics.hold(
+        "syncsecrets/status",
+        "patch",
+        &namespace,
+        &obj.name_any(),
+        &["status".to_owned()],
+    ) {
+        return Ok(false);
+    }
     let stamped = with_transition_time(obj.status.as_ref(), desired, Timestamp::now());
     api.patch_status(
         &obj.name_any(),
