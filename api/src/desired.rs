@@ -146,14 +146,44 @@ pub fn metadata_differs(live: &ObjectMeta, desired: &ObjectMeta, field_manager: 
 
 /// Whether the live copy differs from the desired one in anything the ccm
 /// writes (content or metadata).
+///
+/// Adoption of copies KubeLB's ccm made: they carry only the short origin
+/// label `origin-ns` and no `origin-generation`. The long label is satisfied
+/// by the short one with the same value, and `origin-generation` is compared
+/// only where present (it comes with the next real write), so that such a
+/// copy costs no write while its content matches.
 pub fn copy_needs_write(live: &SyncSecret, desired: &SyncSecret, field_manager: &str) -> bool {
-    Payload::of_sync_secret(live) != Payload::of_sync_secret(desired)
-        || metadata_differs(&live.metadata, &desired.metadata, field_manager)
+    if Payload::of_sync_secret(live) != Payload::of_sync_secret(desired) {
+        return true;
+    }
+    let mut want = desired.metadata.clone();
+    let live_labels = live.metadata.labels.as_ref();
+    if let Some(labels) = want.labels.as_mut()
+        && let Some(v) = labels.get(LABEL_ORIGIN_NAMESPACE)
+        && live_labels.and_then(|l| l.get(LABEL_ORIGIN_NS)) == Some(v)
+        && live_labels
+            .and_then(|l| l.get(LABEL_ORIGIN_NAMESPACE))
+            .is_none()
+    {
+        labels.remove(LABEL_ORIGIN_NAMESPACE);
+    }
+    let live_has_generation = live
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANNOTATION_ORIGIN_GENERATION));
+    if !live_has_generation && let Some(a) = want.annotations.as_mut() {
+        a.remove(ANNOTATION_ORIGIN_GENERATION);
+    }
+    metadata_differs(&live.metadata, &want, field_manager)
 }
 
 /// Whether the live Secret differs from the desired one in anything the
 /// manager writes (content, metadata, or its ownerReference).
 pub fn secret_needs_write(live: &Secret, desired: &Secret, field_manager: &str) -> bool {
+    // Any ownerReference to the same copy will do: KubeLB's manager sets
+    // one without `controller`/`blockOwnerDeletion`, and the garbage
+    // collector cascades either way (adoption without a write).
     let owners_ok = desired
         .metadata
         .owner_references
@@ -164,7 +194,7 @@ pub fn secret_needs_write(live: &Secret, desired: &Secret, field_manager: &str) 
                 .owner_references
                 .iter()
                 .flatten()
-                .any(|have| have == want)
+                .any(|have| have.uid == want.uid && have.kind == want.kind)
         });
     Payload::of_secret(live) != Payload::of_secret(desired)
         || !owners_ok
@@ -400,6 +430,43 @@ mod tests {
         assert_eq!(ss.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
         assert_eq!(ss.immutable, Some(true));
         assert!(crate::payload::secret_holds(&ss, &secret));
+    }
+
+    #[test]
+    fn a_copy_in_kubelbs_shape_is_adopted_without_a_write() {
+        let desired = desired_copy(&tenant(), "tenant-a").unwrap();
+        let mut kubelb = desired.clone();
+        let labels = kubelb.metadata.labels.as_mut().unwrap();
+        labels.remove(LABEL_ORIGIN_NAMESPACE);
+        kubelb
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(ANNOTATION_ORIGIN_GENERATION);
+        kubelb.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubelb".into()),
+            operation: Some("Update".into()),
+            ..Default::default()
+        }]);
+        assert!(!copy_needs_write(&kubelb, &desired, FIELD_MANAGER_CCM));
+        // A different short label, or a stale generation, still needs a write.
+        let mut other = kubelb.clone();
+        other
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(LABEL_ORIGIN_NS.into(), "elsewhere".into());
+        assert!(copy_needs_write(&other, &desired, FIELD_MANAGER_CCM));
+        let mut stale = desired.clone();
+        stale
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANNOTATION_ORIGIN_GENERATION.into(), "6".into());
+        assert!(copy_needs_write(&stale, &desired, FIELD_MANAGER_CCM));
     }
 
     #[test]

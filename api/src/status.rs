@@ -42,9 +42,11 @@ pub fn status(
 
 /// The status a tenant object shows, mirrored from its management copy:
 /// the manager's phase, reason and message, and as observedGeneration the
-/// tenant generation the copy holds (its `origin-generation` annotation).
+/// tenant generation the copy holds (its `origin-generation` annotation, or
+/// `holds` when the copy has none: a copy adopted from KubeLB whose content
+/// the caller found equal to the tenant's current generation).
 /// `None` while the manager has not judged the copy's current generation.
-pub fn mirrored(copy: &SyncSecret) -> Option<SyncSecretStatus> {
+pub fn mirrored(copy: &SyncSecret, holds: Option<i64>) -> Option<SyncSecretStatus> {
     let status = copy.status.as_ref()?;
     if status.observed_generation != copy.metadata.generation {
         return None;
@@ -54,7 +56,8 @@ pub fn mirrored(copy: &SyncSecret) -> Option<SyncSecretStatus> {
         .annotations
         .as_ref()
         .and_then(|a| a.get(ANNOTATION_ORIGIN_GENERATION))
-        .and_then(|g| g.parse::<i64>().ok());
+        .and_then(|g| g.parse::<i64>().ok())
+        .or(holds);
     synced_condition(status)?;
     let conditions = status
         .conditions
@@ -118,6 +121,27 @@ pub fn status_differs(live: Option<&SyncSecretStatus>, desired: &SyncSecretStatu
         c.sort();
         c
     };
+    // A Synced verdict on the same generation is the same verdict, whoever
+    // worded it: KubeLB's manager writes reason "Synced" and its own message
+    // (adoption without a write).
+    let synced_alike = |s: &SyncSecretStatus| {
+        s.phase == Some(SyncSecretPhase::Synced)
+            && synced_condition(s).is_some_and(|c| c.status == "True")
+    };
+    if live.phase == desired.phase
+        && live.observed_generation == desired.observed_generation
+        && synced_alike(live)
+        && synced_alike(desired)
+        && synced_condition(live).map(|c| c.observed_generation)
+            == synced_condition(desired).map(|c| c.observed_generation)
+    {
+        let others = |s: &SyncSecretStatus| {
+            let mut k = key(s);
+            k.retain(|c| c.0 != CONDITION_SYNCED);
+            k
+        };
+        return others(live) != others(desired);
+    }
     live.phase != desired.phase
         || live.observed_generation != desired.observed_generation
         || key(live) != key(desired)
@@ -158,12 +182,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_synced_verdict_worded_otherwise_is_no_change() {
+        let kubelb = status(
+            SyncSecretPhase::Synced,
+            Some(4),
+            true,
+            "Synced",
+            "Secret synced successfully".into(),
+        );
+        let ours = status(
+            SyncSecretPhase::Synced,
+            Some(4),
+            true,
+            REASON_SYNCED,
+            "Secret x/y is in sync".into(),
+        );
+        assert!(!status_differs(Some(&kubelb), &ours));
+        let newer = status(
+            SyncSecretPhase::Synced,
+            Some(5),
+            true,
+            REASON_SYNCED,
+            "Secret x/y is in sync".into(),
+        );
+        assert!(status_differs(Some(&kubelb), &newer));
+        let failed = status(SyncSecretPhase::Failed, Some(4), false, "X", "y".into());
+        assert!(status_differs(Some(&kubelb), &failed));
+    }
+
+    #[test]
     fn tenant_mirrors_a_current_verdict_with_its_own_generation() {
         let mut copy = SyncSecret::default();
         copy.metadata.generation = Some(3);
         copy.metadata.annotations =
             Some([(ANNOTATION_ORIGIN_GENERATION.to_owned(), "5".to_owned())].into());
-        assert_eq!(mirrored(&copy), None, "no verdict yet");
+        assert_eq!(mirrored(&copy, None), None, "no verdict yet");
         copy.status = Some(status(
             SyncSecretPhase::Synced,
             Some(2),
@@ -172,7 +225,7 @@ mod tests {
             "old".into(),
         ));
         assert_eq!(
-            mirrored(&copy),
+            mirrored(&copy, None),
             None,
             "verdict on an older generation of the copy"
         );
@@ -183,7 +236,7 @@ mod tests {
             "ApplySecretFailed",
             "denied".into(),
         ));
-        let m = mirrored(&copy).unwrap();
+        let m = mirrored(&copy, None).unwrap();
         assert_eq!(m.phase, Some(SyncSecretPhase::Failed));
         assert_eq!(m.observed_generation, Some(5));
         let c = &m.conditions.unwrap()[0];

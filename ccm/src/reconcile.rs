@@ -151,7 +151,7 @@ async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     // Status comes home: the manager's verdict on the copy as it is now;
     // Pending for an object that has none yet.
     let verdict = match &live {
-        Some(copy) if !needs_write => mirrored(copy),
+        Some(copy) if !needs_write => mirrored(copy, obj.metadata.generation),
         _ => obj.status.is_none().then(pending),
     };
     if let Some(verdict) = verdict {

@@ -84,6 +84,7 @@ fn main() -> std::process::ExitCode {
         immutable_syncs_immutable_and_a_type_change_replaces_the_secret,
         content_changed_on_admission_is_caught_and_named,
         a_dry_run_writes_nothing_and_reports_each_pending_write,
+        objects_kubelb_made_are_adopted_without_rewriting_them,
         secret_synchronizer_takes_labelled_secrets_only,
         restarting_both_controllers_costs_zero_writes,
         no_secret_value_reaches_any_log,
@@ -1314,6 +1315,165 @@ async fn a_dry_run_writes_nothing_and_reports_each_pending_write(s: &Shared) -> 
     // The real manager does the work.
     s.pair.lock().await.manager.start().await?;
     synced(s, 0, "dry-run", "pending", |_| true).await?;
+    Ok(())
+}
+
+/// The writes of one controller by `resource/verb`.
+fn writes_by_resource(metrics: &str, prefix: &str) -> BTreeMap<String, f64> {
+    let head = format!("{prefix}_writes_total{{");
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(&head))
+        .filter_map(|rest| {
+            let (labels, value) = rest.split_once("} ")?;
+            let get = |k: &str| {
+                labels.split(',').find_map(|kv| {
+                    kv.strip_prefix(&format!("{k}=\""))?
+                        .strip_suffix('"')
+                        .map(str::to_owned)
+                })
+            };
+            Some((
+                format!("{}/{}", get("resource")?, get("verb")?),
+                value.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+async fn objects_kubelb_made_are_adopted_without_rewriting_them(s: &Shared) -> anyhow::Result<()> {
+    // KubeLB's controllers made these; ours are not running.
+    {
+        let mut pair = s.pair.lock().await;
+        pair.manager.stop()?;
+        pair.ccms[0].stop()?;
+    }
+    let tenant_client = tenant_client(s, 0).await;
+    ensure_namespace(&tenant_client, "adopt").await?;
+    let tenants: Api<SyncSecret> = Api::namespaced(tenant_client, "adopt");
+    let mgmt = management(s).await;
+    let ns = tenant_namespace(TENANTS[0]);
+    let copies: Api<SyncSecret> = Api::namespaced(mgmt.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(mgmt, &ns);
+    let kubelb = PostParams {
+        field_manager: Some("kubelb".into()),
+        ..Default::default()
+    };
+    for (name, stale) in [("kubelb-made", false), ("kubelb-stale", true)] {
+        let value = s.value("adopted");
+        let mut t = sync_secret(name);
+        t.labels_mut().insert("app".into(), "legacy".into());
+        t.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        t.string_data = Some([("password".to_owned(), value.clone())].into());
+        let t = tenants.create(&kubelb, &t).await?;
+        // KubeLB's ccm: named by the tenant UID, short origin label only.
+        let mut c = sync_secret(&t.uid().unwrap());
+        c.metadata.labels = Some(
+            [
+                ("app".to_owned(), "legacy".to_owned()),
+                (LABEL_ORIGIN_NAME.to_owned(), name.to_owned()),
+                (LABEL_ORIGIN_NS.to_owned(), "adopt".to_owned()),
+            ]
+            .into(),
+        );
+        c.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+        c.string_data = t.string_data.clone();
+        let c = copies.create(&kubelb, &c).await?;
+        // KubeLB's manager: its status wording, its owner reference.
+        let generation = c.metadata.generation;
+        copies
+            .patch_status(
+                &c.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Synced", "observedGeneration": generation, "conditions": [{
+                    "type": "Synced", "status": "True", "reason": "Synced", "message": "Secret synced successfully",
+                    "observedGeneration": generation, "lastTransitionTime": "2026-11-01T00:00:00Z"}]}})),
+            )
+            .await?;
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: c.uid(),
+                labels: c.metadata.labels.clone(),
+                owner_references: Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        api_version: "kubelb.k8c.io/v1alpha1".into(),
+                        kind: "SyncSecret".into(),
+                        name: c.name_any(),
+                        uid: c.uid().unwrap(),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            string_data: Some(
+                [(
+                    "password".to_owned(),
+                    if stale { "old".to_owned() } else { value },
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        secrets.create(&kubelb, &secret).await?;
+    }
+
+    // Ours take over.
+    {
+        let mut pair = s.pair.lock().await;
+        pair.manager.start().await?;
+        pair.ccms[0].start().await?;
+    }
+    tenant_shows(s, 0, "adopt", "kubelb-made", SyncSecretPhase::Synced).await?;
+    let stale_tenant = tenants.get("kubelb-stale").await?;
+    let values = s.values.lock().unwrap().clone();
+    let want = stale_tenant.string_data.as_ref().unwrap()["password"].clone();
+    ensure!(values.contains(&want));
+    synced(s, 0, "adopt", "kubelb-stale", |sec| {
+        data_of(sec).get("password").map(Vec::as_slice) == Some(want.as_bytes())
+    })
+    .await?;
+    tenant_shows(s, 0, "adopt", "kubelb-stale", SyncSecretPhase::Synced).await?;
+    // Let every start-up reconcile finish before counting.
+    let deadline = Instant::now() + WAIT;
+    let mut last = reconciles(s).await?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = reconciles(s).await?;
+        if now == last {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "reconciles never settled");
+        last = now;
+    }
+    let pair = s.pair.lock().await;
+    let ccm = writes_by_resource(&pair.ccms[0].metrics()?, "kubelb_ccm");
+    let manager = writes_by_resource(&pair.manager.metrics()?, "kubelb_manager");
+    drop(pair);
+    println!("    writes after taking over: ccm {ccm:?}, manager {manager:?}");
+    let n = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    // Copies and their status, finalizers: untouched. The stale Secret: one
+    // write. Tenant objects, which KubeLB never gave a status, get theirs.
+    ensure!(
+        n(&ccm, "syncsecrets/patch") == 0.0,
+        "the ccm rewrote an adopted copy"
+    );
+    ensure!(
+        n(&manager, "syncsecrets/patch") == 0.0,
+        "the manager patched an adopted copy"
+    );
+    ensure!(
+        n(&manager, "syncsecrets/status/patch") == 0.0,
+        "the manager rewrote an adopted status"
+    );
+    ensure!(
+        n(&manager, "secrets/patch") == 1.0,
+        "expected one Secret write (the stale one)"
+    );
+    ensure!(
+        n(&ccm, "syncsecrets/status/patch") == 2.0,
+        "expected one tenant status write per object"
+    );
     Ok(())
 }
 
