@@ -82,6 +82,7 @@ pub struct ControllerProcess {
     name: String,
     bin: PathBuf,
     args: Vec<String>,
+    base_args: Vec<String>,
     extra_args: Vec<String>,
     log_dir: PathBuf,
     starts: u32,
@@ -99,6 +100,7 @@ impl ControllerProcess {
         mut args: Vec<String>,
         log_dir: &Path,
     ) -> Result<Self, HarnessError> {
+        let base_args = args.clone();
         let metrics_port = free_port()?;
         let probe_port = free_port()?;
         args.push(format!("--metrics-addr=127.0.0.1:{metrics_port}"));
@@ -109,6 +111,7 @@ impl ControllerProcess {
             name: name.to_owned(),
             bin,
             args,
+            base_args,
             extra_args: Vec::new(),
             log_dir: log_dir.to_owned(),
             starts: 0,
@@ -164,6 +167,21 @@ impl ControllerProcess {
             }
         }
         Ok(())
+    }
+
+    /// Starts another process of the same binary with the same flags plus
+    /// `extra` (e.g. `--dry-run`), on ports and a log of its own, and waits
+    /// until it is ready.
+    pub async fn sibling(
+        &self,
+        name: &str,
+        extra: &[&str],
+    ) -> Result<ControllerProcess, HarnessError> {
+        let mut args = self.base_args.clone();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let mut c = Self::launch(name, self.bin.clone(), args, &self.log_dir)?;
+        c.wait_ready().await?;
+        Ok(c)
     }
 
     /// Restarts it with `extra` flags added to its usual ones (none: back to
@@ -402,29 +420,6 @@ impl Pair {
             },
         )
         .await
-    }
-
-    /// Starts one more manager (e.g. a `--dry-run` one) with the usual flags
-    /// plus `extra`, its own ports and log, and waits until it is ready.
-    pub async fn extra_manager(
-        &self,
-        name: &str,
-        extra: &[&str],
-    ) -> Result<ControllerProcess, HarnessError> {
-        let bin_dir = controller_binaries()?;
-        let mut args = vec![
-            format!(
-                "--kubeconfig={}",
-                self.plane.management().kubeconfig().display()
-            ),
-            format!("--namespace={MANAGER_NAMESPACE}"),
-        ];
-        args.extend(extra.iter().map(|a| (*a).to_owned()));
-        let log_dir = self.plane.dir().map(Path::to_path_buf).unwrap_or_default();
-        let mut m =
-            ControllerProcess::launch(name, bin_dir.join("syncsecret-manager"), args, &log_dir)?;
-        m.wait_ready().await?;
-        Ok(m)
     }
 
     /// Waits until every controller answers `/readyz`.

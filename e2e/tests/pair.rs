@@ -33,7 +33,7 @@ use syncsecret_api::contract::{
 };
 use syncsecret_api::{SyncSecret, SyncSecretPhase};
 use syncsecret_e2e::kube_util::eventually;
-use syncsecret_e2e::pair::{Pair, ensure_namespace};
+use syncsecret_e2e::pair::{Pair, ensure_namespace, sum_samples};
 use tokio::runtime::Runtime;
 
 const TENANTS: [&str; 2] = ["tenant1", "tenant2"];
@@ -1278,7 +1278,8 @@ async fn a_dry_run_writes_nothing_and_reports_each_pending_write(s: &Shared) -> 
         .pair
         .lock()
         .await
-        .extra_manager("syncsecret-manager-dry-run", &["--dry-run"])
+        .manager
+        .sibling("syncsecret-manager-dry-run", &["--dry-run"])
         .await?;
     let pending = eventually("the dry run reports the pending Secret", WAIT, || async {
         let m = dry.metrics().map_err(|e| e.to_string())?;
@@ -1315,6 +1316,48 @@ async fn a_dry_run_writes_nothing_and_reports_each_pending_write(s: &Shared) -> 
     // The real manager does the work.
     s.pair.lock().await.manager.start().await?;
     synced(s, 0, "dry-run", "pending", |_| true).await?;
+
+    // Same for the ccm: its real process down, a dry-run one up, a new
+    // tenant object: no finalizer, no copy, each pending write reported.
+    s.pair.lock().await.ccms[1].stop()?;
+    let mut obj = sync_secret("pending-copy");
+    obj.string_data = Some([("k".to_owned(), s.value("dry-ccm"))].into());
+    let created = create(s, 1, "dry-run", obj).await?;
+    let dry_ccm = s.pair.lock().await.ccms[1]
+        .sibling("syncsecret-ccm-dry-run", &["--dry-run"])
+        .await?;
+    let reported = eventually("the dry-run ccm reports the pending copy", WAIT, || async {
+        let m = dry_ccm.metrics().map_err(|e| e.to_string())?;
+        let pending = sum_samples(&m, "kubelb_ccm_dry_run_pending_writes");
+        (pending >= 2.0)
+            .then_some(pending)
+            .ok_or_else(|| format!("{pending} pending so far"))
+    })
+    .await?;
+    println!("    dry-run ccm: {reported} pending writes (finalizer, copy, status)");
+    ensure!(
+        dry_ccm.metric_sum("kubelb_ccm_writes_total")? == 0.0,
+        "the dry-run ccm wrote"
+    );
+    let tenant: Api<SyncSecret> = Api::namespaced(tenant_client(s, 1).await, "dry-run");
+    let still = tenant.get("pending-copy").await?;
+    ensure!(
+        still.finalizers().is_empty(),
+        "the dry-run ccm added a finalizer"
+    );
+    ensure!(
+        still.resource_version() == created.resource_version(),
+        "the dry-run ccm changed the tenant object"
+    );
+    let copies2: Api<SyncSecret> =
+        Api::namespaced(management(s).await, &tenant_namespace(TENANTS[1]));
+    ensure!(
+        copies2.get_opt(&created.uid().unwrap()).await?.is_none(),
+        "the dry-run ccm made a copy"
+    );
+    drop(dry_ccm);
+    s.pair.lock().await.ccms[1].start().await?;
+    synced(s, 1, "dry-run", "pending-copy", |_| true).await?;
     Ok(())
 }
 
