@@ -297,6 +297,40 @@ async fn reconciles(s: &Shared) -> anyhow::Result<(f64, f64)> {
     Ok((c, m))
 }
 
+/// Waits until `name` is gone from `api`.
+async fn gone<K>(api: &Api<K>, name: &str) -> anyhow::Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(&format!("{name} gone"), WAIT, || async {
+        match api.get_opt(name).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// Waits until the reconcile counters stop moving (several events per
+/// object may reach the queue at start: its own list, its copy's list).
+async fn settled(s: &Shared) -> anyhow::Result<()> {
+    let deadline = Instant::now() + WAIT;
+    let mut last = reconciles(s).await?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = reconciles(s).await?;
+        if now == last {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "reconciles never settled: {now:?}"
+        );
+        last = now;
+    }
+}
+
 // ------------------------------------------------------------------ tests
 
 async fn opaque_syncsecret_becomes_an_owned_secret_and_shows_synced(
@@ -1240,17 +1274,7 @@ async fn content_changed_on_admission_is_caught_and_named(s: &Shared) -> anyhow:
     tenant
         .delete("tampered-on-write", &DeleteParams::default())
         .await?;
-    eventually("tampered object gone", WAIT, || async {
-        match tenant
-            .get_opt("tampered-on-write")
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            None => Ok(()),
-            Some(_) => Err("still there".to_owned()),
-        }
-    })
-    .await?;
+    gone(&tenant, "tampered-on-write").await?;
     Ok(())
 }
 
@@ -1478,17 +1502,7 @@ async fn objects_kubelb_made_are_adopted_without_rewriting_them(s: &Shared) -> a
     .await?;
     tenant_shows(s, 0, "adopt", "kubelb-stale", SyncSecretPhase::Synced).await?;
     // Let every start-up reconcile finish before counting.
-    let deadline = Instant::now() + WAIT;
-    let mut last = reconciles(s).await?;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = reconciles(s).await?;
-        if now == last {
-            break;
-        }
-        ensure!(Instant::now() < deadline, "reconciles never settled");
-        last = now;
-    }
+    settled(s).await?;
     let pair = s.pair.lock().await;
     let ccm = writes_by_resource(&pair.ccms[0].metrics()?, "kubelb_ccm");
     let manager = writes_by_resource(&pair.manager.metrics()?, "kubelb_manager");
@@ -1618,17 +1632,7 @@ async fn secret_synchronizer_takes_labelled_secrets_only(s: &Shared) -> anyhow::
 
     // Deleting the Secret deletes its SyncSecret, and with it the copy.
     secrets.delete("labelled", &DeleteParams::default()).await?;
-    eventually("SyncSecret of the deleted Secret gone", WAIT, || async {
-        match syncsecrets
-            .get_opt("labelled")
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            None => Ok(()),
-            Some(_) => Err("still there".to_owned()),
-        }
-    })
-    .await?;
+    gone(&syncsecrets, "labelled").await?;
     Ok(())
 }
 
@@ -1688,20 +1692,7 @@ async fn restarting_both_controllers_costs_zero_writes(s: &Shared) -> anyhow::Re
     .await?;
     // Several events per object may reach the queue at start (its own
     // list, its copy's list); wait until the counts stop moving.
-    let deadline = Instant::now() + WAIT;
-    let mut last = reconciles(s).await?;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = reconciles(s).await?;
-        if now == last {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "reconciles never settled: {now:?}"
-        );
-        last = now;
-    }
+    settled(s).await?;
     let (c, m) = reconciles(s).await?;
     let writes = total(s, "writes_total").await?;
     println!(

@@ -10,33 +10,6 @@ use super::health::Health;
 use super::leader::LeaderLease;
 use super::shutdown::Shutdown;
 
-/// Runs `controllers` (given the shutdown handle to drain on) with the admin
-/// server up the whole time. With a lease, the controllers start only once
-/// this replica leads, and the process stops with an error if leadership is
-/// lost. Returns when the controllers have drained after SIGTERM.
-async fn run<F, Fut>(
-    listeners: Listeners,
-    admin: AdminState,
-    lease: Option<LeaderLease>,
-    controllers: F,
-) -> Result<(), RuntimeError>
-where
-    F: FnOnce(Shutdown) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let health: Arc<Health> = admin.health.clone();
-    let server = listeners.spawn(admin);
-    let shutdown = Shutdown::on_signal();
-    let result = run_inner(&health, lease.as_ref(), shutdown, controllers).await;
-    if let Some(lease) = &lease
-        && result.is_ok()
-    {
-        lease.release().await;
-    }
-    server.abort();
-    result
-}
-
 async fn run_inner<F, Fut>(
     health: &Health,
     lease: Option<&LeaderLease>,
@@ -148,7 +121,11 @@ impl Plumbing {
             .then(|| LeaderLease::new(client.clone(), namespace, name, self.identity.clone()))
     }
 
-    /// Serves the admin endpoints and runs `controllers` (see [`run`]).
+    /// Runs `controllers` (given the shutdown handle to drain on) with the
+    /// admin server up the whole time. With a lease, the controllers start
+    /// only once this replica leads, and the process stops with an error if
+    /// leadership is lost. Returns when the controllers have drained after
+    /// SIGTERM.
     pub async fn run<F, Fut>(
         self,
         lease: Option<LeaderLease>,
@@ -158,7 +135,17 @@ impl Plumbing {
         F: FnOnce(Shutdown) -> Fut,
         Fut: Future<Output = ()>,
     {
-        run(self.listeners, self.admin, lease, controllers).await
+        let health: Arc<Health> = self.admin.health.clone();
+        let server = self.listeners.spawn(self.admin);
+        let shutdown = Shutdown::on_signal();
+        let result = run_inner(&health, lease.as_ref(), shutdown, controllers).await;
+        if let Some(lease) = &lease
+            && result.is_ok()
+        {
+            lease.release().await;
+        }
+        server.abort();
+        result
     }
 }
 
