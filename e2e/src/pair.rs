@@ -12,11 +12,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding, Subject};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use syncsecret_api::contract::tenant_namespace;
-use syncsecret_api::rbac::ccm_management_access;
+use syncsecret_api::rbac;
 use syncsecret_api::{SyncSecret, SyncSecretPhase};
 
 use crate::control_plane::free_port;
@@ -309,11 +308,25 @@ impl Pair {
         let log_dir = plane.dir().map(Path::to_path_buf).unwrap_or_default();
         ensure_namespace(&management, MANAGER_NAMESPACE).await?;
 
+        // The manager runs as an identity holding the generated grants only.
+        let manager_identity = mgmt.mint_identity(rbac::MANAGER_ROLE, None)?;
+        let who = rbac::user(rbac::MANAGER_ROLE);
+        let (r, b) = rbac::cluster_role(rbac::MANAGER_ROLE, rbac::manager_rules(), who.clone());
+        apply_cluster(&management, &r).await?;
+        apply_cluster(&management, &b).await?;
+        let (r, b) = rbac::role(
+            rbac::MANAGER_ROLE,
+            MANAGER_NAMESPACE,
+            rbac::leader_election_rules(),
+            who,
+        );
+        apply(&management, &r).await?;
+        apply(&management, &b).await?;
         let manager = ControllerProcess::launch(
             "syncsecret-manager",
             bin_dir.join("syncsecret-manager"),
             vec![
-                format!("--kubeconfig={}", mgmt.kubeconfig().display()),
+                format!("--kubeconfig={}", manager_identity.display()),
                 format!("--namespace={MANAGER_NAMESPACE}"),
             ],
             &log_dir,
@@ -321,45 +334,47 @@ impl Pair {
         let mut ccms = Vec::new();
         let mut tenants = Vec::new();
         for name in tenant_names {
+            // In the management cluster: its own tenant namespace only.
             let tenant_ns = tenant_namespace(name);
             ensure_namespace(&management, &tenant_ns).await?;
             let user = format!("syncsecret-ccm:{name}");
             let identity = mgmt.mint_identity(&user, None)?;
-            let (role, binding) = ccm_management_access(
-                &tenant_ns,
-                Subject {
-                    kind: "User".into(),
-                    name: user,
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    namespace: None,
-                },
-            );
-            let pp = PatchParams::apply(TEST_FIELD_MANAGER).force();
-            Api::<Role>::namespaced(management.clone(), &tenant_ns)
-                .patch(
-                    crate::kube_util::name_of(&role.metadata),
-                    &pp,
-                    &Patch::Apply(&role),
-                )
-                .await?;
-            Api::<RoleBinding>::namespaced(management.clone(), &tenant_ns)
-                .patch(
-                    crate::kube_util::name_of(&binding.metadata),
-                    &pp,
-                    &Patch::Apply(&binding),
-                )
-                .await?;
+            let (r, b) = rbac::ccm_management_access(&tenant_ns, rbac::user(&user));
+            apply(&management, &r).await?;
+            apply(&management, &b).await?;
+            // In its tenant cluster: the generated ClusterRoles and its Lease.
             let cluster = plane
                 .cluster(name)
                 .ok_or_else(|| HarnessError::Usage(format!("no cluster {name}")))?;
-            tenants.push(cluster.client().await?);
+            let tenant = cluster.client().await?;
+            let tenant_identity = cluster.mint_identity(rbac::CCM_ROLE, None)?;
+            let who = rbac::user(rbac::CCM_ROLE);
+            let (r, b) = rbac::cluster_role(rbac::CCM_ROLE, rbac::ccm_tenant_rules(), who.clone());
+            apply_cluster(&tenant, &r).await?;
+            apply_cluster(&tenant, &b).await?;
+            let (r, b) = rbac::cluster_role(
+                rbac::CCM_SYNCHRONIZER_ROLE,
+                rbac::ccm_synchronizer_rules(),
+                who.clone(),
+            );
+            apply_cluster(&tenant, &r).await?;
+            apply_cluster(&tenant, &b).await?;
+            let (r, b) = rbac::role(
+                rbac::CCM_ROLE,
+                "kube-system",
+                rbac::leader_election_rules(),
+                who,
+            );
+            apply(&tenant, &r).await?;
+            apply(&tenant, &b).await?;
+            tenants.push(tenant);
             ccms.push(ControllerProcess::launch(
                 &format!("syncsecret-ccm-{name}"),
                 bin_dir.join("syncsecret-ccm"),
                 vec![
                     format!("--cluster-name={name}"),
                     format!("--kubelb-kubeconfig={}", identity.display()),
-                    format!("--kubeconfig={}", cluster.kubeconfig().display()),
+                    format!("--kubeconfig={}", tenant_identity.display()),
                     "--enable-secret-synchronizer".to_owned(),
                 ],
                 &log_dir,
@@ -491,6 +506,46 @@ impl Pair {
         }
         out
     }
+}
+
+/// Server-side applies a namespaced object as the tests' field manager.
+pub async fn apply<K>(client: &Client, obj: &K) -> Result<(), HarnessError>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    patch_apply(&api, obj).await
+}
+
+/// Server-side applies a cluster-scoped object as the tests' field manager.
+pub async fn apply_cluster<K>(client: &Client, obj: &K) -> Result<(), HarnessError>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    patch_apply(&Api::all(client.clone()), obj).await
+}
+
+async fn patch_apply<K>(api: &Api<K>, obj: &K) -> Result<(), HarnessError>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(TEST_FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Creates a namespace if it does not exist.
