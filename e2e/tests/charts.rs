@@ -1,0 +1,152 @@
+//! The Helm charts: lint clean (strict) and render, for the default values
+//! and each documented toggle, into objects the real API server accepts
+//! (`kubectl apply --dry-run=server`).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step fails the test"
+)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use syncsecret_e2e::pair::ensure_namespace;
+use syncsecret_e2e::{ControlPlane, asset, repo_root};
+
+const NAMESPACE: &str = "kubelb";
+
+/// A chart, its `--set` values, what the rendering must contain and what
+/// it must not.
+type Case<'a> = (&'a str, Vec<&'a str>, Vec<&'a str>, Vec<&'a str>);
+
+fn helm(args: &[&str]) -> String {
+    let out = Command::new(asset("TEST_ASSET_HELM").unwrap())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn server_dry_run(kubeconfig: &std::path::Path, manifest: &str) -> String {
+    let mut child = Command::new(asset("TEST_ASSET_KUBECTL").unwrap())
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["apply", "--dry-run=server", "-n", NAMESPACE, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the API server refused the rendered chart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn charts_lint_render_and_are_accepted_by_the_api_server() {
+    let cp = ControlPlane::start(&["management"]).await.unwrap();
+    let client = cp.management().client().await.unwrap();
+    ensure_namespace(&client, NAMESPACE).await.unwrap();
+    let kubeconfig = cp.management().kubeconfig();
+
+    let ccm_base = [
+        "clusterName=shop",
+        "kubelbKubeconfig.secretName=kubelb-kubeconfig",
+    ];
+    let cases: Vec<Case> = vec![
+        // chart, --set values, kinds/names expected, names not expected
+        (
+            "syncsecret-ccm",
+            ccm_base.to_vec(),
+            vec!["Deployment", "syncsecret-ccm-leader-election"],
+            vec!["syncsecret-ccm-synchronizer", "PodDisruptionBudget"],
+        ),
+        (
+            "syncsecret-ccm",
+            [
+                &ccm_base[..],
+                &["secretSynchronizer.enabled=true", "replicaCount=2"],
+            ]
+            .concat(),
+            vec!["syncsecret-ccm-synchronizer", "PodDisruptionBudget"],
+            vec![],
+        ),
+        (
+            "syncsecret-ccm",
+            [&ccm_base[..], &["leaderElection.enabled=false"]].concat(),
+            vec![],
+            vec!["syncsecret-ccm-leader-election"],
+        ),
+        (
+            "syncsecret-manager",
+            vec![],
+            vec!["Deployment", "syncsecret-manager-leader-election"],
+            vec!["PodDisruptionBudget"],
+        ),
+        (
+            "syncsecret-manager",
+            vec!["replicaCount=2"],
+            vec!["PodDisruptionBudget"],
+            vec![],
+        ),
+        (
+            "syncsecret-manager",
+            vec!["leaderElection.enabled=false"],
+            vec![],
+            vec!["syncsecret-manager-leader-election"],
+        ),
+    ];
+    for (chart, values, present, absent) in cases {
+        let dir = repo_root().join("charts").join(chart);
+        let dir = dir.to_str().unwrap();
+        let mut args = vec!["lint", "--strict", dir];
+        let sets: Vec<String> = values.iter().map(|v| format!("--set={v}")).collect();
+        args.extend(sets.iter().map(String::as_str));
+        helm(&args);
+        let mut args = vec!["template", "demo", dir, "--namespace", NAMESPACE];
+        args.extend(sets.iter().map(String::as_str));
+        let rendered = helm(&args);
+        for p in &present {
+            assert!(rendered.contains(p), "{chart} {values:?}: {p} missing");
+        }
+        for a in &absent {
+            assert!(!rendered.contains(a), "{chart} {values:?}: {a} rendered");
+        }
+        let accepted = server_dry_run(kubeconfig, &rendered);
+        println!(
+            "{chart} {values:?}: {} objects accepted (server dry run)",
+            accepted.lines().count()
+        );
+    }
+}
+
+#[test]
+fn the_ccm_chart_refuses_to_render_without_its_required_values() {
+    let out = Command::new(asset("TEST_ASSET_HELM").unwrap())
+        .args([
+            "template",
+            "demo",
+            repo_root().join("charts/syncsecret-ccm").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("clusterName is required"));
+}
