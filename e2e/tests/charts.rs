@@ -150,3 +150,58 @@ fn the_ccm_chart_refuses_to_render_without_its_required_values() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("clusterName is required"));
 }
+
+/// Dotted keys of a values file; maps passed through as a whole (resources,
+/// security contexts, scheduling) are one key.
+fn value_keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    const WHOLE: [&str; 5] = [
+        "resources",
+        "podSecurityContext",
+        "securityContext",
+        "nodeSelector",
+        "affinity",
+    ];
+    match v.as_object() {
+        Some(map) if !map.is_empty() && !WHOLE.contains(&prefix) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                value_keys(v, &key, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn every_value_is_documented_in_the_chart_readme() {
+    for chart in ["syncsecret-ccm", "syncsecret-manager"] {
+        let dir = repo_root().join("charts").join(chart);
+        let values: serde_json::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("values.yaml")).unwrap())
+                .unwrap();
+        let mut keys = Vec::new();
+        value_keys(&values, "", &mut keys);
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        let documented: Vec<&str> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split_once('`').map(|(k, _)| k))
+            .collect();
+        for k in &keys {
+            assert!(
+                documented.contains(&k.as_str()),
+                "{chart}: value {k} is not in README.md"
+            );
+        }
+        for d in &documented {
+            assert!(
+                keys.iter().any(|k| k == d),
+                "{chart}: README.md documents {d}, which values.yaml lacks"
+            );
+        }
+        assert!(keys.len() > 15, "{chart}: only {} keys", keys.len());
+    }
+}
