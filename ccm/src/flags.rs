@@ -51,4 +51,7 @@ impl syncsecret_api::runtime::runner::BinaryFlags for Flags {
     fn common(&self) -> &CommonFlags {
         &self.common
     }
+    fn listen(&self) -> (&str, &str) {
+        (&self.metrics_addr, &self.health_probe_bind_address)
+    }
 }

@@ -66,14 +66,7 @@ pub struct Context {
 /// Touches no cluster until flags, listen addresses and kubeconfigs are
 /// known good; then runs until SIGTERM.
 pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
-    let plumbing = Plumbing::new(
-        &flags.metrics_addr,
-        &flags.health_probe_bind_address,
-        METRICS_PREFIX,
-        registry,
-        flags.common.dry_run,
-    )
-    .await?;
+    let plumbing = Plumbing::new(&flags, METRICS_PREFIX, registry).await?;
     let management = client::from_file(&flags.kubelb_kubeconfig).await?;
     let tenant =
         client::from_flag_or_environment(flags.kubeconfig.as_deref(), "kubeconfig").await?;

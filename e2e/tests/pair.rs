@@ -1508,29 +1508,44 @@ async fn objects_kubelb_made_are_adopted_without_rewriting_them(s: &Shared) -> a
     let manager = writes_by_resource(&pair.manager.metrics()?, "kubelb_manager");
     drop(pair);
     println!("    writes after taking over: ccm {ccm:?}, manager {manager:?}");
-    let n = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
     // Copies and their status, finalizers: untouched. The stale Secret: one
     // write. Tenant objects, which KubeLB never gave a status, get theirs.
-    ensure!(
-        n(&ccm, "syncsecrets/patch") == 0.0,
-        "the ccm rewrote an adopted copy"
-    );
-    ensure!(
-        n(&manager, "syncsecrets/patch") == 0.0,
-        "the manager patched an adopted copy"
-    );
-    ensure!(
-        n(&manager, "syncsecrets/status/patch") == 0.0,
-        "the manager rewrote an adopted status"
-    );
-    ensure!(
-        n(&manager, "secrets/patch") == 1.0,
-        "expected one Secret write (the stale one)"
-    );
-    ensure!(
-        n(&ccm, "syncsecrets/status/patch") == 2.0,
-        "expected one tenant status write per object"
-    );
+    let expected = [
+        (
+            &ccm,
+            "syncsecrets/patch",
+            0.0,
+            "the ccm rewrote an adopted copy",
+        ),
+        (
+            &manager,
+            "syncsecrets/patch",
+            0.0,
+            "the manager patched an adopted copy",
+        ),
+        (
+            &manager,
+            "syncsecrets/status/patch",
+            0.0,
+            "the manager rewrote an adopted status",
+        ),
+        (
+            &manager,
+            "secrets/patch",
+            1.0,
+            "expected one Secret write (the stale one)",
+        ),
+        (
+            &ccm,
+            "syncsecrets/status/patch",
+            2.0,
+            "expected one tenant status write per object",
+        ),
+    ];
+    for (writes, key, want, why) in expected {
+        let have = writes.get(key).copied().unwrap_or(0.0);
+        ensure!(have == want, "{why}: {key} = {have}");
+    }
     Ok(())
 }
 

@@ -74,6 +74,9 @@ impl syncsecret_api::runtime::runner::BinaryFlags for Flags {
     fn common(&self) -> &CommonFlags {
         &self.common
     }
+    fn listen(&self) -> (&str, &str) {
+        (&self.metrics_addr, &self.health_probe_bind_address)
+    }
 }
 
 impl Flags {

@@ -63,32 +63,25 @@ where
     let had_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
     let deleting = obj.meta().deletion_timestamp.is_some();
     if metrics.is_dry_run() {
-        // The helper patches the finalizer itself: in a dry run, record that
-        // and run the step it would run next.
-        let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-        return if deleting {
-            if had_finalizer {
-                metrics.hold(
-                    resource,
-                    "patch",
-                    &namespace,
-                    &name,
-                    &[FINALIZER.to_owned()],
-                );
-            }
-            reconcile(Event::Cleanup(obj)).await
+        // The helper patches the finalizer itself (adds it to a live object,
+        // removes it from a deleted one): in a dry run, record that and run
+        // the step it would run next.
+        if had_finalizer == deleting {
+            let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+            metrics.hold(
+                resource,
+                "patch",
+                &namespace,
+                &name,
+                &[FINALIZER.to_owned()],
+            );
+        }
+        let event = if deleting {
+            Event::Cleanup(obj)
         } else {
-            if !had_finalizer {
-                metrics.hold(
-                    resource,
-                    "patch",
-                    &namespace,
-                    &name,
-                    &[FINALIZER.to_owned()],
-                );
-            }
-            reconcile(Event::Apply(obj)).await
+            Event::Apply(obj)
         };
+        return reconcile(event).await;
     }
     let result = finalizer(api, FINALIZER, obj, reconcile).await;
     if result.is_ok() && had_finalizer == deleting {

@@ -54,6 +54,9 @@ where
 pub trait BinaryFlags: clap::Parser {
     /// The flags both binaries share.
     fn common(&self) -> &super::flags::CommonFlags;
+    /// `--metrics-addr` and `--health-probe-bind-address` (their defaults
+    /// differ per binary, so each declares them).
+    fn listen(&self) -> (&str, &str);
 }
 
 /// What a binary sets up before it touches a cluster: listen addresses
@@ -74,14 +77,14 @@ impl Plumbing {
     /// (one clear error if either is bad or taken) and registers the
     /// metrics under `prefix`.
     pub async fn new(
-        metrics_addr: &str,
-        probe_addr: &str,
+        flags: &impl BinaryFlags,
         prefix: &str,
         registry: prometheus::Registry,
-        dry_run: bool,
     ) -> Result<Self, RuntimeError> {
+        let (metrics_addr, probe_addr) = flags.listen();
         let metrics_addr = super::parse_listen_addr("metrics-addr", metrics_addr)?;
         let probe_addr = super::parse_listen_addr("health-probe-bind-address", probe_addr)?;
+        let dry_run = flags.common().dry_run;
         let listeners = Listeners::bind(metrics_addr, probe_addr).await?;
         let mut metrics = super::metrics::ControllerMetrics::register(prefix, &registry)?;
         if dry_run {
