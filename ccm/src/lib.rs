@@ -28,6 +28,7 @@ use syncsecret_api::contract::{
 use syncsecret_api::runtime::backoff::Backoffs;
 use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
+use syncsecret_api::runtime::gauges;
 use syncsecret_api::runtime::health::{Health, store_synced};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
 use syncsecret_api::runtime::reconcile::sweep_periodically;
@@ -88,6 +89,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         synchronizer: flags.enable_secret_synchronizer,
         concurrency: flags.common.max_concurrent_reconciles,
         sweep_period: std::time::Duration::from_secs(flags.common.orphan_sweep_period),
+        registry: plumbing.registry().clone(),
     };
     plumbing
         .run(lease, |shutdown| setup.controllers(shutdown))
@@ -107,6 +109,7 @@ struct Setup {
     synchronizer: bool,
     concurrency: u16,
     sweep_period: std::time::Duration,
+    registry: Registry,
 }
 
 impl Setup {
@@ -133,6 +136,14 @@ impl Setup {
             .watches_stream(copy_events, |copy| origin_of(&copy))
             .graceful_shutdown_on(shutdown.clone().requested());
         let tenant_objects = controller.store();
+        if let Err(e) = gauges::register_phases(
+            METRICS_PREFIX,
+            "Tenant SyncSecrets",
+            tenant_objects.clone(),
+            &self.registry,
+        ) {
+            tracing::warn!(error = %e, "cannot export the phase gauge");
+        }
 
         let ctx = Arc::new(Context {
             tenant: self.tenant.clone(),

@@ -17,6 +17,7 @@ use crate::Context;
 
 /// One sweep; failures are logged and left for the next one.
 pub async fn orphans(ctx: Arc<Context>) {
+    ctx.metrics.sweeping("syncsecrets");
     let copies = ctx.copies.state();
     let tenant_uid = |namespace: &str, name: &str| {
         ctx.tenant_objects

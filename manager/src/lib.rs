@@ -27,6 +27,7 @@ use syncsecret_api::policy::Policy;
 use syncsecret_api::runtime::backoff::Backoffs;
 use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
+use syncsecret_api::runtime::gauges;
 use syncsecret_api::runtime::health::{Health, store_synced};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
 use syncsecret_api::runtime::reconcile::sweep_periodically;
@@ -100,6 +101,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         expiry_window_secs: i64::from(flags.certificate_expiry_window_days) * 86_400,
         concurrency: flags.common.max_concurrent_reconciles,
         sweep_period: std::time::Duration::from_secs(flags.common.orphan_sweep_period),
+        registry: plumbing.registry().clone(),
     };
     plumbing
         .run(lease, |shutdown| setup.controller(shutdown))
@@ -120,6 +122,7 @@ struct Setup {
     expiry_window_secs: i64,
     concurrency: u16,
     sweep_period: std::time::Duration,
+    registry: Registry,
 }
 
 impl Setup {
@@ -140,6 +143,14 @@ impl Setup {
             .owns_stream(secret_events)
             .graceful_shutdown_on(shutdown.requested());
         let copies_store = controller.store();
+        if let Err(e) = gauges::register_phases(
+            METRICS_PREFIX,
+            "Copies in tenant namespaces",
+            copies_store.clone(),
+            &self.registry,
+        ) {
+            tracing::warn!(error = %e, "cannot export the phase gauge");
+        }
         let ctx = Arc::new(Context {
             client: self.client.clone(),
             secrets: secrets.clone(),

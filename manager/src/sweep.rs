@@ -16,6 +16,7 @@ use crate::Context;
 
 /// One sweep; failures are logged and left for the next one.
 pub async fn orphans(ctx: Arc<Context>) {
+    ctx.metrics.sweeping("secrets");
     let copy_uids: HashSet<String> = ctx.copies.state().iter().filter_map(|c| c.uid()).collect();
     let secrets = ctx.secrets.state();
     let orphans = orphaned_secrets(

@@ -28,11 +28,14 @@ impl VerifyFailures {
 
     /// Compares what was meant with what the API server returned.
     pub fn check(&self, namespace: &str, intended: &Secret, stored: &Secret) -> Result<(), Error> {
+        // The namespace's series exists (at zero) from its first verified
+        // write, so that `increase()` sees the first failure too.
+        let failures = self.0.with_label_values(&[namespace]);
         let (want, have) = (Payload::of_secret(intended), Payload::of_secret(stored));
         if want.digest() == have.digest() {
             return Ok(());
         }
-        self.0.with_label_values(&[namespace]).inc();
+        failures.inc();
         let mut changed = want.changed_keys(&have);
         if want.type_ != have.type_ {
             changed.push("(type)".to_owned());

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    leading: AtomicBool,
     failed: Mutex<Option<String>>,
 }
 
@@ -20,6 +21,16 @@ impl Health {
     /// Marks the watches as synced (or not).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Marks this replica as leading (or not).
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::SeqCst);
+    }
+
+    /// Whether this replica leads.
+    pub fn leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
     }
 
     /// Records that a task died; `/healthz` and `/readyz` fail from now on.

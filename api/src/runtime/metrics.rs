@@ -131,6 +131,13 @@ impl ControllerMetrics {
         }
     }
 
+    /// Marks the start of a sweep over `resource`: its orphan counter is
+    /// exported (at zero until something is swept), so that dashboards show
+    /// zero rather than no data and `increase()` sees the first deletion.
+    pub fn sweeping(&self, resource: &'static str) {
+        self.orphans_deleted_total.with_label_values(&[resource]);
+    }
+
     /// Counts one orphan deleted by the sweep (also a write).
     pub fn orphan_deleted(&self, resource: &'static str) {
         self.orphans_deleted_total

@@ -9,6 +9,7 @@ pub mod client;
 pub mod dry_run;
 pub mod events;
 pub mod flags;
+pub mod gauges;
 pub mod health;
 pub mod leader;
 pub mod logging;

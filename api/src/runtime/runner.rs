@@ -30,17 +30,36 @@ where
         // Leading: ready again only once the watches have synced.
         health.set_ready(false);
     }
+    health.set_leading(true);
     let work = controllers(shutdown.clone());
+    // kube-runtime holds a controller's runner until its store has synced,
+    // so one whose API server cannot be reached would never finish
+    // draining. Not ready means nothing was synced, so nothing to finish:
+    // such a replica stops at once.
+    let unsynced = async {
+        shutdown.clone().requested().await;
+        if health.ready().is_ok() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let work = async {
+        tokio::select! {
+            () = work => {},
+            () = unsynced => tracing::info!("stopping without a drain: the watches never synced"),
+        }
+    };
     match lease {
         Some(lease) => tokio::select! {
             () = work => {},
             e = lease.keep() => {
+                health.set_leading(false);
                 health.fail(e.to_string());
                 return Err(e);
             }
         },
         None => work.await,
     }
+    health.set_leading(false);
     if shutdown.is_requested() {
         Ok(())
     } else {
@@ -94,6 +113,7 @@ impl Plumbing {
             );
         }
         let health = Arc::new(Health::new());
+        super::gauges::register_health(prefix, health.clone(), &registry)?;
         Ok(Self {
             listeners,
             admin: AdminState {

@@ -1,0 +1,195 @@
+//! Gauges read at scrape time from state the controller already keeps, so
+//! that they can never drift from it: whether this replica is ready and
+//! leads, and how many SyncSecrets it sees in each phase.
+
+use std::sync::{Arc, Mutex};
+
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
+
+use super::health::Health;
+use crate::SyncSecret;
+use crate::status::phase;
+use crate::v1alpha1::SyncSecretPhase;
+
+/// `<prefix>_ready` and `<prefix>_leader`, from the probe state.
+struct HealthGauges {
+    health: Arc<Health>,
+    ready: IntGauge,
+    leader: IntGauge,
+}
+
+impl Collector for HealthGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.ready.desc();
+        d.extend(self.leader.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.ready.set(i64::from(self.health.ready().is_ok()));
+        self.leader.set(i64::from(self.health.leading()));
+        let mut m = self.ready.collect();
+        m.extend(self.leader.collect());
+        m
+    }
+}
+
+/// Registers `<prefix>_ready` (1 while `/readyz` answers ok) and
+/// `<prefix>_leader` (1 while this replica holds the Lease, or runs
+/// without leader election and has started its controllers).
+pub fn register_health(
+    prefix: &str,
+    health: Arc<Health>,
+    registry: &Registry,
+) -> Result<(), prometheus::Error> {
+    let ready = IntGauge::new(
+        format!("{prefix}_ready"),
+        "1 while this replica's /readyz answers ok (watches synced, nothing failed).",
+    )?;
+    let leader = IntGauge::new(
+        format!("{prefix}_leader"),
+        "1 while this replica leads (holds the Lease, or leader election is off and it runs).",
+    )?;
+    registry.register(Box::new(HealthGauges {
+        health,
+        ready,
+        leader,
+    }))
+}
+
+/// `<prefix>_sync_secrets{namespace,phase}`, counted from a reflector store.
+struct PhaseGauges {
+    store: Store<SyncSecret>,
+    gauge: Mutex<IntGaugeVec>,
+    desc: Vec<Desc>,
+}
+
+impl Collector for PhaseGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        self.desc.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok(gauge) = self.gauge.lock() else {
+            return Vec::new();
+        };
+        gauge.reset();
+        for o in self.store.state() {
+            let p = if o.metadata.deletion_timestamp.is_some() {
+                SyncSecretPhase::Terminating
+            } else {
+                phase(o.status.as_ref()).unwrap_or(SyncSecretPhase::Pending)
+            };
+            gauge
+                .with_label_values(&[o.namespace().unwrap_or_default().as_str(), p.as_str()])
+                .inc();
+        }
+        gauge.collect()
+    }
+}
+
+/// Registers `<prefix>_sync_secrets{namespace,phase}`: the SyncSecrets in
+/// `store` (the tenant objects for the ccm, the copies for the manager) by
+/// namespace and phase; an object without a status counts as Pending, one
+/// being deleted as Terminating.
+pub fn register_phases(
+    prefix: &str,
+    what: &str,
+    store: Store<SyncSecret>,
+    registry: &Registry,
+) -> Result<(), prometheus::Error> {
+    let gauge = IntGaugeVec::new(
+        Opts::new(
+            format!("{prefix}_sync_secrets"),
+            format!("{what} by namespace and phase (Pending, Synced, Failed, Terminating)."),
+        ),
+        &["namespace", "phase"],
+    )?;
+    let desc = gauge.desc().into_iter().cloned().collect();
+    registry.register(Box::new(PhaseGauges {
+        store,
+        gauge: Mutex::new(gauge),
+        desc,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1alpha1::SyncSecretStatus;
+    use kube::runtime::reflector::store;
+    use kube::runtime::watcher::Event;
+
+    fn object(ns: &str, name: &str, p: Option<SyncSecretPhase>) -> SyncSecret {
+        let mut o = SyncSecret::default();
+        o.metadata.namespace = Some(ns.to_owned());
+        o.metadata.name = Some(name.to_owned());
+        o.status = p.map(|phase| SyncSecretStatus {
+            phase: Some(phase),
+            ..Default::default()
+        });
+        o
+    }
+
+    #[test]
+    fn phases_are_counted_from_the_store_at_each_scrape() {
+        let registry = Registry::new();
+        let (reader, mut writer) = store::<SyncSecret>();
+        register_phases("kubelb_ccm", "Tenant SyncSecrets", reader, &registry).unwrap();
+        for o in [
+            object("a", "x", Some(SyncSecretPhase::Synced)),
+            object("a", "y", Some(SyncSecretPhase::Synced)),
+            object("a", "z", None),
+            object("b", "x", Some(SyncSecretPhase::Failed)),
+        ] {
+            writer.apply_watcher_event(&Event::Apply(o));
+        }
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(
+            text.contains(r#"kubelb_ccm_sync_secrets{namespace="a",phase="Synced"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kubelb_ccm_sync_secrets{namespace="a",phase="Pending"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"kubelb_ccm_sync_secrets{namespace="b",phase="Failed"} 1"#),
+            "{text}"
+        );
+        writer.apply_watcher_event(&Event::Delete(object("b", "x", None)));
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(
+            !text.contains(r#"namespace="b""#),
+            "a gone object leaves no series: {text}"
+        );
+    }
+
+    #[test]
+    fn health_gauges_follow_the_probe_state() {
+        let registry = Registry::new();
+        let health = Arc::new(Health::new());
+        register_health("kubelb_manager", health.clone(), &registry).unwrap();
+        let scrape = || {
+            prometheus::TextEncoder::new()
+                .encode_to_string(&registry.gather())
+                .unwrap()
+        };
+        assert!(scrape().contains("kubelb_manager_ready 0"));
+        assert!(scrape().contains("kubelb_manager_leader 0"));
+        health.set_ready(true);
+        health.set_leading(true);
+        assert!(scrape().contains("kubelb_manager_ready 1"));
+        assert!(scrape().contains("kubelb_manager_leader 1"));
+        health.fail("watch ended");
+        assert!(scrape().contains("kubelb_manager_ready 0"));
+    }
+}
