@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Builds (once) and locates the binaries of the real control plane the tests,
 # the demo and the benchmarks run on: etcd, kube-apiserver,
-# kube-controller-manager, kubectl and helm.
+# kube-controller-manager, kubectl and helm; plus Prometheus and promtool, and
+# the prometheus-operator CRDs for ServiceMonitor and PrometheusRule.
 #
-#   hack/tools.sh install   build whatever is missing into the cache
+#   hack/tools.sh install   build or fetch whatever is missing
 #   hack/tools.sh env       install, then print `export TEST_ASSET_...=` lines
+#                           (and PROMETHEUS, PROMTOOL, PROMETHEUS_OPERATOR_CRDS)
 #                           (use: eval "$(hack/tools.sh env)")
 #
 # Versions come from hack/versions.env and nowhere else. Binaries are built from
@@ -14,6 +16,13 @@
 # TEST_ASSET_ETCD, TEST_ASSET_KUBE_APISERVER, TEST_ASSET_KUBE_CONTROLLER_MANAGER,
 # TEST_ASSET_KUBECTL, TEST_ASSET_HELM, then $KUBEBUILDER_ASSETS/<name>.
 # envtest bundles carry no kube-controller-manager, so that one is built even then.
+#
+# prometheus and promtool are Debian's `prometheus` package
+# (PROMETHEUS_DEB_VERSION), installed with apt-get into /usr/bin unless both are
+# there already; a user's own win: PROMETHEUS, PROMTOOL. The CRDs are copied
+# from the prometheus-operator Go module (PROMETHEUS_OPERATOR_VERSION) into
+#   <cache>/prometheus-operator-crds/<version>/
+# unless PROMETHEUS_OPERATOR_CRDS names a directory that already holds them.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -30,20 +39,38 @@ die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
 
 command -v go >/dev/null || die "Go is not installed; the control plane is built from Go modules (https://go.dev/doc/install)"
 
-# The env var a user can set for a binary, as envtest names them.
-asset_var() { echo "TEST_ASSET_$(echo "$1" | tr 'a-z-' 'A-Z_')"; }
+# The env var a user can set for a binary, as envtest names them (Prometheus's
+# by their own names).
+asset_var() {
+    case $1 in
+        prometheus | promtool) echo "$1" | tr 'a-z' 'A-Z' ;;
+        *) echo "TEST_ASSET_$(echo "$1" | tr 'a-z-' 'A-Z_')" ;;
+    esac
+}
 
-# Every TEST_ASSET_* variable that is set must name an executable: checked
+binaries="etcd kube-apiserver kube-controller-manager kubectl helm prometheus promtool"
+
+# The prometheus-operator CRDs, as named in its example/prometheus-operator-crd/.
+crd_files="monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_prometheusrules.yaml"
+
+# Every TEST_ASSET_* variable (and PROMETHEUS, PROMTOOL) that is set must name
+# an executable, PROMETHEUS_OPERATOR_CRDS a directory with the CRDs: checked
 # once, up front, because the functions below run in command substitutions,
 # where a failure would not stop the script.
 check_assets() {
-    local name var
-    for name in etcd kube-apiserver kube-controller-manager kubectl helm; do
+    local name var f
+    for name in $binaries; do
         var=$(asset_var "$name")
         if [ -n "${!var:-}" ] && [ ! -x "${!var}" ]; then
             die "$var=${!var} is not an executable file"
         fi
     done
+    if [ -n "${PROMETHEUS_OPERATOR_CRDS:-}" ]; then
+        for f in $crd_files; do
+            [ -f "$PROMETHEUS_OPERATOR_CRDS/$f" ] ||
+                die "PROMETHEUS_OPERATOR_CRDS=$PROMETHEUS_OPERATOR_CRDS holds no $f"
+        done
+    fi
 }
 
 # Where a binary a user already has lives, or nothing.
@@ -52,7 +79,8 @@ provided() {
     var=$(asset_var "$name")
     if [ -n "${!var:-}" ]; then
         echo "${!var}"
-    elif [ "$name" != helm ] && [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/$name" ]; then
+    elif [ "$name" != helm ] && [ "$name" != prometheus ] && [ "$name" != promtool ] &&
+        [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/$name" ]; then
         echo "$KUBEBUILDER_ASSETS/$name"
     fi
 }
@@ -71,7 +99,10 @@ resolve() {
     local p
     p=$(provided "$1")
     [ -n "$p" ] && { echo "$p"; return; }
-    echo "$(cache_dir "$1")/$1"
+    case $1 in
+        prometheus | promtool) echo "/usr/bin/$1" ;;
+        *) echo "$(cache_dir "$1")/$1" ;;
+    esac
 }
 
 # A field of `go mod download -json MODULE@VERSION` (GoMod, Info, ...).
@@ -177,6 +208,109 @@ build_helm() {
     log "built helm in $((SECONDS - start)) s"
 }
 
+# Runs a command as root: directly, or through sudo.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        die "installing prometheus needs root (or sudo); or set PROMETHEUS and PROMTOOL"
+    fi
+}
+
+apt_install_prometheus() {
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "prometheus=$PROMETHEUS_DEB_VERSION" >&2
+}
+
+# The packaged daemon's processes (run as user prometheus), zombies left out:
+# a stopped daemon can linger as one until init reaps it.
+packaged_prometheus() {
+    local pid
+    for pid in $(pgrep -x -u prometheus prometheus 2>/dev/null); do
+        case $(ps -o stat= -p "$pid" 2>/dev/null) in
+            Z* | "") ;;
+            *) ps -o pid=,args= -p "$pid" ;;
+        esac
+    done
+}
+
+# Debian's postinst starts the packaged daemon (on :9090) wherever services may
+# start, i.e. unless a policy-rc.d forbids it. Nothing here wants it running:
+# stop it again.
+stop_packaged_prometheus() {
+    local running
+    running=$(packaged_prometheus)
+    [ -n "$running" ] || return 0
+    log "stopping the prometheus daemon the package started: $(echo $running)"
+    if [ -d /run/systemd/system ]; then
+        as_root systemctl stop prometheus.service >&2
+    else
+        as_root /etc/init.d/prometheus stop >&2
+    fi
+    running=$(packaged_prometheus)
+    [ -z "$running" ] || die "the packaged prometheus daemon still runs: $(echo $running)"
+}
+
+install_prometheus() {
+    local b want=()
+    for b in prometheus promtool; do
+        [ -n "$(provided "$b")" ] || [ -x "/usr/bin/$b" ] || want+=("$b")
+    done
+    if [ ${#want[@]} -eq 0 ]; then
+        local have
+        have=$(dpkg-query -W -f '${Version}' prometheus 2>/dev/null || true)
+        if [ -z "$(provided prometheus)" ] && [ "$have" != "$PROMETHEUS_DEB_VERSION" ]; then
+            log "note: /usr/bin/prometheus is ${have:+Debian's }${have:-not from Debian's package}, not $PROMETHEUS_DEB_VERSION"
+        fi
+        return 0
+    fi
+    command -v apt-get >/dev/null ||
+        die "no apt-get: install prometheus ${PROMETHEUS_DEB_VERSION%%+*} yourself and set PROMETHEUS and PROMTOOL"
+    log "installing ${want[*]} from Debian's prometheus $PROMETHEUS_DEB_VERSION (once)"
+    if ! apt_install_prometheus; then
+        log "apt-get install failed; running apt-get update and trying again"
+        as_root apt-get update -q >&2 || die "apt-get update failed"
+        apt_install_prometheus ||
+            die "could not install prometheus=$PROMETHEUS_DEB_VERSION (apt-cache policy prometheus shows what Debian serves; update PROMETHEUS_DEB_VERSION in hack/versions.env)"
+    fi
+    stop_packaged_prometheus
+    for b in "${want[@]}"; do
+        [ -x "/usr/bin/$b" ] || die "the prometheus package installed no /usr/bin/$b"
+    done
+}
+
+# Copies the ServiceMonitor and PrometheusRule CRDs out of the
+# prometheus-operator Go module (the proxy serves its whole tree).
+fetch_operator_crds() {
+    local dest="$cache/prometheus-operator-crds/$PROMETHEUS_OPERATOR_VERSION" f missing=""
+    [ -z "${PROMETHEUS_OPERATOR_CRDS:-}" ] || return 0
+    for f in $crd_files; do [ -f "$dest/$f" ] || missing=1; done
+    [ -n "$missing" ] || return 0
+    log "fetching the prometheus-operator $PROMETHEUS_OPERATOR_VERSION CRDs from Go modules (once)"
+    local mod="github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" dir tmp
+    dir=$(mod_field "$mod" Dir || true)
+    [ -d "$dir" ] || die "could not download $mod (is the Go module proxy reachable?)"
+    mkdir -p "$(dirname "$dest")"
+    tmp=$(mktemp -d "$dest.tmp.XXXXXX")
+    for f in $crd_files; do
+        local src="$dir/example/prometheus-operator-crd/$f" name=${f#monitoring.coreos.com_}
+        [ -f "$src" ] || die "no $src: has upstream's layout changed?"
+        # A CRD of monitoring.coreos.com serving v1, by the lines that say so.
+        grep -qx 'kind: CustomResourceDefinition' "$src" &&
+            grep -qx "  name: ${name%.yaml}.monitoring.coreos.com" "$src" &&
+            grep -qx '  group: monitoring.coreos.com' "$src" &&
+            grep -qx '  - name: v1' "$src" ||
+            die "$src is not the v1 CustomResourceDefinition of ${name%.yaml}.monitoring.coreos.com"
+        cp "$src" "$tmp/$f"
+        chmod 0644 "$tmp/$f"
+    done
+    chmod 0755 "$tmp"
+    rm -rf "$dest"
+    mv "$tmp" "$dest"
+}
+
 install() {
     check_assets
     mkdir -p "$cache"
@@ -186,14 +320,17 @@ install() {
     build_etcd
     build_k8s
     build_helm
+    install_prometheus
+    fetch_operator_crds
     exec 9>&-
 }
 
 print_env() {
     local b
-    for b in etcd kube-apiserver kube-controller-manager kubectl helm; do
+    for b in $binaries; do
         echo "export $(asset_var "$b")=$(resolve "$b")"
     done
+    echo "export PROMETHEUS_OPERATOR_CRDS=${PROMETHEUS_OPERATOR_CRDS:-$cache/prometheus-operator-crds/$PROMETHEUS_OPERATOR_VERSION}"
 }
 
 case ${1:-} in

@@ -10,6 +10,7 @@ pub mod contract;
 pub mod crd;
 pub mod desired;
 pub mod manifests;
+pub mod monitoring;
 pub mod payload;
 pub mod policy;
 pub mod rbac;

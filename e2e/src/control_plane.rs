@@ -75,6 +75,46 @@ impl Cluster {
         )?;
         Ok(path)
     }
+
+    /// A kubeconfig for ServiceAccount `namespace/name`, with a token minted
+    /// by this API server's TokenRequest API (valid for a day), as a
+    /// platform team would hand it to a controller.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf, HarnessError> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let api: kube::Api<ServiceAccount> = kube::Api::namespaced(self.client().await?, namespace);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(86_400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let minted: TokenRequest = api
+            .create_subresource("token", name, &kube::api::PostParams::default(), &request)
+            .await?;
+        let token = minted
+            .status
+            .map(|s| s.token)
+            .ok_or_else(|| HarnessError::Usage(format!("no token for {namespace}/{name}")))?;
+        let user = format!("system:serviceaccount:{namespace}:{name}");
+        let path = self
+            .dir
+            .join(format!("kubeconfig-sa-{namespace}-{name}.yaml"));
+        write_kubeconfig_with(
+            &path,
+            &self.name,
+            &self.server,
+            &self.ca.cert_pem,
+            &user,
+            &json!({ "token": token }),
+        )?;
+        Ok(path)
+    }
 }
 
 /// A kube client from a kubeconfig file.
@@ -101,6 +141,22 @@ fn write_kubeconfig(
     pair: &certs::Pair,
 ) -> Result<(), HarnessError> {
     let b64 = |s: &str| ByteString(s.as_bytes().to_vec());
+    let credentials = json!({
+        "client-certificate-data": b64(&pair.cert_pem),
+        "client-key-data": b64(&pair.key_pem),
+    });
+    write_kubeconfig_with(path, cluster, server, ca_pem, user, &credentials)
+}
+
+fn write_kubeconfig_with(
+    path: &Path,
+    cluster: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    credentials: &serde_json::Value,
+) -> Result<(), HarnessError> {
+    let b64 = |s: &str| ByteString(s.as_bytes().to_vec());
     let doc = json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -108,10 +164,7 @@ fn write_kubeconfig(
             "server": server,
             "certificate-authority-data": b64(ca_pem),
         }}],
-        "users": [{"name": user, "user": {
-            "client-certificate-data": b64(&pair.cert_pem),
-            "client-key-data": b64(&pair.key_pem),
-        }}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
         "current-context": cluster,
     });

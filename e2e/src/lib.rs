@@ -10,9 +10,11 @@
 pub mod certs;
 pub mod control_plane;
 pub mod demo;
+pub mod helm;
 pub mod kube_util;
 pub mod pair;
 pub mod process;
+pub mod prometheus;
 
 use std::path::{Path, PathBuf};
 

@@ -1,8 +1,9 @@
 //! The controller pair on the real control plane: one management cluster,
 //! tenant clusters, a `syncsecret-manager` process and one `syncsecret-ccm`
-//! process per tenant, each with its own kubeconfig. The ccm's management
-//! identity is a client certificate bound only to its own tenant namespace
-//! (the Role from `syncsecret_api::rbac`).
+//! process per tenant, each with its own kubeconfig. Every identity is a
+//! chart's own ServiceAccount with a token from the TokenRequest API, bound
+//! only by the RBAC the charts render (the ccm's management identity: the
+//! Role in its own tenant namespace, from the manager chart's `tenants`).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,12 +20,15 @@ use syncsecret_api::rbac;
 use syncsecret_api::{SyncSecret, SyncSecretPhase};
 
 use crate::control_plane::free_port;
+use crate::helm;
 use crate::kube_util::{TEST_FIELD_MANAGER, eventually};
 use crate::process::Process;
 use crate::{ControlPlane, HarnessError};
 
 /// Namespace of the manager (and its lease) in the management cluster.
 pub const MANAGER_NAMESPACE: &str = "kubelb";
+/// Namespace of the ccm (and its lease) in each tenant cluster.
+pub const CCM_NAMESPACE: &str = "kube-system";
 
 /// Builds the controller binaries (once per test process) with the same
 /// cargo and profile as the tests, and returns the directory holding them.
@@ -183,6 +187,22 @@ impl ControllerProcess {
         Ok(c)
     }
 
+    /// Its flags, without the listen addresses.
+    pub fn base_args(&self) -> &[String] {
+        &self.base_args
+    }
+
+    /// Starts another process of the same binary with `args` instead of
+    /// its own (listen addresses added), on ports and a log of its own,
+    /// without waiting for it to become ready.
+    pub fn variant(
+        &self,
+        name: &str,
+        args: Vec<String>,
+    ) -> Result<ControllerProcess, HarnessError> {
+        Self::launch(name, self.bin.clone(), args, &self.log_dir)
+    }
+
     /// Restarts it with `extra` flags added to its usual ones (none: back to
     /// the usual ones) and waits until it is ready.
     pub async fn restart_with(&mut self, extra: &[&str]) -> Result<(), HarnessError> {
@@ -308,20 +328,24 @@ impl Pair {
         let log_dir = plane.dir().map(Path::to_path_buf).unwrap_or_default();
         ensure_namespace(&management, MANAGER_NAMESPACE).await?;
 
-        // The manager runs as an identity holding the generated grants only.
-        let manager_identity = mgmt.mint_identity(rbac::MANAGER_ROLE, None)?;
-        let who = rbac::user(rbac::MANAGER_ROLE);
-        let (r, b) = rbac::cluster_role(rbac::MANAGER_ROLE, rbac::manager_rules(), who.clone());
-        apply_cluster(&management, &r).await?;
-        apply_cluster(&management, &b).await?;
-        let (r, b) = rbac::role(
+        // Every identity is a chart's own ServiceAccount, bound only by the
+        // chart-rendered RBAC, with a token from the TokenRequest API. The
+        // manager chart also renders each tenant's access (its namespace,
+        // ServiceAccount and Role in the management cluster).
+        let tenant_list = format!("tenants={{{}}}", tenant_names.join(","));
+        let rendered = helm::template(
             rbac::MANAGER_ROLE,
             MANAGER_NAMESPACE,
-            rbac::leader_election_rules(),
-            who,
-        );
-        apply(&management, &r).await?;
-        apply(&management, &b).await?;
+            &[&tenant_list, "createTenantNamespaces=true"],
+        )?;
+        helm::kubectl(
+            mgmt.kubeconfig(),
+            &["apply", "-f", "-"],
+            Some(&helm::access_only(&rendered)),
+        )?;
+        let manager_identity = mgmt
+            .service_account_kubeconfig(MANAGER_NAMESPACE, rbac::MANAGER_ROLE)
+            .await?;
         let manager = ControllerProcess::launch(
             "syncsecret-manager",
             bin_dir.join("syncsecret-manager"),
@@ -335,38 +359,32 @@ impl Pair {
         let mut tenants = Vec::new();
         for name in tenant_names {
             // In the management cluster: its own tenant namespace only.
-            let tenant_ns = tenant_namespace(name);
-            ensure_namespace(&management, &tenant_ns).await?;
-            let user = format!("syncsecret-ccm:{name}");
-            let identity = mgmt.mint_identity(&user, None)?;
-            let (r, b) = rbac::ccm_management_access(&tenant_ns, rbac::user(&user));
-            apply(&management, &r).await?;
-            apply(&management, &b).await?;
-            // In its tenant cluster: the generated ClusterRoles and its Lease.
+            let identity = mgmt
+                .service_account_kubeconfig(&tenant_namespace(name), rbac::CCM_ROLE)
+                .await?;
+            // In its tenant cluster: the ccm chart's RBAC (synchronizer on).
             let cluster = plane
                 .cluster(name)
                 .ok_or_else(|| HarnessError::Usage(format!("no cluster {name}")))?;
             let tenant = cluster.client().await?;
-            let tenant_identity = cluster.mint_identity(rbac::CCM_ROLE, None)?;
-            let who = rbac::user(rbac::CCM_ROLE);
-            let (r, b) = rbac::cluster_role(rbac::CCM_ROLE, rbac::ccm_tenant_rules(), who.clone());
-            apply_cluster(&tenant, &r).await?;
-            apply_cluster(&tenant, &b).await?;
-            let (r, b) = rbac::cluster_role(
-                rbac::CCM_SYNCHRONIZER_ROLE,
-                rbac::ccm_synchronizer_rules(),
-                who.clone(),
-            );
-            apply_cluster(&tenant, &r).await?;
-            apply_cluster(&tenant, &b).await?;
-            let (r, b) = rbac::role(
+            let cluster_name = format!("clusterName={name}");
+            let rendered = helm::template(
                 rbac::CCM_ROLE,
-                "kube-system",
-                rbac::leader_election_rules(),
-                who,
-            );
-            apply(&tenant, &r).await?;
-            apply(&tenant, &b).await?;
+                CCM_NAMESPACE,
+                &[
+                    &cluster_name,
+                    "kubelbKubeconfig.secretName=kubelb-kubeconfig",
+                    "secretSynchronizer.enabled=true",
+                ],
+            )?;
+            helm::kubectl(
+                cluster.kubeconfig(),
+                &["apply", "-f", "-"],
+                Some(&helm::access_only(&rendered)),
+            )?;
+            let tenant_identity = cluster
+                .service_account_kubeconfig(CCM_NAMESPACE, rbac::CCM_ROLE)
+                .await?;
             tenants.push(tenant);
             ccms.push(ControllerProcess::launch(
                 &format!("syncsecret-ccm-{name}"),

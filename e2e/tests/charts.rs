@@ -12,6 +12,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use syncsecret_e2e::helm::kubectl;
 use syncsecret_e2e::pair::ensure_namespace;
 use syncsecret_e2e::{ControlPlane, asset, repo_root};
 
@@ -38,7 +39,7 @@ fn helm(args: &[&str]) -> String {
 fn server_dry_run(kubeconfig: &std::path::Path, manifest: &str) -> String {
     let mut child = Command::new(asset("TEST_ASSET_KUBECTL").unwrap())
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(["apply", "--dry-run=server", "-n", NAMESPACE, "-f", "-"])
+        .args(["apply", "--dry-run=server", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -61,10 +62,40 @@ fn server_dry_run(kubeconfig: &std::path::Path, manifest: &str) -> String {
 
 #[tokio::test]
 async fn charts_lint_render_and_are_accepted_by_the_api_server() {
-    let cp = ControlPlane::start(&["management"]).await.unwrap();
-    let client = cp.management().client().await.unwrap();
-    ensure_namespace(&client, NAMESPACE).await.unwrap();
-    let kubeconfig = cp.management().kubeconfig();
+    // The manager chart goes to a management cluster, the ccm chart to a
+    // tenant cluster; both have prometheus-operator's CRDs, so that the
+    // ServiceMonitor and PrometheusRule toggles are checked too.
+    let cp = ControlPlane::start(&["management", "tenant"])
+        .await
+        .unwrap();
+    let crds = std::env::var("PROMETHEUS_OPERATOR_CRDS").expect(
+        "PROMETHEUS_OPERATOR_CRDS is not set: run `make test`, or `eval \"$(hack/tools.sh env)\"` first",
+    );
+    for name in ["management", "tenant"] {
+        let cluster = cp.cluster(name).unwrap();
+        // The release namespace, and (management) the tenant namespaces the
+        // `tenants` case grants access in: a server dry run of a Namespace
+        // does not make it exist for the objects after it.
+        for ns in [NAMESPACE, "tenant-shop", "tenant-games"] {
+            ensure_namespace(&cluster.client().await.unwrap(), ns)
+                .await
+                .unwrap();
+        }
+        for crd in ["servicemonitors", "prometheusrules"] {
+            let file = format!("{crds}/monitoring.coreos.com_{crd}.yaml");
+            kubectl(
+                cluster.kubeconfig(),
+                &["apply", "--server-side", "-f", &file],
+                None,
+            )
+            .unwrap();
+        }
+    }
+    let monitoring = [
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.dashboard.enabled=true",
+    ];
 
     let ccm_base = [
         "clusterName=shop",
@@ -101,6 +132,38 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
             vec!["PodDisruptionBudget"],
         ),
         (
+            "syncsecret-ccm",
+            [&ccm_base[..], &monitoring[..]].concat(),
+            vec![
+                "ServiceMonitor",
+                "PrometheusRule",
+                "grafana_dashboard",
+                "SyncSecretNoLeader",
+            ],
+            vec!["kubelb_manager_"],
+        ),
+        (
+            "syncsecret-manager",
+            monitoring.to_vec(),
+            vec![
+                "ServiceMonitor",
+                "PrometheusRule",
+                "grafana_dashboard",
+                "SyncSecretCertificateExpired",
+            ],
+            vec!["kubelb_ccm_"],
+        ),
+        (
+            "syncsecret-manager",
+            vec!["tenants={shop,tenant-games}", "createTenantNamespaces=true"],
+            vec![
+                "namespace: tenant-shop",
+                "namespace: tenant-games",
+                "kind: Namespace",
+            ],
+            vec!["tenant-tenant-games"],
+        ),
+        (
             "syncsecret-manager",
             vec!["replicaCount=2"],
             vec!["PodDisruptionBudget"],
@@ -129,9 +192,14 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
         for a in &absent {
             assert!(!rendered.contains(a), "{chart} {values:?}: {a} rendered");
         }
-        let accepted = server_dry_run(kubeconfig, &rendered);
+        let cluster = if chart == "syncsecret-ccm" {
+            "tenant"
+        } else {
+            "management"
+        };
+        let accepted = server_dry_run(cp.cluster(cluster).unwrap().kubeconfig(), &rendered);
         println!(
-            "{chart} {values:?}: {} objects accepted (server dry run)",
+            "{chart} {values:?}: {} objects accepted by the {cluster} cluster (server dry run)",
             accepted.lines().count()
         );
     }
@@ -152,7 +220,7 @@ fn the_ccm_chart_refuses_to_render_without_its_required_values() {
 }
 
 /// Dotted keys of a values file; maps passed through as a whole (resources,
-/// security contexts, scheduling) are one key.
+/// security contexts, scheduling, extra labels) are one key.
 fn value_keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
     const WHOLE: [&str; 5] = [
         "resources",
@@ -162,7 +230,9 @@ fn value_keys(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
         "affinity",
     ];
     match v.as_object() {
-        Some(map) if !map.is_empty() && !WHOLE.contains(&prefix) => {
+        Some(map)
+            if !map.is_empty() && !WHOLE.contains(&prefix) && !prefix.ends_with(".labels") =>
+        {
             for (k, v) in map {
                 let key = if prefix.is_empty() {
                     k.clone()

@@ -31,9 +31,10 @@ use syncsecret_api::contract::{
     FINALIZER, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
     MANAGED_BY_KUBELB, tenant_namespace,
 };
-use syncsecret_api::{SyncSecret, SyncSecretPhase};
+use syncsecret_api::{SyncSecret, SyncSecretPhase, rbac};
 use syncsecret_e2e::kube_util::eventually;
-use syncsecret_e2e::pair::{Pair, ensure_namespace, sum_samples};
+use syncsecret_e2e::pair::{ControllerProcess, Pair, ensure_namespace, sum_samples};
+use syncsecret_e2e::prometheus::{Prometheus, Target};
 use tokio::runtime::Runtime;
 
 const TENANTS: [&str; 2] = ["tenant1", "tenant2"];
@@ -42,6 +43,8 @@ const WAIT: Duration = Duration::from_secs(60);
 /// The environment all tests share, started by the first test that runs.
 struct Shared {
     pair: tokio::sync::Mutex<Pair>,
+    /// Scrapes every controller process from the start, alert rules loaded.
+    prometheus: Prometheus,
     /// Every secret value a test wrote; none may appear in any log.
     values: Mutex<Vec<String>>,
 }
@@ -83,6 +86,7 @@ fn main() -> std::process::ExitCode {
         certificates_show_their_expiry_in_conditions_and_gauges,
         immutable_syncs_immutable_and_a_type_change_replaces_the_secret,
         content_changed_on_admission_is_caught_and_named,
+        prometheus_has_data_for_every_dashboard_query_and_alert,
         a_dry_run_writes_nothing_and_reports_each_pending_write,
         objects_kubelb_made_are_adopted_without_rewriting_them,
         secret_synchronizer_takes_labelled_secrets_only,
@@ -99,8 +103,10 @@ fn main() -> std::process::ExitCode {
                     .get_or_init(|| {
                         rt.block_on(async {
                             let pair = Pair::start(&TENANTS).await.map_err(|e| e.to_string())?;
+                            let prometheus = start_prometheus(&pair).map_err(|e| e.to_string())?;
                             Ok(Shared {
                                 pair: tokio::sync::Mutex::new(pair),
+                                prometheus,
                                 values: Mutex::new(Vec::new()),
                             })
                         })
@@ -1564,14 +1570,15 @@ async fn same_name_in_two_tenants_stays_isolated(s: &Shared) -> anyhow::Result<(
         ensure!(copy.namespace().as_deref() == Some(tenant_namespace(TENANTS[i]).as_str()));
         ensure!(secret.namespace() == copy.namespace());
     }
-    // RBAC really separates them: tenant1's ccm identity cannot read tenant2's
+    // RBAC really separates them: tenant1's ccm identity (its ServiceAccount
+    // in the management cluster, a fresh token) cannot read tenant2's
     // namespace, nor Secrets in its own.
     let pair = s.pair.lock().await;
     let identity = pair
         .plane
-        .dir()
-        .unwrap()
-        .join("management/kubeconfig-syncsecret-ccm_tenant1.yaml");
+        .management()
+        .service_account_kubeconfig(&tenant_namespace(TENANTS[0]), rbac::CCM_ROLE)
+        .await?;
     let ccm1 = syncsecret_e2e::control_plane::client_from(&identity).await?;
     drop(pair);
     let other: Api<SyncSecret> = Api::namespaced(ccm1.clone(), &tenant_namespace(TENANTS[1]));
@@ -1767,9 +1774,12 @@ async fn no_secret_value_reaches_any_log(s: &Shared) -> anyhow::Result<()> {
     for f in &files {
         let text = std::fs::read_to_string(f).with_context(|| f.display().to_string())?;
         // The controllers run with the generated RBAC only: none of their
-        // calls may have been refused.
+        // calls may have been refused by it (`... is forbidden: User "..."
+        // cannot ...`; an admission policy's refusal reads differently).
         if f.to_string_lossy().contains("syncsecret-")
-            && let Some(l) = text.lines().find(|l| l.contains("forbidden"))
+            && let Some(l) = text
+                .lines()
+                .find(|l| l.contains("forbidden: User") || l.contains(r#"forbidden: User \""#))
         {
             bail!("{} was refused a call by RBAC: {l}", f.display());
         }
@@ -1817,5 +1827,336 @@ async fn no_secret_value_reaches_any_log(s: &Shared) -> anyhow::Result<()> {
         "    and {} event notes, reasons and status messages: none found",
         texts.len()
     );
+    Ok(())
+}
+
+// ------------------------------------------------------------- monitoring
+
+fn job(c: &ControllerProcess, job: &str) -> Target {
+    Target {
+        job: job.to_owned(),
+        port: c.metrics_port,
+    }
+}
+
+/// Prometheus scraping the manager and each ccm, one job each.
+fn start_prometheus(pair: &Pair) -> anyhow::Result<Prometheus> {
+    let dir = pair.plane.dir().ok_or_else(|| anyhow!("no plane dir"))?;
+    let p = Prometheus::start(dir)?;
+    p.set_targets(&base_targets(pair))?;
+    Ok(p)
+}
+
+fn base_targets(pair: &Pair) -> Vec<Target> {
+    pair.controllers().map(|c| job(c, c.name())).collect()
+}
+
+/// A kubeconfig for an API server that is not there.
+fn unreachable_kubeconfig(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let port = syncsecret_e2e::control_plane::free_port()?;
+    let path = dir.join("kubeconfig-unreachable.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: unused\ncontexts:\n- name: gone\n  context: {{cluster: gone, user: u}}\ncurrent-context: gone\n"
+        ),
+    )?;
+    Ok(path)
+}
+
+const DENY_POLICY: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: e2e-deny-copies
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: ["kubelb.k8c.io"]
+      apiVersions: ["*"]
+      operations: ["CREATE", "UPDATE"]
+      resources: ["syncsecrets"]
+    objectSelector:
+      matchLabels:
+        e2e-deny: "yes"
+  validations:
+  - expression: "false"
+    message: "the platform's policy refuses copies labelled e2e-deny"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: e2e-deny-copies
+spec:
+  policyName: e2e-deny-copies
+  validationActions: [Deny]
+"#;
+
+/// Every dashboard query and every alert expression returns series on a
+/// real Prometheus scraping the real binaries, for data this run made the
+/// way users meet it: a Secret type the manager refuses, a copy the
+/// management cluster's admission policy refuses (ccm errors), TLS
+/// certificates expiring and expired, the admission-mutated write of
+/// `content_changed_on_admission_is_caught_and_named` (run just before),
+/// standby replicas in jobs of their own (no leader there) and replicas
+/// that cannot reach their API server (never ready). Every alert is then
+/// pending or firing in Prometheus, and every metric the dashboards name
+/// is on a running binary's `/metrics`.
+async fn prometheus_has_data_for_every_dashboard_query_and_alert(s: &Shared) -> anyhow::Result<()> {
+    use syncsecret_api::monitoring::{Binary, alerts, panels};
+    let ns = "monitoring";
+    let mgmt_kubeconfig = s
+        .pair
+        .lock()
+        .await
+        .plane
+        .management()
+        .kubeconfig()
+        .to_owned();
+
+    // Refused by the manager's type policy: Failed in both clusters.
+    let mut sa = sync_secret("refused-type");
+    sa.type_ = Some("kubernetes.io/service-account-token".into());
+    sa.string_data = Some([("note".to_owned(), s.value("monitoring"))].into());
+    create(s, 0, ns, sa).await?;
+    // Refused by an admission policy of the management cluster: the ccm's
+    // writes fail (reconcile errors), the tenant object goes Failed.
+    kubectl_mgmt(&mgmt_kubeconfig, &["apply", "-f", "-"], Some(DENY_POLICY))?;
+    // The policy takes effect once the API server has loaded it: probe
+    // with a server-side dry run.
+    let probe_api: Api<SyncSecret> =
+        Api::namespaced(management(s).await, &tenant_namespace(TENANTS[0]));
+    eventually(
+        "the validating admission policy is active",
+        WAIT,
+        || async {
+            let mut probe = sync_secret("deny-probe");
+            probe.labels_mut().insert("e2e-deny".into(), "yes".into());
+            match probe_api
+                .create(
+                    &PostParams {
+                        dry_run: true,
+                        ..Default::default()
+                    },
+                    &probe,
+                )
+                .await
+            {
+                Err(kube::Error::Api(e)) if e.message.contains("e2e-deny") => Ok(()),
+                other => Err(format!("not yet: {:?}", other.map(|o| o.name_any()))),
+            }
+        },
+    )
+    .await?;
+    let mut denied = sync_secret("refused-copy");
+    denied.labels_mut().insert("e2e-deny".into(), "yes".into());
+    denied.string_data = Some([("k".to_owned(), s.value("monitoring"))].into());
+    create(s, 0, ns, denied).await?;
+    // Certificates expiring and expired.
+    for (name, pem) in [
+        ("expiring", certificate(-10, 2)),
+        ("expired", certificate(-10, -1)),
+    ] {
+        let mut obj = sync_secret(name);
+        obj.type_ = Some("kubernetes.io/tls".into());
+        obj.string_data = Some(
+            [
+                ("tls.crt".to_owned(), pem),
+                ("tls.key".to_owned(), s.value("key")),
+            ]
+            .into(),
+        );
+        create(s, 1, ns, obj).await?;
+    }
+    let failed = tenant_shows(s, 0, ns, "refused-copy", SyncSecretPhase::Failed).await?;
+    let c = synced_condition(&failed).ok_or_else(|| anyhow!("no condition"))?;
+    println!("    tenant: {}: {}", c.reason, c.message);
+    ensure!(
+        c.message.contains("refuses copies labelled e2e-deny"),
+        "{c:?}"
+    );
+
+    // Replicas that do not lead (standbys, in jobs of their own) and
+    // replicas that never become ready (their API server is unreachable).
+    let (extra, extra_targets) = {
+        let pair = s.pair.lock().await;
+        let dir = pair.plane.dir().ok_or_else(|| anyhow!("no plane dir"))?;
+        let gone = unreachable_kubeconfig(dir)?;
+        let mut extra = Vec::new();
+        for c in [&pair.manager, &pair.ccms[0]] {
+            extra.push((
+                format!("{}-standby", c.name()),
+                c.variant(&format!("{}-standby", c.name()), c.base_args().to_vec())?,
+            ));
+            let args = c
+                .base_args()
+                .iter()
+                .map(|a| match a.split_once('=') {
+                    Some((flag, _)) if flag.ends_with("kubeconfig") => {
+                        format!("{flag}={}", gone.display())
+                    }
+                    _ => a.clone(),
+                })
+                .chain(["--enable-leader-election=false".to_owned()])
+                .collect();
+            extra.push((
+                format!("{}-unreachable", c.name()),
+                c.variant(&format!("{}-unreachable", c.name()), args)?,
+            ));
+        }
+        let mut targets = base_targets(&pair);
+        targets.extend(extra.iter().map(|(j, c)| job(c, j)));
+        (extra, targets)
+    };
+    s.prometheus.set_targets(&extra_targets)?;
+
+    let mut exprs: Vec<(String, String)> = Vec::new();
+    for b in Binary::ALL {
+        for a in alerts(b) {
+            exprs.push((format!("alert {} ({})", a.name, b.name()), a.expr));
+        }
+        for p in panels(b) {
+            for (q, _) in p.queries {
+                exprs.push((format!("panel {:?} ({})", p.title, b.name()), q));
+            }
+        }
+    }
+    let prom = &s.prometheus;
+    let started = Instant::now();
+    let outcome = eventually(
+        "every query returns a series",
+        Duration::from_secs(120),
+        || async {
+            let mut empty = Vec::new();
+            for (what, q) in &exprs {
+                let r = prom.query(q).map_err(|e| format!("{what}: {e}"))?;
+                if r.is_empty() {
+                    empty.push(format!("{what}: {q}"));
+                }
+            }
+            if empty.is_empty() {
+                Ok(())
+            } else {
+                Err(empty.join("\n"))
+            }
+        },
+    )
+    .await;
+    if let Err(e) = outcome {
+        bail!(
+            "{e}\ntargets: {:?}\nprometheus log: {}",
+            prom.targets()?,
+            prom.log_tail(20)
+        );
+    }
+    println!(
+        "    {} dashboard queries and alert expressions return series ({:.1} s after the data was made)",
+        exprs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    // Prometheus evaluates the loaded rules: each alert pending or firing.
+    let wanted: Vec<(String, &str)> = Binary::ALL
+        .into_iter()
+        .flat_map(|b| {
+            let short = if b == Binary::Ccm { "ccm" } else { "manager" };
+            alerts(b)
+                .into_iter()
+                .map(move |a| (a.name.to_owned(), short))
+        })
+        .collect();
+    eventually(
+        "every alert is pending or firing",
+        Duration::from_secs(60),
+        || async {
+            let active = prom.alerts().map_err(|e| e.to_string())?;
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|(name, controller)| {
+                    !active.iter().any(|a| {
+                        a["labels"]["alertname"] == name.as_str()
+                            && a["labels"]["controller"] == *controller
+                    })
+                })
+                .map(|(n, c)| format!("{n} ({c})"))
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("not active: {missing:?}"))
+            }
+        },
+    )
+    .await?;
+    println!(
+        "    all {} alerts pending or firing in Prometheus",
+        wanted.len()
+    );
+
+    // The dashboards are valid JSON, and each metric they name is exported.
+    {
+        let pair = s.pair.lock().await;
+        for (b, running) in [
+            (Binary::Ccm, &pair.ccms[0]),
+            (Binary::Manager, &pair.manager),
+        ] {
+            let file = syncsecret_e2e::repo_root()
+                .join("charts")
+                .join(b.name())
+                .join("dashboards")
+                .join(format!("{}.json", b.name()));
+            let dashboard: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&file)?)
+                    .with_context(|| file.display().to_string())?;
+            let metrics = running.metrics()?;
+            let mut named = std::collections::BTreeSet::new();
+            for panel in dashboard["panels"].as_array().into_iter().flatten() {
+                for t in panel["targets"].as_array().into_iter().flatten() {
+                    let expr = t["expr"].as_str().unwrap_or_default();
+                    for (i, _) in expr.match_indices(b.prefix()) {
+                        let name: String = expr[i..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        named.insert(name);
+                    }
+                }
+            }
+            ensure!(named.len() >= 5, "{}: only {named:?}", b.name());
+            for n in &named {
+                ensure!(
+                    metrics.lines().any(
+                        |l| l.starts_with(&format!("{n}{{")) || l.starts_with(&format!("{n} "))
+                    ),
+                    "{} names {n}, which {} does not export",
+                    file.display(),
+                    running.name()
+                );
+            }
+            println!(
+                "    {}: {} metrics named, all exported",
+                b.name(),
+                named.len()
+            );
+        }
+    }
+
+    // Clean up: the extra replicas, the policy, the objects.
+    for (_, mut c) in extra {
+        c.stop()?;
+    }
+    s.prometheus
+        .set_targets(&base_targets(&*s.pair.lock().await))?;
+    kubectl_mgmt(&mgmt_kubeconfig, &["delete", "-f", "-"], Some(DENY_POLICY))?;
+    for (i, name) in [
+        (0, "refused-type"),
+        (0, "refused-copy"),
+        (1, "expiring"),
+        (1, "expired"),
+    ] {
+        let api: Api<SyncSecret> = Api::namespaced(tenant_client(s, i).await, ns);
+        api.delete(name, &DeleteParams::default()).await?;
+        gone(&api, name).await?;
+    }
     Ok(())
 }

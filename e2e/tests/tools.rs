@@ -36,6 +36,8 @@ fn kubebuilder_assets_and_test_asset_variables_are_used_as_they_are() {
     let cache = tempfile::tempdir().unwrap();
     let kcm = asset("TEST_ASSET_KUBE_CONTROLLER_MANAGER").unwrap();
     let helm = asset("TEST_ASSET_HELM").unwrap();
+    let (prometheus, promtool) = (asset("PROMETHEUS").unwrap(), asset("PROMTOOL").unwrap());
+    let crds = std::env::var("PROMETHEUS_OPERATOR_CRDS").expect("PROMETHEUS_OPERATOR_CRDS");
     let out = Command::new("bash")
         .arg(repo_root().join("hack/tools.sh"))
         .arg("env")
@@ -46,6 +48,9 @@ fn kubebuilder_assets_and_test_asset_variables_are_used_as_they_are() {
         .env_remove("TEST_ASSET_KUBECTL")
         .env("TEST_ASSET_KUBE_CONTROLLER_MANAGER", &kcm)
         .env("TEST_ASSET_HELM", &helm)
+        .env("PROMETHEUS", &prometheus)
+        .env("PROMTOOL", &promtool)
+        .env("PROMETHEUS_OPERATOR_CRDS", &crds)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -64,6 +69,9 @@ fn kubebuilder_assets_and_test_asset_variables_are_used_as_they_are() {
         kcm.display().to_string()
     );
     assert_eq!(env["TEST_ASSET_HELM"], helm.display().to_string());
+    assert_eq!(env["PROMETHEUS"], prometheus.display().to_string());
+    assert_eq!(env["PROMTOOL"], promtool.display().to_string());
+    assert_eq!(env["PROMETHEUS_OPERATOR_CRDS"], crds);
     // Nothing but the lock file was written into the cache.
     let written: Vec<_> = std::fs::read_dir(cache.path())
         .unwrap()
