@@ -7,6 +7,7 @@
 //! The binaries come from `TEST_ASSET_*` variables, as envtest names them;
 //! `make test` sets them from `hack/tools.sh env`, which builds them once.
 
+pub mod bench;
 pub mod certs;
 pub mod control_plane;
 pub mod demo;

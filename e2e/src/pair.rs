@@ -94,9 +94,61 @@ pub struct ControllerProcess {
     pub metrics_port: u16,
     /// Port of `/healthz` and `/readyz`.
     pub probe_port: u16,
+    /// Whether it serves `/readyz` on `probe_port` (a command template may
+    /// not).
+    probes: bool,
+}
+
+/// How the controllers are started: ours (the binaries of this workspace,
+/// with extra flags) or any implementation of the same contract, given as
+/// shell command templates.
+#[derive(Clone, Debug, Default)]
+pub struct Launch {
+    /// The manager's command; placeholders `{kubeconfig}`, `{namespace}`,
+    /// `{metrics_addr}`, `{probe_addr}`. `None`: ours.
+    pub manager: Option<String>,
+    /// The ccm's command; placeholders `{tenant}`, `{kubeconfig}` (tenant
+    /// cluster), `{kubelb_kubeconfig}` (management cluster),
+    /// `{metrics_addr}`, `{probe_addr}`. `None`: ours.
+    pub ccm: Option<String>,
+    /// Extra flags for our manager.
+    pub manager_args: Vec<String>,
+    /// Extra flags for our ccm.
+    pub ccm_args: Vec<String>,
 }
 
 impl ControllerProcess {
+    /// Starts `template` (placeholders already filled in, except the listen
+    /// addresses) with `sh -c exec`, so that its PID is the controller's.
+    fn launch_template(name: &str, template: &str, log_dir: &Path) -> Result<Self, HarnessError> {
+        let metrics_port = free_port()?;
+        let probe_port = free_port()?;
+        let command = template
+            .replace("{metrics_addr}", &format!("127.0.0.1:{metrics_port}"))
+            .replace("{probe_addr}", &format!("127.0.0.1:{probe_port}"));
+        let args = vec!["-c".to_owned(), format!("exec {command}")];
+        let mut c = Self {
+            name: name.to_owned(),
+            bin: PathBuf::from("/bin/sh"),
+            args: args.clone(),
+            base_args: args,
+            extra_args: Vec::new(),
+            log_dir: log_dir.to_owned(),
+            starts: 0,
+            process: None,
+            metrics_port,
+            probe_port,
+            probes: template.contains("{probe_addr}"),
+        };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    /// Its PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
     fn launch(
         name: &str,
         bin: PathBuf,
@@ -121,6 +173,7 @@ impl ControllerProcess {
             process: None,
             metrics_port,
             probe_port,
+            probes: true,
         };
         c.spawn()?;
         Ok(c)
@@ -259,7 +312,13 @@ impl ControllerProcess {
                     log_tail: p.log_tail(30),
                 });
             }
-            if let Ok((true, _)) = Self::get(port, "/readyz") {
+            if !self.probes && std::time::Instant::now() + Duration::from_secs(58) > deadline {
+                // No probe to ask: alive for two seconds is all we know.
+                return Ok(());
+            }
+            if self.probes
+                && let Ok((true, _)) = Self::get(port, "/readyz")
+            {
                 return Ok(());
             }
             if std::time::Instant::now() > deadline {
@@ -319,6 +378,11 @@ impl Pair {
     /// controllers (ccm with the Secret synchronizer on), waiting until each
     /// is ready.
     pub async fn start(tenant_names: &[&str]) -> Result<Self, HarnessError> {
+        Self::start_with(tenant_names, &Launch::default()).await
+    }
+
+    /// [`Self::start`], with the controllers started as `launch` says.
+    pub async fn start_with(tenant_names: &[&str], launch: &Launch) -> Result<Self, HarnessError> {
         let bin_dir = controller_binaries()?;
         let mut names = vec!["management"];
         names.extend_from_slice(tenant_names);
@@ -346,15 +410,26 @@ impl Pair {
         let manager_identity = mgmt
             .service_account_kubeconfig(MANAGER_NAMESPACE, rbac::MANAGER_ROLE)
             .await?;
-        let manager = ControllerProcess::launch(
-            "syncsecret-manager",
-            bin_dir.join("syncsecret-manager"),
-            vec![
-                format!("--kubeconfig={}", manager_identity.display()),
-                format!("--namespace={MANAGER_NAMESPACE}"),
-            ],
-            &log_dir,
-        )?;
+        let manager = match &launch.manager {
+            Some(t) => ControllerProcess::launch_template(
+                "manager",
+                &t.replace("{kubeconfig}", &manager_identity.to_string_lossy())
+                    .replace("{namespace}", MANAGER_NAMESPACE),
+                &log_dir,
+            )?,
+            None => ControllerProcess::launch(
+                "syncsecret-manager",
+                bin_dir.join("syncsecret-manager"),
+                [
+                    format!("--kubeconfig={}", manager_identity.display()),
+                    format!("--namespace={MANAGER_NAMESPACE}"),
+                ]
+                .into_iter()
+                .chain(launch.manager_args.iter().cloned())
+                .collect(),
+                &log_dir,
+            )?,
+        };
         let mut ccms = Vec::new();
         let mut tenants = Vec::new();
         for name in tenant_names {
@@ -386,17 +461,29 @@ impl Pair {
                 .service_account_kubeconfig(CCM_NAMESPACE, rbac::CCM_ROLE)
                 .await?;
             tenants.push(tenant);
-            ccms.push(ControllerProcess::launch(
-                &format!("syncsecret-ccm-{name}"),
-                bin_dir.join("syncsecret-ccm"),
-                vec![
-                    format!("--cluster-name={name}"),
-                    format!("--kubelb-kubeconfig={}", identity.display()),
-                    format!("--kubeconfig={}", tenant_identity.display()),
-                    "--enable-secret-synchronizer".to_owned(),
-                ],
-                &log_dir,
-            )?);
+            ccms.push(match &launch.ccm {
+                Some(t) => ControllerProcess::launch_template(
+                    &format!("ccm-{name}"),
+                    &t.replace("{tenant}", name)
+                        .replace("{kubelb_kubeconfig}", &identity.to_string_lossy())
+                        .replace("{kubeconfig}", &tenant_identity.to_string_lossy()),
+                    &log_dir,
+                )?,
+                None => ControllerProcess::launch(
+                    &format!("syncsecret-ccm-{name}"),
+                    bin_dir.join("syncsecret-ccm"),
+                    [
+                        format!("--cluster-name={name}"),
+                        format!("--kubelb-kubeconfig={}", identity.display()),
+                        format!("--kubeconfig={}", tenant_identity.display()),
+                        "--enable-secret-synchronizer".to_owned(),
+                    ]
+                    .into_iter()
+                    .chain(launch.ccm_args.iter().cloned())
+                    .collect(),
+                    &log_dir,
+                )?,
+            });
         }
         let mut pair = Self {
             ccms,

@@ -1,0 +1,621 @@
+//! The benchmark: bulk convergence against the API-server floor,
+//! propagation latency, quiet after a restart, and what it costs, on the
+//! real control plane with the controllers as processes. `make bench` runs
+//! it at 1,000 and 10,000 objects over 1 and 4 tenants; a short run
+//! (`e2e/tests/bench.rs`) asserts only correctness.
+//!
+//! Convergence is detected by watches, never by polling: a watch on the
+//! management cluster's Secrets (and copies, and each tenant's objects)
+//! records when each object's content arrives.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use syncsecret_api::SyncSecret;
+use syncsecret_api::contract::{LABEL_ORIGIN_NAME, LABEL_ORIGIN_NS, tenant_namespace};
+use tokio::sync::Notify;
+
+use crate::HarnessError;
+use crate::pair::{Launch, Pair, ensure_namespace};
+
+/// The tenant namespace every benchmark object lives in.
+const NAMESPACE: &str = "bench";
+/// Bytes of data per object.
+pub const VALUE_BYTES: usize = 1024;
+
+/// One benchmark run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// SyncSecrets in all, spread evenly over the tenants.
+    pub objects: usize,
+    /// Tenant clusters.
+    pub tenants: usize,
+    /// Creates, deletes (and floor writes) in flight at once.
+    pub concurrency: usize,
+    /// Paced single updates for the latency percentiles.
+    pub updates: usize,
+    /// Pause between two of those updates.
+    pub pace: Duration,
+    /// Also measure the floor (plain client writes).
+    pub floor: bool,
+    /// How the controllers are started.
+    pub launch: Launch,
+    /// How long any one phase may take before the run fails.
+    pub timeout: Duration,
+}
+
+/// What the management-side watches saw: per object name, the version of
+/// the content its Secret holds and when that arrived; and how many
+/// copies, Secrets and tenant objects exist.
+#[derive(Default)]
+struct Seen {
+    secret_version: HashMap<String, (u32, Instant)>,
+    secrets: usize,
+    copies: usize,
+    /// Per tenant cluster.
+    tenant_objects: Vec<usize>,
+}
+
+#[derive(Clone, Default)]
+struct Tracker {
+    seen: Arc<Mutex<Seen>>,
+    changed: Arc<Notify>,
+}
+
+/// The content of object `name` at `version`: `VALUE_BYTES` bytes that
+/// start with `name:version:`.
+fn value(name: &str, version: u32) -> Vec<u8> {
+    let mut v = format!("{name}:{version}:").into_bytes();
+    v.resize(VALUE_BYTES, b'x');
+    v
+}
+
+fn version_of(secret: &Secret) -> Option<(String, u32)> {
+    let data = secret.data.as_ref()?.get("v")?;
+    let text = std::str::from_utf8(data.0.get(..64.min(data.0.len()))?).ok()?;
+    let mut parts = text.splitn(3, ':');
+    let name = parts.next()?.to_owned();
+    let version = parts.next()?.parse().ok()?;
+    Some((name, version))
+}
+
+impl Tracker {
+    /// Reads the state (no notification: a waiter that notified itself
+    /// would spin without ever yielding to the watch tasks).
+    fn read<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&seen)
+    }
+
+    /// Changes the state and wakes the waiters.
+    fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let out = f(&mut seen);
+        drop(seen);
+        self.changed.notify_waiters();
+        out
+    }
+
+    /// Watches `api` and keeps a count of its objects with `count`.
+    fn count<K>(
+        &self,
+        api: Api<K>,
+        labels: Option<&str>,
+        count: impl Fn(&mut Seen) -> &mut usize + Send + 'static,
+    ) where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let tracker = self.clone();
+        let mut config = watcher::Config::default();
+        if let Some(l) = labels {
+            config = config.labels(l);
+        }
+        tokio::spawn(async move {
+            let mut live = std::collections::HashSet::new();
+            let mut stream = watcher(api, config).default_backoff().boxed();
+            while let Some(event) = stream.next().await {
+                let event = match event {
+                    Ok(e) => e,
+                    Err(e) => {
+                        eprintln!("bench: watch error (retrying): {e}");
+                        continue;
+                    }
+                };
+                match event {
+                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                        live.insert(o.uid().unwrap_or_default());
+                    }
+                    watcher::Event::Delete(o) => {
+                        live.remove(&o.uid().unwrap_or_default());
+                    }
+                    watcher::Event::Init | watcher::Event::InitDone => {}
+                }
+                let n = live.len();
+                tracker.with(|s| *count(s) = n);
+            }
+        });
+    }
+
+    /// Watches the management cluster's Secrets that carry an origin label
+    /// and records the content version each holds.
+    fn secrets(&self, management: Client) {
+        let tracker = self.clone();
+        tokio::spawn(async move {
+            let api: Api<Secret> = Api::all(management);
+            let config = watcher::Config::default().labels(LABEL_ORIGIN_NAME);
+            let mut live = std::collections::HashSet::new();
+            let mut stream = watcher(api, config).default_backoff().boxed();
+            while let Some(event) = stream.next().await {
+                let event = match event {
+                    Ok(e) => e,
+                    Err(e) => {
+                        eprintln!("bench: watch error (retrying): {e}");
+                        continue;
+                    }
+                };
+                let now = Instant::now();
+                match event {
+                    watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+                        live.insert(s.uid().unwrap_or_default());
+                        if let Some((name, version)) = version_of(&s) {
+                            tracker.with(|seen| {
+                                let e = seen.secret_version.entry(name).or_insert((version, now));
+                                if e.0 != version {
+                                    *e = (version, now);
+                                }
+                            });
+                        }
+                    }
+                    watcher::Event::Delete(s) => {
+                        live.remove(&s.uid().unwrap_or_default());
+                        if let Some((name, _)) = version_of(&s) {
+                            tracker.with(|seen| seen.secret_version.remove(&name));
+                        }
+                    }
+                    watcher::Event::Init | watcher::Event::InitDone => {}
+                }
+                let n = live.len();
+                tracker.with(|s| s.secrets = n);
+            }
+        });
+    }
+
+    /// Waits until `done` holds; fails after `timeout` saying `what`.
+    async fn until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Seen) -> bool,
+    ) -> Result<Instant, HarnessError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            if self.read(|s| done(s)) {
+                return Ok(Instant::now());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let state = self.read(|s| {
+                    format!(
+                        "{} Secrets with content, {} Secrets, {} copies, {:?} tenant objects",
+                        s.secret_version.len(),
+                        s.secrets,
+                        s.copies,
+                        s.tenant_objects
+                    )
+                });
+                return Err(HarnessError::Timeout {
+                    what: what.to_owned(),
+                    seconds: timeout.as_secs(),
+                    detail: state,
+                });
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), notified).await;
+        }
+    }
+}
+
+fn object(name: &str) -> SyncSecret {
+    SyncSecret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        data: Some([("v".to_owned(), ByteString(value(name, 0)))].into()),
+        ..Default::default()
+    }
+}
+
+/// Object `i` of tenant `t`.
+fn name(t: usize, i: usize) -> String {
+    format!("o{t}-{i}")
+}
+
+/// `apiserver_request_total` of one API server, by `resource[/subresource]`
+/// and verb, for our resources only.
+async fn requests(client: &Client) -> Result<BTreeMap<String, f64>, HarnessError> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .map_err(|e| HarnessError::Usage(e.to_string()))?;
+    let text = client.request_text(req).await?;
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |k: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let resource = label("resource");
+        if !matches!(resource.as_str(), "syncsecrets" | "secrets" | "events") {
+            continue;
+        }
+        let sub = label("subresource");
+        let key = if sub.is_empty() {
+            format!("{resource} {}", label("verb"))
+        } else {
+            format!("{resource}/{sub} {}", label("verb"))
+        };
+        *out.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(out)
+}
+
+/// Request counts of the management (`m`) and tenant (`t`) API servers.
+async fn all_requests(pair: &Pair) -> Result<BTreeMap<String, f64>, HarnessError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in requests(&pair.management).await? {
+        out.insert(format!("management {k}"), v);
+    }
+    for c in &pair.tenants {
+        for (k, v) in requests(c).await? {
+            *out.entry(format!("tenant {k}")).or_insert(0.0) += v;
+        }
+    }
+    Ok(out)
+}
+
+fn delta(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect()
+}
+
+fn is_write(key: &str) -> bool {
+    ["POST", "PUT", "PATCH", "DELETE", "APPLY"]
+        .iter()
+        .any(|v| key.ends_with(&format!(" {v}")))
+}
+
+/// Peak RSS (KiB) and CPU seconds of a process, from /proc.
+fn cost(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) start after ") ".
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, r)| r.split(' ').collect())
+        .unwrap_or_default();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+        .sum();
+    (hwm, ticks / 100.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn for_each_concurrently<F, Fut>(
+    items: Vec<(usize, String)>,
+    concurrency: usize,
+    f: F,
+) -> Result<(), HarnessError>
+where
+    F: Fn(usize, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), HarnessError>>,
+{
+    futures::stream::iter(items.into_iter().map(|(t, n)| f(t, n)))
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
+}
+
+/// Runs the benchmark once; the result as JSON.
+pub async fn run(cfg: &Config) -> Result<Value, HarnessError> {
+    let names: Vec<String> = (1..=cfg.tenants).map(|t| format!("bench{t}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let mut pair = Pair::start_with(&refs, &cfg.launch).await?;
+    let plane_start = started.elapsed();
+    match phases(&mut pair, cfg, &names, plane_start).await {
+        Ok(v) => Ok(v),
+        Err(e) => Err(HarnessError::Usage(format!("{e}\n{}", pair.dump()))),
+    }
+}
+
+async fn phases(
+    pair: &mut Pair,
+    cfg: &Config,
+    names: &[String],
+    plane_start: Duration,
+) -> Result<Value, HarnessError> {
+    for c in &pair.tenants {
+        ensure_namespace(c, NAMESPACE).await?;
+    }
+    let tracker = Tracker::default();
+    tracker.secrets(pair.management.clone());
+    tracker.count(
+        Api::<SyncSecret>::all(pair.management.clone()),
+        Some(LABEL_ORIGIN_NS),
+        |s| &mut s.copies,
+    );
+    tracker.with(|s| s.tenant_objects = vec![0; pair.tenants.len()]);
+    for (t, c) in pair.tenants.iter().enumerate() {
+        tracker.count(
+            Api::<SyncSecret>::namespaced(c.clone(), NAMESPACE),
+            None,
+            move |s| &mut s.tenant_objects[t],
+        );
+    }
+    let per_tenant = cfg.objects / cfg.tenants.max(1);
+    let n = per_tenant * cfg.tenants;
+    let items: Vec<(usize, String)> = (0..per_tenant)
+        .flat_map(|i| (0..cfg.tenants).map(move |t| (t, name(t, i))))
+        .collect();
+    let apis: Vec<Api<SyncSecret>> = pair
+        .tenants
+        .iter()
+        .map(|c| Api::namespaced(c.clone(), NAMESPACE))
+        .collect();
+
+    // 1. Bulk convergence.
+    let before = all_requests(pair).await?;
+    let t0 = Instant::now();
+    for_each_concurrently(items.clone(), cfg.concurrency, |t, n| {
+        let api = apis[t].clone();
+        async move {
+            api.create(&PostParams::default(), &object(&n)).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let created = t0.elapsed();
+    let done = tracker
+        .until("every Secret holds its content", cfg.timeout, |s| {
+            s.secret_version.values().filter(|(v, _)| *v == 0).count() >= n
+        })
+        .await?;
+    let converge = done - t0;
+    // Status mirrored home too (each tenant object Synced): the rest of
+    // the work a create causes, so that request counts are complete.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let create_requests = delta(&before, &all_requests(pair).await?);
+
+    // 2. Propagation latency, one paced update at a time.
+    let mut latencies = Vec::new();
+    for k in 0..cfg.updates {
+        let (t, n) = &items[(k * 7919) % items.len()];
+        let version = u32::try_from(k + 1).unwrap_or(u32::MAX);
+        let patch = json!({ "data": { "v": ByteString(value(n, version)) } });
+        let sent = Instant::now();
+        apis[*t]
+            .patch(n, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let arrived = tracker
+            .until(&format!("update {k} of {n} arrives"), cfg.timeout, |s| {
+                s.secret_version
+                    .get(n.as_str())
+                    .is_some_and(|(v, _)| *v == version)
+            })
+            .await?;
+        let at = tracker.read(|s| s.secret_version.get(n.as_str()).map(|(_, at)| *at));
+        let at = at.unwrap_or(arrived);
+        latencies.push(at.saturating_duration_since(sent).as_secs_f64() * 1000.0);
+        tokio::time::sleep(cfg.pace).await;
+    }
+    latencies.sort_by(f64::total_cmp);
+
+    // 3. Cost so far (peak RSS, CPU) of each controller process.
+    let costs: Vec<Value> = pair
+        .controllers()
+        .filter_map(|c| {
+            let (rss_kib, cpu) = cost(c.pid()?);
+            Some(json!({ "process": c.name(), "peak_rss_mib": rss_kib as f64 / 1024.0, "cpu_seconds": cpu }))
+        })
+        .collect();
+
+    // 4. Quiet after a restart: no write to either cluster.
+    let writes = |pair: &Pair| -> f64 {
+        pair.controllers()
+            .filter_map(|c| c.metrics().ok())
+            .map(|m| {
+                crate::pair::sum_samples(&m, "kubelb_ccm_writes_total")
+                    + crate::pair::sum_samples(&m, "kubelb_manager_writes_total")
+            })
+            .fold(0.0, |a, b| a + b)
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let quiet_before = all_requests(pair).await?;
+    pair.restart_all().await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let restart_requests = delta(&quiet_before, &all_requests(pair).await?);
+    let restart_writes: BTreeMap<String, f64> = restart_requests
+        .iter()
+        .filter(|(k, _)| is_write(k))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let counted_writes = writes(pair);
+
+    // 5. Bulk delete: until nothing is left in either cluster.
+    let t1 = Instant::now();
+    for_each_concurrently(items.clone(), cfg.concurrency, |t, n| {
+        let api = apis[t].clone();
+        async move {
+            api.delete(&n, &DeleteParams::default()).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    tracker
+        .until("nothing is left in either cluster", cfg.timeout, |s| {
+            s.secrets == 0 && s.copies == 0 && s.tenant_objects.iter().all(|n| *n == 0)
+        })
+        .await?;
+    let delete = t1.elapsed();
+
+    // 6. The floor: the same final objects (copy and Secret per object)
+    // written straight to the management cluster by a plain client, with
+    // the controllers stopped, detected the same way.
+    let floor = if cfg.floor {
+        pair.manager.stop()?;
+        for c in &mut pair.ccms {
+            c.stop()?;
+        }
+        Some(floor(pair, &tracker, &items, names, cfg).await?)
+    } else {
+        None
+    };
+
+    let per_object: BTreeMap<String, f64> = create_requests
+        .iter()
+        .map(|(k, v)| (k.clone(), v / n as f64))
+        .collect();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok(json!({
+        "objects": n,
+        "tenants": cfg.tenants,
+        "value_bytes": VALUE_BYTES,
+        "concurrency": cfg.concurrency,
+        "launch": {
+            "manager": cfg.launch.manager.clone().unwrap_or_else(|| format!("syncsecret-manager {}", cfg.launch.manager_args.join(" "))),
+            "ccm": cfg.launch.ccm.clone().unwrap_or_else(|| format!("syncsecret-ccm {}", cfg.launch.ccm_args.join(" "))),
+        },
+        "control_plane_start_s": plane_start.as_secs_f64(),
+        "create": { "loader_ms": ms(created), "converged_ms": ms(converge) },
+        "delete": { "converged_ms": ms(delete) },
+        "floor": floor,
+        "latency_ms": {
+            "updates": latencies.len(),
+            "pace_ms": ms(cfg.pace),
+            "p50": percentile(&latencies, 50.0),
+            "p90": percentile(&latencies, 90.0),
+            "p99": percentile(&latencies, 99.0),
+            "max": latencies.last().copied().unwrap_or(f64::NAN),
+        },
+        "after_restart": {
+            "api_writes": restart_writes,
+            "api_requests": restart_requests,
+            "writes_total_of_new_processes": counted_writes,
+        },
+        "cost": costs,
+        "requests_per_object": per_object,
+    }))
+}
+
+/// Writes each object's copy and then its Secret (both named
+/// `floor-<name>`) straight to the management cluster, in the tenants'
+/// namespaces, then deletes them all.
+async fn floor(
+    pair: &Pair,
+    tracker: &Tracker,
+    items: &[(usize, String)],
+    tenants: &[String],
+    cfg: &Config,
+) -> Result<Value, HarnessError> {
+    let n = items.len();
+    let t0 = Instant::now();
+    for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
+        let ns = tenant_namespace(&tenants[t]);
+        let copies: Api<SyncSecret> = Api::namespaced(pair.management.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(pair.management.clone(), &ns);
+        async move {
+            let mut copy = object(&name);
+            copy.metadata.name = Some(format!("floor-{name}"));
+            copy.metadata.labels = Some(
+                [
+                    (LABEL_ORIGIN_NAME.to_owned(), name.clone()),
+                    (LABEL_ORIGIN_NS.to_owned(), NAMESPACE.to_owned()),
+                ]
+                .into(),
+            );
+            let copy = copies.create(&PostParams::default(), &copy).await?;
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: copy.metadata.name.clone(),
+                    labels: copy.metadata.labels.clone(),
+                    ..Default::default()
+                },
+                data: copy.data.clone(),
+                ..Default::default()
+            };
+            secrets.create(&PostParams::default(), &secret).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let done = tracker
+        .until("every floor Secret exists", cfg.timeout, |s| {
+            s.secret_version.values().filter(|(v, _)| *v == 0).count() >= n
+        })
+        .await?;
+    let create = done - t0;
+    let t1 = Instant::now();
+    for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
+        let ns = tenant_namespace(&tenants[t]);
+        let copies: Api<SyncSecret> = Api::namespaced(pair.management.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(pair.management.clone(), &ns);
+        async move {
+            let name = format!("floor-{name}");
+            secrets.delete(&name, &DeleteParams::default()).await?;
+            copies.delete(&name, &DeleteParams::default()).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    tracker
+        .until("every floor object is gone", cfg.timeout, |s| {
+            s.secrets == 0 && s.copies == 0
+        })
+        .await?;
+    let delete = t1.elapsed();
+    Ok(json!({
+        "create_ms": create.as_secs_f64() * 1000.0,
+        "delete_ms": delete.as_secs_f64() * 1000.0,
+    }))
+}

@@ -1,0 +1,254 @@
+//! `make bench`: runs the benchmark (see `syncsecret_e2e::bench`) for each
+//! combination of `--objects` and `--tenants`, each on a fresh control
+//! plane, writes one JSON file per run under `--out`, and appends a table
+//! of the results, with machine, versions, commit and date, to
+//! `docs/benchmarks.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::{Value, json};
+use syncsecret_e2e::bench::{self, Config};
+use syncsecret_e2e::pair::Launch;
+use syncsecret_e2e::repo_root;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark the controller pair on the real control plane")]
+struct Flags {
+    /// Object counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    objects: Vec<usize>,
+    /// Tenant counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    tenants: Vec<usize>,
+    /// Creates and deletes in flight at once (the loader's and the floor's).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Paced single updates for the latency percentiles.
+    #[arg(long, default_value_t = 300)]
+    updates: usize,
+    /// Milliseconds between two of them.
+    #[arg(long, default_value_t = 50)]
+    pace_ms: u64,
+    /// The manager under test, as a shell command with placeholders
+    /// {kubeconfig} {namespace} {metrics_addr} {probe_addr}. Default: ours.
+    #[arg(long, env = "BENCH_MANAGER_CMD")]
+    manager_cmd: Option<String>,
+    /// The ccm under test, with placeholders {tenant} {kubeconfig}
+    /// {kubelb_kubeconfig} {metrics_addr} {probe_addr}. Default: ours.
+    #[arg(long, env = "BENCH_CCM_CMD")]
+    ccm_cmd: Option<String>,
+    /// Extra flags for our manager (e.g. --max-concurrent-reconciles=32).
+    #[arg(long = "manager-arg", allow_hyphen_values = true)]
+    manager_args: Vec<String>,
+    /// Extra flags for our ccm.
+    #[arg(long = "ccm-arg", allow_hyphen_values = true)]
+    ccm_args: Vec<String>,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
+    /// Do not append to docs/benchmarks.md.
+    #[arg(long)]
+    no_table: bool,
+    /// A label for this run in the table (e.g. "ours, defaults").
+    #[arg(long, default_value = "syncsecret, default flags")]
+    label: String,
+}
+
+fn command(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine() -> Value {
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_default();
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_gib": mem_kib as f64 / 1024.0 / 1024.0,
+        "cpu": cpu,
+    })
+}
+
+fn versions() -> Value {
+    let env = std::fs::read_to_string(repo_root().join("hack/versions.env")).unwrap_or_default();
+    let get = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_owned()
+    };
+    json!({ "kubernetes": get("K8S_VERSION"), "etcd": get("ETCD_VERSION"), "rustc": command("rustc", &["--version"]) })
+}
+
+fn row(r: &Value) -> String {
+    let f = |v: &Value| v.as_f64().map_or("-".to_owned(), |x| format!("{x:.0}"));
+    let s = |v: &Value| {
+        v.as_f64()
+            .map_or("-".to_owned(), |x| format!("{:.2}", x / 1000.0))
+    };
+    let ratio = match (
+        r["create"]["converged_ms"].as_f64(),
+        r["floor"]["create_ms"].as_f64(),
+    ) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".to_owned(),
+    };
+    let costs: Vec<String> = r["cost"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            format!(
+                "{} {:.0} MiB / {:.1} s",
+                c["process"].as_str().unwrap_or_default(),
+                c["peak_rss_mib"].as_f64().unwrap_or(0.0),
+                c["cpu_seconds"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    let per_object: Vec<String> = r["requests_per_object"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
+        .collect();
+    let quiet: f64 = r["after_restart"]["api_writes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, v)| v.as_f64())
+        .sum();
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} | {} | {} |\n",
+        r["objects"],
+        r["tenants"],
+        s(&r["create"]["converged_ms"]),
+        s(&r["floor"]["create_ms"]),
+        ratio,
+        s(&r["delete"]["converged_ms"]),
+        s(&r["floor"]["delete_ms"]),
+        f(&r["latency_ms"]["p50"]),
+        f(&r["latency_ms"]["p90"]),
+        f(&r["latency_ms"]["p99"]),
+        f(&r["latency_ms"]["max"]),
+        quiet,
+        costs.join("<br>"),
+        per_object.join("<br>"),
+    )
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let launch = Launch {
+        manager: flags.manager_cmd.clone(),
+        ccm: flags.ccm_cmd.clone(),
+        manager_args: flags.manager_args.clone(),
+        ccm_args: flags.ccm_args.clone(),
+    };
+    let date = command("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]);
+    let commit = command("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = !command("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    let header = json!({
+        "date": date,
+        "commit": format!("{commit}{}", if dirty { "+dirty" } else { "" }),
+        "machine": machine(),
+        "versions": versions(),
+        "label": flags.label,
+    });
+    let mut rows = String::new();
+    let mut failed = false;
+    for &objects in &flags.objects {
+        for &tenants in &flags.tenants {
+            let cfg = Config {
+                objects,
+                tenants,
+                concurrency: flags.concurrency,
+                updates: flags.updates,
+                pace: Duration::from_millis(flags.pace_ms),
+                floor: true,
+                launch: launch.clone(),
+                timeout: Duration::from_secs(600),
+            };
+            eprintln!("bench: {objects} objects over {tenants} tenant(s) ...");
+            match bench::run(&cfg).await {
+                Ok(result) => {
+                    let mut doc = header.clone();
+                    doc["result"] = result.clone();
+                    let file = flags.out.join(format!(
+                        "{}-{objects}x{tenants}.json",
+                        date.replace(':', "")
+                    ));
+                    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                    if let Err(e) = std::fs::create_dir_all(&flags.out)
+                        .and_then(|()| std::fs::write(&file, &text))
+                    {
+                        eprintln!("error: cannot write {}: {e}", file.display());
+                        return ExitCode::FAILURE;
+                    }
+                    eprintln!("bench: wrote {}", file.display());
+                    println!("{text}");
+                    rows.push_str(&row(&result));
+                }
+                Err(e) => {
+                    eprintln!("error: {objects} objects over {tenants} tenant(s): {e}");
+                    failed = true;
+                }
+            }
+        }
+    }
+    if !flags.no_table && !rows.is_empty() {
+        let m = &header["machine"];
+        let v = &header["versions"];
+        let table = format!(
+            "\n### {date}: {label} (commit {commit})\n\n\
+             Machine: {cores} cores, {mem:.1} GiB, {cpu}. Kubernetes {k8s}, etcd {etcd}, {rustc}. \
+             Loader concurrency {conc}; {updates} paced updates every {pace} ms. Written by `make bench`.\n\n\
+             | objects | tenants | converge s | floor s | ratio | delete s | floor delete s | latency p50 / p90 / p99 / max ms | writes after restart | peak RSS / CPU | API requests per object |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n{rows}",
+            label = header["label"].as_str().unwrap_or_default(),
+            commit = header["commit"].as_str().unwrap_or_default(),
+            cores = m["cores"],
+            mem = m["memory_gib"].as_f64().unwrap_or(0.0),
+            cpu = m["cpu"].as_str().unwrap_or_default(),
+            k8s = v["kubernetes"].as_str().unwrap_or_default(),
+            etcd = v["etcd"].as_str().unwrap_or_default(),
+            rustc = v["rustc"].as_str().unwrap_or_default(),
+            conc = flags.concurrency,
+            updates = flags.updates,
+            pace = flags.pace_ms,
+        );
+        let path = repo_root().join("docs/benchmarks.md");
+        let mut doc =
+            std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+        doc.push_str(&table);
+        if let Err(e) = std::fs::write(&path, doc) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("bench: appended the table to {}", path.display());
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,58 @@
+//! The benchmark at N = 200 over two tenants, so that it cannot rot: it
+//! asserts only correctness (everything converged, every paced update
+//! arrived, no write after a restart, the floor ran), never time.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step fails the test"
+)]
+
+use std::time::Duration;
+
+use syncsecret_e2e::bench::{Config, run};
+use syncsecret_e2e::pair::Launch;
+
+#[tokio::test]
+async fn a_short_benchmark_converges_and_is_quiet_after_a_restart() {
+    let cfg = Config {
+        objects: 200,
+        tenants: 2,
+        concurrency: 16,
+        updates: 20,
+        pace: Duration::from_millis(20),
+        floor: true,
+        launch: Launch::default(),
+        timeout: Duration::from_secs(180),
+    };
+    let r = run(&cfg).await.unwrap();
+    println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    assert_eq!(r["objects"], 200);
+    assert_eq!(r["latency_ms"]["updates"], 20);
+    assert!(r["create"]["converged_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["floor"]["create_ms"].as_f64().unwrap() > 0.0);
+    let writes = r["after_restart"]["api_writes"].as_object().unwrap();
+    assert!(
+        writes.is_empty(),
+        "writes reached the API servers after a restart: {writes:?}"
+    );
+    assert_eq!(r["after_restart"]["writes_total_of_new_processes"], 0.0);
+    // Each object cost at least its create and its Secret's create.
+    let per = r["requests_per_object"].as_object().unwrap();
+    assert!(
+        per.get("tenant syncsecrets POST").and_then(|v| v.as_f64()) >= Some(1.0),
+        "{per:?}"
+    );
+    let secret_writes: f64 = per
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("management secrets ")
+                && !k.ends_with(" GET")
+                && !k.ends_with(" LIST")
+                && !k.ends_with(" WATCH")
+        })
+        .filter_map(|(_, v)| v.as_f64())
+        .sum();
+    assert!(secret_writes >= 1.0, "{per:?}");
+}
