@@ -68,6 +68,8 @@ struct Seen {
 struct Tracker {
     seen: Arc<Mutex<Seen>>,
     changed: Arc<Notify>,
+    /// The watch tasks, stopped with the run (before its clusters go).
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// The content of object `name` at `version`: `VALUE_BYTES` bytes that
@@ -88,6 +90,21 @@ fn version_of(secret: &Secret) -> Option<(String, u32)> {
 }
 
 impl Tracker {
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task);
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(handle);
+        }
+    }
+
+    fn stop(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
+
     /// Reads the state (no notification: a waiter that notified itself
     /// would spin without ever yielding to the watch tasks).
     fn read<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
@@ -125,7 +142,7 @@ impl Tracker {
         if let Some(l) = labels {
             config = config.labels(l);
         }
-        tokio::spawn(async move {
+        self.spawn(async move {
             let mut live = std::collections::HashSet::new();
             let mut stream = watcher(api, config).default_backoff().boxed();
             while let Some(event) = stream.next().await {
@@ -155,7 +172,7 @@ impl Tracker {
     /// and records the content version each holds.
     fn secrets(&self, management: Client) {
         let tracker = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let api: Api<Secret> = Api::all(management);
             let config = watcher::Config::default().labels(LABEL_ORIGIN_NAME);
             let mut live = std::collections::HashSet::new();
@@ -363,14 +380,15 @@ pub async fn run(cfg: &Config) -> Result<Value, HarnessError> {
     let started = Instant::now();
     let mut pair = Pair::start_with(&refs, &cfg.launch).await?;
     let plane_start = started.elapsed();
-    match phases(&mut pair, cfg, &names, plane_start).await {
-        Ok(v) => Ok(v),
-        Err(e) => Err(HarnessError::Usage(format!("{e}\n{}", pair.dump()))),
-    }
+    let tracker = Tracker::default();
+    let result = phases(&mut pair, &tracker, cfg, &names, plane_start).await;
+    tracker.stop();
+    result.map_err(|e| HarnessError::Usage(format!("{e}\n{}", pair.dump())))
 }
 
 async fn phases(
     pair: &mut Pair,
+    tracker: &Tracker,
     cfg: &Config,
     names: &[String],
     plane_start: Duration,
@@ -378,7 +396,6 @@ async fn phases(
     for c in &pair.tenants {
         ensure_namespace(c, NAMESPACE).await?;
     }
-    let tracker = Tracker::default();
     tracker.secrets(pair.management.clone());
     tracker.count(
         Api::<SyncSecret>::all(pair.management.clone()),
@@ -507,7 +524,7 @@ async fn phases(
         for c in &mut pair.ccms {
             c.stop()?;
         }
-        Some(floor(pair, &tracker, &items, names, cfg).await?)
+        Some(floor(pair, tracker, &items, names, cfg).await?)
     } else {
         None
     };

@@ -135,7 +135,7 @@ fn row(r: &Value) -> String {
         .into_iter()
         .flatten()
         .filter_map(|(_, v)| v.as_f64())
-        .sum();
+        .fold(0.0, |a, b| a + b);
     format!(
         "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} | {} | {} |\n",
         r["objects"],
