@@ -522,6 +522,17 @@ impl Pair {
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or("no copy yet")?;
+                // The copy read must already carry the tenant object's
+                // generation (the Secret, read after it, may be newer).
+                let copy_generation = copy
+                    .annotations()
+                    .get(syncsecret_api::contract::ANNOTATION_ORIGIN_GENERATION)
+                    .cloned();
+                if copy_generation.is_some()
+                    && copy_generation != t.metadata.generation.map(|g| g.to_string())
+                {
+                    return Err("copy not at the tenant object's generation yet".into());
+                }
                 let status = copy.status.clone().ok_or("copy has no status yet")?;
                 if status.phase != Some(SyncSecretPhase::Synced)
                     || status.observed_generation != copy.metadata.generation
