@@ -127,12 +127,14 @@ impl Tracker {
         out
     }
 
-    /// Watches `api` and keeps a count of its objects with `count`.
-    fn count<K>(
+    /// Watches `api`, keeps the number of its objects in `count` and lets
+    /// `seen` look at each object that arrives (`true`) or goes (`false`).
+    fn watch<K>(
         &self,
         api: Api<K>,
         labels: Option<&str>,
         count: impl Fn(&mut Seen) -> &mut usize + Send + 'static,
+        seen: impl Fn(&mut Seen, &K, bool, Instant) + Send + 'static,
     ) where
         K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
         K::DynamicType: Default + Eq + std::hash::Hash + Clone,
@@ -146,70 +148,65 @@ impl Tracker {
             let mut live = std::collections::HashSet::new();
             let mut stream = watcher(api, config).default_backoff().boxed();
             while let Some(event) = stream.next().await {
-                let event = match event {
-                    Ok(e) => e,
+                let now = Instant::now();
+                let (o, present) = match event {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, true),
+                    Ok(watcher::Event::Delete(o)) => (o, false),
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
                     Err(e) => {
                         eprintln!("bench: watch error (retrying): {e}");
                         continue;
                     }
                 };
-                match event {
-                    watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                        live.insert(o.uid().unwrap_or_default());
-                    }
-                    watcher::Event::Delete(o) => {
-                        live.remove(&o.uid().unwrap_or_default());
-                    }
-                    watcher::Event::Init | watcher::Event::InitDone => {}
+                let uid = o.uid().unwrap_or_default();
+                if present {
+                    live.insert(uid);
+                } else {
+                    live.remove(&uid);
                 }
                 let n = live.len();
-                tracker.with(|s| *count(s) = n);
+                tracker.with(|s| {
+                    seen(s, &o, present, now);
+                    *count(s) = n;
+                });
             }
         });
     }
 
+    /// Watches `api` and keeps the number of its objects in `count`.
+    fn count<K>(
+        &self,
+        api: Api<K>,
+        labels: Option<&str>,
+        count: impl Fn(&mut Seen) -> &mut usize + Send + 'static,
+    ) where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        self.watch(api, labels, count, |_, _, _, _| {});
+    }
+
     /// Watches the management cluster's Secrets that carry an origin label
-    /// and records the content version each holds.
+    /// and records the content version each holds, and when it arrived.
     fn secrets(&self, management: Client) {
-        let tracker = self.clone();
-        self.spawn(async move {
-            let api: Api<Secret> = Api::all(management);
-            let config = watcher::Config::default().labels(LABEL_ORIGIN_NAME);
-            let mut live = std::collections::HashSet::new();
-            let mut stream = watcher(api, config).default_backoff().boxed();
-            while let Some(event) = stream.next().await {
-                let event = match event {
-                    Ok(e) => e,
-                    Err(e) => {
-                        eprintln!("bench: watch error (retrying): {e}");
-                        continue;
-                    }
+        self.watch(
+            Api::<Secret>::all(management),
+            Some(LABEL_ORIGIN_NAME),
+            |s| &mut s.secrets,
+            |seen, secret: &Secret, present, now| {
+                let Some((name, version)) = version_of(secret) else {
+                    return;
                 };
-                let now = Instant::now();
-                match event {
-                    watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
-                        live.insert(s.uid().unwrap_or_default());
-                        if let Some((name, version)) = version_of(&s) {
-                            tracker.with(|seen| {
-                                let e = seen.secret_version.entry(name).or_insert((version, now));
-                                if e.0 != version {
-                                    *e = (version, now);
-                                }
-                            });
-                        }
-                    }
-                    watcher::Event::Delete(s) => {
-                        live.remove(&s.uid().unwrap_or_default());
-                        if let Some((name, _)) = version_of(&s) {
-                            tracker.with(|seen| seen.secret_version.remove(&name));
-                        }
-                    }
-                    watcher::Event::Init | watcher::Event::InitDone => {}
+                if !present {
+                    seen.secret_version.remove(&name);
+                    return;
                 }
-                let n = live.len();
-                tracker.with(|s| s.secrets = n);
-            }
-        });
+                let e = seen.secret_version.entry(name).or_insert((version, now));
+                if e.0 != version {
+                    *e = (version, now);
+                }
+            },
+        );
     }
 
     /// Waits until `done` holds; fails after `timeout` saying `what`.

@@ -90,3 +90,20 @@ pub fn access_only(rendered: &str) -> String {
         .map(|doc| format!("---{}\n", doc.trim_start_matches("---")))
         .collect()
 }
+
+/// Renders `chart` in `namespace` with `sets` and applies only its access
+/// objects (see [`access_only`]) to the cluster of `kubeconfig`.
+pub fn apply_access(
+    kubeconfig: &Path,
+    chart: &str,
+    namespace: &str,
+    sets: &[&str],
+) -> Result<(), HarnessError> {
+    let rendered = template(chart, namespace, sets)?;
+    kubectl(
+        kubeconfig,
+        &["apply", "-f", "-"],
+        Some(&access_only(&rendered)),
+    )?;
+    Ok(())
+}

@@ -397,15 +397,11 @@ impl Pair {
         // manager chart also renders each tenant's access (its namespace,
         // ServiceAccount and Role in the management cluster).
         let tenant_list = format!("tenants={{{}}}", tenant_names.join(","));
-        let rendered = helm::template(
+        helm::apply_access(
+            mgmt.kubeconfig(),
             rbac::MANAGER_ROLE,
             MANAGER_NAMESPACE,
             &[&tenant_list, "createTenantNamespaces=true"],
-        )?;
-        helm::kubectl(
-            mgmt.kubeconfig(),
-            &["apply", "-f", "-"],
-            Some(&helm::access_only(&rendered)),
         )?;
         let manager_identity = mgmt
             .service_account_kubeconfig(MANAGER_NAMESPACE, rbac::MANAGER_ROLE)
@@ -443,7 +439,8 @@ impl Pair {
                 .ok_or_else(|| HarnessError::Usage(format!("no cluster {name}")))?;
             let tenant = cluster.client().await?;
             let cluster_name = format!("clusterName={name}");
-            let rendered = helm::template(
+            helm::apply_access(
+                cluster.kubeconfig(),
                 rbac::CCM_ROLE,
                 CCM_NAMESPACE,
                 &[
@@ -451,11 +448,6 @@ impl Pair {
                     "kubelbKubeconfig.secretName=kubelb-kubeconfig",
                     "secretSynchronizer.enabled=true",
                 ],
-            )?;
-            helm::kubectl(
-                cluster.kubeconfig(),
-                &["apply", "-f", "-"],
-                Some(&helm::access_only(&rendered)),
             )?;
             let tenant_identity = cluster
                 .service_account_kubeconfig(CCM_NAMESPACE, rbac::CCM_ROLE)

@@ -9,8 +9,7 @@
     reason = "test code: a failed step fails the test"
 )]
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use syncsecret_e2e::helm::kubectl;
 use syncsecret_e2e::pair::ensure_namespace;
@@ -23,41 +22,16 @@ const NAMESPACE: &str = "kubelb";
 type Case<'a> = (&'a str, Vec<&'a str>, Vec<&'a str>, Vec<&'a str>);
 
 fn helm(args: &[&str]) -> String {
-    let out = Command::new(asset("TEST_ASSET_HELM").unwrap())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    syncsecret_e2e::helm::helm(args).unwrap()
 }
 
 fn server_dry_run(kubeconfig: &std::path::Path, manifest: &str) -> String {
-    let mut child = Command::new(asset("TEST_ASSET_KUBECTL").unwrap())
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(["apply", "--dry-run=server", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(manifest.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the API server refused the rendered chart: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    kubectl(
+        kubeconfig,
+        &["apply", "--dry-run=server", "-f", "-"],
+        Some(manifest),
+    )
+    .unwrap_or_else(|e| panic!("the API server refused the rendered chart: {e}"))
 }
 
 #[tokio::test]

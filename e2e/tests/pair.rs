@@ -432,20 +432,11 @@ async fn opaque_syncsecret_becomes_an_owned_secret_and_shows_synced(
     has_event(&tenant_client(s, 0).await, "opaque", "db", "CopyCreated").await?;
 
     // What a person sees with kubectl on the management cluster.
-    let kubectl = syncsecret_e2e::asset("TEST_ASSET_KUBECTL")?;
-    let kubeconfig = s
-        .pair
-        .lock()
-        .await
-        .plane
-        .management()
-        .kubeconfig()
-        .to_owned();
-    let out = std::process::Command::new(kubectl)
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(["get", "syncsecrets", "-A"])
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = syncsecret_e2e::helm::kubectl(
+        &mgmt_kubeconfig(s).await,
+        &["get", "syncsecrets", "-A"],
+        None,
+    )?;
     println!("    $ kubectl get syncsecrets -A   # management cluster\n{text}");
     let row = text
         .lines()
@@ -1183,39 +1174,27 @@ spec:
 "#;
 
 fn kubectl_mgmt(
-    s_kubeconfig: &std::path::Path,
+    kubeconfig: &std::path::Path,
     args: &[&str],
     stdin: Option<&str>,
 ) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut child = std::process::Command::new(syncsecret_e2e::asset("TEST_ASSET_KUBECTL")?)
-        .arg(format!("--kubeconfig={}", s_kubeconfig.display()))
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    if let Some(text) = stdin {
-        child.stdin.take().unwrap().write_all(text.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    syncsecret_e2e::helm::kubectl(kubeconfig, args, stdin)?;
     Ok(())
 }
 
-async fn content_changed_on_admission_is_caught_and_named(s: &Shared) -> anyhow::Result<()> {
-    let kubeconfig = s
-        .pair
+/// The management cluster's admin kubeconfig.
+async fn mgmt_kubeconfig(s: &Shared) -> std::path::PathBuf {
+    s.pair
         .lock()
         .await
         .plane
         .management()
         .kubeconfig()
-        .to_owned();
+        .to_owned()
+}
+
+async fn content_changed_on_admission_is_caught_and_named(s: &Shared) -> anyhow::Result<()> {
+    let kubeconfig = mgmt_kubeconfig(s).await;
     kubectl_mgmt(&kubeconfig, &["apply", "-f", "-"], Some(TAMPER_POLICY))?;
     // The policy takes effect once the API server has loaded it: probe.
     let mgmt = management(s).await;
@@ -1906,14 +1885,7 @@ spec:
 async fn prometheus_has_data_for_every_dashboard_query_and_alert(s: &Shared) -> anyhow::Result<()> {
     use syncsecret_api::monitoring::{Binary, alerts, panels};
     let ns = "monitoring";
-    let mgmt_kubeconfig = s
-        .pair
-        .lock()
-        .await
-        .plane
-        .management()
-        .kubeconfig()
-        .to_owned();
+    let mgmt_kubeconfig = mgmt_kubeconfig(s).await;
 
     // Refused by the manager's type policy: Failed in both clusters.
     let mut sa = sync_secret("refused-type");
