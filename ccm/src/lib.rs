@@ -14,7 +14,7 @@ mod synchronizer;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -22,15 +22,17 @@ use kube::{Api, Client, ResourceExt};
 use prometheus::Registry;
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::{
-    LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
-    MANAGED_BY_KUBELB, tenant_namespace,
+    FIELD_MANAGER_CCM, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE,
+    LABEL_ORIGIN_NS, MANAGED_BY_KUBELB, tenant_namespace,
 };
 use syncsecret_api::runtime::backoff::Backoffs;
+use syncsecret_api::runtime::cache;
 use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
 use syncsecret_api::runtime::gauges;
 use syncsecret_api::runtime::health::{Health, store_synced};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
+use syncsecret_api::runtime::recent::RecentWrites;
 use syncsecret_api::runtime::reconcile::sweep_periodically;
 use syncsecret_api::runtime::runner::Plumbing;
 use syncsecret_api::runtime::shutdown::Shutdown;
@@ -62,6 +64,10 @@ pub struct Context {
     pub events: Events,
     /// Retry delays of failing objects.
     pub backoffs: Backoffs,
+    /// Our writes of tenant objects (finalizer, status) not yet cached.
+    pub recent_tenant: RecentWrites,
+    /// Our writes of copies not yet cached.
+    pub recent_copies: RecentWrites,
 }
 
 /// Touches no cluster until flags, listen addresses and kubeconfigs are
@@ -122,20 +128,39 @@ impl Setup {
         // back to their tenant object so that a change or deletion in the
         // management cluster reconciles it.
         let (copies, copies_writer) = reflector::store();
+        let recent_copies = RecentWrites::default();
+        let recent_tenant = RecentWrites::default();
         let copy_events = watcher(
             copies_api,
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
         )
         .default_backoff()
+        .modify(cache::slim(Some(FIELD_MANAGER_CCM)))
         .reflect(copies_writer)
+        .inspect_ok({
+            let recent = recent_copies.clone();
+            move |event| recent.observe(event)
+        })
         .touched_objects();
 
+        // Tenant objects, cached slim too (the synchronizer compares our
+        // applied metadata on them).
+        let (tenant_objects, tenant_writer) = reflector::store();
+        let tenant_events = watcher(tenant_api.clone(), watcher::Config::default())
+            .default_backoff()
+            .modify(cache::slim(Some(FIELD_MANAGER_CCM)))
+            .reflect(tenant_writer)
+            .inspect_ok({
+                let recent = recent_tenant.clone();
+                move |event| recent.observe(event)
+            })
+            .applied_objects();
+
         let config = kube::runtime::controller::Config::default().concurrency(self.concurrency);
-        let controller = Controller::new(tenant_api.clone(), watcher::Config::default())
+        let controller = Controller::for_stream(tenant_events, tenant_objects.clone())
             .with_config(config.clone())
             .watches_stream(copy_events, |copy| origin_of(&copy))
             .graceful_shutdown_on(shutdown.clone().requested());
-        let tenant_objects = controller.store();
         if let Err(e) = gauges::register_phases(
             METRICS_PREFIX,
             "Tenant SyncSecrets",
@@ -159,6 +184,8 @@ impl Setup {
                 self.metrics.clone(),
             ),
             backoffs: Backoffs::default(),
+            recent_tenant,
+            recent_copies,
         });
 
         let health = self.health.clone();

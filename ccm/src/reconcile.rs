@@ -2,7 +2,9 @@
 //! cluster; on deletion the copy goes first and the finalizer last.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -12,6 +14,8 @@ use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
 use syncsecret_api::desired::{copy_needs_write, desired_copy};
 use syncsecret_api::payload::Payload;
+use syncsecret_api::runtime::metrics::ReconcileResult;
+use syncsecret_api::runtime::recent::Cached;
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer::write_status;
 use syncsecret_api::status::{mirrored, pending, phase, status};
@@ -25,11 +29,22 @@ pub async fn reconcile(obj: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action
     let started = Instant::now();
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
+    if ctx
+        .recent_tenant
+        .stale(Some(&namespace), &name, Some(obj.as_ref()))
+    {
+        // We wrote this object a moment ago; the watch event of that write
+        // brings it back with what we wrote.
+        ctx.metrics
+            .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
+        return Ok(Action::await_change());
+    }
     let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
     let result = finalized(
         &api,
         obj.clone(),
         &ctx.metrics,
+        Some(&ctx.recent_tenant),
         "syncsecrets",
         |event| async {
             match event {
@@ -56,7 +71,7 @@ pub async fn reconcile(obj: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action
                     e.to_string(),
                 );
                 // An event for a new verdict only (see the manager).
-                if !write_status(&api, &obj, failed, &ctx.metrics)
+                if !write_status(&api, &obj, failed, &ctx.metrics, &ctx.recent_tenant)
                     .await
                     .unwrap_or(true)
                 {
@@ -88,14 +103,17 @@ async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         name: copy.clone(),
         source,
     };
-    // The cache first; on a miss a real read, so that a cache still filling
-    // (right after start) never makes us rewrite what is already there.
-    let live = match ctx
-        .copies
-        .get(&ObjectRef::new(&copy).within(&ctx.tenant_namespace))
-    {
-        Some(l) => Some(l),
-        None => api.get_opt(&copy).await.map_err(apply_err)?.map(Arc::new),
+    let live = match ctx.recent_copies.lookup(
+        &ctx.copies,
+        &ObjectRef::new(&copy).within(&ctx.tenant_namespace),
+    ) {
+        // Our last write of the copy is not cached yet; its watch event
+        // brings us back.
+        Cached::Stale => return Ok(Action::await_change()),
+        Cached::Known(live) => live,
+        // A cache still filling (right after start) is never taken for an
+        // absent copy: a restart must not rewrite what is already there.
+        Cached::Unknown => api.get_opt(&copy).await.map_err(apply_err)?.map(Arc::new),
     };
     if live
         .as_ref()
@@ -131,34 +149,54 @@ async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         .await
         .map_err(apply_err)?;
         ctx.metrics.wrote("syncsecrets", "patch");
-        let (reason, verb) = if live.is_some() {
-            ("CopyUpdated", "updated")
-        } else {
-            ("CopyCreated", "created")
-        };
+        ctx.recent_copies
+            .wrote_over(&ctx.tenant_namespace, &copy, live.as_deref());
+        let verb = if live.is_some() { "updated" } else { "created" };
         tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy {verb}");
-        ctx.events
-            .normal(
-                &obj.object_ref(&()),
-                reason,
-                format!(
-                    "copy {}/{copy} {verb} in the management cluster",
-                    ctx.tenant_namespace
-                ),
-            )
-            .await;
+        // A new object's first sync is told by its `Synced` event; an
+        // update changes no phase, so it gets an event of its own.
+        if live.is_some() {
+            ctx.events
+                .normal(
+                    &obj.object_ref(&()),
+                    "CopyUpdated",
+                    format!(
+                        "copy {}/{copy} updated in the management cluster",
+                        ctx.tenant_namespace
+                    ),
+                )
+                .await;
+        }
     }
-    // Status comes home: the manager's verdict on the copy as it is now;
-    // Pending for an object that has none yet.
-    let verdict = match &live {
-        Some(copy) if !needs_write => mirrored(copy, obj.metadata.generation),
-        _ => obj.status.is_none().then(pending),
+    // Status comes home: the manager's verdict on the copy as it is now.
+    // A copy just written has none yet: the manager's verdict usually
+    // follows within milliseconds and the copy's watch event brings us
+    // back, so a new object is marked Pending only if it waits longer.
+    let Some(live) = live.filter(|_| !needs_write) else {
+        return Ok(Action::requeue(PENDING_AFTER));
     };
-    if let Some(verdict) = verdict {
-        mirror(obj, verdict, ctx).await?;
+    match mirrored(&live, obj.metadata.generation) {
+        Some(verdict) => mirror(obj, verdict, ctx).await?,
+        None if obj.status.is_none() => {
+            let waited = live
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
+                .unwrap_or(PENDING_AFTER);
+            if waited < PENDING_AFTER {
+                return Ok(Action::requeue(PENDING_AFTER - waited));
+            }
+            mirror(obj, pending(), ctx).await?;
+        }
+        None => {}
     }
     Ok(Action::await_change())
 }
+
+/// How long a new object may wait for the manager's verdict before its
+/// status says `Pending`.
+const PENDING_AFTER: Duration = Duration::from_secs(5);
 
 /// Writes the tenant status (only if it changed) and tells the user about a
 /// new verdict with an event.
@@ -166,7 +204,7 @@ async fn mirror(obj: &SyncSecret, verdict: SyncSecretStatus, ctx: &Context) -> R
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
     let before = phase(obj.status.as_ref());
-    let wrote = write_status(&api, obj, verdict.clone(), &ctx.metrics)
+    let wrote = write_status(&api, obj, verdict.clone(), &ctx.metrics, &ctx.recent_tenant)
         .await
         .map_err(|source| Error::PatchStatus {
             namespace: namespace.clone(),
@@ -209,8 +247,17 @@ async fn cleanup(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         namespace: ctx.tenant_namespace.clone(),
         name: copy.clone(),
     };
-    // A real read: the cache may not have seen a copy created a moment ago.
-    match api.get_opt(&copy).await.map_err(err)? {
+    let live = match ctx.recent_copies.lookup(
+        &ctx.copies,
+        &ObjectRef::new(&copy).within(&ctx.tenant_namespace),
+    ) {
+        // A write of ours the cache has not shown yet (a copy created a
+        // moment ago, our own delete): wait for it.
+        Cached::Stale => return Err(waiting()),
+        Cached::Known(live) => live,
+        Cached::Unknown => api.get_opt(&copy).await.map_err(err)?.map(Arc::new),
+    };
+    match &live {
         None => return Ok(Action::await_change()),
         Some(live) if live.meta().deletion_timestamp.is_some() => return Err(waiting()),
         Some(_) => {}
@@ -224,6 +271,8 @@ async fn cleanup(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     match api.delete(&copy, &DeleteParams::default()).await {
         Ok(either) => {
             ctx.metrics.wrote("syncsecrets", "delete");
+            ctx.recent_copies
+                .wrote_over(&ctx.tenant_namespace, &copy, live.as_deref());
             tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy deleted");
             if either.is_right() {
                 Ok(Action::await_change())

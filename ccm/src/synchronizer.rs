@@ -30,6 +30,7 @@ pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action,
         &api,
         secret.clone(),
         &ctx.metrics,
+        None,
         "secrets",
         |event| async {
             match event {

@@ -15,21 +15,23 @@ mod verify;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
 use prometheus::Registry;
 use syncsecret_api::SyncSecret;
-use syncsecret_api::contract::LABEL_ORIGIN_NAME;
+use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME};
 use syncsecret_api::policy::Policy;
 use syncsecret_api::runtime::backoff::Backoffs;
+use syncsecret_api::runtime::cache;
 use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
 use syncsecret_api::runtime::gauges;
 use syncsecret_api::runtime::health::{Health, store_synced};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
+use syncsecret_api::runtime::recent::RecentWrites;
 use syncsecret_api::runtime::reconcile::sweep_periodically;
 use syncsecret_api::runtime::runner::Plumbing;
 use syncsecret_api::runtime::shutdown::Shutdown;
@@ -72,6 +74,10 @@ pub struct Context {
     pub events: Events,
     /// Retry delays of failing objects.
     pub backoffs: Backoffs,
+    /// Our writes of copies (finalizer, status) not yet cached.
+    pub recent_copies: RecentWrites,
+    /// Our writes of Secrets not yet cached.
+    pub recent_secrets: RecentWrites,
 }
 
 /// Touches no cluster until flags, listen addresses and kubeconfig are
@@ -131,18 +137,36 @@ impl Setup {
         // Only Secrets we made are listed and cached (label selector); a
         // change to one reconciles its owner, so drift is repaired at once.
         let (secrets, writer) = reflector::store();
+        let recent_secrets = RecentWrites::default();
+        let recent_copies = RecentWrites::default();
         let secret_events = watcher(
             Api::<Secret>::all(self.client.clone()),
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
         )
         .default_backoff()
+        .modify(cache::slim(Some(FIELD_MANAGER_MANAGER)))
         .reflect(writer)
+        .inspect_ok({
+            let recent = recent_secrets.clone();
+            move |event| recent.observe(event)
+        })
         .touched_objects();
-        let controller = Controller::new(copies, watcher::Config::default())
+        // Copies are never applied by the manager: none of their
+        // managedFields is kept.
+        let (copies_store, copies_writer) = reflector::store();
+        let copy_events = watcher(copies, watcher::Config::default())
+            .default_backoff()
+            .modify(cache::slim(None))
+            .reflect(copies_writer)
+            .inspect_ok({
+                let recent = recent_copies.clone();
+                move |event| recent.observe(event)
+            })
+            .applied_objects();
+        let controller = Controller::for_stream(copy_events, copies_store.clone())
             .with_config(kube::runtime::controller::Config::default().concurrency(self.concurrency))
             .owns_stream(secret_events)
             .graceful_shutdown_on(shutdown.requested());
-        let copies_store = controller.store();
         if let Err(e) = gauges::register_phases(
             METRICS_PREFIX,
             "Copies in tenant namespaces",
@@ -170,6 +194,8 @@ impl Setup {
                 self.metrics,
             ),
             backoffs: Backoffs::default(),
+            recent_copies,
+            recent_secrets,
         });
         let health = self.health;
         let sweeper = {

@@ -17,6 +17,7 @@ use syncsecret_api::desired::{desired_secret, secret_needs_write};
 use syncsecret_api::payload::Payload;
 use syncsecret_api::runtime::explain;
 use syncsecret_api::runtime::metrics::ReconcileResult;
+use syncsecret_api::runtime::recent::Cached;
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer;
 use syncsecret_api::status::{REASON_SYNCED, REASON_TERMINATING, status, with_condition};
@@ -34,11 +35,22 @@ pub async fn reconcile(copy: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Actio
             .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
         return Ok(Action::await_change());
     }
+    if ctx
+        .recent_copies
+        .stale(Some(&namespace), &copy.name_any(), Some(copy.as_ref()))
+    {
+        // We wrote this copy a moment ago; the watch event of that write
+        // brings it back with what we wrote.
+        ctx.metrics
+            .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
+        return Ok(Action::await_change());
+    }
     let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalized(
         &api,
         copy.clone(),
         &ctx.metrics,
+        Some(&ctx.recent_copies),
         "syncsecrets",
         |event| async {
             match event {
@@ -87,7 +99,7 @@ async fn write_status(
 ) -> Result<bool, Error> {
     let namespace = copy.namespace().unwrap_or_default();
     let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
-    status_writer::write_status(&api, copy, desired, &ctx.metrics)
+    status_writer::write_status(&api, copy, desired, &ctx.metrics, &ctx.recent_copies)
         .await
         .map_err(|source| Error::PatchStatus {
             namespace,
@@ -111,11 +123,23 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         name: name.clone(),
         source,
     };
-    // The cache first; on a miss a real read, so that a cache still filling
-    // (right after start) never makes us rewrite what is already there.
-    let live = match ctx.secrets.get(&ObjectRef::new(&name).within(&namespace)) {
-        Some(l) => Some(l),
-        None => api.get_opt(&name).await.map_err(apply_err)?.map(Arc::new),
+    // Only Secrets with the origin label are watched and cached: a copy
+    // made by hand without one has its Secret read every time.
+    let cached = desired.labels().contains_key(LABEL_ORIGIN_NAME);
+    let live = match ctx
+        .recent_secrets
+        .lookup(&ctx.secrets, &ObjectRef::new(&name).within(&namespace))
+    {
+        // Our last write of the Secret is not cached yet; its watch event
+        // brings us back.
+        Cached::Stale => return Ok(Action::await_change()),
+        Cached::Known(Some(live)) => Some(live),
+        Cached::Known(None) if cached => None,
+        // A cache still filling (right after start) is never taken for an
+        // absent Secret: a restart must not rewrite what is already there.
+        Cached::Known(None) | Cached::Unknown => {
+            api.get_opt(&name).await.map_err(apply_err)?.map(Arc::new)
+        }
     };
     // A Secret's type never changes, nor an immutable one's content: such a
     // Secret is deleted and made anew (once per generation, never in a loop).
@@ -152,20 +176,24 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
                 source,
             })?;
         ctx.metrics.wrote("secrets", "patch");
+        if cached {
+            ctx.recent_secrets
+                .wrote_over(&namespace, &name, live.as_deref());
+        }
         ctx.verify_failures.check(&namespace, &desired, &stored)?;
-        let (reason, verb) = if live.is_some() {
-            ("SecretUpdated", "updated")
-        } else {
-            ("SecretCreated", "created")
-        };
+        let verb = if live.is_some() { "updated" } else { "created" };
         tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "secret {verb}");
-        ctx.events
-            .normal(
-                &copy.object_ref(&()),
-                reason,
-                format!("Secret {namespace}/{name} {verb}"),
-            )
-            .await;
+        // A new Secret is told by the copy turning `Synced` (and the tenant
+        // object's `Synced` event); an update changes no phase.
+        if live.is_some() {
+            ctx.events
+                .normal(
+                    &copy.object_ref(&()),
+                    "SecretUpdated",
+                    format!("Secret {namespace}/{name} updated"),
+                )
+                .await;
+        }
     }
     let generation = copy.meta().generation;
     let now = Timestamp::now().as_second();
@@ -250,7 +278,12 @@ async fn replace(copy: &SyncSecret, live: &Secret, ctx: &Context) -> Result<(), 
         ..DeleteParams::default()
     };
     match api.delete(&name, &params).await {
-        Ok(_) => ctx.metrics.wrote("secrets", "delete"),
+        Ok(_) => {
+            ctx.metrics.wrote("secrets", "delete");
+            if live.labels().contains_key(LABEL_ORIGIN_NAME) {
+                ctx.recent_secrets.wrote_over(&namespace, &name, Some(live));
+            }
+        }
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(source) => {
             return Err(Error::DeleteSecret {

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod cache;
 pub mod client;
 pub mod dry_run;
 pub mod events;
@@ -14,6 +15,7 @@ pub mod health;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod recent;
 pub mod reconcile;
 pub mod runner;
 pub mod shutdown;

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use super::backoff::Backoffs;
 use super::explain;
 use super::metrics::{ControllerMetrics, ReconcileResult};
+use super::recent::RecentWrites;
 use crate::contract::FINALIZER;
 
 /// The finalizer helper's own failures (the reconcile's are passed through).
@@ -45,11 +46,13 @@ impl FinalizerError {
 /// Runs `reconcile` under the `kubelb.k8c.io/cleanup` finalizer: the helper
 /// adds it to a live object (and returns; the change brings the object
 /// back), and removes it once cleanup succeeds on a deleted one. Those two
-/// patches are counted as writes of `resource`.
+/// patches are counted as writes of `resource` and, with `recent`,
+/// remembered until the watch cache shows them.
 pub async fn finalized<K, E, F, Fut>(
     api: &Api<K>,
     obj: Arc<K>,
     metrics: &ControllerMetrics,
+    recent: Option<&RecentWrites>,
     resource: &'static str,
     reconcile: F,
 ) -> Result<Action, E>
@@ -83,9 +86,14 @@ where
         };
         return reconcile(event).await;
     }
+    let (namespace, name) = (obj.namespace(), obj.name_any());
+    let replaced = obj.resource_version();
     let result = finalizer(api, FINALIZER, obj, reconcile).await;
     if result.is_ok() && had_finalizer == deleting {
         metrics.wrote(resource, "patch");
+        if let Some(recent) = recent {
+            recent.wrote(namespace.as_deref(), &name, replaced.as_deref());
+        }
     }
     result.map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,

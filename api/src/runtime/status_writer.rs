@@ -7,16 +7,19 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::metrics::ControllerMetrics;
+use super::recent::RecentWrites;
 use crate::status::{status_differs, with_transition_time};
 use crate::v1alpha1::{SyncSecret, SyncSecretStatus};
 
 /// Patches `desired` into the status of `obj` if it differs from the live
-/// one; returns whether it wrote.
+/// one; returns whether it wrote. The write is remembered in `recent` until
+/// the watch cache shows it.
 pub async fn write_status(
     api: &Api<SyncSecret>,
     obj: &SyncSecret,
     desired: SyncSecretStatus,
     metrics: &ControllerMetrics,
+    recent: &RecentWrites,
 ) -> Result<bool, kube::Error> {
     if !status_differs(obj.status.as_ref(), &desired) {
         return Ok(false);
@@ -39,5 +42,6 @@ pub async fn write_status(
     )
     .await?;
     metrics.wrote("syncsecrets/status", "patch");
+    recent.wrote_over(&namespace, &obj.name_any(), Some(obj));
     Ok(true)
 }
