@@ -7,7 +7,7 @@ CARGO ?= cargo
 # kubectl and helm; see hack/tools.sh and hack/versions.env.
 WITH_TOOLS = env_lines=$$(hack/tools.sh env) && eval "$$env_lines" &&
 
-.PHONY: help tools demo up test bench manifests fmt lint ci
+.PHONY: help tools demo up test bench chaos manifests fmt lint ci
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -27,6 +27,10 @@ test: ## Run every test (unit, generated-YAML drift, e2e on the real control pla
 BENCH_ARGS ?=
 bench: ## Benchmark (release builds, 1k/10k objects over 1/4 tenants); appends to docs/benchmarks.md.
 	$(WITH_TOOLS) $(CARGO) run --release -q -p syncsecret-e2e --bin syncsecret-bench -- $(BENCH_ARGS)
+
+CHAOS_ARGS ?=
+chaos: ## Chaos run (release builds; kill -9, API server restarts, etcd compaction; ~10 min); prints one summary.
+	$(WITH_TOOLS) $(CARGO) run --release -q -p syncsecret-e2e --bin syncsecret-chaos -- $(CHAOS_ARGS)
 
 manifests: ## Regenerate config/ from the Rust types.
 	$(CARGO) run -q -p syncsecret-api --bin syncsecret-manifests

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -25,13 +26,14 @@ use syncsecret_api::contract::{
     FIELD_MANAGER_CCM, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE,
     LABEL_ORIGIN_NS, MANAGED_BY_KUBELB, tenant_namespace,
 };
-use syncsecret_api::runtime::backoff::Backoffs;
+use syncsecret_api::runtime::backoff::{Backoffs, WatchBackoff};
 use syncsecret_api::runtime::cache;
 use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
 use syncsecret_api::runtime::gauges;
 use syncsecret_api::runtime::health::{Health, store_synced};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
+use syncsecret_api::runtime::reachable::Reachability;
 use syncsecret_api::runtime::recent::RecentWrites;
 use syncsecret_api::runtime::reconcile::sweep_periodically;
 use syncsecret_api::runtime::runner::Plumbing;
@@ -83,7 +85,22 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         &flags.leader_election_namespace,
         LEASE_NAME,
     );
+    // Asked on every replica, leader or not: the gauge says what each sees.
+    let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
+        .map_err(syncsecret_api::runtime::RuntimeError::from)?;
     let tenant_namespace = tenant_namespace(&flags.cluster_name);
+    let probe = {
+        let copies: Api<SyncSecret> = Api::namespaced(management.clone(), &tenant_namespace);
+        tokio::spawn(reachability.clone().probe("management", move || {
+            let copies = copies.clone();
+            async move {
+                copies
+                    .list_metadata(&ListParams::default().limit(1))
+                    .await
+                    .map(|_| ())
+            }
+        }))
+    };
     tracing::info!(%tenant_namespace, synchronizer = flags.enable_secret_synchronizer, "starting");
     let setup = Setup {
         tenant,
@@ -96,10 +113,13 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         concurrency: flags.common.max_concurrent_reconciles,
         sweep_period: std::time::Duration::from_secs(flags.common.orphan_sweep_period),
         registry: plumbing.registry().clone(),
+        reachability,
     };
-    plumbing
+    let ran = plumbing
         .run(lease, |shutdown| setup.controllers(shutdown))
-        .await?;
+        .await;
+    probe.abort();
+    ran?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -116,6 +136,7 @@ struct Setup {
     concurrency: u16,
     sweep_period: std::time::Duration,
     registry: Registry,
+    reachability: Reachability,
 }
 
 impl Setup {
@@ -134,7 +155,7 @@ impl Setup {
             copies_api,
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
         )
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(cache::slim(Some(FIELD_MANAGER_CCM)))
         .reflect(copies_writer)
         .inspect_ok({
@@ -147,7 +168,7 @@ impl Setup {
         // applied metadata on them).
         let (tenant_objects, tenant_writer) = reflector::store();
         let tenant_events = watcher(tenant_api.clone(), watcher::Config::default())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(cache::slim(Some(FIELD_MANAGER_CCM)))
             .reflect(tenant_writer)
             .inspect_ok({
@@ -160,6 +181,9 @@ impl Setup {
         let controller = Controller::for_stream(tenant_events, tenant_objects.clone())
             .with_config(config.clone())
             .watches_stream(copy_events, |copy| origin_of(&copy))
+            // Back from a management outage: everything at once, not when
+            // each object's backoff runs out.
+            .reconcile_all_on(self.reachability.recoveries())
             .graceful_shutdown_on(shutdown.clone().requested());
         if let Err(e) = gauges::register_phases(
             METRICS_PREFIX,

@@ -199,6 +199,10 @@ pub struct ControlPlane {
     clusters: Vec<Cluster>,
     /// In stop order: kube-controller-manager, API servers, etcd last.
     processes: Vec<Process>,
+    /// How each cluster's kube-apiserver was started, to start it again.
+    apiservers: Vec<ApiServerLaunch>,
+    /// etcd's client URL.
+    etcd_url: String,
     dir: Option<TempDir>,
     started_in: Duration,
     version: String,
@@ -224,6 +228,8 @@ impl ControlPlane {
         let mut plane = Self {
             clusters: Vec::new(),
             processes: Vec::new(),
+            apiservers: Vec::new(),
+            etcd_url: String::new(),
             dir: None,
             started_in: Duration::ZERO,
             version: String::new(),
@@ -236,6 +242,7 @@ impl ControlPlane {
         let peer_port = free_port()?;
         let etcd_dir = root.join("etcd");
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        plane.etcd_url.clone_from(&etcd_url);
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         plane.processes.push(Process::spawn(
             "etcd",
@@ -273,10 +280,10 @@ impl ControlPlane {
             let kubeconfig = p("kubeconfig.yaml");
             write_kubeconfig(&kubeconfig, name, &server, &ca.cert_pem, "admin", &admin)?;
             let path = |f: &str| p(f).display().to_string();
-            plane.processes.push(Process::spawn(
-                &format!("kube-apiserver {name}"),
-                &bins.kube_apiserver,
-                &[
+            let launch = ApiServerLaunch {
+                cluster: (*name).to_owned(),
+                program: bins.kube_apiserver.clone(),
+                args: vec![
                     format!("--etcd-servers={etcd_url}"),
                     format!("--etcd-prefix=/{name}"),
                     "--bind-address=127.0.0.1".to_owned(),
@@ -295,8 +302,11 @@ impl ControlPlane {
                     "--endpoint-reconciler-type=none".to_owned(),
                     "--allow-privileged=true".to_owned(),
                 ],
-                &p("kube-apiserver.log"),
-            )?);
+                dir: cluster_dir.clone(),
+                starts: 1,
+            };
+            plane.processes.push(launch.spawn()?);
+            plane.apiservers.push(launch);
             plane.clusters.push(Cluster {
                 name: (*name).to_owned(),
                 server,
@@ -433,6 +443,120 @@ impl ControlPlane {
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_ref().map(TempDir::path)
     }
+
+    fn apiserver_process(&mut self, cluster: &str) -> Result<&mut Process, HarnessError> {
+        let name = format!("kube-apiserver {cluster}");
+        self.processes
+            .iter_mut()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| HarnessError::Usage(format!("no {name}")))
+    }
+
+    /// Stops cluster `cluster`'s kube-apiserver (SIGTERM, as a rolling
+    /// restart does; SIGKILL after the grace period). Its clients see
+    /// connection refused until [`Self::start_apiserver`].
+    pub fn stop_apiserver(&mut self, cluster: &str) -> Result<(), HarnessError> {
+        self.apiserver_process(cluster)?.stop();
+        Ok(())
+    }
+
+    /// Starts cluster `cluster`'s kube-apiserver again, on the same port
+    /// with the same flags and etcd data (a fresh watch cache: clients
+    /// resuming a watch from before get `410 Gone` once etcd is compacted),
+    /// and waits until it is ready.
+    pub async fn start_apiserver(&mut self, cluster: &str) -> Result<(), HarnessError> {
+        let launch = self
+            .apiservers
+            .iter_mut()
+            .find(|a| a.cluster == cluster)
+            .ok_or_else(|| HarnessError::Usage(format!("no cluster {cluster}")))?;
+        launch.starts += 1;
+        let fresh = launch.spawn()?;
+        *self.apiserver_process(cluster)? = fresh;
+        let client = self
+            .cluster(cluster)
+            .ok_or_else(|| HarnessError::Usage(format!("no cluster {cluster}")))?
+            .client()
+            .await?;
+        self.wait_for(&format!("kube-apiserver {cluster} (restarted)"), || {
+            readyz(&client)
+        })
+        .await
+    }
+
+    /// Compacts etcd up to its current revision (what the API server's own
+    /// compaction does every 5 minutes): every watch that resumes from an
+    /// older resourceVersion than the API server's watch cache holds gets
+    /// `410 Gone` and must list again. Returns the revision.
+    pub fn compact_etcd(&self) -> Result<i64, HarnessError> {
+        // etcd's JSON gateway: read the current revision, compact to it.
+        let header = etcd_post(&self.etcd_url, "/v3/kv/range", &json!({"key": "Lw=="}))?;
+        let revision: i64 = header["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| HarnessError::Usage(format!("etcd range: no revision in {header}")))?;
+        etcd_post(
+            &self.etcd_url,
+            "/v3/kv/compaction",
+            &json!({"revision": revision.to_string(), "physical": true}),
+        )?;
+        Ok(revision)
+    }
+}
+
+/// How a cluster's kube-apiserver is started.
+struct ApiServerLaunch {
+    cluster: String,
+    program: PathBuf,
+    args: Vec<String>,
+    dir: PathBuf,
+    /// Starts so far (names the log of each).
+    starts: u32,
+}
+
+impl ApiServerLaunch {
+    fn spawn(&self) -> Result<Process, HarnessError> {
+        let log = if self.starts <= 1 {
+            self.dir.join("kube-apiserver.log")
+        } else {
+            self.dir.join(format!("kube-apiserver.{}.log", self.starts))
+        };
+        Process::spawn(
+            &format!("kube-apiserver {}", self.cluster),
+            &self.program,
+            &self.args,
+            &log,
+        )
+    }
+}
+
+/// POSTs `body` to etcd's JSON gateway at `url` + `path`; the reply as JSON.
+fn etcd_post(
+    url: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, HarnessError> {
+    use std::io::{Read, Write};
+    let authority = url.trim_start_matches("http://");
+    let fail = |e: String| HarnessError::Usage(format!("etcd {path}: {e}"));
+    let mut s = std::net::TcpStream::connect(authority).map_err(|e| fail(e.to_string()))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| fail(e.to_string()))?;
+    let body = body.to_string();
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)
+        .map_err(|e| fail(e.to_string()))?;
+    let (head, json) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    if !head.contains(" 200 ") {
+        return Err(fail(format!("{head}\n{json}")));
+    }
+    serde_json::from_str(json).map_err(|e| fail(e.to_string()))
 }
 
 async fn readyz(client: &Client) -> Result<(), String> {

@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod certs;
+pub mod chaos;
 pub mod control_plane;
 pub mod demo;
 pub mod helm;
@@ -100,7 +101,7 @@ pub enum HarnessError {
 }
 
 impl HarnessError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.to_owned(),
             source,

@@ -225,6 +225,20 @@ impl ControllerProcess {
         Ok(())
     }
 
+    /// Whether it is not running: it exited by itself (or was stopped and
+    /// not started again).
+    pub fn has_exited(&mut self) -> bool {
+        self.process.as_mut().is_none_or(|p| p.exited().is_some())
+    }
+
+    /// Kills it with SIGKILL (a crash: no drain, no lease release, writes
+    /// cut off wherever they were); [`Self::start`] brings it back.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
+    }
+
     /// Starts another process of the same binary with the same flags plus
     /// `extra` (e.g. `--dry-run`), on ports and a log of its own, and waits
     /// until it is ready.

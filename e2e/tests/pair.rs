@@ -2039,6 +2039,28 @@ async fn prometheus_has_data_for_every_dashboard_query_and_alert(s: &Shared) -> 
         exprs.len(),
         started.elapsed().as_secs_f64()
     );
+    // The ccm says whether it reaches the management cluster: 1 for the
+    // real one, 0 for the replica whose management kubeconfig points
+    // nowhere.
+    let reachable = |c: &ControllerProcess| -> Result<String, String> {
+        let m = c.metrics().map_err(|e| e.to_string())?;
+        m.lines()
+            .find(|l| l.starts_with("kubelb_ccm_management_reachable "))
+            .map(str::to_owned)
+            .ok_or_else(|| "no kubelb_ccm_management_reachable".to_owned())
+    };
+    let unreachable_ccm = extra
+        .iter()
+        .find(|(job, _)| job.contains("ccm") && job.ends_with("-unreachable"))
+        .map(|(_, c)| c)
+        .ok_or_else(|| anyhow!("no unreachable ccm replica"))?;
+    eventually("the unreachable replica says so", WAIT, || async {
+        let line = reachable(unreachable_ccm)?;
+        (line.ends_with(" 0")).then_some(()).ok_or(line)
+    })
+    .await?;
+    let real = reachable(&s.pair.lock().await.ccms[0]).map_err(|e| anyhow!(e))?;
+    ensure!(real.ends_with(" 1"), "the real ccm: {real}");
     // Prometheus evaluates the loaded rules: each alert pending or firing.
     let wanted: Vec<(String, &str)> = Binary::ALL
         .into_iter()

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -24,13 +25,14 @@ use prometheus::Registry;
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME};
 use syncsecret_api::policy::Policy;
-use syncsecret_api::runtime::backoff::Backoffs;
+use syncsecret_api::runtime::backoff::{Backoffs, WatchBackoff};
 use syncsecret_api::runtime::cache;
 use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
 use syncsecret_api::runtime::gauges;
 use syncsecret_api::runtime::health::{Health, store_synced};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
+use syncsecret_api::runtime::reachable::Reachability;
 use syncsecret_api::runtime::recent::RecentWrites;
 use syncsecret_api::runtime::reconcile::sweep_periodically;
 use syncsecret_api::runtime::runner::Plumbing;
@@ -92,6 +94,22 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         &flags.namespace,
         LEASE_NAME,
     );
+    // Asked on every replica: after its API server comes back (a restart,
+    // an outage, RBAC not loaded yet), every copy is reconciled at once.
+    let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
+        .map_err(syncsecret_api::runtime::RuntimeError::from)?;
+    let probe = {
+        let copies: Api<SyncSecret> = Api::all(client.clone());
+        tokio::spawn(reachability.clone().probe("management", move || {
+            let copies = copies.clone();
+            async move {
+                copies
+                    .list_metadata(&ListParams::default().limit(1))
+                    .await
+                    .map(|_| ())
+            }
+        }))
+    };
     tracing::info!(prefix = %flags.tenant_namespace_prefix, "starting");
     let setup = Setup {
         client,
@@ -108,10 +126,13 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         concurrency: flags.common.max_concurrent_reconciles,
         sweep_period: std::time::Duration::from_secs(flags.common.orphan_sweep_period),
         registry: plumbing.registry().clone(),
+        reachability,
     };
-    plumbing
+    let ran = plumbing
         .run(lease, |shutdown| setup.controller(shutdown))
-        .await?;
+        .await;
+    probe.abort();
+    ran?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -129,6 +150,7 @@ struct Setup {
     concurrency: u16,
     sweep_period: std::time::Duration,
     registry: Registry,
+    reachability: Reachability,
 }
 
 impl Setup {
@@ -143,7 +165,7 @@ impl Setup {
             Api::<Secret>::all(self.client.clone()),
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
         )
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(cache::slim(Some(FIELD_MANAGER_MANAGER)))
         .reflect(writer)
         .inspect_ok({
@@ -155,7 +177,7 @@ impl Setup {
         // managedFields is kept.
         let (copies_store, copies_writer) = reflector::store();
         let copy_events = watcher(copies, watcher::Config::default())
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .modify(cache::slim(None))
             .reflect(copies_writer)
             .inspect_ok({
@@ -166,6 +188,7 @@ impl Setup {
         let controller = Controller::for_stream(copy_events, copies_store.clone())
             .with_config(kube::runtime::controller::Config::default().concurrency(self.concurrency))
             .owns_stream(secret_events)
+            .reconcile_all_on(self.reachability.recoveries())
             .graceful_shutdown_on(shutdown.requested());
         if let Err(e) = gauges::register_phases(
             METRICS_PREFIX,

@@ -5,18 +5,20 @@
 //! written it (most of the 10 KiB per cached object the first heap profile
 //! of `make bench` found). The comparisons read only our own field
 //! manager's applied labels and annotations ([`applied_keys`]) and whether
-//! it wrote the object at all ([`made_by`]); that is what is kept.
+//! it wrote the object at all ([`made_by`]); that is what is kept, as a
+//! list of keys rather than a tree of JSON maps.
 //!
 //! [`applied_keys`]: crate::desired::applied_keys
 //! [`made_by`]: crate::sweep::made_by
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::Resource;
-use serde_json::{Map, Value};
+
+use crate::desired::compact_applied;
 
 /// Drops every managedFields entry but `field_manager`'s (none when
-/// `None`), and from those keeps only `f:metadata` → `f:labels` and
-/// `f:annotations`, with an empty `fieldsV1` where there is neither.
+/// `None`), and reduces those to the applied label and annotation keys in
+/// the compact form of [`compact_applied`].
 pub fn slim_managed_fields(meta: &mut ObjectMeta, field_manager: Option<&str>) {
     let Some(entries) = meta.managed_fields.take() else {
         return;
@@ -25,31 +27,13 @@ pub fn slim_managed_fields(meta: &mut ObjectMeta, field_manager: Option<&str>) {
         .into_iter()
         .filter(|e| field_manager.is_some() && e.manager.as_deref() == field_manager)
         .map(|e| ManagedFieldsEntry {
-            fields_v1: Some(FieldsV1(metadata_keys(e.fields_v1.as_ref()))),
+            fields_v1: e.fields_v1.as_ref().map(compact_applied),
             manager: e.manager,
             operation: e.operation,
             ..ManagedFieldsEntry::default()
         })
         .collect();
     meta.managed_fields = (!kept.is_empty()).then_some(kept);
-}
-
-/// `{"f:metadata": {"f:labels": …, "f:annotations": …}}` of a fieldsV1 tree
-/// (only the parts that are present).
-fn metadata_keys(fields: Option<&FieldsV1>) -> Value {
-    let mut metadata = Map::new();
-    if let Some(Value::Object(m)) = fields.and_then(|f| f.0.get("f:metadata")) {
-        for key in ["f:labels", "f:annotations"] {
-            if let Some(v) = m.get(key) {
-                metadata.insert(key.to_owned(), v.clone());
-            }
-        }
-    }
-    let mut root = Map::new();
-    if !metadata.is_empty() {
-        root.insert("f:metadata".to_owned(), Value::Object(metadata));
-    }
-    Value::Object(root)
 }
 
 /// A `watcher` modifier ([`kube::runtime::WatchStreamExt::modify`]) that
@@ -63,7 +47,8 @@ mod tests {
     use super::*;
     use crate::desired::applied_keys;
     use crate::sweep::made_by;
-    use serde_json::json;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+    use serde_json::{Value, json};
 
     fn entry(manager: &str, operation: &str, fields: Value) -> ManagedFieldsEntry {
         ManagedFieldsEntry {
@@ -113,9 +98,9 @@ mod tests {
         assert_eq!(entries.len(), 2);
         assert_eq!(
             entries[0].fields_v1.as_ref().unwrap().0,
-            json!({"f:metadata": {"f:labels": {"f:x": {}}, "f:annotations": {"f:y": {}}}})
+            json!(["labels/x", "annotations/y"])
         );
-        assert_eq!(entries[1].fields_v1.as_ref().unwrap().0, json!({}));
+        assert_eq!(entries[1].fields_v1.as_ref().unwrap().0, json!([]));
         assert!(entries.iter().all(|e| e.api_version.is_none()));
     }
 

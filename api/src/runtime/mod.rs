@@ -15,6 +15,7 @@ pub mod health;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod reachable;
 pub mod recent;
 pub mod reconcile;
 pub mod runner;

@@ -88,7 +88,14 @@ where
     }
     let (namespace, name) = (obj.namespace(), obj.name_any());
     let replaced = obj.resource_version();
-    let result = finalizer(api, FINALIZER, obj, reconcile).await;
+    let result = match finalizer(api, FINALIZER, obj, reconcile).await {
+        // Gone already (deleted by the API server once its last finalizer
+        // went, seen late by the cache): nothing is left to release.
+        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(s))) if s.code == 404 => {
+            return Ok(Action::await_change());
+        }
+        other => other,
+    };
     if result.is_ok() && had_finalizer == deleting {
         metrics.wrote(resource, "patch");
         if let Some(recent) = recent {
