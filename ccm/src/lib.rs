@@ -14,7 +14,7 @@ mod synchronizer;
 
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -26,7 +26,7 @@ use syncsecret_api::contract::{
     FIELD_MANAGER_CCM, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE,
     LABEL_ORIGIN_NS, MANAGED_BY_KUBELB, tenant_namespace,
 };
-use syncsecret_api::runtime::backoff::{Backoffs, WatchBackoff};
+use syncsecret_api::runtime::backoff::Backoffs;
 use syncsecret_api::runtime::cache;
 use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
@@ -151,31 +151,28 @@ impl Setup {
         let (copies, copies_writer) = reflector::store();
         let recent_copies = RecentWrites::default();
         let recent_tenant = RecentWrites::default();
-        let copy_events = watcher(
+        let copy_events = cache::watch(
             copies_api,
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
+            copies_writer,
+            Some(FIELD_MANAGER_CCM),
+            recent_copies.clone(),
+            "copies",
         )
-        .backoff(WatchBackoff::default())
-        .modify(cache::slim(Some(FIELD_MANAGER_CCM)))
-        .reflect(copies_writer)
-        .inspect_ok({
-            let recent = recent_copies.clone();
-            move |event| recent.observe(event)
-        })
         .touched_objects();
 
         // Tenant objects, cached slim too (the synchronizer compares our
         // applied metadata on them).
         let (tenant_objects, tenant_writer) = reflector::store();
-        let tenant_events = watcher(tenant_api.clone(), watcher::Config::default())
-            .backoff(WatchBackoff::default())
-            .modify(cache::slim(Some(FIELD_MANAGER_CCM)))
-            .reflect(tenant_writer)
-            .inspect_ok({
-                let recent = recent_tenant.clone();
-                move |event| recent.observe(event)
-            })
-            .applied_objects();
+        let tenant_events = cache::watch(
+            tenant_api.clone(),
+            watcher::Config::default(),
+            tenant_writer,
+            Some(FIELD_MANAGER_CCM),
+            recent_tenant.clone(),
+            "tenant syncsecrets",
+        )
+        .applied_objects();
 
         let config = kube::runtime::controller::Config::default().concurrency(self.concurrency);
         let controller = Controller::for_stream(tenant_events, tenant_objects.clone())

@@ -15,7 +15,7 @@ mod verify;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
@@ -25,7 +25,7 @@ use prometheus::Registry;
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME};
 use syncsecret_api::policy::Policy;
-use syncsecret_api::runtime::backoff::{Backoffs, WatchBackoff};
+use syncsecret_api::runtime::backoff::Backoffs;
 use syncsecret_api::runtime::cache;
 use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
@@ -161,30 +161,27 @@ impl Setup {
         let (secrets, writer) = reflector::store();
         let recent_secrets = RecentWrites::default();
         let recent_copies = RecentWrites::default();
-        let secret_events = watcher(
+        let secret_events = cache::watch(
             Api::<Secret>::all(self.client.clone()),
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
+            writer,
+            Some(FIELD_MANAGER_MANAGER),
+            recent_secrets.clone(),
+            "secrets",
         )
-        .backoff(WatchBackoff::default())
-        .modify(cache::slim(Some(FIELD_MANAGER_MANAGER)))
-        .reflect(writer)
-        .inspect_ok({
-            let recent = recent_secrets.clone();
-            move |event| recent.observe(event)
-        })
         .touched_objects();
         // Copies are never applied by the manager: none of their
         // managedFields is kept.
         let (copies_store, copies_writer) = reflector::store();
-        let copy_events = watcher(copies, watcher::Config::default())
-            .backoff(WatchBackoff::default())
-            .modify(cache::slim(None))
-            .reflect(copies_writer)
-            .inspect_ok({
-                let recent = recent_copies.clone();
-                move |event| recent.observe(event)
-            })
-            .applied_objects();
+        let copy_events = cache::watch(
+            copies,
+            watcher::Config::default(),
+            copies_writer,
+            None,
+            recent_copies.clone(),
+            "copies",
+        )
+        .applied_objects();
         let controller = Controller::for_stream(copy_events, copies_store.clone())
             .with_config(kube::runtime::controller::Config::default().concurrency(self.concurrency))
             .owns_stream(secret_events)

@@ -11,8 +11,14 @@
 //! [`applied_keys`]: crate::desired::applied_keys
 //! [`made_by`]: crate::sweep::made_by
 
+use futures::{Stream, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
-use kube::Resource;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource};
+
+use super::backoff::WatchBackoff;
+use super::recent::RecentWrites;
 
 use crate::desired::compact_applied;
 
@@ -40,6 +46,36 @@ pub fn slim_managed_fields(meta: &mut ObjectMeta, field_manager: Option<&str>) {
 /// slims every object before it reaches the cache.
 pub fn slim<K: Resource>(field_manager: Option<&'static str>) -> impl Fn(&mut K) + Clone {
     move |obj: &mut K| slim_managed_fields(obj.meta_mut(), field_manager)
+}
+
+/// The watch behind each of the controllers' caches, built one way: retried
+/// with [`WatchBackoff`], every failure logged (`what` names the watch),
+/// objects slimmed to what `field_manager`'s comparisons read, applied to
+/// `writer`'s cache, and then shown to `recent` (which forgets our writes
+/// the cache now holds) before anything is reconciled.
+pub fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: Writer<K>,
+    field_manager: Option<&'static str>,
+    recent: RecentWrites,
+    what: &'static str,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(api, config)
+        .inspect_err(move |e| tracing::warn!(watch = what, "watch failed, retrying: {e}"))
+        .backoff(WatchBackoff::default())
+        .modify(slim(field_manager))
+        .reflect(writer)
+        .inspect_ok(move |event| recent.observe(event))
 }
 
 #[cfg(test)]
