@@ -35,7 +35,7 @@ use syncsecret_api::runtime::health::{Health, store_synced};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
 use syncsecret_api::runtime::reachable::Reachability;
 use syncsecret_api::runtime::recent::RecentWrites;
-use syncsecret_api::runtime::reconcile::sweep_periodically;
+use syncsecret_api::runtime::reconcile::{Scoped, sweep_periodically};
 use syncsecret_api::runtime::runner::Plumbing;
 use syncsecret_api::runtime::shutdown::Shutdown;
 
@@ -115,8 +115,13 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         registry: plumbing.registry().clone(),
         reachability,
     };
+    // Called again each time this replica leads anew.
+    let setup = Arc::new(setup);
     let ran = plumbing
-        .run(lease, |shutdown| setup.controllers(shutdown))
+        .run(lease, move |shutdown| {
+            let setup = setup.clone();
+            async move { setup.controllers(shutdown).await }
+        })
         .await;
     probe.abort();
     ran?;
@@ -140,7 +145,7 @@ struct Setup {
 }
 
 impl Setup {
-    async fn controllers(self, shutdown: Shutdown) {
+    async fn controllers(&self, shutdown: Shutdown) {
         let tenant_api: Api<SyncSecret> = Api::all(self.tenant.clone());
         let copies_api: Api<SyncSecret> =
             Api::namespaced(self.management.clone(), &self.tenant_namespace);
@@ -215,9 +220,10 @@ impl Setup {
         if self.synchronizer {
             let secrets: Api<Secret> = Api::all(self.tenant.clone());
             let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_KUBELB}");
-            let c = Controller::new(secrets, watcher::Config::default().labels(&selector))
+            let watch = || watcher::Config::default().timeout(cache::WATCH_TIMEOUT_SECS);
+            let c = Controller::new(secrets, watch().labels(&selector))
                 .with_config(config)
-                .watches(tenant_api, watcher::Config::default(), |ss| {
+                .watches(tenant_api, watch(), |ss| {
                     Some(ObjectRef::new(&ss.name_any()).within(&ss.namespace()?))
                 })
                 .graceful_shutdown_on(shutdown.clone().requested());
@@ -237,13 +243,13 @@ impl Setup {
         let sweeper = {
             let ctx = ctx.clone();
             let (tenant_objects, copies) = (tenant_objects.clone(), copies.clone());
-            tokio::spawn(sweep_periodically(
+            Scoped::spawn(sweep_periodically(
                 async move { store_synced(&tenant_objects).await && store_synced(&copies).await },
                 self.sweep_period,
                 move || sweep::orphans(ctx.clone()),
             ))
         };
-        let readiness = tokio::spawn(async move {
+        let readiness = Scoped::spawn(async move {
             let mut synced = store_synced(&tenant_objects).await && store_synced(&copies).await;
             if let Some(s) = secrets_store {
                 synced = synced && store_synced(&s).await;
@@ -263,8 +269,7 @@ impl Setup {
             }
             None => main.await,
         }
-        readiness.abort();
-        sweeper.abort();
+        drop((readiness, sweeper));
     }
 }
 

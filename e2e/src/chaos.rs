@@ -44,6 +44,12 @@ pub enum Fault {
     RestartManagementApiServer,
     /// The same for one tenant cluster.
     RestartTenantApiServer,
+    /// The management cluster's kube-apiserver down for `outage` while the
+    /// tenants create, update and delete. Before it comes back the run
+    /// checks what a user would: deleted tenant objects wait (Terminating,
+    /// with an event saying why), and every ccm's
+    /// `kubelb_ccm_management_reachable` is 0.
+    ManagementOutage,
 }
 
 impl fmt::Display for Fault {
@@ -53,16 +59,18 @@ impl fmt::Display for Fault {
             Self::KillManager => "kill -9 manager",
             Self::RestartManagementApiServer => "management API server restart + etcd compaction",
             Self::RestartTenantApiServer => "tenant API server restart + etcd compaction",
+            Self::ManagementOutage => "management outage",
         })
     }
 }
 
 /// Every fault kind, in schedule order.
-pub const ALL_FAULTS: [Fault; 4] = [
+pub const ALL_FAULTS: [Fault; 5] = [
     Fault::KillCcm,
     Fault::KillManager,
     Fault::RestartManagementApiServer,
     Fault::RestartTenantApiServer,
+    Fault::ManagementOutage,
 ];
 
 /// What to run.
@@ -80,6 +88,8 @@ pub struct Config {
     pub faults: Vec<Fault>,
     /// How long a killed controller or a stopped API server stays down.
     pub downtime: Duration,
+    /// How long a management outage lasts.
+    pub outage: Duration,
     /// How long a round may take to converge after its fault is healed.
     pub settle: Duration,
     /// Seed of the schedule.
@@ -117,6 +127,27 @@ pub struct Summary {
     pub slowest_convergence_s: BTreeMap<String, f64>,
     /// Rounds that did not converge within `settle`, with what was off.
     pub unconverged: Vec<String>,
+    /// What a management outage looked like from the tenants, per outage:
+    /// deleted objects held Terminating, those with an event saying why,
+    /// and the ccms' reachable gauges.
+    pub outages: Vec<OutageSeen>,
+    /// What a user would have been told wrongly during an outage (a
+    /// deletion not held, no event, a gauge not at 0). Must be empty.
+    pub outage_violations: Vec<String>,
+}
+
+/// The tenants' view of one management outage, just before it ended.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct OutageSeen {
+    /// How long it lasted, in seconds.
+    pub seconds: f64,
+    /// Tenant objects deleted and still there (their finalizer holds).
+    pub held_deletions: usize,
+    /// Of those, how many carry an event that says why: a Warning naming
+    /// the unreachable API server, or `CopyDeleting`.
+    pub explained: usize,
+    /// Each ccm's `kubelb_ccm_management_reachable`.
+    pub reachable_gauges: Vec<String>,
 }
 
 impl Summary {
@@ -128,6 +159,7 @@ impl Summary {
             && self.leaked_values == 0
             && self.controller_exits == 0
             && self.unconverged.is_empty()
+            && self.outage_violations.is_empty()
     }
 }
 
@@ -156,6 +188,19 @@ impl fmt::Display for Summary {
         writeln!(f, "  stuck objects          {}", self.stuck)?;
         writeln!(f, "  leaked values          {}", self.leaked_values)?;
         writeln!(f, "  controller exits       {}", self.controller_exits)?;
+        for o in &self.outages {
+            writeln!(
+                f,
+                "  management outage {:.0} s: {} deletions held (Terminating), {} with an event saying why; reachable gauges {}",
+                o.seconds,
+                o.held_deletions,
+                o.explained,
+                o.reachable_gauges.join(", ")
+            )?;
+        }
+        for v in &self.outage_violations {
+            writeln!(f, "  DURING THE OUTAGE: {v}")?;
+        }
         for u in &self.unconverged {
             writeln!(f, "  NOT CONVERGED: {u}")?;
         }
@@ -257,18 +302,28 @@ pub async fn run(cfg: &Config) -> Result<Summary, HarnessError> {
                 summary.objects += 1;
             }
         }
-        // The fault lands somewhere inside the burst.
+        // The fault lands somewhere inside the burst; an outage from its
+        // start, so that the round's deletions meet it.
         let delay = Duration::from_secs_f64(rng.unit() * 1.5);
+        let delay = if fault == Fault::ManagementOutage {
+            Duration::ZERO
+        } else {
+            delay
+        };
         let victim = rng.below(cfg.tenants);
         let tenants = pair.tenants.clone();
         let burst = execute(&tenants, ops, cfg.concurrency);
         let inject = async {
             tokio::time::sleep(delay).await;
-            inject(&mut pair, fault, victim, cfg.downtime).await
+            inject(&mut pair, fault, victim, cfg).await
         };
         let (done, injected) = futures::join!(burst, inject);
-        let exits = injected?;
+        let (exits, outage) = injected?;
         summary.controller_exits += exits;
+        if let Some(seen) = outage {
+            summary.outage_violations.extend(seen.violations(&pair));
+            summary.outages.push(seen);
+        }
         *summary.faults.entry(fault.to_string()).or_default() += 1;
         for (key, value) in done? {
             match value {
@@ -459,25 +514,38 @@ async fn attempt(
 }
 
 /// Injects `fault` (on tenant `victim` where it names one), keeps it for
-/// `downtime`, heals it. Returns how many controllers exited meanwhile.
+/// its time, heals it. Returns how many controllers exited meanwhile and,
+/// for an outage, what the tenants showed during it.
 async fn inject(
     pair: &mut Pair,
     fault: Fault,
     victim: usize,
-    downtime: Duration,
-) -> Result<usize, HarnessError> {
-    match fault {
+    cfg: &Config,
+) -> Result<(usize, Option<OutageSeen>), HarnessError> {
+    let downtime = cfg.downtime;
+    let exits = match fault {
         Fault::KillCcm => {
             pair.ccms[victim].kill();
             tokio::time::sleep(downtime).await;
             pair.ccms[victim].start().await?;
-            Ok(0)
+            0
         }
         Fault::KillManager => {
             pair.manager.kill();
             tokio::time::sleep(downtime).await;
             pair.manager.start().await?;
-            Ok(0)
+            0
+        }
+        Fault::ManagementOutage => {
+            let cluster = pair.plane.management().name().to_owned();
+            let started = Instant::now();
+            pair.plane.stop_apiserver(&cluster)?;
+            tokio::time::sleep(cfg.outage).await;
+            let mut seen = OutageSeen::read(pair).await?;
+            seen.seconds = started.elapsed().as_secs_f64();
+            pair.plane.start_apiserver(&cluster).await?;
+            let exited = count_exited(pair);
+            return Ok((exited, Some(seen)));
         }
         Fault::RestartManagementApiServer | Fault::RestartTenantApiServer => {
             let cluster = if fault == Fault::RestartManagementApiServer {
@@ -490,15 +558,97 @@ async fn inject(
             pair.plane.compact_etcd()?;
             pair.plane.start_apiserver(&cluster).await?;
             // The controllers ride it out: none may have exited.
-            let exited = pair
-                .ccms
-                .iter_mut()
-                .chain(std::iter::once(&mut pair.manager))
-                .map(ControllerProcess::has_exited)
-                .filter(|exited| *exited)
-                .count();
-            Ok(exited)
+            count_exited(pair)
         }
+    };
+    Ok((exits, None))
+}
+
+fn count_exited(pair: &mut Pair) -> usize {
+    pair.ccms
+        .iter_mut()
+        .chain(std::iter::once(&mut pair.manager))
+        .map(ControllerProcess::has_exited)
+        .filter(|exited| *exited)
+        .count()
+}
+
+impl OutageSeen {
+    /// Reads the tenants (the management cluster is down).
+    async fn read(pair: &Pair) -> Result<Self, HarnessError> {
+        let mut seen = Self::default();
+        for t in &pair.tenants {
+            let objects = Api::<SyncSecret>::namespaced(t.clone(), NAMESPACE)
+                .list(&ListParams::default())
+                .await?;
+            let events = Api::<Event>::namespaced(t.clone(), NAMESPACE)
+                .list(&ListParams::default())
+                .await?;
+            for o in objects
+                .items
+                .iter()
+                .filter(|o| o.metadata.deletion_timestamp.is_some())
+            {
+                seen.held_deletions += 1;
+                let uid = o.uid();
+                // Why it waits: a Warning naming the unreachable API server
+                // (the copy's deletion failed), or `CopyDeleting` (the copy
+                // was deleted and the management cluster has yet to remove
+                // it).
+                let explained = events.items.iter().any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.uid.clone()) == uid
+                        && ((e.type_.as_deref() == Some("Warning")
+                            && e.note.as_deref().is_some_and(|n| n.contains("unreachable")))
+                            || e.reason.as_deref() == Some("CopyDeleting"))
+                });
+                if explained {
+                    seen.explained += 1;
+                }
+            }
+        }
+        for c in &pair.ccms {
+            let gauge = c
+                .metrics()
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find(|l| l.starts_with("kubelb_ccm_management_reachable "))
+                        .map(|l| {
+                            l.trim_start_matches("kubelb_ccm_management_reachable ")
+                                .to_owned()
+                        })
+                })
+                .unwrap_or_else(|| "missing".to_owned());
+            seen.reachable_gauges.push(format!("{}={gauge}", c.name()));
+        }
+        Ok(seen)
+    }
+
+    /// What a user would have been told wrongly.
+    fn violations(&self, pair: &Pair) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.held_deletions == 0 {
+            v.push(
+                "no deleted tenant object was held Terminating (did the round delete any?)"
+                    .to_owned(),
+            );
+        }
+        if self.explained < self.held_deletions {
+            v.push(format!(
+                "{} of {} held deletions have no event saying why (a Warning naming the unreachable API server, or CopyDeleting)",
+                self.held_deletions - self.explained,
+                self.held_deletions
+            ));
+        }
+        for (g, c) in self.reachable_gauges.iter().zip(&pair.ccms) {
+            if !g.ends_with("=0") {
+                v.push(format!(
+                    "{}: kubelb_ccm_management_reachable is not 0 ({g})",
+                    c.name()
+                ));
+            }
+        }
+        v
     }
 }
 
@@ -825,6 +975,7 @@ mod tests {
             concurrency: 8,
             faults: ALL_FAULTS.to_vec(),
             downtime: Duration::from_secs(1),
+            outage: Duration::from_secs(1),
             settle: Duration::from_secs(1),
             seed: 42,
         };

@@ -1,5 +1,6 @@
-//! The short chaos run inside `make test`: every fault kind once, on a
-//! pair of its own, a few hundred operations. It asserts what a user would
+//! The short chaos run inside `make test`: every fault kind once (the
+//! management outage for 15 s), on a pair of its own, a few hundred
+//! operations. It asserts what a user would
 //! check after the faults: nothing lost, nothing orphaned, nothing stuck,
 //! no value leaked, no controller gone. `make chaos` runs the long one.
 
@@ -23,6 +24,7 @@ async fn every_fault_once_and_everything_converges_exactly() {
         concurrency: 16,
         faults: ALL_FAULTS.to_vec(),
         downtime: Duration::from_secs(2),
+        outage: Duration::from_secs(15),
         settle: Duration::from_secs(90),
         seed: std::env::var("CHAOS_SEED")
             .ok()
@@ -36,5 +38,6 @@ async fn every_fault_once_and_everything_converges_exactly() {
         summary.objects > 0 && summary.operations.len() == 3,
         "{summary}"
     );
+    assert_eq!(summary.outages.len(), 1, "{summary}");
     assert!(summary.clean(), "{summary}\nleaks in: {:?}", summary.leaks);
 }

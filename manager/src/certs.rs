@@ -8,10 +8,14 @@ use std::sync::Mutex;
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
 use syncsecret_api::certificate::{CertInfo, CertState};
 
-/// What the manager knows of each synced certificate.
+/// Per object key: (namespace, state, notAfter).
+type Known = HashMap<String, (String, CertState, i64)>;
+
+/// What the manager knows of each synced certificate (shared by clones).
+#[derive(Clone)]
 pub struct Certificates {
     /// object key → (namespace, state, notAfter)
-    by_object: Mutex<HashMap<String, (String, CertState, i64)>>,
+    by_object: std::sync::Arc<Mutex<Known>>,
     count: IntGaugeVec,
     earliest: GaugeVec,
 }
@@ -37,7 +41,7 @@ impl Certificates {
         registry.register(Box::new(count.clone()))?;
         registry.register(Box::new(earliest.clone()))?;
         Ok(Self {
-            by_object: Mutex::default(),
+            by_object: std::sync::Arc::default(),
             count,
             earliest,
         })

@@ -34,7 +34,7 @@ use syncsecret_api::runtime::health::{Health, store_synced};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
 use syncsecret_api::runtime::reachable::Reachability;
 use syncsecret_api::runtime::recent::RecentWrites;
-use syncsecret_api::runtime::reconcile::sweep_periodically;
+use syncsecret_api::runtime::reconcile::{Scoped, sweep_periodically};
 use syncsecret_api::runtime::runner::Plumbing;
 use syncsecret_api::runtime::shutdown::Shutdown;
 
@@ -128,8 +128,13 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         registry: plumbing.registry().clone(),
         reachability,
     };
+    // Called again each time this replica leads anew.
+    let setup = Arc::new(setup);
     let ran = plumbing
-        .run(lease, |shutdown| setup.controller(shutdown))
+        .run(lease, move |shutdown| {
+            let setup = setup.clone();
+            async move { setup.controller(shutdown).await }
+        })
         .await;
     probe.abort();
     ran?;
@@ -154,7 +159,7 @@ struct Setup {
 }
 
 impl Setup {
-    async fn controller(self, shutdown: Shutdown) {
+    async fn controller(&self, shutdown: Shutdown) {
         let copies: Api<SyncSecret> = Api::all(self.client.clone());
         // Only Secrets we made are listed and cached (label selector); a
         // change to one reconciles its owner, so drift is repaired at once.
@@ -199,35 +204,35 @@ impl Setup {
             client: self.client.clone(),
             secrets: secrets.clone(),
             copies: copies_store.clone(),
-            tenant_namespace_prefix: self.prefix,
-            policy: self.policy,
-            certificates: self.certificates,
-            verify_failures: self.verify_failures,
+            tenant_namespace_prefix: self.prefix.clone(),
+            policy: self.policy.clone(),
+            certificates: self.certificates.clone(),
+            verify_failures: self.verify_failures.clone(),
             expiry_window_secs: self.expiry_window_secs,
             replaced: std::sync::Mutex::default(),
             budget_locks: std::sync::Mutex::default(),
             metrics: self.metrics.clone(),
             events: Events::new(
-                self.client,
+                self.client.clone(),
                 "syncsecret-manager",
                 &self.identity,
-                self.metrics,
+                self.metrics.clone(),
             ),
             backoffs: Backoffs::default(),
             recent_copies,
             recent_secrets,
         });
-        let health = self.health;
+        let health = self.health.clone();
         let sweeper = {
             let ctx = ctx.clone();
             let (copies, secrets) = (copies_store.clone(), secrets.clone());
-            tokio::spawn(sweep_periodically(
+            Scoped::spawn(sweep_periodically(
                 async move { store_synced(&copies).await && store_synced(&secrets).await },
                 self.sweep_period,
                 move || sweep::orphans(ctx.clone()),
             ))
         };
-        let readiness = tokio::spawn(async move {
+        let readiness = Scoped::spawn(async move {
             if store_synced(&copies_store).await && store_synced(&secrets).await {
                 tracing::info!("watches synced; ready");
                 health.set_ready(true);
@@ -237,7 +242,6 @@ impl Setup {
             .run(reconcile::reconcile, reconcile::error_policy, ctx)
             .for_each(|_| async {})
             .await;
-        readiness.abort();
-        sweeper.abort();
+        drop((readiness, sweeper));
     }
 }

@@ -10,6 +10,7 @@ use syncsecret_api::payload::Payload;
 use crate::Error;
 
 /// `<prefix>_write_verify_failures_total{namespace}`.
+#[derive(Clone)]
 pub struct VerifyFailures(IntCounterVec);
 
 impl VerifyFailures {

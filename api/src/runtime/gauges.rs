@@ -109,12 +109,21 @@ pub fn register_phases(
         ),
         &["namespace", "phase"],
     )?;
-    let desc = gauge.desc().into_iter().cloned().collect();
-    registry.register(Box::new(PhaseGauges {
+    let desc: Vec<Desc> = gauge.desc().into_iter().cloned().collect();
+    let make = |store: Store<SyncSecret>| PhaseGauges {
         store,
-        gauge: Mutex::new(gauge),
-        desc,
-    }))
+        gauge: Mutex::new(gauge.clone()),
+        desc: desc.clone(),
+    };
+    match registry.register(Box::new(make(store.clone()))) {
+        // Leading again after losing the lease: the new store replaces the
+        // old one (collectors are told apart by their descriptors).
+        Err(prometheus::Error::AlreadyReg) => {
+            registry.unregister(Box::new(make(store.clone())))?;
+            registry.register(Box::new(make(store)))
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]

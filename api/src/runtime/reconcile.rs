@@ -157,6 +157,26 @@ where
     Action::requeue(backoffs.failed(&key(obj)))
 }
 
+/// A task that lives only as long as its owner: aborted when dropped. The
+/// controllers' side tasks (sweep, readiness) are held this way, so that a
+/// replica that loses its lease (its controllers dropped mid-flight) leaves
+/// nothing behind that could still write.
+#[derive(Debug)]
+pub struct Scoped(tokio::task::JoinHandle<()>);
+
+impl Scoped {
+    /// Spawns `task`.
+    pub fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(task))
+    }
+}
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs `sweep` once `ready` says the caches have synced, then every
 /// `period` (never again if zero). Runs until its task is aborted.
 pub async fn sweep_periodically<R, S>(

@@ -14,13 +14,19 @@ async fn run_inner<F, Fut>(
     health: &Health,
     lease: Option<&LeaderLease>,
     shutdown: Shutdown,
-    controllers: F,
+    mut controllers: F,
 ) -> Result<(), RuntimeError>
 where
-    F: FnOnce(Shutdown) -> Fut,
+    F: FnMut(Shutdown) -> Fut,
     Fut: Future<Output = ()>,
 {
-    if let Some(lease) = lease {
+    let Some(lease) = lease else {
+        health.set_leading(true);
+        drained(health, &shutdown, controllers(shutdown.clone())).await;
+        health.set_leading(false);
+        return stopped(health, &shutdown);
+    };
+    loop {
         // A standby replica is healthy and ready: it is ready to take over.
         health.set_ready(true);
         tokio::select! {
@@ -29,37 +35,47 @@ where
         }
         // Leading: ready again only once the watches have synced.
         health.set_ready(false);
+        health.set_leading(true);
+        let work = drained(health, &shutdown, controllers(shutdown.clone()));
+        tokio::select! {
+            () = work => {
+                health.set_leading(false);
+                return stopped(health, &shutdown);
+            }
+            e = lease.keep() => {
+                // Not renewed in time (its API server unreachable for longer
+                // than the renew deadline, say) or taken by another replica:
+                // the controllers stop at once (dropped mid-reconcile, so
+                // that no write races a new leader) and this replica waits
+                // to lead again, without a restart.
+                health.set_leading(false);
+                tracing::warn!("leadership lost ({e}); controllers stopped until this replica leads again");
+            }
+        }
     }
-    health.set_leading(true);
-    let work = controllers(shutdown.clone());
-    // kube-runtime holds a controller's runner until its store has synced,
-    // so one whose API server cannot be reached would never finish
-    // draining. Not ready means nothing was synced, so nothing to finish:
-    // such a replica stops at once.
+}
+
+/// Runs `work` until it ends, or until shutdown is requested while the
+/// watches never synced: kube-runtime holds a controller's runner until its
+/// store has synced, so one whose API server cannot be reached would never
+/// finish draining. Not ready means nothing was synced, so nothing to
+/// finish: such a replica stops at once.
+async fn drained(health: &Health, shutdown: &Shutdown, work: impl Future<Output = ()>) {
     let unsynced = async {
         shutdown.clone().requested().await;
         if health.ready().is_ok() {
             std::future::pending::<()>().await;
         }
     };
-    let work = async {
-        tokio::select! {
-            () = work => {},
-            () = unsynced => tracing::info!("stopping without a drain: the watches never synced"),
-        }
-    };
-    match lease {
-        Some(lease) => tokio::select! {
-            () = work => {},
-            e = lease.keep() => {
-                health.set_leading(false);
-                health.fail(e.to_string());
-                return Err(e);
-            }
-        },
-        None => work.await,
+    tokio::select! {
+        () = work => {},
+        () = unsynced => tracing::info!("stopping without a drain: the watches never synced"),
     }
-    health.set_leading(false);
+}
+
+/// The outcome once the controllers have returned: fine after SIGTERM,
+/// an error (and a failing `/healthz`) otherwise.
+fn stopped(health: &Health, shutdown: &Shutdown) -> Result<(), RuntimeError> {
     if shutdown.is_requested() {
         Ok(())
     } else {
@@ -146,16 +162,16 @@ impl Plumbing {
 
     /// Runs `controllers` (given the shutdown handle to drain on) with the
     /// admin server up the whole time. With a lease, the controllers start
-    /// only once this replica leads, and the process stops with an error if
-    /// leadership is lost. Returns when the controllers have drained after
-    /// SIGTERM.
+    /// only once this replica leads; if leadership is lost they are stopped
+    /// and started anew (by calling `controllers` again) once it leads
+    /// again. Returns when the controllers have drained after SIGTERM.
     pub async fn run<F, Fut>(
         self,
         lease: Option<LeaderLease>,
         controllers: F,
     ) -> Result<(), RuntimeError>
     where
-        F: FnOnce(Shutdown) -> Fut,
+        F: FnMut(Shutdown) -> Fut,
         Fut: Future<Output = ()>,
     {
         let health: Arc<Health> = self.admin.health.clone();

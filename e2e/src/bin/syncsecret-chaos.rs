@@ -27,6 +27,9 @@ struct Flags {
     /// Seconds a killed controller or stopped API server stays down.
     #[arg(long, default_value_t = 3)]
     downtime: u64,
+    /// Seconds a management outage lasts.
+    #[arg(long, default_value_t = 60)]
+    outage: u64,
     /// Seconds a round may take to converge after its fault is healed.
     #[arg(long, default_value_t = 120)]
     settle: u64,
@@ -53,6 +56,7 @@ async fn main() -> ExitCode {
         concurrency: flags.concurrency,
         faults: ALL_FAULTS.to_vec(),
         downtime: Duration::from_secs(flags.downtime),
+        outage: Duration::from_secs(flags.outage),
         settle: Duration::from_secs(flags.settle),
         seed,
     };
