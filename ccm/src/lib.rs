@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::ListParams;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -89,18 +88,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
         .map_err(syncsecret_api::runtime::RuntimeError::from)?;
     let tenant_namespace = tenant_namespace(&flags.cluster_name);
-    let probe = {
-        let copies: Api<SyncSecret> = Api::namespaced(management.clone(), &tenant_namespace);
-        tokio::spawn(reachability.clone().probe("management", move || {
-            let copies = copies.clone();
-            async move {
-                copies
-                    .list_metadata(&ListParams::default().limit(1))
-                    .await
-                    .map(|_| ())
-            }
-        }))
-    };
+    let _probe = reachability.probe_with(Api::namespaced(management.clone(), &tenant_namespace));
     tracing::info!(%tenant_namespace, synchronizer = flags.enable_secret_synchronizer, "starting");
     let setup = Setup {
         tenant,
@@ -117,14 +105,12 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     };
     // Called again each time this replica leads anew.
     let setup = Arc::new(setup);
-    let ran = plumbing
+    plumbing
         .run(lease, move |shutdown| {
             let setup = setup.clone();
             async move { setup.controllers(shutdown).await }
         })
-        .await;
-    probe.abort();
-    ran?;
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }

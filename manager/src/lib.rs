@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::ListParams;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -98,18 +97,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     // an outage, RBAC not loaded yet), every copy is reconciled at once.
     let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
         .map_err(syncsecret_api::runtime::RuntimeError::from)?;
-    let probe = {
-        let copies: Api<SyncSecret> = Api::all(client.clone());
-        tokio::spawn(reachability.clone().probe("management", move || {
-            let copies = copies.clone();
-            async move {
-                copies
-                    .list_metadata(&ListParams::default().limit(1))
-                    .await
-                    .map(|_| ())
-            }
-        }))
-    };
+    let _probe = reachability.probe_with(Api::all(client.clone()));
     tracing::info!(prefix = %flags.tenant_namespace_prefix, "starting");
     let setup = Setup {
         client,
@@ -130,14 +118,12 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     };
     // Called again each time this replica leads anew.
     let setup = Arc::new(setup);
-    let ran = plumbing
+    plumbing
         .run(lease, move |shutdown| {
             let setup = setup.clone();
             async move { setup.controller(shutdown).await }
         })
-        .await;
-    probe.abort();
-    ran?;
+        .await?;
     tracing::info!("stopped");
     Ok(())
 }

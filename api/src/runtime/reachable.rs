@@ -11,8 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::Stream;
+use kube::Api;
+use kube::api::ListParams;
 use prometheus::{IntGauge, Registry};
 use tokio::sync::watch;
+
+use super::reconcile::Scoped;
+use crate::SyncSecret;
 
 /// How often the probe asks while the cluster answers.
 pub const EVERY: Duration = Duration::from_secs(5);
@@ -80,6 +85,21 @@ impl Reachability {
             rx.changed().await.ok()?;
             Some(((), rx))
         })
+    }
+
+    /// Starts [`Self::probe`] with the check both controllers use: a list
+    /// of one SyncSecret from `api` (their own tenant namespace for the
+    /// ccm, every namespace for the manager), as their own identity. The
+    /// probe stops when the returned handle drops.
+    pub fn probe_with(&self, api: Api<SyncSecret>) -> Scoped {
+        Scoped::spawn(self.clone().probe("management", move || {
+            let api = api.clone();
+            async move {
+                api.list_metadata(&ListParams::default().limit(1))
+                    .await
+                    .map(|_| ())
+            }
+        }))
     }
 
     /// Runs `check` (one small request as this controller's identity, e.g.
