@@ -675,12 +675,11 @@ impl OutageSeen {
 struct State {
     /// Per tenant: name → (uid, terminating).
     tenants: Vec<BTreeMap<String, (String, bool)>>,
-    /// Per tenant: copies (ours, by origin label): name(uid) → origin name.
-    copies: Vec<BTreeMap<String, String>>,
+    /// Per tenant: copies (ours, by origin label): name (the tenant
+    /// object's uid) → (origin name, the copy's own uid).
+    copies: Vec<BTreeMap<String, (String, String)>>,
     /// Per tenant: Secrets (ours): owner copy uid → value of key `v`.
     secrets: Vec<Vec<(String, Option<String>)>>,
-    /// Per tenant: copy name → copy uid.
-    copy_uids: Vec<HashMap<String, String>>,
 }
 
 /// What differs from the expected state.
@@ -698,7 +697,6 @@ impl State {
             tenants: Vec::new(),
             copies: Vec::new(),
             secrets: Vec::new(),
-            copy_uids: Vec::new(),
         };
         let ours = ListParams::default().labels(LABEL_ORIGIN_NAME);
         for (i, t) in pair.tenants.iter().enumerate() {
@@ -731,19 +729,15 @@ impl State {
                     .map(|c| {
                         (
                             c.name_any(),
-                            c.labels()
-                                .get(LABEL_ORIGIN_NAME)
-                                .cloned()
-                                .unwrap_or_default(),
+                            (
+                                c.labels()
+                                    .get(LABEL_ORIGIN_NAME)
+                                    .cloned()
+                                    .unwrap_or_default(),
+                                c.uid().unwrap_or_default(),
+                            ),
                         )
                     })
-                    .collect(),
-            );
-            s.copy_uids.push(
-                copies
-                    .items
-                    .iter()
-                    .map(|c| (c.name_any(), c.uid().unwrap_or_default()))
                     .collect(),
             );
             let secrets = Api::<Secret>::namespaced(pair.management.clone(), &ns)
@@ -796,7 +790,7 @@ impl State {
             let copies_by_origin: BTreeMap<&String, Vec<&String>> =
                 self.copies[i]
                     .iter()
-                    .fold(BTreeMap::new(), |mut m, (copy, origin)| {
+                    .fold(BTreeMap::new(), |mut m, (copy, (origin, _))| {
                         m.entry(origin).or_insert_with(Vec::new).push(copy);
                         m
                     });
@@ -813,15 +807,13 @@ impl State {
                         .push(format!("{tenant_name}/{name} missing in the tenant"));
                     continue;
                 };
-                let copy_uid = self.copy_uids[i].get(uid);
+                let copy_uid = self.copies[i].get(uid).map(|(_, copy_uid)| copy_uid);
                 let secrets = copy_uid.and_then(|u| secrets_by_owner.get(u));
                 let ok = copy_uid.is_some()
                     && secrets
                         .is_some_and(|s| s.len() == 1 && s[0].as_deref() == Some(value.as_str()));
-                if copy_uid.is_some() {
-                    accounted_copies.insert(uid.clone());
-                }
                 if let Some(u) = copy_uid {
+                    accounted_copies.insert(uid.clone());
                     accounted_owners.insert(u.clone());
                 }
                 if !ok {
