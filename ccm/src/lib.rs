@@ -75,7 +75,9 @@ pub struct Context {
 /// known good; then runs until SIGTERM.
 pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     let plumbing = Plumbing::new(&flags, METRICS_PREFIX, registry).await?;
-    let management = client::from_file(&flags.kubelb_kubeconfig).await?;
+    // Re-read while running: a rotated identity takes effect without a
+    // restart (the controllers restart in-process with it).
+    let management = client::Reloading::from_file(&flags.kubelb_kubeconfig).await?;
     let tenant =
         client::from_flag_or_environment(flags.kubeconfig.as_deref(), "kubeconfig").await?;
     let lease = plumbing.lease(
@@ -88,7 +90,10 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
         .map_err(syncsecret_api::runtime::RuntimeError::from)?;
     let tenant_namespace = tenant_namespace(&flags.cluster_name);
-    let _probe = reachability.probe_with(Api::namespaced(management.clone(), &tenant_namespace));
+    let _probe = reachability.probe_with({
+        let (management, tenant_namespace) = (management.clone(), tenant_namespace.clone());
+        move || Api::namespaced(management.current(), &tenant_namespace)
+    });
     tracing::info!(%tenant_namespace, synchronizer = flags.enable_secret_synchronizer, "starting");
     let setup = Setup {
         tenant,
@@ -108,7 +113,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     plumbing
         .run(lease, move |shutdown| {
             let setup = setup.clone();
-            async move { setup.controllers(shutdown).await }
+            async move { setup.controllers_until_rotated(shutdown).await }
         })
         .await?;
     tracing::info!("stopped");
@@ -118,7 +123,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
 /// Everything the controllers are built from once this replica leads.
 struct Setup {
     tenant: Client,
-    management: Client,
+    management: client::Reloading,
     tenant_namespace: String,
     metrics: ControllerMetrics,
     health: Arc<Health>,
@@ -131,10 +136,30 @@ struct Setup {
 }
 
 impl Setup {
-    async fn controllers(&self, shutdown: Shutdown) {
+    /// The controllers with the management credentials of the moment,
+    /// started anew (caches relisted; a restart costs no writes) each time
+    /// the `--kubelb-kubeconfig` file is replaced, until they drain after
+    /// SIGTERM.
+    async fn controllers_until_rotated(&self, shutdown: Shutdown) {
+        let mut rotations = self.management.subscribe();
+        loop {
+            let management = rotations.borrow_and_update().clone();
+            tokio::select! {
+                () = self.controllers(management, shutdown.clone()) => return,
+                Ok(()) = rotations.changed() => {
+                    // Dropped mid-reconcile, as on a lost lease: every
+                    // reconcile is idempotent and starts from the caches.
+                    self.health.set_ready(false);
+                    tracing::info!("management credentials replaced; controllers restarted with them");
+                }
+            }
+        }
+    }
+
+    async fn controllers(&self, management: Client, shutdown: Shutdown) {
         let tenant_api: Api<SyncSecret> = Api::all(self.tenant.clone());
         let copies_api: Api<SyncSecret> =
-            Api::namespaced(self.management.clone(), &self.tenant_namespace);
+            Api::namespaced(management.clone(), &self.tenant_namespace);
 
         // Copies we made (they carry the origin labels), cached, and mapped
         // back to their tenant object so that a change or deletion in the
@@ -184,7 +209,7 @@ impl Setup {
 
         let ctx = Arc::new(Context {
             tenant: self.tenant.clone(),
-            management: self.management.clone(),
+            management,
             tenant_namespace: self.tenant_namespace.clone(),
             copies: copies.clone(),
             tenant_objects: tenant_objects.clone(),

@@ -76,14 +76,13 @@ impl Cluster {
         Ok(path)
     }
 
-    /// A kubeconfig for ServiceAccount `namespace/name`, with a token minted
-    /// by this API server's TokenRequest API (valid for a day), as a
-    /// platform team would hand it to a controller.
-    pub async fn service_account_kubeconfig(
+    /// A token for ServiceAccount `namespace/name` from this API server's
+    /// TokenRequest API, valid for a day.
+    pub async fn service_account_token(
         &self,
         namespace: &str,
         name: &str,
-    ) -> Result<PathBuf, HarnessError> {
+    ) -> Result<String, HarnessError> {
         use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
         use k8s_openapi::api::core::v1::ServiceAccount;
         let api: kube::Api<ServiceAccount> = kube::Api::namespaced(self.client().await?, namespace);
@@ -97,10 +96,21 @@ impl Cluster {
         let minted: TokenRequest = api
             .create_subresource("token", name, &kube::api::PostParams::default(), &request)
             .await?;
-        let token = minted
+        minted
             .status
-            .map(|s| s.token)
-            .ok_or_else(|| HarnessError::Usage(format!("no token for {namespace}/{name}")))?;
+            .and_then(|s| s.token)
+            .ok_or_else(|| HarnessError::Usage(format!("no token for {namespace}/{name}")))
+    }
+
+    /// A kubeconfig for ServiceAccount `namespace/name`, with a token minted
+    /// by this API server's TokenRequest API (valid for a day), as a
+    /// platform team would hand it to a controller.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf, HarnessError> {
+        let token = self.service_account_token(namespace, name).await?;
         let user = format!("system:serviceaccount:{namespace}:{name}");
         let path = self
             .dir
@@ -114,6 +124,30 @@ impl Cluster {
             &json!({ "token": token }),
         )?;
         Ok(path)
+    }
+
+    /// Writes (over whatever is at `path`, in place) a kubeconfig for this
+    /// cluster whose user `user` gets its credentials from `command`, an
+    /// exec credential plugin as client-go runs them (it prints an
+    /// `ExecCredential`).
+    pub fn write_exec_kubeconfig(
+        &self,
+        path: &Path,
+        user: &str,
+        command: &Path,
+    ) -> Result<(), HarnessError> {
+        write_kubeconfig_with(
+            path,
+            &self.name,
+            &self.server,
+            &self.ca.cert_pem,
+            user,
+            &json!({ "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "command": command,
+                "interactiveMode": "Never",
+            }}),
+        )
     }
 }
 

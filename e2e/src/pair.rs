@@ -359,6 +359,29 @@ impl ControllerProcess {
     }
 }
 
+/// `<prefix>_writes_total` by `resource/verb`, from `/metrics` text.
+pub fn writes_by_resource(metrics: &str, prefix: &str) -> std::collections::BTreeMap<String, f64> {
+    let head = format!("{prefix}_writes_total{{");
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(&head))
+        .filter_map(|rest| {
+            let (labels, value) = rest.split_once("} ")?;
+            let get = |k: &str| {
+                labels.split(',').find_map(|kv| {
+                    kv.strip_prefix(&format!("{k}=\""))?
+                        .strip_suffix('"')
+                        .map(str::to_owned)
+                })
+            };
+            Some((
+                format!("{}/{}", get("resource")?, get("verb")?),
+                value.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// The sum of every sample of `metric` in Prometheus text.
 pub fn sum_samples(text: &str, metric: &str) -> f64 {
     text.lines()
@@ -554,6 +577,38 @@ impl Pair {
                     return Err("Secret content not as expected yet".into());
                 }
                 Ok((copy, secret))
+            },
+        )
+        .await
+    }
+
+    /// Waits until tenant `i`'s object `ns/name` shows `phase` in its own
+    /// status (mirrored home by the ccm) — for its current generation when
+    /// `phase` is Synced — and returns it.
+    pub async fn tenant_shows(
+        &self,
+        i: usize,
+        ns: &str,
+        name: &str,
+        phase: SyncSecretPhase,
+    ) -> Result<SyncSecret, HarnessError> {
+        let api: Api<SyncSecret> = Api::namespaced(self.tenants[i].clone(), ns);
+        eventually(
+            &format!("tenant {ns}/{name} {phase}"),
+            Duration::from_secs(60),
+            || async {
+                let o = api.get(name).await.map_err(|e| e.to_string())?;
+                let st = o.status.clone().unwrap_or_default();
+                let current = phase != SyncSecretPhase::Synced
+                    || st.observed_generation == o.metadata.generation;
+                if st.phase == Some(phase) && current {
+                    Ok(o)
+                } else {
+                    Err(format!(
+                        "{:?} for generation {:?}",
+                        st.phase, st.observed_generation
+                    ))
+                }
             },
         )
         .await

@@ -33,7 +33,9 @@ use syncsecret_api::contract::{
 };
 use syncsecret_api::{SyncSecret, SyncSecretPhase, rbac};
 use syncsecret_e2e::kube_util::eventually;
-use syncsecret_e2e::pair::{ControllerProcess, Pair, ensure_namespace, sum_samples};
+use syncsecret_e2e::pair::{
+    ControllerProcess, Pair, ensure_namespace, sum_samples, writes_by_resource,
+};
 use syncsecret_e2e::prometheus::{Prometheus, Target};
 use tokio::runtime::Runtime;
 
@@ -180,8 +182,7 @@ async fn synced(
     Ok(s.pair.lock().await.synced(i, ns, name, check).await?)
 }
 
-/// Waits until tenant `i`'s object shows `phase` for its current generation
-/// (its status mirrored home by the ccm); returns the object.
+/// See `Pair::tenant_shows`.
 async fn tenant_shows(
     s: &Shared,
     i: usize,
@@ -189,27 +190,7 @@ async fn tenant_shows(
     name: &str,
     phase: SyncSecretPhase,
 ) -> anyhow::Result<SyncSecret> {
-    let api: Api<SyncSecret> = Api::namespaced(tenant_client(s, i).await, ns);
-    Ok(
-        eventually(&format!("tenant {ns}/{name} {phase}"), WAIT, || async {
-            let o = api.get(name).await.map_err(|e| e.to_string())?;
-            let st = o.status.clone().unwrap_or_default();
-            let current = match phase {
-                // Synced means: the management cluster holds this generation.
-                SyncSecretPhase::Synced => st.observed_generation == o.metadata.generation,
-                _ => true,
-            };
-            if st.phase == Some(phase) && current {
-                Ok(o)
-            } else {
-                Err(format!(
-                    "{:?} for generation {:?}",
-                    st.phase, st.observed_generation
-                ))
-            }
-        })
-        .await?,
-    )
+    Ok(s.pair.lock().await.tenant_shows(i, ns, name, phase).await?)
 }
 
 fn synced_condition(
@@ -1380,29 +1361,6 @@ async fn a_dry_run_writes_nothing_and_reports_each_pending_write(s: &Shared) -> 
     s.pair.lock().await.ccms[1].start().await?;
     synced(s, 1, "dry-run", "pending-copy", |_| true).await?;
     Ok(())
-}
-
-/// The writes of one controller by `resource/verb`.
-fn writes_by_resource(metrics: &str, prefix: &str) -> BTreeMap<String, f64> {
-    let head = format!("{prefix}_writes_total{{");
-    metrics
-        .lines()
-        .filter_map(|l| l.strip_prefix(&head))
-        .filter_map(|rest| {
-            let (labels, value) = rest.split_once("} ")?;
-            let get = |k: &str| {
-                labels.split(',').find_map(|kv| {
-                    kv.strip_prefix(&format!("{k}=\""))?
-                        .strip_suffix('"')
-                        .map(str::to_owned)
-                })
-            };
-            Some((
-                format!("{}/{}", get("resource")?, get("verb")?),
-                value.parse().ok()?,
-            ))
-        })
-        .collect()
 }
 
 async fn objects_kubelb_made_are_adopted_without_rewriting_them(s: &Shared) -> anyhow::Result<()> {

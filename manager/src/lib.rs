@@ -97,7 +97,10 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     // an outage, RBAC not loaded yet), every copy is reconciled at once.
     let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
         .map_err(syncsecret_api::runtime::RuntimeError::from)?;
-    let _probe = reachability.probe_with(Api::all(client.clone()));
+    let _probe = reachability.probe_with({
+        let client = client.clone();
+        move || Api::all(client.clone())
+    });
     tracing::info!(prefix = %flags.tenant_namespace_prefix, "starting");
     let setup = Setup {
         client,

@@ -88,12 +88,13 @@ impl Reachability {
     }
 
     /// Starts [`Self::probe`] with the check both controllers use: a list
-    /// of one SyncSecret from `api` (their own tenant namespace for the
-    /// ccm, every namespace for the manager), as their own identity. The
-    /// probe stops when the returned handle drops.
-    pub fn probe_with(&self, api: Api<SyncSecret>) -> Scoped {
+    /// of one SyncSecret from `api()` (their own tenant namespace for the
+    /// ccm, every namespace for the manager), as their own identity (asked
+    /// anew each time: the ccm's credentials may be replaced). The probe
+    /// stops when the returned handle drops.
+    pub fn probe_with(&self, api: impl Fn() -> Api<SyncSecret> + Send + Sync + 'static) -> Scoped {
         Scoped::spawn(self.clone().probe("management", move || {
-            let api = api.clone();
+            let api = api();
             async move {
                 api.list_metadata(&ListParams::default().limit(1))
                     .await
