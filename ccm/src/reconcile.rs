@@ -15,7 +15,7 @@ use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
 use syncsecret_api::desired::{copy_needs_write, desired_copy};
 use syncsecret_api::payload::Payload;
 use syncsecret_api::runtime::metrics::ReconcileResult;
-use syncsecret_api::runtime::recent::Cached;
+use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer::write_status;
 use syncsecret_api::status::{mirrored, pending, phase, status};
@@ -88,9 +88,19 @@ pub async fn reconcile(obj: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action
 }
 
 /// Retries a failed object with per-object exponential backoff.
-pub fn error_policy(obj: Arc<SyncSecret>, _error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(obj: Arc<SyncSecret>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_wait() {
+        // Waiting for the copy to go is no failure: look again soon (a
+        // cache read) instead of backing off for minutes. The copy's
+        // deletion event normally comes first.
+        return Action::requeue(WAIT_RECHECK);
+    }
     retry_later(&ctx.backoffs, obj.as_ref())
 }
+
+/// How often a deleted tenant object whose copy is still terminating is
+/// looked at again, besides the copy's deletion event.
+const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Creates or updates the copy (nothing when it is already right), then
 /// mirrors the manager's verdict on it into the tenant object's status.
@@ -109,7 +119,9 @@ async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     ) {
         // Our last write of the copy is not cached yet; its watch event
         // brings us back.
-        Cached::Stale => return Ok(Action::await_change()),
+        // Our last write is not in the cache yet: its watch event brings
+        // this object back (the requeue only guards against a missed one).
+        Cached::Stale => return Ok(Action::requeue(recent::TTL)),
         Cached::Known(live) => live,
         // A cache still filling (right after start) is never taken for an
         // absent copy: a restart must not rewrite what is already there.

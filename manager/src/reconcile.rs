@@ -17,7 +17,7 @@ use syncsecret_api::desired::{desired_secret, secret_needs_write};
 use syncsecret_api::payload::Payload;
 use syncsecret_api::runtime::explain;
 use syncsecret_api::runtime::metrics::ReconcileResult;
-use syncsecret_api::runtime::recent::Cached;
+use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer;
 use syncsecret_api::status::{REASON_SYNCED, REASON_TERMINATING, status, with_condition};
@@ -132,7 +132,9 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     {
         // Our last write of the Secret is not cached yet; its watch event
         // brings us back.
-        Cached::Stale => return Ok(Action::await_change()),
+        // Our last write is not in the cache yet: its watch event brings
+        // this copy back (the requeue only guards against a missed one).
+        Cached::Stale => return Ok(Action::requeue(recent::TTL)),
         Cached::Known(Some(live)) => Some(live),
         Cached::Known(None) if cached => None,
         // A cache still filling (right after start) is never taken for an

@@ -11,9 +11,13 @@
 //! [`applied_keys`]: crate::desired::applied_keys
 //! [`made_by`]: crate::sweep::made_by
 
-use futures::{Stream, TryStreamExt};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 
@@ -76,18 +80,121 @@ where
         + Sync
         + 'static,
 {
+    let cached = writer.as_reader();
     watcher(api, config.timeout(WATCH_TIMEOUT_SECS))
         .inspect_err(move |e| tracing::warn!(watch = what, "watch failed, retrying: {e}"))
         .backoff(WatchBackoff::default())
         .modify(slim(field_manager))
+        .flat_map(deletions_a_relist_missed(cached))
         .reflect(writer)
         .inspect_ok(move |event| recent.observe(event))
+}
+
+/// One watch item and whatever follows from it.
+type Items<K, E> = futures::stream::Iter<std::vec::IntoIter<Result<watcher::Event<K>, E>>>;
+
+/// A relist (the watch resumed too late for the API server: `410 Gone`, a
+/// restart) replaces the cache with the new list, and an object deleted
+/// while the watch was away just vanishes from it: nothing downstream hears
+/// of the deletion. Whatever waits for that deletion (the ccm releasing a
+/// tenant object's finalizer once its copy is gone) would wait until its
+/// retry backoff runs out — minutes after a long outage; the long chaos run
+/// found exactly that. This stage, placed before the cache, remembers what
+/// the cache held when a relist starts and, right after it ends, adds a
+/// `Delete` for each object the new list lacks.
+fn deletions_a_relist_missed<K, E>(
+    cached: Store<K>,
+) -> impl FnMut(Result<watcher::Event<K>, E>) -> Items<K, E>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let mut before: Vec<Arc<K>> = Vec::new();
+    let mut listed: HashSet<ObjectRef<K>> = HashSet::new();
+    move |item| {
+        let mut out = Vec::new();
+        match &item {
+            // The cache still holds the old state here: the reflector
+            // applies this event only after this stage has passed it on.
+            Ok(watcher::Event::Init) => {
+                before = cached.state();
+                listed.clear();
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                listed.insert(ObjectRef::from_obj(o));
+            }
+            Ok(watcher::Event::InitDone) => {
+                out.extend(
+                    std::mem::take(&mut before)
+                        .into_iter()
+                        .filter(|o| !listed.contains(&ObjectRef::from_obj(o.as_ref())))
+                        .map(|o| Ok(watcher::Event::Delete(K::clone(&o)))),
+                );
+                listed.clear();
+            }
+            _ => {}
+        }
+        out.insert(0, item);
+        futures::stream::iter(out)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::desired::applied_keys;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::reflector;
+
+    fn config_map(name: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_relist_reports_what_vanished_while_the_watch_was_away() {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let (store, writer) = reflector::store::<ConfigMap>();
+        let events: Vec<Result<watcher::Event<ConfigMap>, watcher::Error>> = vec![
+            // The first list: nothing was cached, nothing is reported.
+            Ok(Init),
+            Ok(InitApply(config_map("a"))),
+            Ok(InitApply(config_map("b"))),
+            Ok(InitDone),
+            Ok(Apply(config_map("c"))),
+            // A relist after `410 Gone`: b and c were deleted meanwhile.
+            Ok(Init),
+            Ok(InitApply(config_map("a"))),
+            Ok(InitDone),
+        ];
+        let out: Vec<_> = futures::stream::iter(events)
+            .flat_map(deletions_a_relist_missed(store.clone()))
+            .reflect(writer)
+            .collect()
+            .await;
+        let mut deleted: Vec<String> = out
+            .iter()
+            .filter_map(|e| match e {
+                Ok(Delete(o)) => o.metadata.name.clone(),
+                _ => None,
+            })
+            .collect();
+        deleted.sort();
+        assert_eq!(deleted, ["b", "c"]);
+        assert_eq!(out.len(), 10, "every event passes, plus the two deletions");
+        let names: Vec<_> = store
+            .state()
+            .iter()
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        assert_eq!(names, ["a"]);
+    }
+
     use crate::sweep::made_by;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
     use serde_json::{Value, json};
