@@ -525,6 +525,13 @@ async fn phases(
     } else {
         None
     };
+    // 7. The contract floor: every write the contract makes, by a plain
+    // client, each object's chain in order.
+    let contract_floor = if cfg.floor {
+        Some(contract_floor(pair, tracker, &items, names, cfg).await?)
+    } else {
+        None
+    };
 
     let per_object: BTreeMap<String, f64> = create_requests
         .iter()
@@ -544,6 +551,7 @@ async fn phases(
         "create": { "loader_ms": ms(created), "converged_ms": ms(converge) },
         "delete": { "converged_ms": ms(delete) },
         "floor": floor,
+        "contract_floor": contract_floor,
         "latency_ms": {
             "updates": latencies.len(),
             "pace_ms": ms(cfg.pace),
@@ -631,5 +639,147 @@ async fn floor(
     Ok(json!({
         "create_ms": create.as_secs_f64() * 1000.0,
         "delete_ms": delete.as_secs_f64() * 1000.0,
+    }))
+}
+
+/// What the contract writes for one object, in the order the controllers
+/// write it, by a plain client with nothing to watch, queue or compare:
+/// the tenant object (the loader's create), its finalizer, the copy, the
+/// copy's finalizer, the Secret, the copy's status, the tenant object's
+/// status and one event; and on deletion: the tenant object, the copy, the
+/// Secret, and both finalizers released. `ours / this` is what the
+/// controllers add to the API servers' own cost of the contract.
+async fn contract_floor(
+    pair: &Pair,
+    tracker: &Tracker,
+    items: &[(usize, String)],
+    tenants: &[String],
+    cfg: &Config,
+) -> Result<Value, HarnessError> {
+    use k8s_openapi::api::events::v1::Event;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use syncsecret_api::contract::FINALIZER;
+    let n = items.len();
+    let name_of = |name: &str| format!("cfloor-{name}");
+    let with_finalizer = json!({ "metadata": { "finalizers": [FINALIZER] } });
+    let without_finalizer = json!({ "metadata": { "finalizers": null } });
+    let synced = json!({ "status": { "phase": "Synced", "conditions": [{
+        "type": "Synced", "status": "True", "reason": "Synced", "message": "synced",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }]}});
+    let t0 = Instant::now();
+    for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
+        let ns = tenant_namespace(&tenants[t]);
+        let tenant: Api<SyncSecret> = Api::namespaced(pair.tenants[t].clone(), NAMESPACE);
+        let events: Api<Event> = Api::namespaced(pair.tenants[t].clone(), NAMESPACE);
+        let copies: Api<SyncSecret> = Api::namespaced(pair.management.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(pair.management.clone(), &ns);
+        let (with_finalizer, synced) = (with_finalizer.clone(), synced.clone());
+        let cname = name_of(&name);
+        async move {
+            let merge = PatchParams::default();
+            let mut obj = object(&name);
+            obj.metadata.name = Some(cname.clone());
+            let created = tenant.create(&PostParams::default(), &obj).await?;
+            tenant
+                .patch(&cname, &merge, &Patch::Merge(&with_finalizer))
+                .await?;
+            let mut copy = object(&name);
+            copy.metadata.name = Some(cname.clone());
+            copy.metadata.labels = Some(
+                [
+                    (LABEL_ORIGIN_NAME.to_owned(), name.clone()),
+                    (LABEL_ORIGIN_NS.to_owned(), NAMESPACE.to_owned()),
+                ]
+                .into(),
+            );
+            let copy = copies.create(&PostParams::default(), &copy).await?;
+            copies
+                .patch(&cname, &merge, &Patch::Merge(&with_finalizer))
+                .await?;
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(cname.clone()),
+                    labels: copy.metadata.labels.clone(),
+                    ..Default::default()
+                },
+                data: copy.data.clone(),
+                ..Default::default()
+            };
+            secrets.create(&PostParams::default(), &secret).await?;
+            copies
+                .patch_status(&cname, &merge, &Patch::Merge(&synced))
+                .await?;
+            tenant
+                .patch_status(&cname, &merge, &Patch::Merge(&synced))
+                .await?;
+            let event = Event {
+                metadata: ObjectMeta {
+                    name: Some(format!("{cname}.synced")),
+                    ..Default::default()
+                },
+                event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+                action: Some("Sync".into()),
+                reason: Some("Synced".into()),
+                note: Some("synced".into()),
+                type_: Some("Normal".into()),
+                reporting_controller: Some("syncsecret-bench/contract-floor".into()),
+                reporting_instance: Some("bench".into()),
+                regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
+                    api_version: Some("kubelb.k8c.io/v1alpha1".into()),
+                    kind: Some("SyncSecret".into()),
+                    name: Some(cname.clone()),
+                    namespace: Some(NAMESPACE.into()),
+                    uid: created.metadata.uid.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            events.create(&PostParams::default(), &event).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let chains = t0.elapsed();
+    let done = tracker
+        .until("every contract-floor Secret exists", cfg.timeout, |s| {
+            s.secret_version.values().filter(|(v, _)| *v == 0).count() >= n
+        })
+        .await?;
+    let create = done - t0;
+    let t1 = Instant::now();
+    for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
+        let ns = tenant_namespace(&tenants[t]);
+        let tenant: Api<SyncSecret> = Api::namespaced(pair.tenants[t].clone(), NAMESPACE);
+        let copies: Api<SyncSecret> = Api::namespaced(pair.management.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(pair.management.clone(), &ns);
+        let without_finalizer = without_finalizer.clone();
+        let cname = name_of(&name);
+        async move {
+            let merge = PatchParams::default();
+            tenant.delete(&cname, &DeleteParams::default()).await?;
+            copies.delete(&cname, &DeleteParams::default()).await?;
+            secrets.delete(&cname, &DeleteParams::default()).await?;
+            copies
+                .patch(&cname, &merge, &Patch::Merge(&without_finalizer))
+                .await?;
+            tenant
+                .patch(&cname, &merge, &Patch::Merge(&without_finalizer))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    tracker
+        .until("every contract-floor object is gone", cfg.timeout, |s| {
+            s.secrets == 0 && s.copies == 0 && s.tenant_objects.iter().all(|n| *n == 0)
+        })
+        .await?;
+    let delete = t1.elapsed();
+    Ok(json!({
+        "create_ms": create.as_secs_f64() * 1000.0,
+        "all_writes_ms": chains.as_secs_f64() * 1000.0,
+        "delete_ms": delete.as_secs_f64() * 1000.0,
+        "writes_per_object": 8,
     }))
 }

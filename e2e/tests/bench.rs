@@ -1,6 +1,6 @@
 //! The benchmark at N = 200 over two tenants, so that it cannot rot: it
 //! asserts only correctness (everything converged, every paced update
-//! arrived, no write after a restart, the floor ran), never time.
+//! arrived, no write after a restart, both floors ran), never time.
 
 #![allow(
     clippy::unwrap_used,
@@ -32,6 +32,8 @@ async fn a_short_benchmark_converges_and_is_quiet_after_a_restart() {
     assert_eq!(r["latency_ms"]["updates"], 20);
     assert!(r["create"]["converged_ms"].as_f64().unwrap() > 0.0);
     assert!(r["floor"]["create_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["contract_floor"]["create_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["contract_floor"]["delete_ms"].as_f64().unwrap() > 0.0);
     let writes = r["after_restart"]["api_writes"].as_object().unwrap();
     assert!(
         writes.is_empty(),

@@ -104,13 +104,12 @@ fn row(r: &Value) -> String {
         v.as_f64()
             .map_or("-".to_owned(), |x| format!("{:.2}", x / 1000.0))
     };
-    let ratio = match (
-        r["create"]["converged_ms"].as_f64(),
-        r["floor"]["create_ms"].as_f64(),
-    ) {
+    let ratio_to = |floor: &Value| match (r["create"]["converged_ms"].as_f64(), floor.as_f64()) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
         _ => "-".to_owned(),
     };
+    let ratio = ratio_to(&r["floor"]["create_ms"]);
+    let contract_ratio = ratio_to(&r["contract_floor"]["create_ms"]);
     let costs: Vec<String> = r["cost"]
         .as_array()
         .into_iter()
@@ -137,14 +136,17 @@ fn row(r: &Value) -> String {
         .filter_map(|(_, v)| v.as_f64())
         .fold(0.0, |a, b| a + b);
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} | {} | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} | {} | {} |\n",
         r["objects"],
         r["tenants"],
         s(&r["create"]["converged_ms"]),
         s(&r["floor"]["create_ms"]),
         ratio,
+        s(&r["contract_floor"]["create_ms"]),
+        contract_ratio,
         s(&r["delete"]["converged_ms"]),
         s(&r["floor"]["delete_ms"]),
+        s(&r["contract_floor"]["delete_ms"]),
         f(&r["latency_ms"]["p50"]),
         f(&r["latency_ms"]["p90"]),
         f(&r["latency_ms"]["p99"]),
@@ -222,8 +224,8 @@ async fn main() -> ExitCode {
             "\n### {date}: {label} (commit {commit})\n\n\
              Machine: {cores} cores, {mem:.1} GiB, {cpu}. Kubernetes {k8s}, etcd {etcd}, {rustc}. \
              Loader concurrency {conc}; {updates} paced updates every {pace} ms. Written by `make bench`.\n\n\
-             | objects | tenants | converge s | floor s | ratio | delete s | floor delete s | latency p50 / p90 / p99 / max ms | writes after restart | peak RSS / CPU | API requests per object |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|\n{rows}",
+             | objects | tenants | converge s | floor s | ratio | contract floor s | ratio | delete s | floor delete s | contract floor delete s | latency p50 / p90 / p99 / max ms | writes after restart | peak RSS / CPU | API requests per object |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}",
             label = header["label"].as_str().unwrap_or_default(),
             commit = header["commit"].as_str().unwrap_or_default(),
             cores = m["cores"],
