@@ -14,8 +14,6 @@ pub const CONDITION_SYNCED: &str = "Synced";
 pub const REASON_SYNCED: &str = "SecretSynced";
 /// Reason of a tenant object whose copy the manager has not judged yet.
 pub const REASON_PENDING: &str = "Pending";
-/// Reason while the object is being deleted.
-pub const REASON_TERMINATING: &str = "Terminating";
 
 /// A status: phase, one `Synced` condition, observedGeneration.
 pub fn status(

@@ -69,6 +69,28 @@ pub struct Context {
     pub recent_tenant: RecentWrites,
     /// Our writes of copies not yet cached.
     pub recent_copies: RecentWrites,
+    /// Tenant objects (by UID) whose long wait for their copy's deletion
+    /// has been announced with an event.
+    pub announced_waits: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl Context {
+    /// Whether this is the first time `obj`'s wait is announced (and
+    /// remembers that it now is).
+    pub fn first_wait(&self, obj: &SyncSecret) -> bool {
+        let uid = obj.uid().unwrap_or_default();
+        self.announced_waits
+            .lock()
+            .map(|mut a| a.insert(uid))
+            .unwrap_or(true)
+    }
+
+    /// Forgets `obj`'s wait (its copy is gone).
+    pub fn forget_wait(&self, obj: &SyncSecret) {
+        if let Ok(mut a) = self.announced_waits.lock() {
+            a.remove(&obj.uid().unwrap_or_default());
+        }
+    }
 }
 
 /// Touches no cluster until flags, listen addresses and kubeconfigs are
@@ -223,6 +245,7 @@ impl Setup {
             backoffs: Backoffs::default(),
             recent_tenant,
             recent_copies,
+            announced_waits: std::sync::Mutex::default(),
         });
 
         let health = self.health.clone();

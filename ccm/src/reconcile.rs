@@ -243,6 +243,37 @@ async fn mirror(obj: &SyncSecret, verdict: SyncSecretStatus, ctx: &Context) -> R
     Ok(())
 }
 
+/// How long a copy may be terminating before the tenant object gets an
+/// event saying its deletion waits for the management cluster. The manager
+/// usually removes a copy within milliseconds; an event for every deletion
+/// would be one more write per object for nothing.
+const ANNOUNCE_WAIT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Once per deletion, when the copy has been terminating for a while: a
+/// `CopyDeleting` event saying what the tenant object waits for.
+async fn announce_wait(obj: &SyncSecret, copy: &SyncSecret, ctx: &Context) {
+    let since = copy
+        .meta()
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0));
+    let long = since.is_some_and(|d| d.as_secs_f64() >= ANNOUNCE_WAIT_AFTER.as_secs_f64());
+    if !long || !ctx.first_wait(obj) {
+        return;
+    }
+    ctx.events
+        .normal(
+            &obj.object_ref(&()),
+            "CopyDeleting",
+            format!(
+                "copy {}/{} is being deleted in the management cluster; the finalizer is released once it is gone (the manager deletes its Secret first)",
+                ctx.tenant_namespace,
+                copy.name_any()
+            ),
+        )
+        .await;
+}
+
 /// Deletes the copy and succeeds only once it is gone from the management
 /// cluster (a 404 means gone), so that the finalizer is released last.
 async fn cleanup(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
@@ -270,8 +301,14 @@ async fn cleanup(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         Cached::Unknown => api.get_opt(&copy).await.map_err(err)?.map(Arc::new),
     };
     match &live {
-        None => return Ok(Action::await_change()),
-        Some(live) if live.meta().deletion_timestamp.is_some() => return Err(waiting()),
+        None => {
+            ctx.forget_wait(obj);
+            return Ok(Action::await_change());
+        }
+        Some(live) if live.meta().deletion_timestamp.is_some() => {
+            announce_wait(obj, live, ctx).await;
+            return Err(waiting());
+        }
         Some(_) => {}
     }
     if ctx
@@ -287,24 +324,19 @@ async fn cleanup(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
                 .wrote_over(&ctx.tenant_namespace, &copy, live.as_deref());
             tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy deleted");
             if either.is_right() {
+                ctx.forget_wait(obj);
                 Ok(Action::await_change())
             } else {
-                ctx.events
-                    .normal(
-                        &obj.object_ref(&()),
-                        "CopyDeleting",
-                        format!(
-                            "deleted copy {}/{copy}; the finalizer is released once the management cluster has removed it",
-                            ctx.tenant_namespace
-                        ),
-                    )
-                    .await;
                 // It has the manager's finalizer: wait for it to go. The copy
-                // watch wakes us when it does; the requeue is a backstop.
+                // watch wakes us when it does (usually within milliseconds);
+                // the recheck is a backstop, and announces a long wait.
                 Err(waiting())
             }
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            ctx.forget_wait(obj);
+            Ok(Action::await_change())
+        }
         Err(e) => Err(err(e)),
     }
 }

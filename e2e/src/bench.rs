@@ -746,7 +746,10 @@ async fn contract_floor(
             s.secret_version.values().filter(|(v, _)| *v == 0).count() >= n
         })
         .await?;
-    let create = done - t0;
+    // When the last Secret arrived (the chains go on to the statuses and
+    // the event after it), as for ours.
+    let last = tracker.read(|s| s.secret_version.values().map(|(_, at)| *at).max());
+    let create = last.unwrap_or(done).saturating_duration_since(t0);
     let t1 = Instant::now();
     for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
         let ns = tenant_namespace(&tenants[t]);

@@ -20,7 +20,7 @@ use syncsecret_api::runtime::metrics::ReconcileResult;
 use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer;
-use syncsecret_api::status::{REASON_SYNCED, REASON_TERMINATING, status, with_condition};
+use syncsecret_api::status::{REASON_SYNCED, status, with_condition};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 
 use crate::{Context, Error};
@@ -67,15 +67,23 @@ pub async fn reconcile(copy: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Actio
         // An event for a new verdict only: a copy refused again after a
         // restart or a retry already says so in its status.
         let mut new_verdict = true;
-        if !deleting && !matches!(e, Error::PatchStatus { .. }) {
-            let failed = status(
-                SyncSecretPhase::Failed,
+        if !matches!(e, Error::PatchStatus { .. }) {
+            // A deletion that does not go through says why in the copy's
+            // status too (the happy path writes no status: the copy is
+            // gone a moment later).
+            let phase = if deleting {
+                SyncSecretPhase::Terminating
+            } else {
+                SyncSecretPhase::Failed
+            };
+            let verdict = status(
+                phase,
                 copy.meta().generation,
                 false,
                 e.category(),
                 e.to_string(),
             );
-            new_verdict = write_status(&copy, failed, &ctx).await.unwrap_or(true);
+            new_verdict = write_status(&copy, verdict, &ctx).await.unwrap_or(true);
         }
         if new_verdict {
             ctx.events
@@ -354,16 +362,6 @@ async fn cleanup(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     let Some(name) = secret_name(copy) else {
         return Ok(Action::await_change());
     };
-    let terminating = status(
-        SyncSecretPhase::Terminating,
-        copy.meta().generation,
-        false,
-        REASON_TERMINATING,
-        format!("deleting Secret {namespace}/{name}"),
-    );
-    if let Err(e) = write_status(copy, terminating, ctx).await {
-        tracing::debug!(%namespace, copy = %copy.name_any(), "status not written while terminating: {e}");
-    }
     if ctx
         .metrics
         .hold("secrets", "delete", &namespace, &name, &[])
