@@ -110,7 +110,8 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     );
     // Asked on every replica, leader or not: the gauge says what each sees.
     let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
-        .map_err(syncsecret_api::runtime::RuntimeError::from)?;
+        .map_err(syncsecret_api::runtime::RuntimeError::from)?
+        .reporting_to(plumbing.health.clone());
     let tenant_namespace = tenant_namespace(&flags.cluster_name);
     let _probe = reachability.probe_with({
         let (management, tenant_namespace) = (management.clone(), tenant_namespace.clone());

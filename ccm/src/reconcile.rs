@@ -294,11 +294,13 @@ async fn cleanup(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         &ctx.copies,
         &ObjectRef::new(&copy).within(&ctx.tenant_namespace),
     ) {
-        // A write of ours the cache has not shown yet (a copy created a
-        // moment ago, our own delete): wait for it.
-        Cached::Stale => return Err(waiting()),
         Cached::Known(live) => live,
-        Cached::Unknown => api.get_opt(&copy).await.map_err(err)?.map(Arc::new),
+        // A write of ours the cache has not shown yet (a copy created a
+        // moment ago, our own delete), or a cache still filling: ask. A
+        // deletion is rare enough for one read, and waiting silently on a
+        // cache that a broken watch keeps stale would leave the tenant
+        // object Terminating with nothing saying why.
+        Cached::Stale | Cached::Unknown => api.get_opt(&copy).await.map_err(err)?.map(Arc::new),
     };
     match &live {
         None => {

@@ -306,6 +306,12 @@ impl ControllerProcess {
         }
     }
 
+    /// `/readyz`: whether it answered 200, and its body.
+    pub fn readyz(&self) -> Result<(bool, String), HarnessError> {
+        Self::get(self.probe_port, "/readyz")
+            .map_err(|e| HarnessError::Usage(format!("{} /readyz: {e}", self.name)))
+    }
+
     /// The sum of every sample of `metric` (all label sets).
     pub fn metric_sum(&self, metric: &str) -> Result<f64, HarnessError> {
         Ok(sum_samples(&self.metrics()?, metric))

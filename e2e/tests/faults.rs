@@ -186,6 +186,15 @@ async fn permissions_pulled(pair: &mut Pair) -> anyhow::Result<()> {
         ensure!(note.contains("is forbidden"), "event note: {note}");
     }
     gauge_reads(&pair.ccms[0], "kubelb_ccm_management_reachable", 0.0).await?;
+    // Still ready (nothing would route differently), and saying why not
+    // everything is well.
+    let (ready, body) = pair.ccms[0].readyz()?;
+    ensure!(
+        ready
+            && body.contains("note: the management cluster does not answer")
+            && body.contains("is forbidden"),
+        "/readyz: {ready} {body}"
+    );
 
     // Restored: both sync, by the same process.
     binding.metadata.resource_version = None;
@@ -198,6 +207,8 @@ async fn permissions_pulled(pair: &mut Pair) -> anyhow::Result<()> {
             .await?;
     }
     gauge_reads(&pair.ccms[0], "kubelb_ccm_management_reachable", 1.0).await?;
+    let (ready, body) = pair.ccms[0].readyz()?;
+    ensure!(ready && !body.contains("note:"), "/readyz: {ready} {body}");
     ensure!(pair.ccms[0].pid() == pid, "the ccm was restarted");
     ensure!(!pair.ccms[0].has_exited(), "the ccm exited");
     Ok(())

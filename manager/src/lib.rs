@@ -96,7 +96,8 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     // Asked on every replica: after its API server comes back (a restart,
     // an outage, RBAC not loaded yet), every copy is reconciled at once.
     let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
-        .map_err(syncsecret_api::runtime::RuntimeError::from)?;
+        .map_err(syncsecret_api::runtime::RuntimeError::from)?
+        .reporting_to(plumbing.health.clone());
     let _probe = reachability.probe_with({
         let client = client.clone();
         move || Api::all(client.clone())

@@ -73,7 +73,7 @@ fn respond<B>(req: &Request<B>, state: &AdminState) -> Response<Full<Bytes>> {
             Err(why) => text(StatusCode::INTERNAL_SERVER_ERROR, why),
         },
         "/readyz" => match state.health.ready() {
-            Ok(()) => text(StatusCode::OK, "ok"),
+            Ok(()) => text(StatusCode::OK, state.health.ready_text()),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, why),
         },
         _ => text(

@@ -1,6 +1,7 @@
 //! What the probes answer: ready once the watches have synced, unhealthy
 //! once a task that must run forever (a watch, the lease) has died.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -10,6 +11,9 @@ pub struct Health {
     ready: AtomicBool,
     leading: AtomicBool,
     failed: Mutex<Option<String>>,
+    /// What `/readyz` says besides its verdict (e.g. the management
+    /// cluster not answering), by topic. Not readiness conditions.
+    notes: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl Health {
@@ -46,6 +50,35 @@ impl Health {
             Ok(f) => f.clone().map_or(Ok(()), Err),
             Err(_) => Err("health state poisoned".to_owned()),
         }
+    }
+
+    /// Sets (or with `None` clears) the note on `topic` that `/readyz`
+    /// shows.
+    pub fn note(&self, topic: &'static str, note: Option<String>) {
+        if let Ok(mut notes) = self.notes.lock() {
+            match note {
+                Some(n) => notes.insert(topic, n),
+                None => notes.remove(topic),
+            };
+        }
+    }
+
+    /// The body of a `/readyz` that answers 200: `ok`, whether this
+    /// replica leads, and each note on its own line.
+    pub fn ready_text(&self) -> String {
+        let role = if self.leading() {
+            "leading"
+        } else {
+            "standby: another replica holds the Lease"
+        };
+        let mut text = format!("ok ({role})");
+        if let Ok(notes) = self.notes.lock() {
+            for note in notes.values() {
+                text.push_str("\nnote: ");
+                text.push_str(note);
+            }
+        }
+        text
     }
 
     /// `Err(reason)` until ready, or once unhealthy.
@@ -98,5 +131,26 @@ mod tests {
         assert!(h.ready().is_err());
         h.fail("second failure keeps the first reason");
         assert_eq!(h.healthy().unwrap_err(), "tenant SyncSecret watch ended");
+    }
+
+    #[test]
+    fn readyz_says_the_role_and_every_note() {
+        let h = Health::new();
+        h.set_leading(true);
+        assert_eq!(h.ready_text(), "ok (leading)");
+        h.note(
+            "management",
+            Some("the management cluster does not answer: x".into()),
+        );
+        assert_eq!(
+            h.ready_text(),
+            "ok (leading)\nnote: the management cluster does not answer: x"
+        );
+        h.note("management", None);
+        h.set_leading(false);
+        assert_eq!(
+            h.ready_text(),
+            "ok (standby: another replica holds the Lease)"
+        );
     }
 }

@@ -34,6 +34,8 @@ pub struct Reachability {
     /// recovery).
     answered: Arc<AtomicBool>,
     recovered: watch::Sender<u64>,
+    /// Where `/readyz` learns that the cluster does not answer.
+    health: Option<Arc<super::health::Health>>,
 }
 
 impl Reachability {
@@ -55,7 +57,16 @@ impl Reachability {
             gauge,
             answered: Arc::default(),
             recovered: watch::Sender::new(0),
+            health: None,
         })
+    }
+
+    /// Also tells `/readyz` (as a note, not a readiness condition) while
+    /// the cluster does not answer, and why.
+    #[must_use]
+    pub fn reporting_to(mut self, health: Arc<super::health::Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// Records one answer (or its absence); returns whether this is a
@@ -114,22 +125,35 @@ impl Reachability {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<(), kube::Error>>,
     {
+        let mut first = true;
         loop {
             let answer = tokio::time::timeout(TIMEOUT, check()).await;
             let reachable = matches!(answer, Ok(Ok(())));
             let (was, answered) = (self.reachable(), self.answered.load(Ordering::Relaxed));
             self.observe(reachable);
-            if was != reachable && (answered || !reachable) {
+            if was != reachable || first {
                 if reachable {
-                    tracing::info!(%cluster, "API server answers again; reconciling everything");
+                    if answered {
+                        tracing::info!(%cluster, "API server answers again; reconciling everything");
+                    }
+                    if let Some(h) = &self.health {
+                        h.note(cluster, None);
+                    }
                 } else {
                     let why = match answer {
                         Ok(Err(e)) => super::explain(&e),
                         _ => format!("no answer within {} s", TIMEOUT.as_secs()),
                     };
                     tracing::warn!(%cluster, "API server does not answer: {why}");
+                    if let Some(h) = &self.health {
+                        h.note(
+                            cluster,
+                            Some(format!("the {cluster} cluster does not answer: {why}")),
+                        );
+                    }
                 }
             }
+            first = false;
             tokio::time::sleep(if reachable { EVERY } else { EVERY_WHILE_DOWN }).await;
         }
     }
