@@ -1,8 +1,9 @@
 //! The faults the chaos run does not inject at random, each on a pair of
 //! its own (one tenant): permissions pulled and restored, management
 //! credentials rotated in place (to an exec-plugin kubeconfig), a conflict
-//! storm on the Secrets' foreign metadata, and leader failover between two
-//! replicas of each controller. They run one at a time.
+//! storm on the Secrets' foreign metadata, leader failover between two
+//! replicas of each controller, and odd but valid objects. They run one at
+//! a time.
 
 #![allow(
     clippy::unwrap_used,
@@ -544,5 +545,106 @@ async fn leader_failover(pair: &mut Pair) -> anyhow::Result<()> {
     pair.synced(0, ns, "f0", holds("failover-after")).await?;
     manager_b.stop()?;
     ccm_b.stop()?;
+    Ok(())
+}
+
+/// Behaviour 8 on the real control plane: objects the API server accepts
+/// but that are odd — no data, an empty map, a zero-length value, keys only
+/// in stringData, unicode stringData, every byte value — sync exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_but_valid_objects_sync_exactly() {
+    on_a_pair(|pair| Box::pin(odd_objects(pair))).await;
+}
+
+type Data = BTreeMap<String, ByteString>;
+type StringData = BTreeMap<String, String>;
+
+async fn odd_objects(pair: &mut Pair) -> anyhow::Result<()> {
+    let ns = "odd";
+    ensure_namespace(&pair.tenants[0], ns).await?;
+    let api = tenant_api(pair, ns);
+    let every_byte: Vec<u8> = (0..=255u8).collect();
+    let cases: Vec<(&str, Option<Data>, Option<StringData>)> = vec![
+        ("no-data", None, None),
+        ("empty-map", Some(BTreeMap::new()), None),
+        (
+            "zero-length",
+            Some(BTreeMap::from([(
+                "empty".to_owned(),
+                ByteString(Vec::new()),
+            )])),
+            None,
+        ),
+        (
+            "string-data-only",
+            None,
+            Some(BTreeMap::from([("k".to_owned(), "v".to_owned())])),
+        ),
+        (
+            "unicode",
+            Some(BTreeMap::from([(
+                "k".to_owned(),
+                ByteString(b"from data".to_vec()),
+            )])),
+            Some(BTreeMap::from([
+                ("k".to_owned(), "stringData wins: ünï©ødé ✓".to_owned()),
+                ("emoji".to_owned(), "🔐".to_owned()),
+            ])),
+        ),
+        (
+            "every-byte",
+            Some(BTreeMap::from([(
+                "bin".to_owned(),
+                ByteString(every_byte.clone()),
+            )])),
+            None,
+        ),
+    ];
+    for (name, data, string_data) in &cases {
+        let obj = SyncSecret {
+            metadata: ObjectMeta {
+                name: Some((*name).to_owned()),
+                ..Default::default()
+            },
+            data: data.clone(),
+            string_data: string_data.clone(),
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &obj)
+            .await
+            .with_context(|| format!("creating {name}"))?;
+    }
+    for (name, data, string_data) in &cases {
+        // What the API server would make of it as a Secret: stringData
+        // over data, as bytes.
+        let mut want: BTreeMap<String, Vec<u8>> = data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        for (k, v) in string_data.clone().unwrap_or_default() {
+            want.insert(k, v.into_bytes());
+        }
+        let (_, secret) = pair
+            .synced(0, ns, name, |s| {
+                let got: BTreeMap<String, Vec<u8>> = s
+                    .data
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                got == want
+            })
+            .await
+            .with_context(|| format!("{name} synced with {want:?}"))?;
+        ensure!(
+            secret.string_data.is_none(),
+            "{name}: stringData left on the Secret"
+        );
+        pair.tenant_shows(0, ns, name, SyncSecretPhase::Synced)
+            .await?;
+    }
     Ok(())
 }
