@@ -85,9 +85,61 @@ where
         .inspect_err(move |e| tracing::warn!(watch = what, "watch failed, retrying: {e}"))
         .backoff(WatchBackoff::default())
         .modify(slim(field_manager))
-        .flat_map(deletions_a_relist_missed(cached))
+        .inspect_ok(move |event| match event {
+            watcher::Event::Init => tracing::debug!(watch = what, "listing"),
+            watcher::Event::InitDone => tracing::debug!(watch = what, "listed; watching"),
+            _ => {}
+        })
+        .flat_map(deletions_a_relist_missed(cached.clone()))
         .reflect(writer)
         .inspect_ok(move |event| recent.observe(event))
+        .flat_map(listed_objects_once_cached(cached))
+}
+
+/// Items handed on one at a time (a relist's objects are cloned out of
+/// the cache as they are consumed, not all at once).
+type Lazy<K, E> =
+    futures::stream::Iter<Box<dyn Iterator<Item = Result<watcher::Event<K>, E>> + Send>>;
+
+/// A list's objects reach the cache only when the list is complete (the
+/// reflector swaps the new list in at `InitDone`), but the watcher reports
+/// each as it arrives. A controller triggered by those reports reconciles
+/// against the cache as it was *before* the list: after a relist, an
+/// object changed while the watch was away (a copy deleted during an API
+/// server restart, say) was reconciled in its old state, found in order,
+/// and never looked at again — the long chaos run's last stall. This stage,
+/// after the cache, holds the list's objects back and hands each on (as an
+/// `Apply`, read from the cache) once the list is in.
+fn listed_objects_once_cached<K, E>(
+    cached: Store<K>,
+) -> impl FnMut(Result<watcher::Event<K>, E>) -> Lazy<K, E>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    E: Send + 'static,
+{
+    let mut listed: Vec<ObjectRef<K>> = Vec::new();
+    move |item| {
+        let out: Box<dyn Iterator<Item = Result<watcher::Event<K>, E>> + Send> = match item {
+            Ok(watcher::Event::Init) => {
+                listed.clear();
+                Box::new(std::iter::once(Ok(watcher::Event::Init)))
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                listed.push(ObjectRef::from_obj(&o));
+                Box::new(std::iter::empty())
+            }
+            Ok(watcher::Event::InitDone) => {
+                let store = cached.clone();
+                let objects = std::mem::take(&mut listed)
+                    .into_iter()
+                    .filter_map(move |r| store.get(&r))
+                    .map(|o| Ok(watcher::Event::Apply(K::clone(&o))));
+                Box::new(std::iter::once(Ok(watcher::Event::InitDone)).chain(objects))
+            }
+            other => Box::new(std::iter::once(other)),
+        };
+        futures::stream::iter(out)
+    }
 }
 
 /// One watch item and whatever follows from it.
@@ -177,6 +229,7 @@ mod tests {
             .reflect(writer)
             .collect()
             .await;
+        // What a controller would be triggered with: after the cache.
         let mut deleted: Vec<String> = out
             .iter()
             .filter_map(|e| match e {
