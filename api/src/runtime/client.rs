@@ -23,14 +23,12 @@ pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60)
 fn bounded(mut config: Config) -> Config {
     config.read_timeout = Some(READ_TIMEOUT);
     // kube retries a 429, 503 or 504 by itself, silently, up to 15 times
-    // with a delay doubling from 5 ms to 1000 s: minutes. An API server
-    // that is shutting down or starting answers 503 to everything, so
-    // after a restart every reconcile in flight sat in that retry, all
-    // reconcile slots with it, and the controller stopped without a word
-    // for over two minutes (the long chaos run's last unconverged
-    // round). Our callers retry themselves, visibly: a reconcile fails
-    // with the API server's message, says so in a status and an event,
-    // and is requeued with its own backoff; watches have theirs.
+    // with a delay doubling from 5 ms to 1000 s: minutes in which a
+    // reconcile holds its slot and says nothing. An API server that is
+    // shutting down answers 503 to everything. Our callers retry
+    // themselves, visibly: a reconcile fails with the API server's
+    // message, says so in a status and an event, and is requeued with its
+    // own backoff; watches have theirs.
     config.default_retry = false;
     config
 }
