@@ -570,6 +570,34 @@ async fn phases(
     }))
 }
 
+/// A floor's copy of object `name`, named `floor_name`, with the origin
+/// labels.
+fn floor_copy(name: &str, floor_name: &str) -> SyncSecret {
+    let mut copy = object(name);
+    copy.metadata.name = Some(floor_name.to_owned());
+    copy.metadata.labels = Some(
+        [
+            (LABEL_ORIGIN_NAME.to_owned(), name.to_owned()),
+            (LABEL_ORIGIN_NS.to_owned(), NAMESPACE.to_owned()),
+        ]
+        .into(),
+    );
+    copy
+}
+
+/// A floor's Secret for `copy`: its name, labels and data.
+fn floor_secret(copy: &SyncSecret) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: copy.metadata.name.clone(),
+            labels: copy.metadata.labels.clone(),
+            ..Default::default()
+        },
+        data: copy.data.clone(),
+        ..Default::default()
+    }
+}
+
 /// Writes each object's copy and then its Secret (both named
 /// `floor-<name>`) straight to the management cluster, in the tenants'
 /// namespaces, then deletes them all.
@@ -587,26 +615,15 @@ async fn floor(
         let copies: Api<SyncSecret> = Api::namespaced(pair.management.clone(), &ns);
         let secrets: Api<Secret> = Api::namespaced(pair.management.clone(), &ns);
         async move {
-            let mut copy = object(&name);
-            copy.metadata.name = Some(format!("floor-{name}"));
-            copy.metadata.labels = Some(
-                [
-                    (LABEL_ORIGIN_NAME.to_owned(), name.clone()),
-                    (LABEL_ORIGIN_NS.to_owned(), NAMESPACE.to_owned()),
-                ]
-                .into(),
-            );
-            let copy = copies.create(&PostParams::default(), &copy).await?;
-            let secret = Secret {
-                metadata: ObjectMeta {
-                    name: copy.metadata.name.clone(),
-                    labels: copy.metadata.labels.clone(),
-                    ..Default::default()
-                },
-                data: copy.data.clone(),
-                ..Default::default()
-            };
-            secrets.create(&PostParams::default(), &secret).await?;
+            let copy = copies
+                .create(
+                    &PostParams::default(),
+                    &floor_copy(&name, &format!("floor-{name}")),
+                )
+                .await?;
+            secrets
+                .create(&PostParams::default(), &floor_secret(&copy))
+                .await?;
             Ok(())
         }
     })
@@ -684,29 +701,15 @@ async fn contract_floor(
             tenant
                 .patch(&cname, &merge, &Patch::Merge(&with_finalizer))
                 .await?;
-            let mut copy = object(&name);
-            copy.metadata.name = Some(cname.clone());
-            copy.metadata.labels = Some(
-                [
-                    (LABEL_ORIGIN_NAME.to_owned(), name.clone()),
-                    (LABEL_ORIGIN_NS.to_owned(), NAMESPACE.to_owned()),
-                ]
-                .into(),
-            );
-            let copy = copies.create(&PostParams::default(), &copy).await?;
+            let copy = copies
+                .create(&PostParams::default(), &floor_copy(&name, &cname))
+                .await?;
             copies
                 .patch(&cname, &merge, &Patch::Merge(&with_finalizer))
                 .await?;
-            let secret = Secret {
-                metadata: ObjectMeta {
-                    name: Some(cname.clone()),
-                    labels: copy.metadata.labels.clone(),
-                    ..Default::default()
-                },
-                data: copy.data.clone(),
-                ..Default::default()
-            };
-            secrets.create(&PostParams::default(), &secret).await?;
+            secrets
+                .create(&PostParams::default(), &floor_secret(&copy))
+                .await?;
             copies
                 .patch_status(&cname, &merge, &Patch::Merge(&synced))
                 .await?;

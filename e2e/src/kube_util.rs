@@ -5,8 +5,9 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 
 use crate::{HarnessError, repo_root};
@@ -95,4 +96,34 @@ where
 /// The name in object metadata ("" when unset).
 pub fn name_of(meta: &kube::api::ObjectMeta) -> &str {
     meta.name.as_deref().unwrap_or_default()
+}
+
+/// Waits (up to a minute) for an event with `reason` about object `name`
+/// in namespace `ns`, and returns it.
+pub async fn has_event(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Result<Event, HarnessError> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    eventually(
+        &format!("event {reason} on {ns}/{name}"),
+        Duration::from_secs(60),
+        || async {
+            let list = events
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let count = list.items.len();
+            list.items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                })
+                .ok_or_else(|| format!("{count} events, none {reason}"))
+        },
+    )
+    .await
 }

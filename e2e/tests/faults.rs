@@ -21,15 +21,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use syncsecret_api::contract::tenant_namespace;
 use syncsecret_api::runtime::leader::{LEASE_DURATION, RETRY_PERIOD};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, rbac};
-use syncsecret_e2e::kube_util::{TEST_FIELD_MANAGER, eventually};
+use syncsecret_e2e::kube_util::{TEST_FIELD_MANAGER, eventually, has_event};
 use syncsecret_e2e::pair::{ControllerProcess, Pair, ensure_namespace, writes_by_resource};
 
 const TENANT: &str = "tenant1";
@@ -92,27 +91,6 @@ fn condition_message(o: &SyncSecret) -> String {
         .and_then(|c| c.iter().find(|c| c.type_ == "Synced"))
         .map(|c| c.message.clone())
         .unwrap_or_default()
-}
-
-/// Waits for an event with `reason` about `name` in the tenant cluster.
-async fn has_event(client: &Client, ns: &str, name: &str, reason: &str) -> anyhow::Result<Event> {
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    Ok(
-        eventually(&format!("event {reason} on {ns}/{name}"), WAIT, || async {
-            let list = events
-                .list(&ListParams::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            list.items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some(reason)
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-                })
-                .ok_or_else(|| format!("no {reason} event"))
-        })
-        .await?,
-    )
 }
 
 /// Waits until `metric` on `c` reads `value`.

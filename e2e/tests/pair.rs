@@ -32,7 +32,7 @@ use syncsecret_api::contract::{
     MANAGED_BY_KUBELB, tenant_namespace,
 };
 use syncsecret_api::{SyncSecret, SyncSecretPhase, rbac};
-use syncsecret_e2e::kube_util::eventually;
+use syncsecret_e2e::kube_util::{eventually, has_event};
 use syncsecret_e2e::pair::{
     ControllerProcess, Pair, ensure_namespace, sum_samples, writes_by_resource,
 };
@@ -203,27 +203,6 @@ fn synced_condition(
         .iter()
         .find(|c| c.type_ == "Synced")
         .cloned()
-}
-
-/// Waits for an event with `reason` about object `name` in `ns`.
-async fn has_event(client: &Client, ns: &str, name: &str, reason: &str) -> anyhow::Result<()> {
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    eventually(&format!("event {reason} on {ns}/{name}"), WAIT, || async {
-        let list = events
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        list.items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some(reason)
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
-            })
-            .then_some(())
-            .ok_or_else(|| format!("{} events, none {reason}", list.items.len()))
-    })
-    .await?;
-    Ok(())
 }
 
 /// Every event note and reason, and every SyncSecret status message, in a
