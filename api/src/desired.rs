@@ -14,6 +14,7 @@ use crate::contract::{
 };
 use crate::payload::{Payload, contains_all};
 use crate::policy::Policy;
+use crate::summary::Summary;
 use crate::v1alpha1::SyncSecret;
 
 /// Annotations that are never carried across: kubectl's last-applied
@@ -181,8 +182,12 @@ pub fn metadata_differs(live: &ObjectMeta, desired: &ObjectMeta, field_manager: 
 /// by the short one with the same value, and `origin-generation` is compared
 /// only where present (it comes with the next real write), so that such a
 /// copy costs no write while its content matches.
-pub fn copy_needs_write(live: &SyncSecret, desired: &SyncSecret, field_manager: &str) -> bool {
-    if Payload::of_sync_secret(live) != Payload::of_sync_secret(desired) {
+pub fn copy_needs_write(
+    live: &Summary<SyncSecret>,
+    desired: &SyncSecret,
+    field_manager: &str,
+) -> bool {
+    if live.payload != Payload::of_sync_secret(desired).digested() {
         return true;
     }
     let mut want = desired.metadata.clone();
@@ -209,7 +214,7 @@ pub fn copy_needs_write(live: &SyncSecret, desired: &SyncSecret, field_manager: 
 
 /// Whether the live Secret differs from the desired one in anything the
 /// manager writes (content, metadata, or its ownerReference).
-pub fn secret_needs_write(live: &Secret, desired: &Secret, field_manager: &str) -> bool {
+pub fn secret_needs_write(live: &Summary<Secret>, desired: &Secret, field_manager: &str) -> bool {
     // Any ownerReference to the same copy will do: KubeLB's manager sets
     // one without `controller`/`blockOwnerDeletion`, and the garbage
     // collector cascades either way (adoption without a write).
@@ -225,7 +230,7 @@ pub fn secret_needs_write(live: &Secret, desired: &Secret, field_manager: &str) 
                 .flatten()
                 .any(|have| have.uid == want.uid && have.kind == want.kind)
         });
-    Payload::of_secret(live) != Payload::of_secret(desired)
+    live.payload != Payload::of_secret(desired).digested()
         || !owners_ok
         || metadata_differs(&live.metadata, &desired.metadata, field_manager)
 }
@@ -252,6 +257,7 @@ pub fn desired_sync_secret_from_secret(secret: &Secret) -> Option<SyncSecret> {
 
 #[cfg(test)]
 mod tests {
+    use crate::summary::Summarize;
     use k8s_openapi::ByteString;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
     use serde_json::json;
@@ -388,7 +394,11 @@ mod tests {
             FIELD_MANAGER_CCM,
             &["app", LABEL_ORIGIN_NAME],
         )]);
-        assert!(!copy_needs_write(&live, &desired, FIELD_MANAGER_CCM));
+        assert!(!copy_needs_write(
+            &live.clone().summary(),
+            &desired,
+            FIELD_MANAGER_CCM
+        ));
 
         // Content written differently but meaning the same: no write.
         let mut respelled = live.clone();
@@ -400,7 +410,11 @@ mod tests {
             ]
             .into(),
         );
-        assert!(!copy_needs_write(&respelled, &desired, FIELD_MANAGER_CCM));
+        assert!(!copy_needs_write(
+            &respelled.clone().summary(),
+            &desired,
+            FIELD_MANAGER_CCM
+        ));
     }
 
     #[test]
@@ -408,7 +422,11 @@ mod tests {
         let desired = desired_copy(&tenant(), "tenant-a").unwrap();
         let mut changed = desired.clone();
         changed.string_data = Some([("password".to_owned(), "old".to_owned())].into());
-        assert!(copy_needs_write(&changed, &desired, FIELD_MANAGER_CCM));
+        assert!(copy_needs_write(
+            &changed.clone().summary(),
+            &desired,
+            FIELD_MANAGER_CCM
+        ));
 
         let mut unlabelled = desired.clone();
         unlabelled
@@ -417,7 +435,11 @@ mod tests {
             .as_mut()
             .unwrap()
             .remove(LABEL_ORIGIN_NS);
-        assert!(copy_needs_write(&unlabelled, &desired, FIELD_MANAGER_CCM));
+        assert!(copy_needs_write(
+            &unlabelled.clone().summary(),
+            &desired,
+            FIELD_MANAGER_CCM
+        ));
     }
 
     #[test]
@@ -432,10 +454,18 @@ mod tests {
             .unwrap()
             .insert("app".into(), "shop".into());
         live.metadata.managed_fields = Some(vec![applied(FIELD_MANAGER_CCM, &["app"])]);
-        assert!(copy_needs_write(&live, &desired, FIELD_MANAGER_CCM));
+        assert!(copy_needs_write(
+            &live.clone().summary(),
+            &desired,
+            FIELD_MANAGER_CCM
+        ));
         // The same label applied by someone else is theirs: no write.
         live.metadata.managed_fields = Some(vec![applied("kubectl", &["app"])]);
-        assert!(!copy_needs_write(&live, &desired, FIELD_MANAGER_CCM));
+        assert!(!copy_needs_write(
+            &live.clone().summary(),
+            &desired,
+            FIELD_MANAGER_CCM
+        ));
     }
 
     #[test]
@@ -478,7 +508,11 @@ mod tests {
             operation: Some("Update".into()),
             ..Default::default()
         }]);
-        assert!(!copy_needs_write(&kubelb, &desired, FIELD_MANAGER_CCM));
+        assert!(!copy_needs_write(
+            &kubelb.clone().summary(),
+            &desired,
+            FIELD_MANAGER_CCM
+        ));
         // A different short label, or a stale generation, still needs a write.
         let mut other = kubelb.clone();
         other
@@ -487,7 +521,11 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(LABEL_ORIGIN_NS.into(), "elsewhere".into());
-        assert!(copy_needs_write(&other, &desired, FIELD_MANAGER_CCM));
+        assert!(copy_needs_write(
+            &other.clone().summary(),
+            &desired,
+            FIELD_MANAGER_CCM
+        ));
         let mut stale = desired.clone();
         stale
             .metadata
@@ -495,7 +533,11 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(ANNOTATION_ORIGIN_GENERATION.into(), "6".into());
-        assert!(copy_needs_write(&stale, &desired, FIELD_MANAGER_CCM));
+        assert!(copy_needs_write(
+            &stale.clone().summary(),
+            &desired,
+            FIELD_MANAGER_CCM
+        ));
     }
 
     #[test]
@@ -508,12 +550,16 @@ mod tests {
             .annotations
             .get_or_insert_default()
             .insert("foreign".into(), "x".into());
-        assert!(!secret_needs_write(&live, &desired, FIELD_MANAGER_MANAGER));
+        assert!(!secret_needs_write(
+            &live.clone().summary(),
+            &desired,
+            FIELD_MANAGER_MANAGER
+        ));
 
         let mut no_owner = live.clone();
         no_owner.metadata.owner_references = None;
         assert!(secret_needs_write(
-            &no_owner,
+            &no_owner.clone().summary(),
             &desired,
             FIELD_MANAGER_MANAGER
         ));
@@ -525,7 +571,7 @@ mod tests {
             .unwrap()
             .insert("user".into(), ByteString(b"evil".to_vec()));
         assert!(secret_needs_write(
-            &tampered,
+            &tampered.clone().summary(),
             &desired,
             FIELD_MANAGER_MANAGER
         ));

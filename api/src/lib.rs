@@ -17,6 +17,7 @@ pub mod rbac;
 #[cfg(feature = "runtime")]
 pub mod runtime;
 pub mod status;
+pub mod summary;
 pub mod sweep;
 pub mod v1alpha1;
 pub mod validation;

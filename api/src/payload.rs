@@ -83,56 +83,6 @@ impl Payload {
         }
     }
 
-    /// SHA-256 over the type and every key and value (length-prefixed, in
-    /// key order): what the manager meant to write, to compare with what
-    /// the API server stored.
-    pub fn digest(&self) -> [u8; 32] {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        let mut field = |b: &[u8]| {
-            h.update((b.len() as u64).to_be_bytes());
-            h.update(b);
-        };
-        field(self.type_.as_bytes());
-        for (k, v) in &self.data {
-            field(k.as_bytes());
-            field(&v.0);
-        }
-        h.finalize().into()
-    }
-
-    /// The keys whose presence or value differs between two payloads (names
-    /// only, never values).
-    pub fn changed_keys(&self, other: &Payload) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .data
-            .keys()
-            .chain(other.data.keys())
-            .filter(|k| self.data.get(*k) != other.data.get(*k))
-            .cloned()
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys
-    }
-
-    /// What a write from `live` (`None`: nothing there) to `self` changes,
-    /// by name only: `(new)`, `type`, `immutable`, the data keys.
-    pub fn changes_from(&self, live: Option<&Payload>) -> Vec<String> {
-        let Some(live) = live else {
-            return vec!["(new)".to_owned()];
-        };
-        let mut out = Vec::new();
-        if live.type_ != self.type_ {
-            out.push("type".to_owned());
-        }
-        if live.immutable != self.immutable {
-            out.push("immutable".to_owned());
-        }
-        out.extend(live.changed_keys(self));
-        out
-    }
-
     /// Total size of keys and values in bytes, as the API server counts it
     /// against its 1 MiB Secret limit.
     pub fn size(&self) -> usize {
@@ -299,22 +249,18 @@ mod tests {
     }
 
     #[test]
-    fn digest_tells_content_apart_and_changed_keys_name_them() {
+    fn digest_tells_content_apart() {
         let a = Payload {
             type_: "Opaque".into(),
             data: map(&[("a", bytes("1")), ("b", bytes("2"))]),
             immutable: false,
         };
-        assert_eq!(a.digest(), a.clone().digest());
+        assert_eq!(a.digested(), a.clone().digested());
         let mut b = a.clone();
         b.data.insert("injected".into(), bytes("x"));
         b.data.insert("a".into(), bytes("changed"));
-        assert_ne!(a.digest(), b.digest());
-        assert_eq!(
-            a.changed_keys(&b),
-            vec!["a".to_owned(), "injected".to_owned()]
-        );
-        // Length prefixes keep ("ab","c") and ("a","bc") apart.
+        assert_ne!(a.digested(), b.digested());
+        // Keys and values are digested apart: ("ab","c") is not ("a","bc").
         let x = Payload {
             data: map(&[("ab", bytes("c"))]),
             ..a.clone()
@@ -323,12 +269,12 @@ mod tests {
             data: map(&[("a", bytes("bc"))]),
             ..a.clone()
         };
-        assert_ne!(x.digest(), y.digest());
+        assert_ne!(x.digested(), y.digested());
         let t = Payload {
             type_: "kubernetes.io/tls".into(),
             ..a.clone()
         };
-        assert_ne!(a.digest(), t.digest());
+        assert_ne!(a.digested(), t.digested());
     }
 
     #[test]

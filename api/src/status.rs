@@ -5,8 +5,11 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use kube::core::object::HasStatus;
+use kube::{Resource, ResourceExt};
+
 use crate::contract::ANNOTATION_ORIGIN_GENERATION;
-use crate::v1alpha1::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
+use crate::v1alpha1::{SyncSecretPhase, SyncSecretStatus};
 
 /// The condition type both controllers write.
 pub const CONDITION_SYNCED: &str = "Synced";
@@ -44,16 +47,17 @@ pub fn status(
 /// `holds` when the copy has none: a copy adopted from KubeLB whose content
 /// the caller found equal to the tenant's current generation).
 /// `None` while the manager has not judged the copy's current generation.
-pub fn mirrored(copy: &SyncSecret, holds: Option<i64>) -> Option<SyncSecretStatus> {
-    let status = copy.status.as_ref()?;
-    if status.observed_generation != copy.metadata.generation {
+pub fn mirrored<K>(copy: &K, holds: Option<i64>) -> Option<SyncSecretStatus>
+where
+    K: Resource + HasStatus<Status = SyncSecretStatus>,
+{
+    let status = copy.status()?;
+    if status.observed_generation != copy.meta().generation {
         return None;
     }
     let origin_generation = copy
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_ORIGIN_GENERATION))
+        .annotations()
+        .get(ANNOTATION_ORIGIN_GENERATION)
         .and_then(|g| g.parse::<i64>().ok())
         .or(holds);
     synced_condition(status)?;
@@ -178,6 +182,7 @@ pub fn with_condition(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::v1alpha1::SyncSecret;
 
     #[test]
     fn a_synced_verdict_worded_otherwise_is_no_change() {

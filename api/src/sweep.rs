@@ -5,14 +5,14 @@
 
 use std::collections::HashSet;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::contract::{LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS};
-use crate::v1alpha1::SyncSecret;
 
-/// Whether `field_manager` has written this object (per managedFields).
+/// Whether `field_manager` has written this object (per managedFields; the
+/// watch caches keep only its server-side applies, which is how both
+/// controllers make what they own).
 pub fn made_by(meta: &ObjectMeta, field_manager: &str) -> bool {
     meta.managed_fields
         .iter()
@@ -21,7 +21,7 @@ pub fn made_by(meta: &ObjectMeta, field_manager: &str) -> bool {
 }
 
 /// The tenant object a copy names: (namespace, name), from its origin labels.
-pub fn origin(copy: &SyncSecret) -> Option<(String, String)> {
+pub fn origin(copy: &impl ResourceExt) -> Option<(String, String)> {
     let labels = copy.labels();
     let name = labels.get(LABEL_ORIGIN_NAME)?;
     let namespace = labels
@@ -34,14 +34,14 @@ pub fn origin(copy: &SyncSecret) -> Option<(String, String)> {
 /// exists: `tenant_uid(namespace, name)` gives the UID of the live tenant
 /// object of that name, if any; a copy is named by its tenant's UID, so a
 /// different UID means the copy's tenant was deleted and another made since.
-pub fn orphaned_copies<'a>(
-    copies: impl IntoIterator<Item = &'a SyncSecret>,
+pub fn orphaned_copies<'a, K: ResourceExt + 'a>(
+    copies: impl IntoIterator<Item = &'a K>,
     tenant_uid: impl Fn(&str, &str) -> Option<String>,
     field_manager: &str,
 ) -> Vec<String> {
     copies
         .into_iter()
-        .filter(|c| c.metadata.deletion_timestamp.is_none() && made_by(&c.metadata, field_manager))
+        .filter(|c| c.meta().deletion_timestamp.is_none() && made_by(c.meta(), field_manager))
         .filter_map(|c| {
             let (namespace, name) = origin(c)?;
             let alive = tenant_uid(&namespace, &name).is_some_and(|uid| uid == c.name_any());
@@ -53,17 +53,17 @@ pub fn orphaned_copies<'a>(
 /// Secrets (namespace, name) made by `field_manager`, carrying our origin
 /// label, whose copy (named by the Secret's name, its owner by UID) no longer
 /// exists among `copy_uids`.
-pub fn orphaned_secrets<'a>(
-    secrets: impl IntoIterator<Item = &'a Secret>,
+pub fn orphaned_secrets<'a, K: ResourceExt + 'a>(
+    secrets: impl IntoIterator<Item = &'a K>,
     copy_uids: &HashSet<String>,
     field_manager: &str,
 ) -> Vec<(String, String)> {
     secrets
         .into_iter()
         .filter(|s| {
-            s.metadata.deletion_timestamp.is_none()
+            s.meta().deletion_timestamp.is_none()
                 && s.labels().contains_key(LABEL_ORIGIN_NAME)
-                && made_by(&s.metadata, field_manager)
+                && made_by(s.meta(), field_manager)
         })
         .filter(|s| !copy_uids.contains(&s.name_any()))
         .filter_map(|s| Some((s.namespace()?, s.name_any())))
@@ -72,6 +72,9 @@ pub fn orphaned_secrets<'a>(
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::Secret;
+
+    use crate::v1alpha1::SyncSecret;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
     use super::*;

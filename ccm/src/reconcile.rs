@@ -19,6 +19,7 @@ use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer::write_status;
 use syncsecret_api::status::{mirrored, pending, phase, status};
+use syncsecret_api::summary::{Summarize, Summary};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 
 use crate::{Context, Error};
@@ -125,7 +126,11 @@ async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         Cached::Known(live) => live,
         // A cache still filling (right after start) is never taken for an
         // absent copy: a restart must not rewrite what is already there.
-        Cached::Unknown => api.get_opt(&copy).await.map_err(apply_err)?.map(Arc::new),
+        Cached::Unknown => api
+            .get_opt(&copy)
+            .await
+            .map_err(apply_err)?
+            .map(|c| Arc::new(c.summary())),
     };
     if live
         .as_ref()
@@ -140,7 +145,8 @@ async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         .is_none_or(|l| copy_needs_write(l, &desired, FIELD_MANAGER_CCM));
     let held = needs_write && {
         let mut changed = Payload::of_sync_secret(&desired)
-            .changes_from(live.as_deref().map(Payload::of_sync_secret).as_ref());
+            .digested()
+            .changes_from(live.as_deref().map(|l| &l.payload));
         if changed.is_empty() {
             changed.push("metadata".to_owned());
         }
@@ -187,7 +193,7 @@ async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     let Some(live) = live.filter(|_| !needs_write) else {
         return Ok(Action::requeue(PENDING_AFTER));
     };
-    match mirrored(&live, obj.metadata.generation) {
+    match mirrored(live.as_ref(), obj.metadata.generation) {
         Some(verdict) => mirror(obj, verdict, ctx).await?,
         None if obj.status.is_none() => {
             let waited = live
@@ -251,7 +257,7 @@ const ANNOUNCE_WAIT_AFTER: std::time::Duration = std::time::Duration::from_secs(
 
 /// Once per deletion, when the copy has been terminating for a while: a
 /// `CopyDeleting` event saying what the tenant object waits for.
-async fn announce_wait(obj: &SyncSecret, copy: &SyncSecret, ctx: &Context) {
+async fn announce_wait(obj: &SyncSecret, copy: &Summary<SyncSecret>, ctx: &Context) {
     let since = copy
         .meta()
         .deletion_timestamp
@@ -300,7 +306,11 @@ async fn cleanup(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         // deletion is rare enough for one read, and waiting silently on a
         // cache that a broken watch keeps stale would leave the tenant
         // object Terminating with nothing saying why.
-        Cached::Stale | Cached::Unknown => api.get_opt(&copy).await.map_err(err)?.map(Arc::new),
+        Cached::Stale | Cached::Unknown => api
+            .get_opt(&copy)
+            .await
+            .map_err(err)?
+            .map(|c| Arc::new(c.summary())),
     };
     match &live {
         None => {

@@ -74,8 +74,11 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
     {
         return Ok(Action::await_change());
     }
-    let changed = Payload::of_sync_secret(&desired)
-        .changes_from(live.as_deref().map(Payload::of_sync_secret).as_ref());
+    let changed = Payload::of_sync_secret(&desired).digested().changes_from(
+        live.as_deref()
+            .map(|l| Payload::of_sync_secret(l).digested())
+            .as_ref(),
+    );
     if ctx
         .metrics
         .hold("syncsecrets", "patch", &namespace, &name, &changed)

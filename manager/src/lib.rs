@@ -36,6 +36,7 @@ use syncsecret_api::runtime::recent::RecentWrites;
 use syncsecret_api::runtime::reconcile::{Scoped, sweep_periodically};
 use syncsecret_api::runtime::runner::Plumbing;
 use syncsecret_api::runtime::shutdown::Shutdown;
+use syncsecret_api::summary::Summary;
 
 pub use error::Error;
 pub use flags::Flags;
@@ -49,8 +50,9 @@ pub const METRICS_PREFIX: &str = "kubelb_manager";
 pub struct Context {
     /// Client of the management cluster.
     pub client: Client,
-    /// Secrets we made (they carry the origin labels), as last seen.
-    pub secrets: Store<Secret>,
+    /// Secrets we made (they carry the origin labels), as last seen
+    /// (summaries: they are only compared with what would be written).
+    pub secrets: Store<Summary<Secret>>,
     /// Copies, as last seen.
     pub copies: Store<SyncSecret>,
     /// Namespaces starting with this are tenant namespaces.
@@ -157,7 +159,7 @@ impl Setup {
         let recent_secrets = RecentWrites::default();
         let recent_copies = RecentWrites::default();
         let secret_events = cache::watch(
-            Api::<Secret>::all(self.client.clone()),
+            Api::<Summary<Secret>>::all(self.client.clone()),
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
             writer,
             Some(FIELD_MANAGER_MANAGER),

@@ -21,6 +21,7 @@ use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer;
 use syncsecret_api::status::{REASON_SYNCED, status, with_condition};
+use syncsecret_api::summary::{Summarize, Summary};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 
 use crate::{Context, Error};
@@ -147,9 +148,11 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         Cached::Known(None) if cached => None,
         // A cache still filling (right after start) is never taken for an
         // absent Secret: a restart must not rewrite what is already there.
-        Cached::Known(None) | Cached::Unknown => {
-            api.get_opt(&name).await.map_err(apply_err)?.map(Arc::new)
-        }
+        Cached::Known(None) | Cached::Unknown => api
+            .get_opt(&name)
+            .await
+            .map_err(apply_err)?
+            .map(|s| Arc::new(s.summary())),
     };
     // A Secret's type never changes, nor an immutable one's content: such a
     // Secret is deleted and made anew (once per generation, never in a loop).
@@ -165,7 +168,8 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         .is_none_or(|l| secret_needs_write(l, &desired, FIELD_MANAGER_MANAGER));
     let held = needs_write && {
         let changed = Payload::of_secret(&desired)
-            .changes_from(live.as_deref().map(Payload::of_secret).as_ref());
+            .digested()
+            .changes_from(live.as_deref().map(|l| &l.payload));
         ctx.metrics
             .hold("secrets", "patch", &namespace, &name, &changed)
     };
@@ -245,15 +249,15 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
 
 /// Whether `live` cannot be updated into `desired`: the type differs (a
 /// Secret's type is immutable) or it is immutable and its content differs.
-fn must_replace(live: &Secret, desired: &Secret) -> bool {
-    let (have, want) = (Payload::of_secret(live), Payload::of_secret(desired));
-    have.type_ != want.type_ || (have.immutable && have != want)
+fn must_replace(live: &Summary<Secret>, desired: &Secret) -> bool {
+    let (have, want) = (&live.payload, Payload::of_secret(desired).digested());
+    have.type_ != want.type_ || (have.immutable && *have != want)
 }
 
 /// Deletes `live` (only that very object: a UID precondition) so that it
 /// can be made anew, says so in an event, and refuses a second replacement
 /// for the same generation of the copy.
-async fn replace(copy: &SyncSecret, live: &Secret, ctx: &Context) -> Result<(), Error> {
+async fn replace(copy: &SyncSecret, live: &Summary<Secret>, ctx: &Context) -> Result<(), Error> {
     let namespace = copy.namespace().unwrap_or_default();
     let name = live.name_any();
     let generation = copy.meta().generation.unwrap_or_default();
@@ -322,9 +326,9 @@ async fn check_budget(
     api: &Api<Secret>,
     namespace: &str,
     payload: &Payload,
-    live: Option<&Secret>,
+    live: Option<&Summary<Secret>>,
 ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, Error> {
-    let replacing = live.map(|l| Payload::of_secret(l).size());
+    let replacing = live.map(|l| l.payload.size);
     if !ctx.policy.has_budget() || replacing.is_some_and(|r| payload.size() <= r) {
         return Ok(None);
     }
