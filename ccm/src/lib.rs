@@ -22,8 +22,7 @@ use kube::{Api, Client, ResourceExt};
 use prometheus::Registry;
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::{
-    FIELD_MANAGER_CCM, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE,
-    LABEL_ORIGIN_NS, MANAGED_BY_KUBELB, tenant_namespace,
+    FIELD_MANAGER_CCM, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, MANAGED_BY_KUBELB, tenant_namespace,
 };
 use syncsecret_api::runtime::backoff::Backoffs;
 use syncsecret_api::runtime::cache;
@@ -37,6 +36,7 @@ use syncsecret_api::runtime::recent::RecentWrites;
 use syncsecret_api::runtime::reconcile::{Scoped, sweep_periodically};
 use syncsecret_api::runtime::runner::Plumbing;
 use syncsecret_api::runtime::shutdown::Shutdown;
+use syncsecret_api::summary::Summary;
 
 pub use error::Error;
 pub use flags::Flags;
@@ -55,8 +55,9 @@ pub struct Context {
     pub management: Client,
     /// The tenant's namespace in the management cluster.
     pub tenant_namespace: String,
-    /// Copies in that namespace, as the watch last saw them.
-    pub copies: Store<SyncSecret>,
+    /// Copies in that namespace, as the watch last saw them (summaries:
+    /// they are only compared with what would be written).
+    pub copies: Store<Summary<SyncSecret>>,
     /// Tenant SyncSecrets, as the watch last saw them.
     pub tenant_objects: Store<SyncSecret>,
     /// Reconcile and write counters.
@@ -181,7 +182,7 @@ impl Setup {
 
     async fn controllers(&self, management: Client, shutdown: Shutdown) {
         let tenant_api: Api<SyncSecret> = Api::all(self.tenant.clone());
-        let copies_api: Api<SyncSecret> =
+        let copies_api: Api<Summary<SyncSecret>> =
             Api::namespaced(management.clone(), &self.tenant_namespace);
 
         // Copies we made (they carry the origin labels), cached, and mapped
@@ -255,7 +256,7 @@ impl Setup {
         if self.synchronizer {
             let secrets: Api<Secret> = Api::all(self.tenant.clone());
             let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_KUBELB}");
-            let watch = || watcher::Config::default().timeout(cache::WATCH_TIMEOUT_SECS);
+            let watch = || cache::tuned(watcher::Config::default());
             let c = Controller::new(secrets, watch().labels(&selector))
                 .with_config(config)
                 .watches(tenant_api, watch(), |ss| {
@@ -309,11 +310,7 @@ impl Setup {
 }
 
 /// The tenant object a copy was made from, from its origin labels.
-fn origin_of(copy: &SyncSecret) -> Option<ObjectRef<SyncSecret>> {
-    let labels = copy.labels();
-    let name = labels.get(LABEL_ORIGIN_NAME)?;
-    let namespace = labels
-        .get(LABEL_ORIGIN_NAMESPACE)
-        .or_else(|| labels.get(LABEL_ORIGIN_NS))?;
-    Some(ObjectRef::new(name).within(namespace))
+fn origin_of(copy: &Summary<SyncSecret>) -> Option<ObjectRef<SyncSecret>> {
+    let (namespace, name) = syncsecret_api::sweep::origin(copy)?;
+    Some(ObjectRef::new(&name).within(&namespace))
 }
