@@ -354,6 +354,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Peak RSS and CPU seconds of each controller process, as it is now.
+fn cost_now(pair: &Pair) -> Vec<Value> {
+    pair.controllers()
+        .filter_map(|c| {
+            let (rss_kib, cpu) = cost(c.pid()?);
+            Some(json!({ "process": c.name(), "peak_rss_mib": rss_kib as f64 / 1024.0, "cpu_seconds": cpu }))
+        })
+        .collect()
+}
+
 async fn for_each_concurrently<F, Fut>(
     items: Vec<(usize, String)>,
     concurrency: usize,
@@ -466,13 +476,7 @@ async fn phases(
     latencies.sort_by(f64::total_cmp);
 
     // 3. Cost so far (peak RSS, CPU) of each controller process.
-    let costs: Vec<Value> = pair
-        .controllers()
-        .filter_map(|c| {
-            let (rss_kib, cpu) = cost(c.pid()?);
-            Some(json!({ "process": c.name(), "peak_rss_mib": rss_kib as f64 / 1024.0, "cpu_seconds": cpu }))
-        })
-        .collect();
+    let costs = cost_now(pair);
 
     // 4. Quiet after a restart: no write to either cluster.
     let writes = |pair: &Pair| -> f64 {
@@ -495,6 +499,8 @@ async fn phases(
         .map(|(k, v)| (k.clone(), *v))
         .collect();
     let counted_writes = writes(pair);
+    // A restarted controller lists everything at once: its own peak.
+    let restart_costs = cost_now(pair);
 
     // 5. Bulk delete: until nothing is left in either cluster.
     let t1 = Instant::now();
@@ -566,6 +572,7 @@ async fn phases(
             "writes_total_of_new_processes": counted_writes,
         },
         "cost": costs,
+        "cost_after_restart": restart_costs,
         "requests_per_object": per_object,
     }))
 }

@@ -52,6 +52,10 @@ struct Flags {
     /// Do not append to docs/benchmarks.md.
     #[arg(long)]
     no_table: bool,
+    /// Skip both floors (quicker runs while working on the controllers;
+    /// the table shows `-` for them).
+    #[arg(long)]
+    no_floors: bool,
     /// A label for this run in the table (e.g. "ours, defaults").
     #[arg(long, default_value = "syncsecret, default flags")]
     label: String,
@@ -110,13 +114,20 @@ fn row(r: &Value) -> String {
     };
     let ratio = ratio_to(&r["floor"]["create_ms"]);
     let contract_ratio = ratio_to(&r["contract_floor"]["create_ms"]);
+    let restarted = r["cost_after_restart"].as_array();
     let costs: Vec<String> = r["cost"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
+            let after = restarted
+                .and_then(|a| a.get(i))
+                .and_then(|a| a["peak_rss_mib"].as_f64())
+                .map(|m| format!(" (restarted: {m:.0} MiB)"))
+                .unwrap_or_default();
             format!(
-                "{} {:.0} MiB / {:.1} s",
+                "{} {:.0} MiB / {:.1} s{after}",
                 c["process"].as_str().unwrap_or_default(),
                 c["peak_rss_mib"].as_f64().unwrap_or(0.0),
                 c["cpu_seconds"].as_f64().unwrap_or(0.0)
@@ -186,7 +197,7 @@ async fn main() -> ExitCode {
                 concurrency: flags.concurrency,
                 updates: flags.updates,
                 pace: Duration::from_millis(flags.pace_ms),
-                floor: true,
+                floor: !flags.no_floors,
                 launch: launch.clone(),
                 timeout: Duration::from_secs(600),
             };
