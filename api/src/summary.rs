@@ -6,7 +6,8 @@
 //! (1 KiB of data per object in `make bench`, plus a map node of about
 //! 0.5 KiB around it), for nothing but an equality test. A [`Summary`]
 //! keeps the metadata and status as they are and, of the payload, its type,
-//! immutability, size and a SHA-256 per key ([`PayloadDigest`]): enough to
+//! immutability, size and a SHA-256 per key ([`PayloadDigest`], in
+//! `payload`): enough to
 //! tell whether a write is needed and which keys it would change, never
 //! enough to write the payload back.
 
@@ -19,97 +20,8 @@ use kube::core::object::HasStatus;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
-use crate::payload::Payload;
+use crate::payload::{Payload, PayloadDigest};
 use crate::v1alpha1::{SyncSecret, SyncSecretStatus};
-
-/// A payload reduced to what equality needs: type, immutability, size and
-/// one SHA-256 per value. Two payloads are equal exactly when their digests
-/// are (SHA-256 collisions aside).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct PayloadDigest {
-    /// The Secret type, `Opaque` when unset or empty.
-    pub type_: String,
-    /// `immutable`, false when unset.
-    pub immutable: bool,
-    /// Per key of the effective data, in key order: the SHA-256 of its value.
-    pub values: Vec<(String, [u8; 32])>,
-    /// Total size of keys and values in bytes ([`Payload::size`]).
-    pub size: usize,
-}
-
-impl std::fmt::Debug for PayloadDigest {
-    /// Key names only: a digest of a short value is as good as the value
-    /// to anyone who can guess it.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PayloadDigest")
-            .field("type", &self.type_)
-            .field(
-                "keys",
-                &self.values.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
-            .field("immutable", &self.immutable)
-            .finish()
-    }
-}
-
-impl Payload {
-    /// The digest of this payload.
-    pub fn digested(&self) -> PayloadDigest {
-        use sha2::{Digest, Sha256};
-        PayloadDigest {
-            type_: self.type_.clone(),
-            immutable: self.immutable,
-            values: self
-                .data
-                .iter()
-                .map(|(k, v)| (k.clone(), Sha256::digest(&v.0).into()))
-                .collect(),
-            size: self.size(),
-        }
-    }
-}
-
-impl PayloadDigest {
-    fn value(&self, key: &str) -> Option<&[u8; 32]> {
-        self.values
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| &self.values[i].1)
-    }
-
-    /// The keys whose presence or value differs between two payloads (names
-    /// only, never values), sorted.
-    pub fn changed_keys(&self, other: &PayloadDigest) -> Vec<String> {
-        let mut keys: Vec<String> = self
-            .values
-            .iter()
-            .chain(&other.values)
-            .map(|(k, _)| k)
-            .filter(|k| self.value(k) != other.value(k))
-            .cloned()
-            .collect();
-        keys.sort();
-        keys.dedup();
-        keys
-    }
-
-    /// What a write from `live` (`None`: nothing there) to `self` changes,
-    /// by name only: `(new)`, `type`, `immutable`, the data keys.
-    pub fn changes_from(&self, live: Option<&PayloadDigest>) -> Vec<String> {
-        let Some(live) = live else {
-            return vec!["(new)".to_owned()];
-        };
-        let mut out = Vec::new();
-        if live.type_ != self.type_ {
-            out.push("type".to_owned());
-        }
-        if live.immutable != self.immutable {
-            out.push("immutable".to_owned());
-        }
-        out.extend(live.changed_keys(self));
-        out
-    }
-}
 
 /// An object as a compare-only cache keeps it: its metadata (slimmed by
 /// the cache like any other), its status, and its payload's digest. It is
@@ -221,65 +133,9 @@ impl<K> HasStatus for Summary<K> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use k8s_openapi::ByteString;
     use serde_json::json;
 
     use super::*;
-
-    fn payload(entries: &[(&str, &str)]) -> Payload {
-        Payload {
-            type_: "Opaque".into(),
-            data: entries
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
-                .collect::<BTreeMap<_, _>>(),
-            immutable: false,
-        }
-    }
-
-    #[test]
-    fn digests_are_equal_exactly_when_payloads_are() {
-        let a = payload(&[("a", "1"), ("b", "2")]);
-        assert_eq!(a.digested(), a.clone().digested());
-        for other in [
-            payload(&[("a", "1"), ("b", "3")]),
-            payload(&[("a", "1")]),
-            payload(&[("a", "1"), ("b", "2"), ("c", "")]),
-            Payload {
-                immutable: true,
-                ..a.clone()
-            },
-            Payload {
-                type_: "kubernetes.io/tls".into(),
-                ..a.clone()
-            },
-        ] {
-            assert_ne!(a.digested(), other.digested());
-        }
-        assert_eq!(a.digested().size, a.size());
-    }
-
-    #[test]
-    fn changes_are_named_by_key() {
-        let before = payload(&[("a", "1"), ("b", "2"), ("gone", "x")]);
-        let after = payload(&[("a", "1"), ("b", "3"), ("new", "y")]);
-        assert_eq!(
-            after.digested().changes_from(Some(&before.digested())),
-            ["b", "gone", "new"]
-        );
-        assert_eq!(after.digested().changes_from(None), ["(new)"]);
-        let typed = Payload {
-            type_: "kubernetes.io/tls".into(),
-            immutable: true,
-            ..before.clone()
-        };
-        assert_eq!(
-            typed.digested().changes_from(Some(&before.digested())),
-            ["type", "immutable"]
-        );
-    }
 
     #[test]
     fn a_summary_is_decoded_from_the_wire_form_and_holds_no_value() {
