@@ -14,7 +14,7 @@ use crate::contract::{
 };
 use crate::payload::{Payload, contains_all};
 use crate::policy::Policy;
-use crate::summary::Summary;
+use crate::summary::{Labelled, Summary};
 use crate::v1alpha1::SyncSecret;
 
 /// Annotations that are never carried across: kubectl's last-applied
@@ -157,17 +157,17 @@ pub fn compact_applied(fields: &FieldsV1) -> FieldsV1 {
 /// or annotation is missing or different, or one that `field_manager`
 /// applied before is no longer wanted (an apply would remove it). Entries
 /// that others added are not ours to judge.
-pub fn metadata_differs(live: &ObjectMeta, desired: &ObjectMeta, field_manager: &str) -> bool {
+pub fn metadata_differs(live: &impl Labelled, desired: &ObjectMeta, field_manager: &str) -> bool {
     let empty = BTreeMap::new();
     let want_labels = desired.labels.as_ref().unwrap_or(&empty);
     let want_annotations = desired.annotations.as_ref().unwrap_or(&empty);
-    if !contains_all(live.labels.as_ref(), want_labels)
-        || !contains_all(live.annotations.as_ref(), want_annotations)
+    if !contains_all(|k| live.label(k), want_labels)
+        || !contains_all(|k| live.annotation(k), want_annotations)
     {
         return true;
     }
     let stale = |field: &str, want: &BTreeMap<String, String>| {
-        applied_keys(live, field_manager, field)
+        applied_keys(live.meta(), field_manager, field)
             .iter()
             .any(|k| !want.contains_key(k))
     };
@@ -191,25 +191,18 @@ pub fn copy_needs_write(
         return true;
     }
     let mut want = desired.metadata.clone();
-    let live_labels = live.metadata.labels.as_ref();
     if let Some(labels) = want.labels.as_mut()
         && let Some(v) = labels.get(LABEL_ORIGIN_NAMESPACE)
-        && live_labels.and_then(|l| l.get(LABEL_ORIGIN_NS)) == Some(v)
-        && live_labels
-            .and_then(|l| l.get(LABEL_ORIGIN_NAMESPACE))
-            .is_none()
+        && live.label(LABEL_ORIGIN_NS) == Some(v.as_str())
+        && live.label(LABEL_ORIGIN_NAMESPACE).is_none()
     {
         labels.remove(LABEL_ORIGIN_NAMESPACE);
     }
-    let live_has_generation = live
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(ANNOTATION_ORIGIN_GENERATION));
+    let live_has_generation = live.annotation(ANNOTATION_ORIGIN_GENERATION).is_some();
     if !live_has_generation && let Some(a) = want.annotations.as_mut() {
         a.remove(ANNOTATION_ORIGIN_GENERATION);
     }
-    metadata_differs(&live.metadata, &want, field_manager)
+    metadata_differs(live, &want, field_manager)
 }
 
 /// Whether the live Secret differs from the desired one in anything the
@@ -232,7 +225,7 @@ pub fn secret_needs_write(live: &Summary<Secret>, desired: &Secret, field_manage
         });
     live.payload != Payload::of_secret(desired).digested()
         || !owners_ok
-        || metadata_differs(&live.metadata, &desired.metadata, field_manager)
+        || metadata_differs(live, &desired.metadata, field_manager)
 }
 
 /// The SyncSecret the ccm's Secret synchronizer makes from a tenant Secret

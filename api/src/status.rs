@@ -6,9 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use kube::core::object::HasStatus;
-use kube::{Resource, ResourceExt};
 
 use crate::contract::ANNOTATION_ORIGIN_GENERATION;
+use crate::summary::Labelled;
 use crate::v1alpha1::{SyncSecretPhase, SyncSecretStatus};
 
 /// The condition type both controllers write.
@@ -49,15 +49,14 @@ pub fn status(
 /// `None` while the manager has not judged the copy's current generation.
 pub fn mirrored<K>(copy: &K, holds: Option<i64>) -> Option<SyncSecretStatus>
 where
-    K: Resource + HasStatus<Status = SyncSecretStatus>,
+    K: Labelled + HasStatus<Status = SyncSecretStatus>,
 {
     let status = copy.status()?;
     if status.observed_generation != copy.meta().generation {
         return None;
     }
     let origin_generation = copy
-        .annotations()
-        .get(ANNOTATION_ORIGIN_GENERATION)
+        .annotation(ANNOTATION_ORIGIN_GENERATION)
         .and_then(|g| g.parse::<i64>().ok())
         .or(holds);
     synced_condition(status)?;
@@ -240,6 +239,11 @@ mod tests {
             "denied".into(),
         ));
         let m = mirrored(&copy, None).unwrap();
+        assert_eq!(
+            mirrored(&crate::summary::Summarize::summary(copy.clone()), None),
+            Some(m.clone()),
+            "the same from the ccm's cache of copies"
+        );
         assert_eq!(m.phase, Some(SyncSecretPhase::Failed));
         assert_eq!(m.observed_generation, Some(5));
         let c = &m.conditions.unwrap()[0];

@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::contract::{LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS};
+use crate::summary::Labelled;
 
 /// Whether `field_manager` has written this object (per managedFields; the
 /// watch caches keep only its server-side applies, which is how both
@@ -21,20 +22,19 @@ pub fn made_by(meta: &ObjectMeta, field_manager: &str) -> bool {
 }
 
 /// The tenant object a copy names: (namespace, name), from its origin labels.
-pub fn origin(copy: &impl ResourceExt) -> Option<(String, String)> {
-    let labels = copy.labels();
-    let name = labels.get(LABEL_ORIGIN_NAME)?;
-    let namespace = labels
-        .get(LABEL_ORIGIN_NAMESPACE)
-        .or_else(|| labels.get(LABEL_ORIGIN_NS))?;
-    Some((namespace.clone(), name.clone()))
+pub fn origin(copy: &impl Labelled) -> Option<(String, String)> {
+    let name = copy.label(LABEL_ORIGIN_NAME)?;
+    let namespace = copy
+        .label(LABEL_ORIGIN_NAMESPACE)
+        .or_else(|| copy.label(LABEL_ORIGIN_NS))?;
+    Some((namespace.to_owned(), name.to_owned()))
 }
 
 /// Copies (names) made by `field_manager` whose tenant object no longer
 /// exists: `tenant_uid(namespace, name)` gives the UID of the live tenant
 /// object of that name, if any; a copy is named by its tenant's UID, so a
 /// different UID means the copy's tenant was deleted and another made since.
-pub fn orphaned_copies<'a, K: ResourceExt + 'a>(
+pub fn orphaned_copies<'a, K: Labelled + 'a>(
     copies: impl IntoIterator<Item = &'a K>,
     tenant_uid: impl Fn(&str, &str) -> Option<String>,
     field_manager: &str,
@@ -53,7 +53,7 @@ pub fn orphaned_copies<'a, K: ResourceExt + 'a>(
 /// Secrets (namespace, name) made by `field_manager`, carrying our origin
 /// label, whose copy (named by the Secret's name, its owner by UID) no longer
 /// exists among `copy_uids`.
-pub fn orphaned_secrets<'a, K: ResourceExt + 'a>(
+pub fn orphaned_secrets<'a, K: Labelled + 'a>(
     secrets: impl IntoIterator<Item = &'a K>,
     copy_uids: &HashSet<String>,
     field_manager: &str,
@@ -62,7 +62,7 @@ pub fn orphaned_secrets<'a, K: ResourceExt + 'a>(
         .into_iter()
         .filter(|s| {
             s.meta().deletion_timestamp.is_none()
-                && s.labels().contains_key(LABEL_ORIGIN_NAME)
+                && s.label(LABEL_ORIGIN_NAME).is_some()
                 && made_by(s.meta(), field_manager)
         })
         .filter(|s| !copy_uids.contains(&s.name_any()))
@@ -74,6 +74,7 @@ pub fn orphaned_secrets<'a, K: ResourceExt + 'a>(
 mod tests {
     use k8s_openapi::api::core::v1::Secret;
 
+    use crate::summary::Summarize;
     use crate::v1alpha1::SyncSecret;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
@@ -116,6 +117,9 @@ mod tests {
         };
         let orphans = orphaned_copies(&copies, tenant, "syncsecret-ccm");
         assert_eq!(orphans, vec!["uid-gone".to_owned(), "uid-old".to_owned()]);
+        // The same, as the ccm's cache keeps them.
+        let cached: Vec<_> = copies.into_iter().map(Summarize::summary).collect();
+        assert_eq!(orphaned_copies(&cached, tenant, "syncsecret-ccm"), orphans);
     }
 
     #[test]
@@ -137,9 +141,15 @@ mod tests {
             mk("foreign", true, "kubectl"),
         ];
         let live: HashSet<String> = ["copy-live".to_owned()].into();
+        let orphans = vec![("tenant-a".to_owned(), "copy-gone".to_owned())];
         assert_eq!(
             orphaned_secrets(&secrets, &live, "syncsecret-manager"),
-            vec![("tenant-a".to_owned(), "copy-gone".to_owned())]
+            orphans
+        );
+        let cached: Vec<_> = secrets.into_iter().map(Summarize::summary).collect();
+        assert_eq!(
+            orphaned_secrets(&cached, &live, "syncsecret-manager"),
+            orphans
         );
     }
 }

@@ -70,7 +70,7 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
         .get(&ObjectRef::new(&name).within(&namespace));
     if let Some(live) = &live
         && Payload::of_sync_secret(live) == Payload::of_sync_secret(&desired)
-        && !metadata_differs(&live.metadata, &desired.metadata, FIELD_MANAGER_CCM)
+        && !metadata_differs(live.as_ref(), &desired.metadata, FIELD_MANAGER_CCM)
     {
         return Ok(Action::await_change());
     }

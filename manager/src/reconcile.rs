@@ -21,7 +21,7 @@ use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer;
 use syncsecret_api::status::{REASON_SYNCED, status, with_condition};
-use syncsecret_api::summary::{Summarize, Summary};
+use syncsecret_api::summary::{Labelled, Summarize, Summary};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 
 use crate::{Context, Error};
@@ -294,7 +294,7 @@ async fn replace(copy: &SyncSecret, live: &Summary<Secret>, ctx: &Context) -> Re
     match api.delete(&name, &params).await {
         Ok(_) => {
             ctx.metrics.wrote("secrets", "delete");
-            if live.labels().contains_key(LABEL_ORIGIN_NAME) {
+            if live.label(LABEL_ORIGIN_NAME).is_some() {
                 ctx.recent_secrets.wrote_over(&namespace, &name, Some(live));
             }
         }
