@@ -47,11 +47,28 @@ pub struct CertInfo {
 /// Reads `tls.crt` of a `kubernetes.io/tls` payload. `None` for other types
 /// or without `tls.crt`; `Some(Err(why))` for a malformed certificate.
 pub fn inspect(payload: &Payload, now: i64, window_secs: i64) -> Option<Result<CertInfo, String>> {
+    Some(judge(read_not_after(payload).as_ref()?, now, window_secs))
+}
+
+/// The notAfter of `tls.crt` in a `kubernetes.io/tls` payload (seconds
+/// since the epoch), read once when a copy is cached; [`judge`] places it
+/// against the time of each reconcile.
+pub fn read_not_after(payload: &Payload) -> Option<Result<i64, String>> {
     if payload.type_ != "kubernetes.io/tls" {
         return None;
     }
     let pem = payload.data.get("tls.crt")?;
-    Some(parse_not_after(&pem.0).map(|not_after| CertInfo {
+    Some(parse_not_after(&pem.0))
+}
+
+/// Where a notAfter from [`read_not_after`] stands at `now`.
+pub fn judge(
+    not_after: &Result<i64, String>,
+    now: i64,
+    window_secs: i64,
+) -> Result<CertInfo, String> {
+    let not_after = *not_after.as_ref().map_err(Clone::clone)?;
+    Ok(CertInfo {
         not_after,
         state: if not_after <= now {
             CertState::Expired
@@ -60,7 +77,7 @@ pub fn inspect(payload: &Payload, now: i64, window_secs: i64) -> Option<Result<C
         } else {
             CertState::Valid
         },
-    }))
+    })
 }
 
 fn parse_not_after(pem: &[u8]) -> Result<i64, String> {

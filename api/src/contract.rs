@@ -5,8 +5,6 @@
 
 use kube::ResourceExt;
 
-use crate::v1alpha1::SyncSecret;
-
 /// The API group.
 pub const GROUP: &str = "kubelb.k8c.io";
 
@@ -59,18 +57,19 @@ pub fn tenant_namespace(cluster_name: &str) -> String {
 /// The name of the management copy of a tenant SyncSecret: the tenant
 /// object's UID, unique across all namespaces of one tenant cluster. `None`
 /// for an object that has not been stored yet.
-pub fn copy_name(tenant_object: &SyncSecret) -> Option<String> {
+pub fn copy_name(tenant_object: &impl ResourceExt) -> Option<String> {
     tenant_object.uid()
 }
 
 /// The name of the Secret the manager makes from a copy: the copy's UID.
-pub fn secret_name(copy: &SyncSecret) -> Option<String> {
+pub fn secret_name(copy: &impl ResourceExt) -> Option<String> {
     copy.uid()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SyncSecret;
 
     #[test]
     fn tenant_namespace_is_prefixed_once() {

@@ -12,20 +12,17 @@ use crate::contract::{
     ANNOTATION_ORIGIN_GENERATION, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
     LAST_APPLIED_ANNOTATION, copy_name, secret_name,
 };
-use crate::payload::{Payload, contains_all};
+use crate::payload::{Payload, PayloadDigest, contains_all};
 use crate::policy::Policy;
 use crate::summary::{Labelled, Summary};
 use crate::v1alpha1::SyncSecret;
 
 /// Annotations that are never carried across: kubectl's last-applied
 /// configuration holds the whole object, payload in clear.
-fn carried_annotations(meta: &ObjectMeta) -> BTreeMap<String, String> {
-    meta.annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| k.as_str() != LAST_APPLIED_ANNOTATION)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+fn carried_annotations(obj: &impl Labelled) -> BTreeMap<String, String> {
+    let mut annotations = obj.annotation_map();
+    annotations.remove(LAST_APPLIED_ANNOTATION);
+    annotations
 }
 
 fn non_empty(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
@@ -40,31 +37,36 @@ fn non_empty(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> 
 /// resourceVersion, finalizers, ownerReferences, managedFields or status.
 /// `None` if the tenant object has no UID or namespace (not stored yet).
 pub fn desired_copy(tenant: &SyncSecret, tenant_namespace: &str) -> Option<SyncSecret> {
-    let name = copy_name(tenant)?;
-    let origin_namespace = tenant.namespace()?;
-    let mut labels = tenant.labels().clone();
-    labels.insert(LABEL_ORIGIN_NAME.into(), tenant.name_any());
-    labels.insert(LABEL_ORIGIN_NAMESPACE.into(), origin_namespace.clone());
-    labels.insert(LABEL_ORIGIN_NS.into(), origin_namespace);
     Some(SyncSecret {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(tenant_namespace.to_owned()),
-            labels: Some(labels),
-            annotations: {
-                let mut annotations = carried_annotations(&tenant.metadata);
-                if let Some(g) = tenant.metadata.generation {
-                    annotations.insert(ANNOTATION_ORIGIN_GENERATION.into(), g.to_string());
-                }
-                non_empty(annotations)
-            },
-            ..Default::default()
-        },
+        metadata: desired_copy_metadata(tenant, tenant_namespace)?,
         type_: tenant.type_.clone(),
         data: tenant.data.clone(),
         string_data: tenant.string_data.clone(),
         immutable: tenant.immutable,
         status: None,
+    })
+}
+
+/// The metadata of [`desired_copy`], from the tenant object whole or as
+/// cached: what decides, with the payload's digest, whether the copy is to
+/// be written.
+pub fn desired_copy_metadata(tenant: &impl Labelled, tenant_namespace: &str) -> Option<ObjectMeta> {
+    let name = copy_name(tenant)?;
+    let origin_namespace = tenant.namespace()?;
+    let mut labels = tenant.label_map();
+    labels.insert(LABEL_ORIGIN_NAME.into(), tenant.name_any());
+    labels.insert(LABEL_ORIGIN_NAMESPACE.into(), origin_namespace.clone());
+    labels.insert(LABEL_ORIGIN_NS.into(), origin_namespace);
+    let mut annotations = carried_annotations(tenant);
+    if let Some(g) = tenant.meta().generation {
+        annotations.insert(ANNOTATION_ORIGIN_GENERATION.into(), g.to_string());
+    }
+    Some(ObjectMeta {
+        name: Some(name),
+        namespace: Some(tenant_namespace.to_owned()),
+        labels: Some(labels),
+        annotations: non_empty(annotations),
+        ..Default::default()
     })
 }
 
@@ -75,9 +77,18 @@ pub fn desired_copy(tenant: &SyncSecret, tenant_namespace: &str) -> Option<SyncS
 /// ownerReference to the copy so that the garbage collector is the backstop.
 /// `None` if the copy has no UID or namespace.
 pub fn desired_secret(copy: &SyncSecret, policy: &Policy) -> Option<Secret> {
-    let name = secret_name(copy)?;
-    let namespace = copy.namespace()?;
     let payload = Payload::of_sync_secret(copy);
+    Some(Secret {
+        metadata: desired_secret_metadata(copy, policy)?,
+        type_: Some(payload.type_),
+        data: Some(payload.data),
+        immutable: payload.immutable.then_some(true),
+        string_data: None,
+    })
+}
+
+/// The metadata of [`desired_secret`], from the copy whole or as cached.
+pub fn desired_secret_metadata(copy: &impl Labelled, policy: &Policy) -> Option<ObjectMeta> {
     let owner = OwnerReference {
         api_version: SyncSecret::api_version(&()).into_owned(),
         kind: SyncSecret::kind(&()).into_owned(),
@@ -86,19 +97,13 @@ pub fn desired_secret(copy: &SyncSecret, policy: &Policy) -> Option<Secret> {
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
-    Some(Secret {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(namespace),
-            labels: non_empty(policy.filter(copy.labels())),
-            annotations: non_empty(policy.filter(copy.annotations())),
-            owner_references: Some(vec![owner]),
-            ..Default::default()
-        },
-        type_: Some(payload.type_),
-        data: Some(payload.data),
-        immutable: payload.immutable.then_some(true),
-        string_data: None,
+    Some(ObjectMeta {
+        name: Some(secret_name(copy)?),
+        namespace: Some(copy.namespace()?),
+        labels: non_empty(policy.filter(&copy.label_map())),
+        annotations: non_empty(policy.filter(&copy.annotation_map())),
+        owner_references: Some(vec![owner]),
+        ..Default::default()
     })
 }
 
@@ -174,8 +179,9 @@ pub fn metadata_differs(live: &impl Labelled, desired: &ObjectMeta, field_manage
     stale("labels", want_labels) || stale("annotations", want_annotations)
 }
 
-/// Whether the live copy differs from the desired one in anything the ccm
-/// writes (content or metadata).
+/// Whether the live copy differs from the desired one (its metadata,
+/// [`desired_copy_metadata`], and its payload's digest) in anything the ccm
+/// writes.
 ///
 /// Adoption of copies KubeLB's ccm made: they carry only the short origin
 /// label `origin-ns` and no `origin-generation`. The long label is satisfied
@@ -184,13 +190,14 @@ pub fn metadata_differs(live: &impl Labelled, desired: &ObjectMeta, field_manage
 /// copy costs no write while its content matches.
 pub fn copy_needs_write(
     live: &Summary<SyncSecret>,
-    desired: &SyncSecret,
+    desired: &ObjectMeta,
+    payload: &PayloadDigest,
     field_manager: &str,
 ) -> bool {
-    if live.payload != Payload::of_sync_secret(desired).digested() {
+    if live.payload != *payload {
         return true;
     }
-    let mut want = desired.metadata.clone();
+    let mut want = desired.clone();
     if let Some(labels) = want.labels.as_mut()
         && let Some(v) = labels.get(LABEL_ORIGIN_NAMESPACE)
         && live.label(LABEL_ORIGIN_NS) == Some(v.as_str())
@@ -205,27 +212,26 @@ pub fn copy_needs_write(
     metadata_differs(live, &want, field_manager)
 }
 
-/// Whether the live Secret differs from the desired one in anything the
+/// Whether the live Secret differs from the desired one (its metadata,
+/// [`desired_secret_metadata`], and its payload's digest) in anything the
 /// manager writes (content, metadata, or its ownerReference).
-pub fn secret_needs_write(live: &Summary<Secret>, desired: &Secret, field_manager: &str) -> bool {
+pub fn secret_needs_write(
+    live: &Summary<Secret>,
+    desired: &ObjectMeta,
+    payload: &PayloadDigest,
+    field_manager: &str,
+) -> bool {
     // Any ownerReference to the same copy will do: KubeLB's manager sets
     // one without `controller`/`blockOwnerDeletion`, and the garbage
     // collector cascades either way (adoption without a write).
-    let owners_ok = desired
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .all(|want| {
-            live.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|have| have.uid == want.uid && have.kind == want.kind)
-        });
-    live.payload != Payload::of_secret(desired).digested()
-        || !owners_ok
-        || metadata_differs(live, &desired.metadata, field_manager)
+    let owners_ok = desired.owner_references.iter().flatten().all(|want| {
+        live.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|have| have.uid == want.uid && have.kind == want.kind)
+    });
+    live.payload != *payload || !owners_ok || metadata_differs(live, desired, field_manager)
 }
 
 /// The SyncSecret the ccm's Secret synchronizer makes from a tenant Secret
@@ -286,6 +292,49 @@ mod tests {
             immutable: None,
             status: None,
         }
+    }
+
+    /// The reconcilers' question, asked of a whole desired object.
+    fn needs_copy(live: &Summary<SyncSecret>, desired: &SyncSecret, fm: &str) -> bool {
+        let digest = Payload::of_sync_secret(desired).digested();
+        copy_needs_write(live, &desired.metadata, &digest, fm)
+    }
+
+    fn needs_secret(live: &Summary<Secret>, desired: &Secret, fm: &str) -> bool {
+        let digest = Payload::of_secret(desired).digested();
+        secret_needs_write(live, &desired.metadata, &digest, fm)
+    }
+
+    #[test]
+    fn what_is_decided_from_a_cache_is_what_is_written_from_the_whole_object() {
+        let whole = tenant();
+        let cached = whole.clone().summary();
+        let copy = desired_copy(&whole, "tenant-a").unwrap();
+        assert_eq!(
+            desired_copy_metadata(&cached, "tenant-a"),
+            Some(copy.metadata.clone()),
+            "the copy's metadata from the tenant object as cached"
+        );
+        assert_eq!(
+            cached.payload,
+            Payload::of_sync_secret(&copy).digested(),
+            "the tenant object's digest is its copy's"
+        );
+        let mut copy = copy;
+        copy.metadata.uid = Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into());
+        copy.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("kubernetes.io/service-account.name".into(), "x".into());
+        let policy = Policy::default();
+        let secret = desired_secret(&copy, &policy).unwrap();
+        let cached = copy.clone().summary();
+        assert_eq!(
+            desired_secret_metadata(&cached, &policy),
+            Some(secret.metadata.clone()),
+            "the Secret's metadata from the copy as cached, the policy applied"
+        );
+        assert_eq!(cached.payload, Payload::of_secret(&secret).digested());
     }
 
     #[test]
@@ -387,7 +436,7 @@ mod tests {
             FIELD_MANAGER_CCM,
             &["app", LABEL_ORIGIN_NAME],
         )]);
-        assert!(!copy_needs_write(
+        assert!(!needs_copy(
             &live.clone().summary(),
             &desired,
             FIELD_MANAGER_CCM
@@ -403,7 +452,7 @@ mod tests {
             ]
             .into(),
         );
-        assert!(!copy_needs_write(
+        assert!(!needs_copy(
             &respelled.clone().summary(),
             &desired,
             FIELD_MANAGER_CCM
@@ -415,7 +464,7 @@ mod tests {
         let desired = desired_copy(&tenant(), "tenant-a").unwrap();
         let mut changed = desired.clone();
         changed.string_data = Some([("password".to_owned(), "old".to_owned())].into());
-        assert!(copy_needs_write(
+        assert!(needs_copy(
             &changed.clone().summary(),
             &desired,
             FIELD_MANAGER_CCM
@@ -428,7 +477,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .remove(LABEL_ORIGIN_NS);
-        assert!(copy_needs_write(
+        assert!(needs_copy(
             &unlabelled.clone().summary(),
             &desired,
             FIELD_MANAGER_CCM
@@ -447,14 +496,14 @@ mod tests {
             .unwrap()
             .insert("app".into(), "shop".into());
         live.metadata.managed_fields = Some(vec![applied(FIELD_MANAGER_CCM, &["app"])]);
-        assert!(copy_needs_write(
+        assert!(needs_copy(
             &live.clone().summary(),
             &desired,
             FIELD_MANAGER_CCM
         ));
         // The same label applied by someone else is theirs: no write.
         live.metadata.managed_fields = Some(vec![applied("kubectl", &["app"])]);
-        assert!(!copy_needs_write(
+        assert!(!needs_copy(
             &live.clone().summary(),
             &desired,
             FIELD_MANAGER_CCM
@@ -501,7 +550,7 @@ mod tests {
             operation: Some("Update".into()),
             ..Default::default()
         }]);
-        assert!(!copy_needs_write(
+        assert!(!needs_copy(
             &kubelb.clone().summary(),
             &desired,
             FIELD_MANAGER_CCM
@@ -514,7 +563,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(LABEL_ORIGIN_NS.into(), "elsewhere".into());
-        assert!(copy_needs_write(
+        assert!(needs_copy(
             &other.clone().summary(),
             &desired,
             FIELD_MANAGER_CCM
@@ -526,7 +575,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(ANNOTATION_ORIGIN_GENERATION.into(), "6".into());
-        assert!(copy_needs_write(
+        assert!(needs_copy(
             &stale.clone().summary(),
             &desired,
             FIELD_MANAGER_CCM
@@ -543,7 +592,7 @@ mod tests {
             .annotations
             .get_or_insert_default()
             .insert("foreign".into(), "x".into());
-        assert!(!secret_needs_write(
+        assert!(!needs_secret(
             &live.clone().summary(),
             &desired,
             FIELD_MANAGER_MANAGER
@@ -551,7 +600,7 @@ mod tests {
 
         let mut no_owner = live.clone();
         no_owner.metadata.owner_references = None;
-        assert!(secret_needs_write(
+        assert!(needs_secret(
             &no_owner.clone().summary(),
             &desired,
             FIELD_MANAGER_MANAGER
@@ -563,7 +612,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert("user".into(), ByteString(b"evil".to_vec()));
-        assert!(secret_needs_write(
+        assert!(needs_secret(
             &tampered.clone().summary(),
             &desired,
             FIELD_MANAGER_MANAGER

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use crate::contract::LAST_APPLIED_ANNOTATION;
-use crate::payload::Payload;
 
 /// The API server's limit on a Secret's data (keys and values).
 pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
@@ -80,8 +79,8 @@ impl Policy {
     }
 
     /// Type and size checks of one payload.
-    pub fn check(&self, payload: &Payload) -> Result<(), Refusal> {
-        let t = payload.type_.as_str();
+    pub fn check(&self, type_: &str, size: usize) -> Result<(), Refusal> {
+        let t = type_;
         if self.denied_types.iter().any(|d| d == t) {
             let why = if t == "kubernetes.io/service-account-token" {
                 " (in the management cluster it would make the token controller mint a token for a service account there)"
@@ -104,7 +103,6 @@ impl Policy {
                 ),
             });
         }
-        let size = payload.size();
         if size > MAX_SECRET_BYTES {
             return Err(Refusal {
                 reason: "TooLarge",
@@ -160,6 +158,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::Payload;
 
     fn payload(type_: &str, bytes: usize) -> Payload {
         Payload {
@@ -169,15 +168,18 @@ mod tests {
         }
     }
 
+    fn check(p: &Policy, type_: &str, bytes: usize) -> Result<(), Refusal> {
+        let payload = payload(type_, bytes);
+        p.check(&payload.type_, payload.size())
+    }
+
     #[test]
     fn service_account_tokens_are_refused_by_default_and_say_why() {
         let p = Policy::default();
-        let r = p
-            .check(&payload("kubernetes.io/service-account-token", 1))
-            .unwrap_err();
+        let r = check(&p, "kubernetes.io/service-account-token", 1).unwrap_err();
         assert_eq!(r.reason, "TypeDenied");
         assert!(r.message.contains("mint a token"), "{}", r.message);
-        assert!(p.check(&payload("Opaque", 1)).is_ok());
+        assert!(check(&p, "Opaque", 1).is_ok());
     }
 
     #[test]
@@ -186,19 +188,16 @@ mod tests {
             allowed_types: vec!["kubernetes.io/tls".into()],
             ..Policy::default()
         };
-        assert!(p.check(&payload("kubernetes.io/tls", 1)).is_ok());
-        assert_eq!(
-            p.check(&payload("Opaque", 1)).unwrap_err().reason,
-            "TypeDenied"
-        );
+        assert!(check(&p, "kubernetes.io/tls", 1).is_ok());
+        assert_eq!(check(&p, "Opaque", 1).unwrap_err().reason, "TypeDenied");
     }
 
     #[test]
     fn oversize_is_refused_before_any_write() {
         let p = Policy::default();
         // One byte of key plus the values.
-        assert!(p.check(&payload("Opaque", MAX_SECRET_BYTES - 1)).is_ok());
-        let r = p.check(&payload("Opaque", MAX_SECRET_BYTES)).unwrap_err();
+        assert!(check(&p, "Opaque", MAX_SECRET_BYTES - 1).is_ok());
+        let r = check(&p, "Opaque", MAX_SECRET_BYTES).unwrap_err();
         assert_eq!(r.reason, "TooLarge");
     }
 

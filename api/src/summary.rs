@@ -1,15 +1,19 @@
-//! What a compare-only watch cache keeps of an object.
+//! What a watch cache keeps of an object.
 //!
-//! Two of the four caches are never read for content, only compared with
-//! what would be written: the ccm's copies and the manager's Secrets. A
-//! whole object there holds its payload a second time in each process
-//! (1 KiB of data per object in `make bench`, plus a map node of about
-//! 0.5 KiB around it), for nothing but an equality test. A [`Summary`]
-//! keeps the metadata and status as they are and, of the payload, its type,
+//! Every cache of the controllers holds [`Summary`]s: the tenant
+//! SyncSecrets and the copies in the ccm, the copies and the Secrets in the
+//! manager. A reconcile decides from the caches alone whether anything is
+//! to be written, which at a steady state is never; only when it writes does
+//! it read the one whole object it writes from (a GET of the tenant object
+//! or of the copy). A whole object in a cache held its payload for as long
+//! as it existed (1 KiB of data per object in `make bench`, plus a map node
+//! of about 0.5 KiB around it) to be read on the rare write, and the
+//! caches' memory grew with the size of what tenants sync. A summary keeps
+//! the metadata and status as they are and, of the payload, its type,
 //! immutability, size and a SHA-256 per key ([`PayloadDigest`], in
-//! `payload`): enough to
-//! tell whether a write is needed and which keys it would change, never
-//! enough to write the payload back.
+//! `payload`), and for a TLS SyncSecret its certificate's notAfter: enough
+//! to tell whether a write is needed and which keys it would change, never
+//! enough to write the payload back, and never a value.
 //!
 //! Its labels and annotations are kept out of the metadata, as sorted lists
 //! ([`Pairs`]): a `BTreeMap` allocates a node of about 0.5 KiB for its
@@ -27,8 +31,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::object::HasStatus;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::certificate::read_not_after;
 use crate::payload::{Payload, PayloadDigest};
 use crate::v1alpha1::{SyncSecret, SyncSecretStatus};
 
@@ -45,6 +50,9 @@ pub struct Summary<K> {
     pub payload: PayloadDigest,
     /// The object's status (a Secret has none).
     pub status: Option<SyncSecretStatus>,
+    /// The notAfter of its `tls.crt`, for a `kubernetes.io/tls` SyncSecret
+    /// ([`read_not_after`]); a Secret's is not read.
+    pub certificate: Option<Result<i64, String>>,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -56,8 +64,10 @@ pub trait Summarize: kube::Resource<DynamicType = ()> + DeserializeOwned {
 
 impl Summarize for SyncSecret {
     fn summary(self) -> Summary<Self> {
-        let payload = Payload::of_sync_secret(&self).digested();
-        Summary::new(self.metadata, payload, self.status)
+        let payload = Payload::of_sync_secret(&self);
+        let mut summary = Summary::new(self.metadata, payload.digested(), self.status);
+        summary.certificate = read_not_after(&payload);
+        summary
     }
 }
 
@@ -80,6 +90,7 @@ impl<K> Summary<K> {
             metadata,
             payload,
             status,
+            certificate: None,
             kind: PhantomData,
         }
     }
@@ -118,6 +129,13 @@ impl Pairs {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (&**k, &**v))
     }
+
+    /// The pairs as a map of their own.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
 }
 
 impl From<Option<BTreeMap<String, String>>> for Pairs {
@@ -149,29 +167,36 @@ pub trait Labelled: kube::Resource {
     fn label(&self, key: &str) -> Option<&str>;
     /// The value of annotation `key`.
     fn annotation(&self, key: &str) -> Option<&str>;
+    /// All labels, as a map of their own.
+    fn label_map(&self) -> BTreeMap<String, String>;
+    /// All annotations, as a map of their own.
+    fn annotation_map(&self) -> BTreeMap<String, String>;
 }
 
 fn map_get<'a>(map: Option<&'a BTreeMap<String, String>>, key: &str) -> Option<&'a str> {
     map.and_then(|m| m.get(key)).map(String::as_str)
 }
 
-impl Labelled for SyncSecret {
-    fn label(&self, key: &str) -> Option<&str> {
-        map_get(self.metadata.labels.as_ref(), key)
-    }
-    fn annotation(&self, key: &str) -> Option<&str> {
-        map_get(self.metadata.annotations.as_ref(), key)
-    }
+/// For objects that keep their maps in their metadata.
+macro_rules! labelled_by_metadata {
+    ($($kind:ty),*) => {$(
+        impl Labelled for $kind {
+            fn label(&self, key: &str) -> Option<&str> {
+                map_get(self.metadata.labels.as_ref(), key)
+            }
+            fn annotation(&self, key: &str) -> Option<&str> {
+                map_get(self.metadata.annotations.as_ref(), key)
+            }
+            fn label_map(&self) -> BTreeMap<String, String> {
+                self.metadata.labels.clone().unwrap_or_default()
+            }
+            fn annotation_map(&self) -> BTreeMap<String, String> {
+                self.metadata.annotations.clone().unwrap_or_default()
+            }
+        }
+    )*};
 }
-
-impl Labelled for Secret {
-    fn label(&self, key: &str) -> Option<&str> {
-        map_get(self.metadata.labels.as_ref(), key)
-    }
-    fn annotation(&self, key: &str) -> Option<&str> {
-        map_get(self.metadata.annotations.as_ref(), key)
-    }
-}
+labelled_by_metadata!(SyncSecret, Secret);
 
 impl<K: kube::Resource<DynamicType = ()>> Labelled for Summary<K> {
     fn label(&self, key: &str) -> Option<&str> {
@@ -179,6 +204,12 @@ impl<K: kube::Resource<DynamicType = ()>> Labelled for Summary<K> {
     }
     fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.get(key)
+    }
+    fn label_map(&self) -> BTreeMap<String, String> {
+        self.labels.to_map()
+    }
+    fn annotation_map(&self) -> BTreeMap<String, String> {
+        self.annotations.to_map()
     }
 }
 
@@ -188,6 +219,7 @@ impl<K> Clone for Summary<K> {
             metadata: self.metadata.clone(),
             labels: self.labels.clone(),
             annotations: self.annotations.clone(),
+            certificate: self.certificate.clone(),
             payload: self.payload.clone(),
             status: self.status.clone(),
             kind: PhantomData,
@@ -212,6 +244,21 @@ impl<K: kube::Resource<DynamicType = ()>> std::fmt::Debug for Summary<K> {
 impl<'de, K: Summarize> Deserialize<'de> for Summary<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         K::deserialize(deserializer).map(K::summary)
+    }
+}
+
+/// Never written: a summary holds no payload to write. (kube's finalizer
+/// helper asks for `Serialize` of what it patches, though it sends only a
+/// JSON patch of the finalizers; that is all a summary is ever patched
+/// with, besides its status.)
+impl<K: kube::Resource<DynamicType = ()>> Serialize for Summary<K> {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(format!(
+            "a cached summary of {} {}/{} holds no payload and is never written",
+            K::kind(&()),
+            self.metadata.namespace.as_deref().unwrap_or_default(),
+            self.metadata.name.as_deref().unwrap_or_default()
+        )))
     }
 }
 

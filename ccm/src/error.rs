@@ -27,6 +27,18 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading the tenant object whole, to write its copy, failed (the
+    /// cache holds summaries without values).
+    #[error("reading {namespace}/{name} in the tenant cluster to copy it: {}", explain(.source))]
+    ReadObject {
+        /// Tenant namespace.
+        namespace: String,
+        /// Tenant name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Reading or deleting the copy in the management cluster failed.
     #[error("deleting copy {namespace}/{name} in the management cluster: {}", explain(.source))]
     DeleteCopy {
@@ -89,6 +101,7 @@ impl Error {
             Self::Runtime(_) => "Runtime",
             Self::NotStored => "NotStored",
             Self::Finalizer(e) => e.category(),
+            Self::ReadObject { .. } => "ReadFailed",
             Self::ApplyCopy { .. } => "ApplyCopyFailed",
             Self::DeleteCopy { .. } => "DeleteCopyFailed",
             Self::CopyTerminating { .. } => "WaitingForCopyDeletion",

@@ -58,8 +58,9 @@ pub struct Context {
     /// Copies in that namespace, as the watch last saw them (summaries:
     /// they are only compared with what would be written).
     pub copies: Store<Summary<SyncSecret>>,
-    /// Tenant SyncSecrets, as the watch last saw them.
-    pub tenant_objects: Store<SyncSecret>,
+    /// Tenant SyncSecrets, as the watch last saw them (summaries too: the
+    /// one written from is read whole when its copy is written).
+    pub tenant_objects: Store<Summary<SyncSecret>>,
     /// Reconcile and write counters.
     pub metrics: ControllerMetrics,
     /// Events on tenant objects.
@@ -78,7 +79,7 @@ pub struct Context {
 impl Context {
     /// Whether this is the first time `obj`'s wait is announced (and
     /// remembers that it now is).
-    pub fn first_wait(&self, obj: &SyncSecret) -> bool {
+    pub fn first_wait(&self, obj: &Summary<SyncSecret>) -> bool {
         let uid = obj.uid().unwrap_or_default();
         self.announced_waits
             .lock()
@@ -87,7 +88,7 @@ impl Context {
     }
 
     /// Forgets `obj`'s wait (its copy is gone).
-    pub fn forget_wait(&self, obj: &SyncSecret) {
+    pub fn forget_wait(&self, obj: &Summary<SyncSecret>) {
         if let Ok(mut a) = self.announced_waits.lock() {
             a.remove(&obj.uid().unwrap_or_default());
         }
@@ -181,7 +182,7 @@ impl Setup {
     }
 
     async fn controllers(&self, management: Client, shutdown: Shutdown) {
-        let tenant_api: Api<SyncSecret> = Api::all(self.tenant.clone());
+        let tenant_api: Api<Summary<SyncSecret>> = Api::all(self.tenant.clone());
         let copies_api: Api<Summary<SyncSecret>> =
             Api::namespaced(management.clone(), &self.tenant_namespace);
 
@@ -310,7 +311,7 @@ impl Setup {
 }
 
 /// The tenant object a copy was made from, from its origin labels.
-fn origin_of(copy: &Summary<SyncSecret>) -> Option<ObjectRef<SyncSecret>> {
+fn origin_of(copy: &Summary<SyncSecret>) -> Option<ObjectRef<Summary<SyncSecret>>> {
     let (namespace, name) = syncsecret_api::sweep::origin(copy)?;
     Some(ObjectRef::new(&name).within(&namespace))
 }

@@ -12,8 +12,7 @@ use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
-use syncsecret_api::desired::{copy_needs_write, desired_copy};
-use syncsecret_api::payload::Payload;
+use syncsecret_api::desired::{copy_needs_write, desired_copy, desired_copy_metadata};
 use syncsecret_api::runtime::metrics::ReconcileResult;
 use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
@@ -26,7 +25,7 @@ use crate::{Context, Error};
 
 /// Reconciles one tenant SyncSecret; counts it, and reports a failure as a
 /// Warning event on the object.
-pub async fn reconcile(obj: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(obj: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
@@ -40,7 +39,7 @@ pub async fn reconcile(obj: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action
             .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
         return Ok(Action::await_change());
     }
-    let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
+    let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
     let result = finalized(
         &api,
         obj.clone(),
@@ -89,7 +88,7 @@ pub async fn reconcile(obj: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action
 }
 
 /// Retries a failed object with per-object exponential backoff.
-pub fn error_policy(obj: Arc<SyncSecret>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(obj: Arc<Summary<SyncSecret>>, error: &Error, ctx: Arc<Context>) -> Action {
     if error.is_wait() {
         // Waiting for the copy to go is no failure: look again soon (a
         // cache read) instead of backing off for minutes. The copy's
@@ -105,9 +104,13 @@ const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Creates or updates the copy (nothing when it is already right), then
 /// mirrors the manager's verdict on it into the tenant object's status.
-async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
-    let desired = desired_copy(obj, &ctx.tenant_namespace).ok_or(Error::NotStored)?;
-    let copy = desired.name_any();
+///
+/// Whether to write is decided from the caches (the copy's metadata as it
+/// would be, the payload's digest); the tenant object is read whole only to
+/// write it.
+async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error> {
+    let desired = desired_copy_metadata(obj, &ctx.tenant_namespace).ok_or(Error::NotStored)?;
+    let copy = copy_name(obj).ok_or(Error::NotStored)?;
     let api: Api<SyncSecret> = Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
     let apply_err = |source| Error::ApplyCopy {
         namespace: ctx.tenant_namespace.clone(),
@@ -142,10 +145,10 @@ async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     }
     let needs_write = live
         .as_ref()
-        .is_none_or(|l| copy_needs_write(l, &desired, FIELD_MANAGER_CCM));
+        .is_none_or(|l| copy_needs_write(l, &desired, &obj.payload, FIELD_MANAGER_CCM));
     let held = needs_write && {
-        let mut changed = Payload::of_sync_secret(&desired)
-            .digested()
+        let mut changed = obj
+            .payload
             .changes_from(live.as_deref().map(|l| &l.payload));
         if changed.is_empty() {
             changed.push("metadata".to_owned());
@@ -159,6 +162,12 @@ async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
         )
     };
     if needs_write && !held {
+        let Some(whole) = read_whole(obj, ctx).await? else {
+            // Deleted or made anew since it was cached: its watch event
+            // brings the next state.
+            return Ok(Action::await_change());
+        };
+        let desired = desired_copy(&whole, &ctx.tenant_namespace).ok_or(Error::NotStored)?;
         api.patch(
             &copy,
             &PatchParams::apply(FIELD_MANAGER_CCM).force(),
@@ -212,15 +221,36 @@ async fn apply(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::await_change())
 }
 
+/// The tenant object as stored now, if it is still the one `obj` summarizes
+/// (same UID). It may be newer than the cache; its copy is then written from
+/// what is newest.
+async fn read_whole(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Option<SyncSecret>, Error> {
+    let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
+    let whole = api
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::ReadObject {
+            namespace,
+            name,
+            source,
+        })?;
+    Ok(whole.filter(|w| w.uid() == obj.uid()))
+}
+
 /// How long a new object may wait for the manager's verdict before its
 /// status says `Pending`.
 const PENDING_AFTER: Duration = Duration::from_secs(5);
 
 /// Writes the tenant status (only if it changed) and tells the user about a
 /// new verdict with an event.
-async fn mirror(obj: &SyncSecret, verdict: SyncSecretStatus, ctx: &Context) -> Result<(), Error> {
+async fn mirror(
+    obj: &Summary<SyncSecret>,
+    verdict: SyncSecretStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
     let namespace = obj.namespace().unwrap_or_default();
-    let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
+    let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
     let before = phase(obj.status.as_ref());
     let wrote = write_status(&api, obj, verdict.clone(), &ctx.metrics, &ctx.recent_tenant)
         .await
@@ -257,7 +287,7 @@ const ANNOUNCE_WAIT_AFTER: std::time::Duration = std::time::Duration::from_secs(
 
 /// Once per deletion, when the copy has been terminating for a while: a
 /// `CopyDeleting` event saying what the tenant object waits for.
-async fn announce_wait(obj: &SyncSecret, copy: &Summary<SyncSecret>, ctx: &Context) {
+async fn announce_wait(obj: &Summary<SyncSecret>, copy: &Summary<SyncSecret>, ctx: &Context) {
     let since = copy
         .meta()
         .deletion_timestamp
@@ -282,7 +312,7 @@ async fn announce_wait(obj: &SyncSecret, copy: &Summary<SyncSecret>, ctx: &Conte
 
 /// Deletes the copy and succeeds only once it is gone from the management
 /// cluster (a 404 means gone), so that the finalizer is released last.
-async fn cleanup(obj: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error> {
     let Some(copy) = copy_name(obj) else {
         return Ok(Action::await_change());
     };

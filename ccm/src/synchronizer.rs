@@ -68,17 +68,14 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
     let live = ctx
         .tenant_objects
         .get(&ObjectRef::new(&name).within(&namespace));
+    let digest = Payload::of_sync_secret(&desired).digested();
     if let Some(live) = &live
-        && Payload::of_sync_secret(live) == Payload::of_sync_secret(&desired)
+        && live.payload == digest
         && !metadata_differs(live.as_ref(), &desired.metadata, FIELD_MANAGER_CCM)
     {
         return Ok(Action::await_change());
     }
-    let changed = Payload::of_sync_secret(&desired).digested().changes_from(
-        live.as_deref()
-            .map(|l| Payload::of_sync_secret(l).digested())
-            .as_ref(),
-    );
+    let changed = digest.changes_from(live.as_deref().map(|l| &l.payload));
     if ctx
         .metrics
         .hold("syncsecrets", "patch", &namespace, &name, &changed)

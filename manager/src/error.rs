@@ -16,6 +16,18 @@ pub enum Error {
     /// The copy has no UID or namespace yet.
     #[error("the copy has no UID yet")]
     NotStored,
+    /// Reading the copy whole, to write its Secret, failed (the cache holds
+    /// summaries without values).
+    #[error("reading copy {namespace}/{name} to write its Secret: {}", explain(.source))]
+    ReadCopy {
+        /// Namespace.
+        namespace: String,
+        /// Copy name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Writing the Secret failed.
     #[error("applying Secret {namespace}/{name}: {}", explain(.source))]
     ApplySecret {
@@ -75,6 +87,7 @@ impl Error {
             Self::Runtime(_) => "Runtime",
             Self::NotStored => "NotStored",
             Self::Finalizer(e) => e.category(),
+            Self::ReadCopy { .. } => "ReadCopyFailed",
             Self::ApplySecret { .. } => "ApplySecretFailed",
             Self::DeleteSecret { .. } => "DeleteSecretFailed",
             Self::PatchStatus { .. } => "PatchStatusFailed",

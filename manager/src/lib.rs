@@ -53,8 +53,9 @@ pub struct Context {
     /// Secrets we made (they carry the origin labels), as last seen
     /// (summaries: they are only compared with what would be written).
     pub secrets: Store<Summary<Secret>>,
-    /// Copies, as last seen.
-    pub copies: Store<SyncSecret>,
+    /// Copies, as last seen (summaries too: the one written from is read
+    /// whole when its Secret is written).
+    pub copies: Store<Summary<SyncSecret>>,
     /// Namespaces starting with this are tenant namespaces.
     pub tenant_namespace_prefix: String,
     /// What the management cluster accepts from a tenant.
@@ -152,7 +153,7 @@ struct Setup {
 
 impl Setup {
     async fn controller(&self, shutdown: Shutdown) {
-        let copies: Api<SyncSecret> = Api::all(self.client.clone());
+        let copies: Api<Summary<SyncSecret>> = Api::all(self.client.clone());
         // Only Secrets we made are listed and cached (label selector); a
         // change to one reconciles its owner, so drift is repaired at once.
         let (secrets, writer) = reflector::store();

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use syncsecret_api::certificate::{CertState, condition as certificate_condition, inspect};
+use syncsecret_api::certificate::{CertState, condition as certificate_condition, judge};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
@@ -13,8 +13,8 @@ use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME, secret_name};
-use syncsecret_api::desired::{desired_secret, secret_needs_write};
-use syncsecret_api::payload::Payload;
+use syncsecret_api::desired::{desired_secret, desired_secret_metadata, secret_needs_write};
+use syncsecret_api::payload::{Payload, PayloadDigest};
 use syncsecret_api::runtime::explain;
 use syncsecret_api::runtime::metrics::ReconcileResult;
 use syncsecret_api::runtime::recent::{self, Cached};
@@ -28,7 +28,7 @@ use crate::{Context, Error};
 
 /// Reconciles one copy; counts it; reports a failure in its status and as
 /// a Warning event.
-pub async fn reconcile(copy: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let namespace = copy.namespace().unwrap_or_default();
     if !namespace.starts_with(&ctx.tenant_namespace_prefix) {
@@ -46,7 +46,7 @@ pub async fn reconcile(copy: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Actio
             .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
         return Ok(Action::await_change());
     }
-    let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalized(
         &api,
         copy.clone(),
@@ -96,18 +96,18 @@ pub async fn reconcile(copy: Arc<SyncSecret>, ctx: Arc<Context>) -> Result<Actio
 }
 
 /// Retries a failed copy with per-object exponential backoff.
-pub fn error_policy(copy: Arc<SyncSecret>, _error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(copy: Arc<Summary<SyncSecret>>, _error: &Error, ctx: Arc<Context>) -> Action {
     retry_later(&ctx.backoffs, copy.as_ref())
 }
 
 /// Writes the copy's status if it differs from the live one.
 async fn write_status(
-    copy: &SyncSecret,
+    copy: &Summary<SyncSecret>,
     desired: SyncSecretStatus,
     ctx: &Context,
 ) -> Result<bool, Error> {
     let namespace = copy.namespace().unwrap_or_default();
-    let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.client.clone(), &namespace);
     status_writer::write_status(&api, copy, desired, &ctx.metrics, &ctx.recent_copies)
         .await
         .map_err(|source| Error::PatchStatus {
@@ -119,13 +119,16 @@ async fn write_status(
 
 /// Creates or updates the Secret (nothing when it already holds the
 /// content), then records `Synced` in the status (nothing when already so).
-async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
+///
+/// Whether to write is decided from the caches (the Secret's metadata as it
+/// would be, the copy's payload digest); the copy is read whole only to
+/// write its Secret.
+async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error> {
     // The management side never trusts a tenant: type and size first.
-    let payload = Payload::of_sync_secret(copy);
-    ctx.policy.check(&payload)?;
-    let desired = desired_secret(copy, &ctx.policy).ok_or(Error::NotStored)?;
+    ctx.policy.check(&copy.payload.type_, copy.payload.size)?;
+    let desired = desired_secret_metadata(copy, &ctx.policy).ok_or(Error::NotStored)?;
     let namespace = copy.namespace().unwrap_or_default();
-    let name = desired.name_any();
+    let name = secret_name(copy).ok_or(Error::NotStored)?;
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let apply_err = |source| Error::ApplySecret {
         namespace: namespace.clone(),
@@ -134,13 +137,14 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     };
     // Only Secrets with the origin label are watched and cached: a copy
     // made by hand without one has its Secret read every time.
-    let cached = desired.labels().contains_key(LABEL_ORIGIN_NAME);
+    let cached = desired
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key(LABEL_ORIGIN_NAME));
     let live = match ctx
         .recent_secrets
         .lookup(&ctx.secrets, &ObjectRef::new(&name).within(&namespace))
     {
-        // Our last write of the Secret is not cached yet; its watch event
-        // brings us back.
         // Our last write is not in the cache yet: its watch event brings
         // this copy back (the requeue only guards against a missed one).
         Cached::Stale => return Ok(Action::requeue(recent::TTL)),
@@ -157,7 +161,7 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     // A Secret's type never changes, nor an immutable one's content: such a
     // Secret is deleted and made anew (once per generation, never in a loop).
     let live = match live {
-        Some(l) if must_replace(&l, &desired) => {
+        Some(l) if must_replace(&l, &copy.payload) => {
             replace(copy, &l, ctx).await?;
             None
         }
@@ -165,18 +169,28 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     };
     let needs_write = live
         .as_ref()
-        .is_none_or(|l| secret_needs_write(l, &desired, FIELD_MANAGER_MANAGER));
+        .is_none_or(|l| secret_needs_write(l, &desired, &copy.payload, FIELD_MANAGER_MANAGER));
     let held = needs_write && {
-        let changed = Payload::of_secret(&desired)
-            .digested()
+        let changed = copy
+            .payload
             .changes_from(live.as_deref().map(|l| &l.payload));
         ctx.metrics
             .hold("secrets", "patch", &namespace, &name, &changed)
     };
     if needs_write && !held {
+        let Some(whole) = read_whole(copy, ctx).await? else {
+            // Deleted or made anew since it was cached: its watch event
+            // brings the next state.
+            return Ok(Action::await_change());
+        };
+        // What is written is the copy as stored now (it may be newer than
+        // the cache): it passes the same checks.
+        let payload = Payload::of_sync_secret(&whole);
+        ctx.policy.check(&payload.type_, payload.size())?;
+        let desired = desired_secret(&whole, &ctx.policy).ok_or(Error::NotStored)?;
         // Held until the write is done, so that two new objects of one
         // tenant cannot both fit the last place of its budget.
-        let _budget = check_budget(ctx, &api, &namespace, &payload, live.as_deref()).await?;
+        let _budget = check_budget(ctx, &api, &namespace, payload.size(), live.as_deref()).await?;
         let stored = api
             .patch(
                 &name,
@@ -184,11 +198,7 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
                 &Patch::Apply(&desired),
             )
             .await
-            .map_err(|source| Error::ApplySecret {
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
+            .map_err(apply_err)?;
         ctx.metrics.wrote("secrets", "patch");
         if cached {
             ctx.recent_secrets
@@ -211,7 +221,10 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     }
     let generation = copy.meta().generation;
     let now = Timestamp::now().as_second();
-    let certificate = inspect(&payload, now, ctx.expiry_window_secs);
+    let certificate = copy
+        .certificate
+        .as_ref()
+        .map(|c| judge(c, now, ctx.expiry_window_secs));
     let key = format!("{namespace}/{}", copy.name_any());
     ctx.certificates.observe(
         &namespace,
@@ -247,17 +260,37 @@ async fn apply(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
     })
 }
 
-/// Whether `live` cannot be updated into `desired`: the type differs (a
+/// Whether `live` cannot be updated to hold `want`: the type differs (a
 /// Secret's type is immutable) or it is immutable and its content differs.
-fn must_replace(live: &Summary<Secret>, desired: &Secret) -> bool {
-    let (have, want) = (&live.payload, Payload::of_secret(desired).digested());
-    have.type_ != want.type_ || (have.immutable && *have != want)
+fn must_replace(live: &Summary<Secret>, want: &PayloadDigest) -> bool {
+    let have = &live.payload;
+    have.type_ != want.type_ || (have.immutable && have != want)
+}
+
+/// The copy as stored now, if it is still the one `copy` summarizes (same
+/// UID).
+async fn read_whole(
+    copy: &Summary<SyncSecret>,
+    ctx: &Context,
+) -> Result<Option<SyncSecret>, Error> {
+    let (namespace, name) = (copy.namespace().unwrap_or_default(), copy.name_any());
+    let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let whole = api.get_opt(&name).await.map_err(|source| Error::ReadCopy {
+        namespace,
+        name,
+        source,
+    })?;
+    Ok(whole.filter(|w| w.uid() == copy.uid()))
 }
 
 /// Deletes `live` (only that very object: a UID precondition) so that it
 /// can be made anew, says so in an event, and refuses a second replacement
 /// for the same generation of the copy.
-async fn replace(copy: &SyncSecret, live: &Summary<Secret>, ctx: &Context) -> Result<(), Error> {
+async fn replace(
+    copy: &Summary<SyncSecret>,
+    live: &Summary<Secret>,
+    ctx: &Context,
+) -> Result<(), Error> {
     let namespace = copy.namespace().unwrap_or_default();
     let name = live.name_any();
     let generation = copy.meta().generation.unwrap_or_default();
@@ -325,11 +358,11 @@ async fn check_budget(
     ctx: &Context,
     api: &Api<Secret>,
     namespace: &str,
-    payload: &Payload,
+    size: usize,
     live: Option<&Summary<Secret>>,
 ) -> Result<Option<tokio::sync::OwnedMutexGuard<()>>, Error> {
     let replacing = live.map(|l| l.payload.size);
-    if !ctx.policy.has_budget() || replacing.is_some_and(|r| payload.size() <= r) {
+    if !ctx.policy.has_budget() || replacing.is_some_and(|r| size <= r) {
         return Ok(None);
     }
     let lock = match ctx.budget_locks.lock() {
@@ -350,13 +383,13 @@ async fn check_budget(
         .map(|s| Payload::of_secret(s).size())
         .sum();
     ctx.policy
-        .check_budget(ours.items.len(), bytes, payload.size(), replacing)?;
+        .check_budget(ours.items.len(), bytes, size, replacing)?;
     Ok(Some(guard))
 }
 
 /// Deletes the Secret (a 404 means gone); the ownerReference makes the
 /// garbage collector the backstop should this never run.
-async fn cleanup(copy: &SyncSecret, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error> {
     let namespace = copy.namespace().unwrap_or_default();
     ctx.certificates.observe(
         &namespace,

@@ -13,6 +13,7 @@ use prometheus::{IntGauge, IntGaugeVec, Opts, Registry};
 use super::health::Health;
 use crate::SyncSecret;
 use crate::status::phase;
+use crate::summary::Summary;
 use crate::v1alpha1::SyncSecretPhase;
 
 /// `<prefix>_ready` and `<prefix>_leader`, from the probe state.
@@ -63,7 +64,7 @@ pub fn register_health(
 
 /// `<prefix>_sync_secrets{namespace,phase}`, counted from a reflector store.
 struct PhaseGauges {
-    store: Store<SyncSecret>,
+    store: Store<Summary<SyncSecret>>,
     gauge: Mutex<IntGaugeVec>,
     desc: Vec<Desc>,
 }
@@ -99,7 +100,7 @@ impl Collector for PhaseGauges {
 pub fn register_phases(
     prefix: &str,
     what: &str,
-    store: Store<SyncSecret>,
+    store: Store<Summary<SyncSecret>>,
     registry: &Registry,
 ) -> Result<(), prometheus::Error> {
     let gauge = IntGaugeVec::new(
@@ -110,7 +111,7 @@ pub fn register_phases(
         &["namespace", "phase"],
     )?;
     let desc: Vec<Desc> = gauge.desc().into_iter().cloned().collect();
-    let make = |store: Store<SyncSecret>| PhaseGauges {
+    let make = |store: Store<Summary<SyncSecret>>| PhaseGauges {
         store,
         gauge: Mutex::new(gauge.clone()),
         desc: desc.clone(),
@@ -129,6 +130,7 @@ pub fn register_phases(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::summary::Summarize;
     use crate::v1alpha1::SyncSecretStatus;
     use kube::runtime::reflector::store;
     use kube::runtime::watcher::Event;
@@ -147,7 +149,7 @@ mod tests {
     #[test]
     fn phases_are_counted_from_the_store_at_each_scrape() {
         let registry = Registry::new();
-        let (reader, mut writer) = store::<SyncSecret>();
+        let (reader, mut writer) = store::<Summary<SyncSecret>>();
         register_phases("kubelb_ccm", "Tenant SyncSecrets", reader, &registry).unwrap();
         for o in [
             object("a", "x", Some(SyncSecretPhase::Synced)),
@@ -155,7 +157,7 @@ mod tests {
             object("a", "z", None),
             object("b", "x", Some(SyncSecretPhase::Failed)),
         ] {
-            writer.apply_watcher_event(&Event::Apply(o));
+            writer.apply_watcher_event(&Event::Apply(o.summary()));
         }
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&registry.gather())
@@ -172,7 +174,7 @@ mod tests {
             text.contains(r#"kubelb_ccm_sync_secrets{namespace="b",phase="Failed"} 1"#),
             "{text}"
         );
-        writer.apply_watcher_event(&Event::Delete(object("b", "x", None)));
+        writer.apply_watcher_event(&Event::Delete(object("b", "x", None).summary()));
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&registry.gather())
             .unwrap();

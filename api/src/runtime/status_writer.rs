@@ -3,25 +3,32 @@
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use std::fmt::Debug;
+
+use kube::core::object::HasStatus;
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::metrics::ControllerMetrics;
 use super::recent::RecentWrites;
 use crate::status::{status_differs, with_transition_time};
-use crate::v1alpha1::{SyncSecret, SyncSecretStatus};
+use crate::v1alpha1::SyncSecretStatus;
 
 /// Patches `desired` into the status of `obj` if it differs from the live
 /// one; returns whether it wrote. The write is remembered in `recent` until
 /// the watch cache shows it.
-pub async fn write_status(
-    api: &Api<SyncSecret>,
-    obj: &SyncSecret,
+pub async fn write_status<K>(
+    api: &Api<K>,
+    obj: &K,
     desired: SyncSecretStatus,
     metrics: &ControllerMetrics,
     recent: &RecentWrites,
-) -> Result<bool, kube::Error> {
-    if !status_differs(obj.status.as_ref(), &desired) {
+) -> Result<bool, kube::Error>
+where
+    K: Resource + HasStatus<Status = SyncSecretStatus> + Clone + DeserializeOwned + Debug,
+{
+    if !status_differs(obj.status(), &desired) {
         return Ok(false);
     }
     let namespace = obj.namespace().unwrap_or_default();
@@ -34,7 +41,7 @@ pub async fn write_status(
     ) {
         return Ok(false);
     }
-    let stamped = with_transition_time(obj.status.as_ref(), desired, Timestamp::now());
+    let stamped = with_transition_time(obj.status(), desired, Timestamp::now());
     api.patch_status(
         &obj.name_any(),
         &PatchParams::default(),
