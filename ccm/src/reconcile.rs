@@ -13,6 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
 use syncsecret_api::desired::{copy_needs_write, desired_copy, desired_copy_metadata};
+use syncsecret_api::runtime::cache;
 use syncsecret_api::runtime::metrics::ReconcileResult;
 use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
@@ -221,21 +222,17 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
     Ok(Action::await_change())
 }
 
-/// The tenant object as stored now, if it is still the one `obj` summarizes
-/// (same UID). It may be newer than the cache; its copy is then written from
-/// what is newest.
+/// The tenant object as stored now (see `cache::whole`).
 async fn read_whole(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Option<SyncSecret>, Error> {
-    let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let namespace = obj.namespace().unwrap_or_default();
     let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
-    let whole = api
-        .get_opt(&name)
+    cache::whole(&api, obj)
         .await
         .map_err(|source| Error::ReadObject {
             namespace,
-            name,
+            name: obj.name_any(),
             source,
-        })?;
-    Ok(whole.filter(|w| w.uid() == obj.uid()))
+        })
 }
 
 /// How long a new object may wait for the manager's verdict before its

@@ -15,6 +15,7 @@ use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME, secret_name};
 use syncsecret_api::desired::{desired_secret, desired_secret_metadata, secret_needs_write};
 use syncsecret_api::payload::{Payload, PayloadDigest};
+use syncsecret_api::runtime::cache;
 use syncsecret_api::runtime::explain;
 use syncsecret_api::runtime::metrics::ReconcileResult;
 use syncsecret_api::runtime::recent::{self, Cached};
@@ -267,20 +268,20 @@ fn must_replace(live: &Summary<Secret>, want: &PayloadDigest) -> bool {
     have.type_ != want.type_ || (have.immutable && have != want)
 }
 
-/// The copy as stored now, if it is still the one `copy` summarizes (same
-/// UID).
+/// The copy as stored now (see `cache::whole`).
 async fn read_whole(
     copy: &Summary<SyncSecret>,
     ctx: &Context,
 ) -> Result<Option<SyncSecret>, Error> {
-    let (namespace, name) = (copy.namespace().unwrap_or_default(), copy.name_any());
+    let namespace = copy.namespace().unwrap_or_default();
     let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let whole = api.get_opt(&name).await.map_err(|source| Error::ReadCopy {
-        namespace,
-        name,
-        source,
-    })?;
-    Ok(whole.filter(|w| w.uid() == copy.uid()))
+    cache::whole(&api, copy)
+        .await
+        .map_err(|source| Error::ReadCopy {
+            namespace,
+            name: copy.name_any(),
+            source,
+        })
 }
 
 /// Deletes `live` (only that very object: a UID precondition) so that it

@@ -15,15 +15,17 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+use kube::api::GetParams;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 
 use super::backoff::WatchBackoff;
 use super::recent::RecentWrites;
 
 use crate::desired::compact_applied;
+use crate::summary::Summary;
 
 /// Drops every managedFields entry but `field_manager`'s server-side
 /// applies (none when `None`), and reduces those to the applied label and
@@ -110,6 +112,33 @@ where
         .reflect(writer)
         .flat_map(relisted(cached))
         .inspect_ok(move |event| recent.observe(event))
+}
+
+/// The object `cached` summarizes, read whole to be written from (the
+/// caches hold no values): `None` if it is gone or was made anew (another
+/// UID) — its watch event brings the next state.
+///
+/// Read first from the API server's watch cache (`resourceVersion=0`: no
+/// etcd read, the cheapest request there is), which holds at least what our
+/// watch delivered; only if that answer is not the version cached here (a
+/// newer one, or a lagging API server of several) is it read again from
+/// etcd, and the latest taken.
+pub async fn whole<K>(api: &Api<K>, cached: &Summary<K>) -> Result<Option<K>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let name = cached.name_any();
+    let fast = match api.get_with(&name, &GetParams::any()).await {
+        Ok(o) => Some(o),
+        Err(kube::Error::Api(s)) if s.code == 404 => None,
+        Err(e) => return Err(e),
+    };
+    let same = |o: &K| o.uid() == cached.uid();
+    let found = match fast {
+        Some(o) if same(&o) && o.resource_version() == cached.resource_version() => Some(o),
+        _ => api.get_opt(&name).await?,
+    };
+    Ok(found.filter(same))
 }
 
 /// Items handed on one at a time (a relist's objects are cloned out of
