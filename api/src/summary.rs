@@ -37,8 +37,9 @@ use crate::certificate::read_not_after;
 use crate::payload::{Payload, PayloadDigest};
 use crate::v1alpha1::{SyncSecret, SyncSecretStatus};
 
-/// An object as a compare-only cache keeps it: its metadata (slimmed by
-/// the cache like any other), its status, and its payload's digest. It is
+/// An object as every watch cache keeps it: its metadata (slimmed by the
+/// cache, labels and annotations as [`Pairs`]), its status, and its
+/// payload's digest. It is
 /// read from the API server as `K` and summarized as it is decoded, so a
 /// watch of `Summary<K>` never holds more than one whole object at a time.
 pub struct Summary<K> {

@@ -55,8 +55,8 @@ pub struct Context {
     pub management: Client,
     /// The tenant's namespace in the management cluster.
     pub tenant_namespace: String,
-    /// Copies in that namespace, as the watch last saw them (summaries:
-    /// they are only compared with what would be written).
+    /// Copies in that namespace, as the watch last saw them (summaries,
+    /// compared with what would be written).
     pub copies: Store<Summary<SyncSecret>>,
     /// Tenant SyncSecrets, as the watch last saw them (summaries too: the
     /// one written from is read whole when its copy is written).

@@ -51,7 +51,7 @@ pub struct Context {
     /// Client of the management cluster.
     pub client: Client,
     /// Secrets we made (they carry the origin labels), as last seen
-    /// (summaries: they are only compared with what would be written).
+    /// (summaries, compared with what would be written).
     pub secrets: Store<Summary<Secret>>,
     /// Copies, as last seen (summaries too: the one written from is read
     /// whole when its Secret is written).
