@@ -2,10 +2,10 @@
 //! tenant SyncSecret, the manager's Secret for a copy, and whether a live
 //! object already is what would be written.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use crate::contract::{
@@ -107,57 +107,6 @@ pub fn desired_secret_metadata(copy: &impl Labelled, policy: &Policy) -> Option<
     })
 }
 
-/// The keys of `metadata.<field>` (`labels` or `annotations`) that
-/// `field_manager` owns through server-side apply, read from managedFields:
-/// the API server's fieldsV1 tree, or the compact form the watch caches keep
-/// ([`compact_applied`]).
-pub fn applied_keys(meta: &ObjectMeta, field_manager: &str, field: &str) -> BTreeSet<String> {
-    let entries = meta.managed_fields.iter().flatten();
-    let tree_prefix = format!("f:{field}");
-    let compact_prefix = format!("{field}/");
-    entries
-        .filter(|e| {
-            e.manager.as_deref() == Some(field_manager) && e.operation.as_deref() == Some("Apply")
-        })
-        .filter_map(|e| e.fields_v1.as_ref())
-        .flat_map(|f| match &f.0 {
-            serde_json::Value::Array(compact) => compact
-                .iter()
-                .filter_map(|k| k.as_str()?.strip_prefix(&compact_prefix))
-                .map(str::to_owned)
-                .collect::<Vec<_>>(),
-            tree => tree
-                .get("f:metadata")
-                .and_then(|m| m.get(&tree_prefix))
-                .and_then(serde_json::Value::as_object)
-                .into_iter()
-                .flat_map(|m| m.keys())
-                .filter_map(|k| k.strip_prefix("f:").map(str::to_owned))
-                .collect(),
-        })
-        .collect()
-}
-
-/// A fieldsV1 tree reduced to what [`applied_keys`] reads, compactly: an
-/// array of `labels/<key>` and `annotations/<key>`. The tree form spends a
-/// JSON map node (about 600 bytes) per level; this one a string per key.
-pub fn compact_applied(fields: &FieldsV1) -> FieldsV1 {
-    let mut keys = Vec::new();
-    for field in ["labels", "annotations"] {
-        let owned = fields
-            .0
-            .get("f:metadata")
-            .and_then(|m| m.get(format!("f:{field}")))
-            .and_then(serde_json::Value::as_object);
-        for k in owned.into_iter().flat_map(|m| m.keys()) {
-            if let Some(k) = k.strip_prefix("f:") {
-                keys.push(serde_json::Value::String(format!("{field}/{k}")));
-            }
-        }
-    }
-    FieldsV1(serde_json::Value::Array(keys))
-}
-
 /// Whether applying `desired` would change `live`'s metadata: a wanted label
 /// or annotation is missing or different, or one that `field_manager`
 /// applied before is no longer wanted (an apply would remove it). Entries
@@ -172,7 +121,7 @@ pub fn metadata_differs(live: &impl Labelled, desired: &ObjectMeta, field_manage
         return true;
     }
     let stale = |field: &str, want: &BTreeMap<String, String>| {
-        applied_keys(live.meta(), field_manager, field)
+        live.applied_keys(field_manager, field)
             .iter()
             .any(|k| !want.contains_key(k))
     };

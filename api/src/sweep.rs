@@ -5,21 +5,10 @@
 
 use std::collections::HashSet;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
 use crate::contract::{LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS};
 use crate::summary::Labelled;
-
-/// Whether `field_manager` has written this object (per managedFields; the
-/// watch caches keep only its server-side applies, which is how both
-/// controllers make what they own).
-pub fn made_by(meta: &ObjectMeta, field_manager: &str) -> bool {
-    meta.managed_fields
-        .iter()
-        .flatten()
-        .any(|e| e.manager.as_deref() == Some(field_manager))
-}
 
 /// The tenant object a copy names: (namespace, name), from its origin labels.
 pub fn origin(copy: &impl Labelled) -> Option<(String, String)> {
@@ -41,7 +30,7 @@ pub fn orphaned_copies<'a, K: Labelled + 'a>(
 ) -> Vec<String> {
     copies
         .into_iter()
-        .filter(|c| c.meta().deletion_timestamp.is_none() && made_by(c.meta(), field_manager))
+        .filter(|c| c.meta().deletion_timestamp.is_none() && c.made_by(field_manager))
         .filter_map(|c| {
             let (namespace, name) = origin(c)?;
             let alive = tenant_uid(&namespace, &name).is_some_and(|uid| uid == c.name_any());
@@ -63,7 +52,7 @@ pub fn orphaned_secrets<'a, K: Labelled + 'a>(
         .filter(|s| {
             s.meta().deletion_timestamp.is_none()
                 && s.label(LABEL_ORIGIN_NAME).is_some()
-                && made_by(s.meta(), field_manager)
+                && s.made_by(field_manager)
         })
         .filter(|s| !copy_uids.contains(&s.name_any()))
         .filter_map(|s| Some((s.namespace()?, s.name_any())))
@@ -73,6 +62,7 @@ pub fn orphaned_secrets<'a, K: Labelled + 'a>(
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::Secret;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     use crate::summary::Summarize;
     use crate::v1alpha1::SyncSecret;

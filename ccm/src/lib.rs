@@ -218,7 +218,7 @@ impl Setup {
         let config = kube::runtime::controller::Config::default().concurrency(self.concurrency);
         let controller = Controller::for_stream(tenant_events, tenant_objects.clone())
             .with_config(config.clone())
-            .watches_stream(copy_events, |copy| origin_of(&copy))
+            .reconcile_on(cache::triggers(copy_events, origin_of))
             // Back from a management outage: everything at once, not when
             // each object's backoff runs out.
             .reconcile_all_on(self.reachability.recoveries())

@@ -182,7 +182,9 @@ impl Setup {
         .applied_objects();
         let controller = Controller::for_stream(copy_events, copies_store.clone())
             .with_config(kube::runtime::controller::Config::default().concurrency(self.concurrency))
-            .owns_stream(secret_events)
+            .reconcile_on(cache::triggers(secret_events, |s: &Summary<Secret>| {
+                cache::owners::<Summary<SyncSecret>>(s)
+            }))
             .reconcile_all_on(self.reachability.recoveries())
             .graceful_shutdown_on(shutdown.requested());
         if let Err(e) = gauges::register_phases(

@@ -1,20 +1,16 @@
-//! What the watch caches keep of an object. A cached object is compared
-//! with what we would write, never written back, so most of its
-//! `managedFields` is dead weight: each entry is a parsed JSON tree, several
-//! KiB per object once a loader, the API server and both controllers have
-//! written it (most of the 10 KiB per cached object the first heap profile
-//! of `make bench` found). The comparisons read only our own field
-//! manager's applied labels and annotations ([`applied_keys`]) and whether
-//! it applied the object at all ([`made_by`]); that is what is kept, as a
-//! list of keys rather than a tree of JSON maps.
-//!
-//! [`applied_keys`]: crate::desired::applied_keys
-//! [`made_by`]: crate::sweep::made_by
+//! The watches behind the controllers' caches, and the reads and triggers
+//! around them. A cached object is a [`Summary`], compared with what we
+//! would write and never written back; of its `managedFields` it keeps
+//! only the label and annotation keys our own field manager applied
+//! ([`Summary::keep_applied_by`]), which is all the comparisons read
+//! ([`crate::summary::Labelled`]). Whole, each entry is
+//! a parsed JSON tree, several KiB per object once a loader, the API server
+//! and both controllers have written it (most of the 10 KiB per cached
+//! object the first heap profile of `make bench` found).
 
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::api::GetParams;
 use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -24,37 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::backoff::WatchBackoff;
 use super::recent::RecentWrites;
 
-use crate::desired::compact_applied;
-use crate::summary::Summary;
-
-/// Drops every managedFields entry but `field_manager`'s server-side
-/// applies (none when `None`), and reduces those to the applied label and
-/// annotation keys in the compact form of [`compact_applied`]. Our other
-/// entries (a finalizer or status patch: `Update`) are read by nothing; on
-/// a tenant object they were two of its three entries.
-pub fn slim_managed_fields(meta: &mut ObjectMeta, field_manager: Option<&str>) {
-    let Some(entries) = meta.managed_fields.take() else {
-        return;
-    };
-    let kept: Vec<ManagedFieldsEntry> = entries
-        .into_iter()
-        .filter(|e| field_manager.is_some() && e.manager.as_deref() == field_manager)
-        .filter(|e| e.operation.as_deref() == Some("Apply"))
-        .map(|e| ManagedFieldsEntry {
-            fields_v1: e.fields_v1.as_ref().map(compact_applied),
-            manager: e.manager,
-            operation: e.operation,
-            ..ManagedFieldsEntry::default()
-        })
-        .collect();
-    meta.managed_fields = (!kept.is_empty()).then_some(kept);
-}
-
-/// A `watcher` modifier ([`kube::runtime::WatchStreamExt::modify`]) that
-/// slims every object before it reaches the cache.
-pub fn slim<K: Resource>(field_manager: Option<&'static str>) -> impl Fn(&mut K) + Clone {
-    move |obj: &mut K| slim_managed_fields(obj.meta_mut(), field_manager)
-}
+use crate::summary::{Summarize, Summary};
 
 /// Objects per page of a watch's list. kube's default is 500: a page is
 /// held whole while it is decoded (its JSON text and 500 objects with
@@ -83,27 +49,21 @@ pub const WATCH_TIMEOUT_SECS: u32 = 50;
 /// event shown to `recent` (which forgets our writes the cache now holds)
 /// before anything is reconciled.
 pub fn watch<K>(
-    api: Api<K>,
+    api: Api<Summary<K>>,
     config: watcher::Config,
-    writer: Writer<K>,
+    writer: Writer<Summary<K>>,
     field_manager: Option<&'static str>,
     recent: RecentWrites,
     what: &'static str,
-) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send
+) -> impl Stream<Item = Result<watcher::Event<Summary<K>>, watcher::Error>> + Send
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Summarize + 'static,
 {
     let cached = writer.as_reader();
     watcher(api, tuned(config))
         .inspect_err(move |e| tracing::warn!(watch = what, "watch failed, retrying: {e}"))
         .backoff(WatchBackoff::default())
-        .modify(slim(field_manager))
+        .modify(move |o: &mut Summary<K>| o.keep_applied_by(field_manager))
         .inspect_ok(move |event| match event {
             watcher::Event::Init => tracing::debug!(watch = what, "listing"),
             watcher::Event::InitDone => tracing::debug!(watch = what, "listed; watching"),
@@ -112,6 +72,44 @@ where
         .reflect(writer)
         .flat_map(relisted(cached))
         .inspect_ok(move |event| recent.observe(event))
+}
+
+/// Reconcile triggers, for `Controller::reconcile_on`, from another
+/// watch's objects: each mapped by `related` to the objects it concerns.
+/// What kube's `owns_stream` and `watches_stream` do, less the reason they
+/// attach to every request (the related object's type-erased reference,
+/// boxed, with its API resource's five strings), which our reconcilers
+/// never read: while a list is held back until the caches are ready,
+/// 10,000 pending requests kept about 3.7 MiB of them in a restarted
+/// manager. The references made here carry no resource version or UID
+/// either. A watch error triggers nothing: [`watch`] logs and retries it.
+pub fn triggers<T, K, I>(
+    events: impl Stream<Item = Result<T, watcher::Error>> + Send,
+    related: impl Fn(&T) -> I + Send,
+) -> impl Stream<Item = ObjectRef<K>> + Send
+where
+    T: Send,
+    K: Resource,
+    I: IntoIterator<Item = ObjectRef<K>>,
+    I::IntoIter: Send,
+{
+    events
+        .filter_map(|e| std::future::ready(e.ok()))
+        .flat_map(move |o| futures::stream::iter(related(&o)))
+}
+
+/// The objects of kind `K` that own `obj`, in its namespace (its owner
+/// references of `K`'s kind and API version): what `owns_stream` triggers.
+pub fn owners<K: Resource<DynamicType = ()>>(obj: &impl Resource) -> Vec<ObjectRef<K>> {
+    let (kind, api_version) = (K::kind(&()), K::api_version(&()));
+    obj.owner_references()
+        .iter()
+        .filter(|o| o.kind == kind && o.api_version == api_version)
+        .map(|o| match obj.meta().namespace.as_deref() {
+            Some(namespace) => ObjectRef::new(&o.name).within(namespace),
+            None => ObjectRef::new(&o.name),
+        })
+        .collect()
 }
 
 /// The object `cached` summarizes, read whole to be written from (the
@@ -207,8 +205,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desired::applied_keys;
     use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use kube::runtime::reflector;
 
     fn config_map(name: &str) -> ConfigMap {
@@ -277,72 +275,5 @@ mod tests {
             .filter_map(|o| o.metadata.name.clone())
             .collect();
         assert_eq!(names, ["a"]);
-    }
-
-    use crate::sweep::made_by;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
-    use serde_json::{Value, json};
-
-    fn entry(manager: &str, operation: &str, fields: Value) -> ManagedFieldsEntry {
-        ManagedFieldsEntry {
-            manager: Some(manager.into()),
-            operation: Some(operation.into()),
-            api_version: Some("v1".into()),
-            fields_type: Some("FieldsV1".into()),
-            fields_v1: Some(FieldsV1(fields)),
-            time: None,
-            subresource: None,
-        }
-    }
-
-    fn meta() -> ObjectMeta {
-        ObjectMeta {
-            managed_fields: Some(vec![
-                entry(
-                    "ours",
-                    "Apply",
-                    json!({"f:data": {"f:a": {}}, "f:metadata": {"f:labels": {"f:x": {}}, "f:annotations": {"f:y": {}}, "f:finalizers": {}}}),
-                ),
-                entry(
-                    "kubectl",
-                    "Apply",
-                    json!({"f:metadata": {"f:labels": {"f:z": {}}}}),
-                ),
-                entry("ours", "Update", json!({"f:status": {}})),
-            ]),
-            ..ObjectMeta::default()
-        }
-    }
-
-    #[test]
-    fn keeps_what_the_comparisons_read_and_nothing_else() {
-        let before = meta();
-        let mut after = before.clone();
-        slim_managed_fields(&mut after, Some("ours"));
-        for field in ["labels", "annotations"] {
-            assert_eq!(
-                applied_keys(&after, "ours", field),
-                applied_keys(&before, "ours", field)
-            );
-        }
-        assert!(made_by(&after, "ours"));
-        assert!(!made_by(&after, "kubectl"));
-        let entries = after.managed_fields.unwrap();
-        assert_eq!(entries.len(), 1, "our status Update is not kept");
-        assert_eq!(
-            entries[0].fields_v1.as_ref().unwrap().0,
-            json!(["labels/x", "annotations/y"])
-        );
-        assert!(entries.iter().all(|e| e.api_version.is_none()));
-    }
-
-    #[test]
-    fn without_a_field_manager_nothing_is_kept() {
-        let mut m = meta();
-        slim_managed_fields(&mut m, None);
-        assert!(m.managed_fields.is_none());
-        let mut empty = ObjectMeta::default();
-        slim_managed_fields(&mut empty, Some("ours"));
-        assert!(empty.managed_fields.is_none());
     }
 }
