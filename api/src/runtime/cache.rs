@@ -276,4 +276,41 @@ mod tests {
             .collect();
         assert_eq!(names, ["a"]);
     }
+
+    #[tokio::test]
+    async fn a_secret_triggers_the_copy_that_owns_it_and_a_watch_error_nothing() {
+        use crate::v1alpha1::SyncSecret;
+        use k8s_openapi::api::core::v1::Secret;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let owner = |api_version: &str, kind: &str, name: &str| OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            ..OwnerReference::default()
+        };
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("s".into()),
+                namespace: Some("tenant-a".into()),
+                owner_references: Some(vec![
+                    owner("kubelb.k8c.io/v1alpha1", "SyncSecret", "copy"),
+                    owner("v1", "ConfigMap", "not-a-copy"),
+                    owner("other.io/v1", "SyncSecret", "same-kind-other-group"),
+                ]),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        };
+        let events: Vec<Result<Secret, watcher::Error>> = vec![
+            Err(watcher::Error::NoResourceVersion),
+            Ok(secret),
+            Ok(Secret::default()),
+        ];
+        let triggered: Vec<ObjectRef<SyncSecret>> =
+            triggers(futures::stream::iter(events), owners::<SyncSecret>)
+                .collect()
+                .await;
+        assert_eq!(triggered, [ObjectRef::new("copy").within("tenant-a")]);
+    }
 }
