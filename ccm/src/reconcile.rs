@@ -118,18 +118,22 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
         name: copy.clone(),
         source,
     };
-    let live = match ctx.recent_copies.lookup(
-        &ctx.copies,
-        &ObjectRef::new(&copy).within(&ctx.tenant_namespace),
-    ) {
-        // Our last write of the copy is not cached yet; its watch event
-        // brings us back.
+    let live = match ctx
+        .recent_copies
+        .lookup_listed(
+            &ctx.copies,
+            &ObjectRef::new(&copy).within(&ctx.tenant_namespace),
+            recent::LIST_WAIT,
+        )
+        .await
+    {
         // Our last write is not in the cache yet: its watch event brings
         // this object back (the requeue only guards against a missed one).
         Cached::Stale => return Ok(Action::requeue(recent::TTL)),
         Cached::Known(live) => live,
-        // A cache still filling (right after start) is never taken for an
-        // absent copy: a restart must not rewrite what is already there.
+        // A cache that has not finished listing (the management cluster
+        // slow or unreachable since the start) is never taken for an absent
+        // copy: a restart must not rewrite what is already there.
         Cached::Unknown => api
             .get_opt(&copy)
             .await
@@ -323,16 +327,21 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
         namespace: ctx.tenant_namespace.clone(),
         name: copy.clone(),
     };
-    let live = match ctx.recent_copies.lookup(
-        &ctx.copies,
-        &ObjectRef::new(&copy).within(&ctx.tenant_namespace),
-    ) {
+    let live = match ctx
+        .recent_copies
+        .lookup_listed(
+            &ctx.copies,
+            &ObjectRef::new(&copy).within(&ctx.tenant_namespace),
+            recent::LIST_WAIT,
+        )
+        .await
+    {
         Cached::Known(live) => live,
         // A write of ours the cache has not shown yet (a copy created a
-        // moment ago, our own delete), or a cache still filling: ask. A
-        // deletion is rare enough for one read, and waiting silently on a
-        // cache that a broken watch keeps stale would leave the tenant
-        // object Terminating with nothing saying why.
+        // moment ago, our own delete), or a cache that has not finished
+        // listing: ask. A deletion is rare enough for one read, and waiting
+        // silently on a cache that a broken watch keeps stale would leave
+        // the tenant object Terminating with nothing saying why.
         Cached::Stale | Cached::Unknown => api
             .get_opt(&copy)
             .await

@@ -144,15 +144,21 @@ async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Erro
         .is_some_and(|l| l.contains_key(LABEL_ORIGIN_NAME));
     let live = match ctx
         .recent_secrets
-        .lookup(&ctx.secrets, &ObjectRef::new(&name).within(&namespace))
+        .lookup_listed(
+            &ctx.secrets,
+            &ObjectRef::new(&name).within(&namespace),
+            recent::LIST_WAIT,
+        )
+        .await
     {
         // Our last write is not in the cache yet: its watch event brings
         // this copy back (the requeue only guards against a missed one).
         Cached::Stale => return Ok(Action::requeue(recent::TTL)),
         Cached::Known(Some(live)) => Some(live),
         Cached::Known(None) if cached => None,
-        // A cache still filling (right after start) is never taken for an
-        // absent Secret: a restart must not rewrite what is already there.
+        // A cache that has not finished listing (the API server slow or
+        // unreachable since the start) is never taken for an absent Secret:
+        // a restart must not rewrite what is already there.
         Cached::Known(None) | Cached::Unknown => api
             .get_opt(&name)
             .await

@@ -26,6 +26,11 @@ use kube::{Resource, ResourceExt};
 /// How long a write is remembered at most.
 pub const TTL: Duration = Duration::from_secs(30);
 
+/// How long a reconcile waits for a related cache to finish its first
+/// list before it reads the API server instead
+/// ([`RecentWrites::lookup_listed`]).
+pub const LIST_WAIT: Duration = Duration::from_secs(10);
+
 /// Entries above this many trigger a purge of expired ones.
 const PURGE_ABOVE: usize = 1024;
 
@@ -149,6 +154,35 @@ impl RecentWrites {
             None => Cached::Unknown,
         }
     }
+
+    /// [`lookup`](Self::lookup), but a miss in a cache still listing waits
+    /// up to `wait` for the list to finish and looks again; `Unknown` only
+    /// when it has not finished by then (the API server unreachable, a
+    /// list slower than `wait`).
+    ///
+    /// Right after a start every object is reconciled once while the
+    /// related caches are still listing: reading each miss from the API
+    /// server instead was one GET per object (650–1,030 per restart at
+    /// 10,000 objects in the benchmark).
+    pub async fn lookup_listed<K>(
+        &self,
+        store: &Store<K>,
+        key: &ObjectRef<K>,
+        wait: Duration,
+    ) -> Cached<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        match self.lookup(store, key) {
+            Cached::Unknown => {
+                match tokio::time::timeout(wait, store.wait_until_ready()).await {
+                    Ok(Ok(())) => self.lookup(store, key),
+                    _ => Cached::Unknown,
+                }
+            }
+            answer => answer,
+        }
+    }
 }
 
 /// Whether `store` has finished its first list (without waiting).
@@ -203,6 +237,43 @@ mod tests {
         assert!(!recent.stale(Some("ns"), "a", Some(&obj("5"))));
         recent.observe(&watcher::Event::Apply(obj("5")));
         assert!(!recent.stale::<ConfigMap>(Some("ns"), "a", None));
+    }
+
+    #[tokio::test]
+    async fn a_miss_waits_for_the_first_list_and_only_so_long() {
+        use kube::runtime::reflector;
+        let recent = RecentWrites::default();
+        let key = ObjectRef::<ConfigMap>::new("a").within("ns");
+
+        // The list finishes while the lookup waits: its answer counts.
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        let lister = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            writer.apply_watcher_event(&watcher::Event::Init);
+            writer.apply_watcher_event(&watcher::Event::InitApply(obj("7")));
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            writer
+        });
+        let found = recent.lookup_listed(&store, &key, LIST_WAIT).await;
+        assert!(
+            matches!(&found, Cached::Known(Some(c)) if c.resource_version().as_deref() == Some("7")),
+            "{found:?}"
+        );
+        let _writer = lister.await.unwrap();
+        let other = ObjectRef::<ConfigMap>::new("b").within("ns");
+        assert!(matches!(
+            recent.lookup_listed(&store, &other, LIST_WAIT).await,
+            Cached::Known(None)
+        ));
+
+        // A list that does not finish in time: still unknown, never absent.
+        let (slow, _writer) = reflector::store::<ConfigMap>();
+        assert!(matches!(
+            recent
+                .lookup_listed(&slow, &key, Duration::from_millis(20))
+                .await,
+            Cached::Unknown
+        ));
     }
 
     #[test]
