@@ -346,6 +346,64 @@ fn cost(pid: u32) -> (u64, f64) {
     (hwm, ticks / 100.0)
 }
 
+/// The machine's idle CPU seconds so far (idle and iowait of all cores,
+/// from /proc/stat).
+fn idle_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: f64 = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(3)
+                .take(2)
+                .filter_map(|v| v.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// CPU seconds used so far by each part of the run: etcd, the API servers,
+/// kube-controller-manager, the controllers, this process (the loader and
+/// its watches), and what the machine left idle.
+fn cpu_now(pair: &Pair) -> BTreeMap<&'static str, f64> {
+    let mut cpu = BTreeMap::new();
+    for (name, pid) in pair.plane.processes() {
+        let role = match name.split(' ').next() {
+            Some("etcd") => "etcd",
+            Some("kube-apiserver") => "kube-apiserver",
+            _ => "kube-controller-manager",
+        };
+        *cpu.entry(role).or_default() += cost(pid).1;
+    }
+    let controllers = pair.controllers().filter_map(|c| c.pid()).map(|p| cost(p).1);
+    cpu.insert("controllers", controllers.sum());
+    cpu.insert("loader", cost(std::process::id()).1);
+    cpu.insert("idle", idle_seconds());
+    cpu
+}
+
+/// What each part used between two [`cpu_now`] readings, with the wall
+/// time between them and `writes`, the write requests in it: where the
+/// time of a phase went.
+fn cpu_spent(
+    before: &BTreeMap<&'static str, f64>,
+    after: &BTreeMap<&'static str, f64>,
+    wall: Duration,
+    writes: f64,
+) -> Value {
+    let mut spent = serde_json::Map::new();
+    for (role, a) in after {
+        let d = (a - before.get(role).copied().unwrap_or(0.0)).max(0.0);
+        spent.insert((*role).to_owned(), json!(d));
+    }
+    spent.insert("wall".to_owned(), json!(wall.as_secs_f64()));
+    spent.insert("writes".to_owned(), json!(writes));
+    Value::Object(spent)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -430,6 +488,7 @@ async fn phases(
 
     // 1. Bulk convergence.
     let before = all_requests(pair).await?;
+    let cpu_before = cpu_now(pair);
     let t0 = Instant::now();
     for_each_concurrently(items.clone(), cfg.concurrency, |t, n| {
         let api = apis[t].clone();
@@ -450,6 +509,12 @@ async fn phases(
     // the work a create causes, so that request counts are complete.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let create_requests = delta(&before, &all_requests(pair).await?);
+    let create_writes: f64 = create_requests
+        .iter()
+        .filter(|(k, _)| is_write(k))
+        .map(|(_, v)| v)
+        .sum();
+    let create_cpu = cpu_spent(&cpu_before, &cpu_now(pair), t0.elapsed(), create_writes);
 
     // 2. Propagation latency, one paced update at a time.
     let mut latencies = Vec::new();
@@ -554,7 +619,7 @@ async fn phases(
             "ccm": cfg.launch.ccm.clone().unwrap_or_else(|| format!("syncsecret-ccm {}", cfg.launch.ccm_args.join(" "))),
         },
         "control_plane_start_s": plane_start.as_secs_f64(),
-        "create": { "loader_ms": ms(created), "converged_ms": ms(converge) },
+        "create": { "loader_ms": ms(created), "converged_ms": ms(converge), "cpu_s": create_cpu },
         "delete": { "converged_ms": ms(delete) },
         "floor": floor,
         "contract_floor": contract_floor,
@@ -616,6 +681,7 @@ async fn floor(
     cfg: &Config,
 ) -> Result<Value, HarnessError> {
     let n = items.len();
+    let cpu_before = cpu_now(pair);
     let t0 = Instant::now();
     for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
         let ns = tenant_namespace(&tenants[t]);
@@ -641,6 +707,7 @@ async fn floor(
         })
         .await?;
     let create = done - t0;
+    let cpu = cpu_spent(&cpu_before, &cpu_now(pair), t0.elapsed(), 2.0 * n as f64);
     let t1 = Instant::now();
     for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
         let ns = tenant_namespace(&tenants[t]);
@@ -662,6 +729,7 @@ async fn floor(
     let delete = t1.elapsed();
     Ok(json!({
         "create_ms": create.as_secs_f64() * 1000.0,
+        "cpu_s": cpu,
         "delete_ms": delete.as_secs_f64() * 1000.0,
     }))
 }
@@ -673,6 +741,9 @@ async fn floor(
 /// status and one event; and on deletion: the tenant object, the copy, the
 /// Secret, and both finalizers released. `ours / this` is what the
 /// controllers add to the API servers' own cost of the contract.
+/// The writes [`contract_floor`] makes per object.
+const CONTRACT_WRITES: usize = 8;
+
 async fn contract_floor(
     pair: &Pair,
     tracker: &Tracker,
@@ -691,6 +762,7 @@ async fn contract_floor(
         "type": "Synced", "status": "True", "reason": "Synced", "message": "synced",
         "lastTransitionTime": "2026-01-01T00:00:00Z",
     }]}});
+    let cpu_before = cpu_now(pair);
     let t0 = Instant::now();
     for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
         let ns = tenant_namespace(&tenants[t]);
@@ -760,6 +832,8 @@ async fn contract_floor(
     // the event after it), as for ours.
     let last = tracker.read(|s| s.secret_version.values().map(|(_, at)| *at).max());
     let create = last.unwrap_or(done).saturating_duration_since(t0);
+    let writes = (CONTRACT_WRITES * n) as f64;
+    let cpu = cpu_spent(&cpu_before, &cpu_now(pair), t0.elapsed(), writes);
     let t1 = Instant::now();
     for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
         let ns = tenant_namespace(&tenants[t]);
@@ -792,7 +866,8 @@ async fn contract_floor(
     Ok(json!({
         "create_ms": create.as_secs_f64() * 1000.0,
         "all_writes_ms": chains.as_secs_f64() * 1000.0,
+        "cpu_s": cpu,
         "delete_ms": delete.as_secs_f64() * 1000.0,
-        "writes_per_object": 8,
+        "writes_per_object": CONTRACT_WRITES,
     }))
 }

@@ -473,6 +473,12 @@ impl ControlPlane {
         self.processes.iter().map(Process::pid).collect()
     }
 
+    /// What each process is (`etcd`, `kube-apiserver <cluster>`, ...) and
+    /// its process id.
+    pub fn processes(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.processes.iter().map(|p| (p.name(), p.pid()))
+    }
+
     /// Its working directory (certificates, kubeconfigs, logs, etcd data).
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_ref().map(TempDir::path)

@@ -40,6 +40,27 @@ async fn a_short_benchmark_converges_and_is_quiet_after_a_restart() {
         "writes reached the API servers after a restart: {writes:?}"
     );
     assert_eq!(r["after_restart"]["writes_total_of_new_processes"], 0.0);
+    // A restarted ccm finds the copies in its cache once listed, not by
+    // reading each one.
+    let requests = r["after_restart"]["api_requests"].as_object().unwrap();
+    assert!(
+        !requests.contains_key("management syncsecrets GET"),
+        "a restarted ccm read copies one by one: {requests:?}"
+    );
+    // Where the CPU went is measured for each phase, with its writes.
+    for (phase, cpu, writes) in [
+        ("ours", &r["create"]["cpu_s"], None),
+        ("floor", &r["floor"]["cpu_s"], Some(400.0)),
+        ("contract floor", &r["contract_floor"]["cpu_s"], Some(1600.0)),
+    ] {
+        for part in ["etcd", "kube-apiserver", "loader", "wall"] {
+            assert!(cpu[part].as_f64() > Some(0.0), "{phase}: {part} in {cpu}");
+        }
+        let counted = cpu["writes"].as_f64().unwrap();
+        assert!(writes.is_none_or(|w| w == counted), "{phase}: {cpu}");
+        assert!(counted >= 400.0, "{phase}: {cpu}");
+    }
+    assert!(r["create"]["cpu_s"]["controllers"].as_f64() > Some(0.0));
     // Each object cost at least its create and its Secret's create.
     let per = r["requests_per_object"].as_object().unwrap();
     assert!(

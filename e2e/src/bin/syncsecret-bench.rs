@@ -168,6 +168,43 @@ fn row(r: &Value) -> String {
     )
 }
 
+/// The rows of the CPU table of one result: ours, the floor and the
+/// contract floor, each with where its CPU went while converging.
+fn cpu_rows(r: &Value) -> String {
+    let phases = [
+        ("ours", &r["create"]["cpu_s"]),
+        ("floor", &r["floor"]["cpu_s"]),
+        ("contract floor", &r["contract_floor"]["cpu_s"]),
+    ];
+    let mut rows = String::new();
+    for (phase, cpu) in phases {
+        if !cpu.is_object() {
+            continue;
+        }
+        let get = |k: &str| cpu[k].as_f64().unwrap_or(0.0);
+        let server = get("etcd") + get("kube-apiserver");
+        let per_write = if get("writes") > 0.0 {
+            format!("{:.2}", server * 1000.0 / get("writes"))
+        } else {
+            "-".to_owned()
+        };
+        rows.push_str(&format!(
+            "| {} | {} | {phase} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {per_write} |\n",
+            r["objects"],
+            r["tenants"],
+            get("wall"),
+            get("writes"),
+            get("etcd"),
+            get("kube-apiserver"),
+            get("kube-controller-manager"),
+            get("controllers"),
+            get("loader"),
+            get("idle"),
+        ));
+    }
+    rows
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let flags = Flags::parse();
@@ -188,6 +225,7 @@ async fn main() -> ExitCode {
         "label": flags.label,
     });
     let mut rows = String::new();
+    let mut cpu = String::new();
     let mut failed = false;
     for &objects in &flags.objects {
         for &tenants in &flags.tenants {
@@ -220,6 +258,7 @@ async fn main() -> ExitCode {
                     eprintln!("bench: wrote {}", file.display());
                     println!("{text}");
                     rows.push_str(&row(&result));
+                    cpu.push_str(&cpu_rows(&result));
                 }
                 Err(e) => {
                     eprintln!("error: {objects} objects over {tenants} tenant(s): {e}");
@@ -236,7 +275,18 @@ async fn main() -> ExitCode {
              Machine: {cores} cores, {mem:.1} GiB, {cpu}. Kubernetes {k8s}, etcd {etcd}, {rustc}. \
              Loader concurrency {conc}; {updates} paced updates every {pace} ms. Written by `make bench`.\n\n\
              | objects | tenants | converge s | floor s | ratio | contract floor s | ratio | delete s | floor delete s | contract floor delete s | latency p50 / p90 / p99 / max ms | writes after restart | peak RSS / CPU | API requests per object |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}",
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}{cpu_table}",
+            cpu_table = if cpu.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "\nWhere the CPU went while converging (CPU seconds from /proc, from the first create \
+                     until every write of the phase is done (ours: 2 s after the last Secret arrived, for the statuses); *idle* is what the machine's cores left unused; \
+                     the last column is etcd's and the API servers' CPU per write request):\n\n\
+                     | objects | tenants | phase | wall s | writes | etcd | API servers | kube-controller-manager | controllers | loader | idle | server CPU ms per write |\n\
+                     |---|---|---|---|---|---|---|---|---|---|---|---|\n{cpu}"
+                )
+            },
             label = header["label"].as_str().unwrap_or_default(),
             commit = header["commit"].as_str().unwrap_or_default(),
             cores = m["cores"],
