@@ -378,7 +378,10 @@ fn cpu_now(pair: &Pair) -> BTreeMap<&'static str, f64> {
         };
         *cpu.entry(role).or_default() += cost(pid).1;
     }
-    let controllers = pair.controllers().filter_map(|c| c.pid()).map(|p| cost(p).1);
+    let controllers = pair
+        .controllers()
+        .filter_map(|c| c.pid())
+        .map(|p| cost(p).1);
     cpu.insert("controllers", controllers.sum());
     cpu.insert("loader", cost(std::process::id()).1);
     cpu.insert("idle", idle_seconds());
@@ -518,6 +521,9 @@ async fn phases(
 
     // 2. Propagation latency, one paced update at a time.
     let mut latencies = Vec::new();
+    let requests_before_updates = all_requests(pair).await?;
+    let cpu_before_updates = cpu_now(pair);
+    let t_updates = Instant::now();
     for k in 0..cfg.updates {
         let (t, n) = &items[(k * 7919) % items.len()];
         let version = u32::try_from(k + 1).unwrap_or(u32::MAX);
@@ -539,6 +545,17 @@ async fn phases(
         tokio::time::sleep(cfg.pace).await;
     }
     latencies.sort_by(f64::total_cmp);
+    let update_writes: f64 = delta(&requests_before_updates, &all_requests(pair).await?)
+        .iter()
+        .filter(|(k, _)| is_write(k))
+        .map(|(_, v)| v)
+        .sum();
+    let updates_cpu = cpu_spent(
+        &cpu_before_updates,
+        &cpu_now(pair),
+        t_updates.elapsed(),
+        update_writes,
+    );
 
     // 3. Cost so far (peak RSS, CPU) of each controller process.
     let costs = cost_now(pair);
@@ -630,6 +647,7 @@ async fn phases(
             "p90": percentile(&latencies, 90.0),
             "p99": percentile(&latencies, 99.0),
             "max": latencies.last().copied().unwrap_or(f64::NAN),
+            "cpu_s": updates_cpu,
         },
         "after_restart": {
             "api_writes": restart_writes,

@@ -51,14 +51,20 @@ async fn a_short_benchmark_converges_and_is_quiet_after_a_restart() {
     for (phase, cpu, writes) in [
         ("ours", &r["create"]["cpu_s"], None),
         ("floor", &r["floor"]["cpu_s"], Some(400.0)),
-        ("contract floor", &r["contract_floor"]["cpu_s"], Some(1600.0)),
+        (
+            "contract floor",
+            &r["contract_floor"]["cpu_s"],
+            Some(1600.0),
+        ),
+        ("updates", &r["latency_ms"]["cpu_s"], None),
     ] {
         for part in ["etcd", "kube-apiserver", "loader", "wall"] {
             assert!(cpu[part].as_f64() > Some(0.0), "{phase}: {part} in {cpu}");
         }
         let counted = cpu["writes"].as_f64().unwrap();
         assert!(writes.is_none_or(|w| w == counted), "{phase}: {cpu}");
-        assert!(counted >= 400.0, "{phase}: {cpu}");
+        // At least the loader's writes: an update is one.
+        assert!(counted >= 20.0, "{phase}: {cpu}");
     }
     assert!(r["create"]["cpu_s"]["controllers"].as_f64() > Some(0.0));
     // Each object cost at least its create and its Secret's create.

@@ -174,12 +174,10 @@ impl RecentWrites {
         K: Resource<DynamicType = ()> + Clone + 'static,
     {
         match self.lookup(store, key) {
-            Cached::Unknown => {
-                match tokio::time::timeout(wait, store.wait_until_ready()).await {
-                    Ok(Ok(())) => self.lookup(store, key),
-                    _ => Cached::Unknown,
-                }
-            }
+            Cached::Unknown => match tokio::time::timeout(wait, store.wait_until_ready()).await {
+                Ok(Ok(())) => self.lookup(store, key),
+                _ => Cached::Unknown,
+            },
             answer => answer,
         }
     }

@@ -169,12 +169,14 @@ fn row(r: &Value) -> String {
 }
 
 /// The rows of the CPU table of one result: ours, the floor and the
-/// contract floor, each with where its CPU went while converging.
+/// contract floor, each with where its CPU went while converging, and the
+/// paced updates of the latency phase (is the system idle?).
 fn cpu_rows(r: &Value) -> String {
     let phases = [
         ("ours", &r["create"]["cpu_s"]),
         ("floor", &r["floor"]["cpu_s"]),
         ("contract floor", &r["contract_floor"]["cpu_s"]),
+        ("ours: paced updates", &r["latency_ms"]["cpu_s"]),
     ];
     let mut rows = String::new();
     for (phase, cpu) in phases {
@@ -280,9 +282,10 @@ async fn main() -> ExitCode {
                 String::new()
             } else {
                 format!(
-                    "\nWhere the CPU went while converging (CPU seconds from /proc, from the first create \
-                     until every write of the phase is done (ours: 2 s after the last Secret arrived, for the statuses); *idle* is what the machine's cores left unused; \
-                     the last column is etcd's and the API servers' CPU per write request):\n\n\
+                    "\nWhere the CPU went (CPU seconds from /proc): while converging, from the first create \
+                     until every write of the phase is done (ours: 2 s after the last Secret arrived, for the statuses); \
+                     and during the paced updates. *idle* is what the machine's cores left unused; \
+                     the last column is etcd's and the API servers' CPU per write request:\n\n\
                      | objects | tenants | phase | wall s | writes | etcd | API servers | kube-controller-manager | controllers | loader | idle | server CPU ms per write |\n\
                      |---|---|---|---|---|---|---|---|---|---|---|---|\n{cpu}"
                 )
