@@ -32,7 +32,7 @@ use syncsecret_api::runtime::gauges;
 use syncsecret_api::runtime::health::{Health, store_synced};
 use syncsecret_api::runtime::metrics::ControllerMetrics;
 use syncsecret_api::runtime::reachable::Reachability;
-use syncsecret_api::runtime::recent::RecentWrites;
+use syncsecret_api::runtime::recent::{self, Cached, RecentWrites};
 use syncsecret_api::runtime::reconcile::{Scoped, sweep_periodically};
 use syncsecret_api::runtime::runner::Plumbing;
 use syncsecret_api::runtime::shutdown::Shutdown;
@@ -85,6 +85,15 @@ impl Context {
             .lock()
             .map(|mut a| a.insert(uid))
             .unwrap_or(true)
+    }
+
+    /// What the copies cache says of the copy named `copy`, waiting for
+    /// its first list if need be ([`RecentWrites::lookup_listed`]).
+    pub async fn lookup_copy(&self, copy: &str) -> Cached<Summary<SyncSecret>> {
+        let key = ObjectRef::new(copy).within(&self.tenant_namespace);
+        self.recent_copies
+            .lookup_listed(&self.copies, &key, recent::LIST_WAIT)
+            .await
     }
 
     /// Forgets `obj`'s wait (its copy is gone).

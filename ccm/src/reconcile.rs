@@ -9,7 +9,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event as Finalizer;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
 use syncsecret_api::desired::{copy_needs_write, desired_copy, desired_copy_metadata};
@@ -118,22 +117,15 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
         name: copy.clone(),
         source,
     };
-    let live = match ctx
-        .recent_copies
-        .lookup_listed(
-            &ctx.copies,
-            &ObjectRef::new(&copy).within(&ctx.tenant_namespace),
-            recent::LIST_WAIT,
-        )
-        .await
-    {
+    let live = match ctx.lookup_copy(&copy).await {
         // Our last write is not in the cache yet: its watch event brings
         // this object back (the requeue only guards against a missed one).
         Cached::Stale => return Ok(Action::requeue(recent::TTL)),
         Cached::Known(live) => live,
-        // A cache that has not finished listing (the management cluster
-        // slow or unreachable since the start) is never taken for an absent
-        // copy: a restart must not rewrite what is already there.
+        // A cache that has not finished listing within `LIST_WAIT` (the
+        // management cluster slow or unreachable since the start) is never
+        // taken for an absent copy: a restart must not rewrite what is
+        // already there.
         Cached::Unknown => api
             .get_opt(&copy)
             .await
@@ -327,21 +319,14 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
         namespace: ctx.tenant_namespace.clone(),
         name: copy.clone(),
     };
-    let live = match ctx
-        .recent_copies
-        .lookup_listed(
-            &ctx.copies,
-            &ObjectRef::new(&copy).within(&ctx.tenant_namespace),
-            recent::LIST_WAIT,
-        )
-        .await
-    {
+    let live = match ctx.lookup_copy(&copy).await {
         Cached::Known(live) => live,
         // A write of ours the cache has not shown yet (a copy created a
-        // moment ago, our own delete), or a cache that has not finished
-        // listing: ask. A deletion is rare enough for one read, and waiting
-        // silently on a cache that a broken watch keeps stale would leave
-        // the tenant object Terminating with nothing saying why.
+        // moment ago, our own delete): ask. A deletion is rare enough for
+        // one read, and waiting silently on a cache that a broken watch
+        // keeps stale would leave the tenant object Terminating with
+        // nothing saying why. A cache that has not finished listing is
+        // waited for first (`LIST_WAIT` at most), then asked too.
         Cached::Stale | Cached::Unknown => api
             .get_opt(&copy)
             .await

@@ -17,7 +17,9 @@ use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::FIELD_MANAGER_CCM;
 use syncsecret_api::desired::{desired_sync_secret_from_secret, metadata_differs};
 use syncsecret_api::payload::Payload;
+use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
+use syncsecret_api::summary::Summarize;
 
 use crate::{Context, Error};
 
@@ -56,6 +58,10 @@ pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action,
     result
 }
 
+/// How soon a Secret whose SyncSecret we just wrote is looked at again
+/// while the cache does not show that write yet.
+const STALE_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Retries a failed Secret with per-object exponential backoff.
 pub fn error_policy(secret: Arc<Secret>, _error: &Error, ctx: Arc<Context>) -> Action {
     retry_later(&ctx.backoffs, secret.as_ref())
@@ -65,9 +71,29 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
     let desired = desired_sync_secret_from_secret(secret).ok_or(Error::NotStored)?;
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
-    let live = ctx
-        .tenant_objects
-        .get(&ObjectRef::new(&name).within(&namespace));
+    let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
+    let key = ObjectRef::new(&name).within(&namespace);
+    let live = match ctx
+        .recent_tenant
+        .lookup_listed(&ctx.tenant_objects, &key, recent::LIST_WAIT)
+        .await
+    {
+        // Our last write is not in the cache yet: the SyncSecret's watch
+        // event is no trigger here, so look again soon.
+        Cached::Stale => return Ok(Action::requeue(STALE_RECHECK)),
+        Cached::Known(live) => live,
+        // Not listed yet (a start): never taken for an absent SyncSecret,
+        // or a restart would apply every one of them again.
+        Cached::Unknown => api
+            .get_opt(&name)
+            .await
+            .map_err(|source| Error::ReadObject {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            })?
+            .map(|o| Arc::new(o.summary())),
+    };
     let digest = Payload::of_sync_secret(&desired).digested();
     if let Some(live) = &live
         && live.payload == digest
@@ -82,7 +108,6 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
     {
         return Ok(Action::await_change());
     }
-    let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
     api.patch(
         &name,
         &PatchParams::apply(FIELD_MANAGER_CCM).force(),
@@ -95,6 +120,8 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
         source,
     })?;
     ctx.metrics.wrote("syncsecrets", "patch");
+    ctx.recent_tenant
+        .wrote_over(&namespace, &name, live.as_deref());
     tracing::info!(%namespace, %name, "SyncSecret applied from its Secret");
     Ok(Action::await_change())
 }

@@ -50,6 +50,80 @@ pub struct Config {
     pub launch: Launch,
     /// How long any one phase may take before the run fails.
     pub timeout: Duration,
+    /// CPU profiles of the API servers while converging, if asked for.
+    pub profile: Option<ProfileApiServers>,
+}
+
+/// CPU profiles of the management cluster's and the first tenant
+/// cluster's kube-apiserver (their `/debug/pprof/profile`, on by default)
+/// during each converge phase: ours, the floor, the contract floor. Each is
+/// `seconds` long from `after` into the phase, written to `dir` as
+/// `<objects>x<tenants>-<phase>-<cluster>.pprof` (`go tool pprof -top
+/// FILE`). A profile is a CPU cost of its own: runs with one are for
+/// finding where the time goes, not for the table.
+#[derive(Clone, Debug)]
+pub struct ProfileApiServers {
+    /// Where the profiles go.
+    pub dir: std::path::PathBuf,
+    /// How long into each phase a profile starts.
+    pub after: Duration,
+    /// How long it lasts.
+    pub seconds: u64,
+}
+
+/// Starts the CPU profiles of one phase (see [`ProfileApiServers`]).
+fn start_profiles(pair: &Pair, cfg: &Config, phase: &str) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(p) = &cfg.profile else {
+        return Vec::new();
+    };
+    let clusters = [
+        ("management", pair.management.clone()),
+        ("tenant", pair.tenants[0].clone()),
+    ];
+    clusters
+        .into_iter()
+        .map(|(cluster, client)| {
+            let file = p.dir.join(format!(
+                "{}x{}-{phase}-{cluster}.pprof",
+                cfg.objects, cfg.tenants
+            ));
+            let (after, seconds) = (p.after, p.seconds);
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                if let Err(e) = profile_apiserver(&client, seconds, &file).await {
+                    eprintln!("bench: no profile {}: {e}", file.display());
+                }
+            })
+        })
+        .collect()
+}
+
+/// Waits for a phase's profiles (they may outlast a short phase).
+async fn finish_profiles(profiles: Vec<tokio::task::JoinHandle<()>>) {
+    for p in profiles {
+        let _ = p.await;
+    }
+}
+
+/// One CPU profile of the API server `client` talks to, written to `file`.
+async fn profile_apiserver(
+    client: &Client,
+    seconds: u64,
+    file: &std::path::Path,
+) -> Result<(), HarnessError> {
+    use futures::AsyncReadExt;
+    let request = http::Request::get(format!("/debug/pprof/profile?seconds={seconds}"))
+        .body(Vec::new())
+        .map_err(|e| HarnessError::Usage(format!("profile request: {e}")))?;
+    let mut body = Box::pin(client.request_stream(request).await?);
+    let mut bytes = Vec::new();
+    body.read_to_end(&mut bytes)
+        .await
+        .map_err(|e| HarnessError::io(file, e))?;
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| HarnessError::io(dir, e))?;
+    }
+    std::fs::write(file, bytes).map_err(|e| HarnessError::io(file, e))
 }
 
 /// What the management-side watches saw: per object name, the version of
@@ -374,7 +448,8 @@ fn cpu_now(pair: &Pair) -> BTreeMap<&'static str, f64> {
         let role = match name.split(' ').next() {
             Some("etcd") => "etcd",
             Some("kube-apiserver") => "kube-apiserver",
-            _ => "kube-controller-manager",
+            Some("kube-controller-manager") => "kube-controller-manager",
+            _ => "other",
         };
         *cpu.entry(role).or_default() += cost(pid).1;
     }
@@ -388,9 +463,20 @@ fn cpu_now(pair: &Pair) -> BTreeMap<&'static str, f64> {
     cpu
 }
 
+/// The write requests (every API server's `apiserver_request_total`)
+/// between two readings of [`all_requests`].
+fn writes_between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> f64 {
+    delta(before, after)
+        .iter()
+        .filter(|(k, _)| is_write(k))
+        .map(|(_, v)| v)
+        .sum()
+}
+
 /// What each part used between two [`cpu_now`] readings, with the wall
 /// time between them and `writes`, the write requests in it: where the
-/// time of a phase went.
+/// time of a phase went. Read the API servers' metrics outside the two
+/// readings: rendering them costs CPU of its own.
 fn cpu_spent(
     before: &BTreeMap<&'static str, f64>,
     after: &BTreeMap<&'static str, f64>,
@@ -492,6 +578,7 @@ async fn phases(
     // 1. Bulk convergence.
     let before = all_requests(pair).await?;
     let cpu_before = cpu_now(pair);
+    let profiles = start_profiles(pair, cfg, "ours");
     let t0 = Instant::now();
     for_each_concurrently(items.clone(), cfg.concurrency, |t, n| {
         let api = apis[t].clone();
@@ -511,13 +598,16 @@ async fn phases(
     // Status mirrored home too (each tenant object Synced): the rest of
     // the work a create causes, so that request counts are complete.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let create_requests = delta(&before, &all_requests(pair).await?);
-    let create_writes: f64 = create_requests
-        .iter()
-        .filter(|(k, _)| is_write(k))
-        .map(|(_, v)| v)
-        .sum();
-    let create_cpu = cpu_spent(&cpu_before, &cpu_now(pair), t0.elapsed(), create_writes);
+    let (cpu_after, wall) = (cpu_now(pair), t0.elapsed());
+    let after = all_requests(pair).await?;
+    let create_cpu = cpu_spent(
+        &cpu_before,
+        &cpu_after,
+        wall,
+        writes_between(&before, &after),
+    );
+    let create_requests = delta(&before, &after);
+    finish_profiles(profiles).await;
 
     // 2. Propagation latency, one paced update at a time.
     let mut latencies = Vec::new();
@@ -545,17 +635,9 @@ async fn phases(
         tokio::time::sleep(cfg.pace).await;
     }
     latencies.sort_by(f64::total_cmp);
-    let update_writes: f64 = delta(&requests_before_updates, &all_requests(pair).await?)
-        .iter()
-        .filter(|(k, _)| is_write(k))
-        .map(|(_, v)| v)
-        .sum();
-    let updates_cpu = cpu_spent(
-        &cpu_before_updates,
-        &cpu_now(pair),
-        t_updates.elapsed(),
-        update_writes,
-    );
+    let (cpu_after, wall) = (cpu_now(pair), t_updates.elapsed());
+    let update_writes = writes_between(&requests_before_updates, &all_requests(pair).await?);
+    let updates_cpu = cpu_spent(&cpu_before_updates, &cpu_after, wall, update_writes);
 
     // 3. Cost so far (peak RSS, CPU) of each controller process.
     let costs = cost_now(pair);
@@ -699,7 +781,9 @@ async fn floor(
     cfg: &Config,
 ) -> Result<Value, HarnessError> {
     let n = items.len();
+    let requests_before = all_requests(pair).await?;
     let cpu_before = cpu_now(pair);
+    let profiles = start_profiles(pair, cfg, "floor");
     let t0 = Instant::now();
     for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
         let ns = tenant_namespace(&tenants[t]);
@@ -725,7 +809,10 @@ async fn floor(
         })
         .await?;
     let create = done - t0;
-    let cpu = cpu_spent(&cpu_before, &cpu_now(pair), t0.elapsed(), 2.0 * n as f64);
+    let (cpu_after, wall) = (cpu_now(pair), t0.elapsed());
+    let writes = writes_between(&requests_before, &all_requests(pair).await?);
+    let cpu = cpu_spent(&cpu_before, &cpu_after, wall, writes);
+    finish_profiles(profiles).await;
     let t1 = Instant::now();
     for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
         let ns = tenant_namespace(&tenants[t]);
@@ -752,6 +839,9 @@ async fn floor(
     }))
 }
 
+/// The writes [`contract_floor`] makes per object.
+const CONTRACT_WRITES: usize = 8;
+
 /// What the contract writes for one object, in the order the controllers
 /// write it, by a plain client with nothing to watch, queue or compare:
 /// the tenant object (the loader's create), its finalizer, the copy, the
@@ -759,9 +849,6 @@ async fn floor(
 /// status and one event; and on deletion: the tenant object, the copy, the
 /// Secret, and both finalizers released. `ours / this` is what the
 /// controllers add to the API servers' own cost of the contract.
-/// The writes [`contract_floor`] makes per object.
-const CONTRACT_WRITES: usize = 8;
-
 async fn contract_floor(
     pair: &Pair,
     tracker: &Tracker,
@@ -780,7 +867,9 @@ async fn contract_floor(
         "type": "Synced", "status": "True", "reason": "Synced", "message": "synced",
         "lastTransitionTime": "2026-01-01T00:00:00Z",
     }]}});
+    let requests_before = all_requests(pair).await?;
     let cpu_before = cpu_now(pair);
+    let profiles = start_profiles(pair, cfg, "contract-floor");
     let t0 = Instant::now();
     for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
         let ns = tenant_namespace(&tenants[t]);
@@ -850,8 +939,10 @@ async fn contract_floor(
     // the event after it), as for ours.
     let last = tracker.read(|s| s.secret_version.values().map(|(_, at)| *at).max());
     let create = last.unwrap_or(done).saturating_duration_since(t0);
-    let writes = (CONTRACT_WRITES * n) as f64;
-    let cpu = cpu_spent(&cpu_before, &cpu_now(pair), t0.elapsed(), writes);
+    let (cpu_after, wall) = (cpu_now(pair), t0.elapsed());
+    let writes = writes_between(&requests_before, &all_requests(pair).await?);
+    let cpu = cpu_spent(&cpu_before, &cpu_after, wall, writes);
+    finish_profiles(profiles).await;
     let t1 = Instant::now();
     for_each_concurrently(items.to_vec(), cfg.concurrency, |t, name| {
         let ns = tenant_namespace(&tenants[t]);

@@ -142,23 +142,23 @@ async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Erro
         .labels
         .as_ref()
         .is_some_and(|l| l.contains_key(LABEL_ORIGIN_NAME));
-    let live = match ctx
-        .recent_secrets
-        .lookup_listed(
-            &ctx.secrets,
-            &ObjectRef::new(&name).within(&namespace),
-            recent::LIST_WAIT,
-        )
-        .await
-    {
+    let key = ObjectRef::new(&name).within(&namespace);
+    let found = if cached {
+        ctx.recent_secrets
+            .lookup_listed(&ctx.secrets, &key, recent::LIST_WAIT)
+            .await
+    } else {
+        ctx.recent_secrets.lookup(&ctx.secrets, &key)
+    };
+    let live = match found {
         // Our last write is not in the cache yet: its watch event brings
         // this copy back (the requeue only guards against a missed one).
         Cached::Stale => return Ok(Action::requeue(recent::TTL)),
         Cached::Known(Some(live)) => Some(live),
         Cached::Known(None) if cached => None,
-        // A cache that has not finished listing (the API server slow or
-        // unreachable since the start) is never taken for an absent Secret:
-        // a restart must not rewrite what is already there.
+        // A cache that has not finished listing within `LIST_WAIT` (the
+        // Secrets' list slow, or forbidden) is never taken for an absent
+        // Secret: a restart must not rewrite what is already there.
         Cached::Known(None) | Cached::Unknown => api
             .get_opt(&name)
             .await

@@ -56,6 +56,18 @@ struct Flags {
     /// the table shows `-` for them).
     #[arg(long)]
     no_floors: bool,
+    /// Also take CPU profiles of the management and first tenant
+    /// kube-apiserver during each converge phase, into this directory
+    /// (`go tool pprof -top FILE`). They cost CPU of their own: such a run
+    /// is for finding where the time goes; give it `--no-table`.
+    #[arg(long)]
+    profile_dir: Option<PathBuf>,
+    /// How long into each phase a profile starts.
+    #[arg(long, default_value_t = 10)]
+    profile_after_s: u64,
+    /// How long each profile lasts.
+    #[arg(long, default_value_t = 30)]
+    profile_s: u64,
     /// A label for this run in the table (e.g. "ours, defaults").
     #[arg(long, default_value = "syncsecret, default flags")]
     label: String,
@@ -227,7 +239,7 @@ async fn main() -> ExitCode {
         "label": flags.label,
     });
     let mut rows = String::new();
-    let mut cpu = String::new();
+    let mut cpu_table_rows = String::new();
     let mut failed = false;
     for &objects in &flags.objects {
         for &tenants in &flags.tenants {
@@ -240,6 +252,14 @@ async fn main() -> ExitCode {
                 floor: !flags.no_floors,
                 launch: launch.clone(),
                 timeout: Duration::from_secs(600),
+                profile: flags
+                    .profile_dir
+                    .clone()
+                    .map(|dir| bench::ProfileApiServers {
+                        dir,
+                        after: Duration::from_secs(flags.profile_after_s),
+                        seconds: flags.profile_s,
+                    }),
             };
             eprintln!("bench: {objects} objects over {tenants} tenant(s) ...");
             match bench::run(&cfg).await {
@@ -260,7 +280,7 @@ async fn main() -> ExitCode {
                     eprintln!("bench: wrote {}", file.display());
                     println!("{text}");
                     rows.push_str(&row(&result));
-                    cpu.push_str(&cpu_rows(&result));
+                    cpu_table_rows.push_str(&cpu_rows(&result));
                 }
                 Err(e) => {
                     eprintln!("error: {objects} objects over {tenants} tenant(s): {e}");
@@ -278,16 +298,17 @@ async fn main() -> ExitCode {
              Loader concurrency {conc}; {updates} paced updates every {pace} ms. Written by `make bench`.\n\n\
              | objects | tenants | converge s | floor s | ratio | contract floor s | ratio | delete s | floor delete s | contract floor delete s | latency p50 / p90 / p99 / max ms | writes after restart | peak RSS / CPU | API requests per object |\n\
              |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}{cpu_table}",
-            cpu_table = if cpu.is_empty() {
+            cpu_table = if cpu_table_rows.is_empty() {
                 String::new()
             } else {
                 format!(
                     "\nWhere the CPU went (CPU seconds from /proc): while converging, from the first create \
                      until every write of the phase is done (ours: 2 s after the last Secret arrived, for the statuses); \
                      and during the paced updates. *idle* is what the machine's cores left unused; \
-                     the last column is etcd's and the API servers' CPU per write request:\n\n\
-                     | objects | tenants | phase | wall s | writes | etcd | API servers | kube-controller-manager | controllers | loader | idle | server CPU ms per write |\n\
-                     |---|---|---|---|---|---|---|---|---|---|---|---|\n{cpu}"
+                     the last column is etcd's and the API servers' CPU (all of it: reads, watches and lists too) \
+                     divided by the write requests of the phase (every API server's `apiserver_request_total`):\n\n\
+                     | objects | tenants | phase | wall s | writes | etcd | API servers | kube-controller-manager | controllers | loader | idle | etcd + API servers ÷ writes, ms |\n\
+                     |---|---|---|---|---|---|---|---|---|---|---|---|\n{cpu_table_rows}"
                 )
             },
             label = header["label"].as_str().unwrap_or_default(),
