@@ -980,3 +980,104 @@ async fn contract_floor(
         "writes_per_object": CONTRACT_WRITES,
     }))
 }
+
+/// The API server's own cost of each kind of request the contract makes:
+/// on a fresh management cluster with no controllers, `n` requests of each
+/// kind, `concurrency` at a time, and the CPU seconds kube-apiserver and
+/// etcd spent on them (from /proc), per request. What a phase's "etcd +
+/// API servers ÷ writes" is made of: the floors write with POST and merge
+/// patches, the controllers with server-side apply, and read whole objects
+/// before they write.
+pub async fn request_costs(n: usize, concurrency: usize) -> Result<Value, HarnessError> {
+    use crate::control_plane::ControlPlane;
+    use kube::api::GetParams;
+    let plane = ControlPlane::start(&["management"]).await?;
+    let client = plane.management().client().await?;
+    let pids: Vec<(String, u32)> = plane
+        .processes()
+        .filter(|(name, _)| name.starts_with("etcd") || name.starts_with("kube-apiserver"))
+        .map(|(name, pid)| (name.to_owned(), pid))
+        .collect();
+    let ns = "default";
+    let copies: Api<SyncSecret> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client, ns);
+    let apply = PatchParams::apply("syncsecret-bench").force();
+    let merge = PatchParams::default();
+    let finalizer = json!({ "metadata": { "finalizers": [syncsecret_api::contract::FINALIZER] } });
+    let status = json!({ "status": { "phase": "Synced" } });
+    let copy = |name: &str| floor_copy(name, name);
+    let mut kinds = Vec::new();
+    for kind in [
+        "syncsecrets POST",
+        "syncsecrets APPLY (new)",
+        "syncsecrets APPLY (unchanged)",
+        "syncsecrets PATCH (merge, finalizer)",
+        "syncsecrets/status PATCH (merge)",
+        "syncsecrets GET (resourceVersion=0)",
+        "syncsecrets GET",
+        "secrets POST",
+        "secrets APPLY (new)",
+    ] {
+        let items: Vec<(usize, String)> = (0..n).map(|i| (0, format!("c{i}"))).collect();
+        let before: Vec<f64> = pids.iter().map(|(_, p)| cost(*p).1).collect();
+        let t0 = Instant::now();
+        for_each_concurrently(items, concurrency, |_, name| {
+            let (copies, secrets) = (copies.clone(), secrets.clone());
+            let (apply, merge) = (apply.clone(), merge.clone());
+            let (finalizer, status) = (finalizer.clone(), status.clone());
+            let applied = format!("a-{name}");
+            async move {
+                match kind {
+                    "syncsecrets POST" => {
+                        copies.create(&PostParams::default(), &copy(&name)).await?;
+                    }
+                    "syncsecrets APPLY (new)" | "syncsecrets APPLY (unchanged)" => {
+                        copies
+                            .patch(&applied, &apply, &Patch::Apply(copy(&applied)))
+                            .await?;
+                    }
+                    "syncsecrets PATCH (merge, finalizer)" => {
+                        copies
+                            .patch(&name, &merge, &Patch::Merge(&finalizer))
+                            .await?;
+                    }
+                    "syncsecrets/status PATCH (merge)" => {
+                        copies
+                            .patch_status(&name, &merge, &Patch::Merge(&status))
+                            .await?;
+                    }
+                    "syncsecrets GET (resourceVersion=0)" => {
+                        copies.get_with(&name, &GetParams::any()).await?;
+                    }
+                    "syncsecrets GET" => {
+                        copies.get(&name).await?;
+                    }
+                    "secrets POST" => {
+                        secrets
+                            .create(&PostParams::default(), &floor_secret(&copy(&name)))
+                            .await?;
+                    }
+                    _ => {
+                        secrets
+                            .patch(
+                                &applied,
+                                &apply,
+                                &Patch::Apply(floor_secret(&copy(&applied))),
+                            )
+                            .await?;
+                    }
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        let wall = t0.elapsed().as_secs_f64();
+        let mut per_request = serde_json::Map::new();
+        for ((name, pid), b) in pids.iter().zip(&before) {
+            let role = name.split(' ').next().unwrap_or_default().to_owned();
+            per_request.insert(role, json!((cost(*pid).1 - b) * 1000.0 / n as f64));
+        }
+        kinds.push(json!({ "kind": kind, "requests": n, "wall_s": wall, "cpu_ms_per_request": per_request }));
+    }
+    Ok(json!({ "requests_per_kind": n, "concurrency": concurrency, "kinds": kinds }))
+}

@@ -68,6 +68,11 @@ struct Flags {
     /// How long each profile lasts.
     #[arg(long, default_value_t = 30)]
     profile_s: u64,
+    /// Instead of the benchmark: measure what each kind of request the
+    /// contract makes costs the API server (this many of each, on a
+    /// cluster with no controllers), and append that table.
+    #[arg(long)]
+    request_costs: Option<usize>,
     /// A label for this run in the table (e.g. "ours, defaults").
     #[arg(long, default_value = "syncsecret, default flags")]
     label: String,
@@ -219,6 +224,79 @@ fn cpu_rows(r: &Value) -> String {
     rows
 }
 
+/// `--request-costs`: one JSON file, and a table appended to
+/// docs/benchmarks.md (unless `--no-table`).
+async fn request_costs(flags: &Flags, header: &Value, n: usize) -> ExitCode {
+    eprintln!("bench: API server CPU per request, {n} of each kind ...");
+    let result = match bench::request_costs(n, flags.concurrency).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut doc = header.clone();
+    doc["result"] = result.clone();
+    let date = header["date"].as_str().unwrap_or_default();
+    let file = flags
+        .out
+        .join(format!("{}-request-costs.json", date.replace(':', "")));
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    if let Err(e) = std::fs::create_dir_all(&flags.out).and_then(|()| std::fs::write(&file, &text))
+    {
+        eprintln!("error: cannot write {}: {e}", file.display());
+        return ExitCode::FAILURE;
+    }
+    println!("{text}");
+    if flags.no_table {
+        return ExitCode::SUCCESS;
+    }
+    let mut rows = String::new();
+    for k in result["kinds"].as_array().into_iter().flatten() {
+        let cpu = &k["cpu_ms_per_request"];
+        let (api, etcd) = (
+            cpu["kube-apiserver"].as_f64().unwrap_or(0.0),
+            cpu["etcd"].as_f64().unwrap_or(0.0),
+        );
+        rows.push_str(&format!(
+            "| {} | {api:.2} | {etcd:.2} | {:.2} |\n",
+            k["kind"].as_str().unwrap_or_default(),
+            api + etcd
+        ));
+    }
+    let m = &header["machine"];
+    let v = &header["versions"];
+    let table = format!(
+        "\n### {date}: API server CPU per request (commit {commit})\n\n\
+         Machine: {cores} cores, {mem:.1} GiB, {cpu}. Kubernetes {k8s}, etcd {etcd}. \
+         {n} requests of each kind, {conc} at a time, on a management cluster with no controllers; \
+         CPU milliseconds per request from /proc. Written by `syncsecret-bench --request-costs {n}`.\n\n\
+         | request (1 KiB of data) | kube-apiserver ms | etcd ms | together ms |\n\
+         |---|---|---|---|\n{rows}",
+        commit = header["commit"].as_str().unwrap_or_default(),
+        cores = m["cores"],
+        mem = m["memory_gib"].as_f64().unwrap_or(0.0),
+        cpu = m["cpu"].as_str().unwrap_or_default(),
+        k8s = v["kubernetes"].as_str().unwrap_or_default(),
+        etcd = v["etcd"].as_str().unwrap_or_default(),
+        conc = flags.concurrency,
+    );
+    append_to_benchmarks(&table)
+}
+
+/// Appends `table` to docs/benchmarks.md.
+fn append_to_benchmarks(table: &str) -> ExitCode {
+    let path = repo_root().join("docs/benchmarks.md");
+    let mut doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    doc.push_str(table);
+    if let Err(e) = std::fs::write(&path, doc) {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    eprintln!("bench: appended the table to {}", path.display());
+    ExitCode::SUCCESS
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let flags = Flags::parse();
@@ -238,6 +316,9 @@ async fn main() -> ExitCode {
         "versions": versions(),
         "label": flags.label,
     });
+    if let Some(n) = flags.request_costs {
+        return request_costs(&flags, &header, n).await;
+    }
     let mut rows = String::new();
     let mut cpu_table_rows = String::new();
     let mut failed = false;
@@ -323,15 +404,9 @@ async fn main() -> ExitCode {
             updates = flags.updates,
             pace = flags.pace_ms,
         );
-        let path = repo_root().join("docs/benchmarks.md");
-        let mut doc =
-            std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-        doc.push_str(&table);
-        if let Err(e) = std::fs::write(&path, doc) {
-            eprintln!("error: cannot write {}: {e}", path.display());
+        if append_to_benchmarks(&table) != ExitCode::SUCCESS {
             return ExitCode::FAILURE;
         }
-        eprintln!("bench: appended the table to {}", path.display());
     }
     if failed {
         ExitCode::FAILURE
