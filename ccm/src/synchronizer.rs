@@ -78,8 +78,9 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
         .lookup_listed(&ctx.tenant_objects, &key, recent::LIST_WAIT)
         .await
     {
-        // Our last write is not in the cache yet: the SyncSecret's watch
-        // event is no trigger here, so look again soon.
+        // Our last write is not in the tenant objects' cache yet. The
+        // SyncSecret watch that triggers this controller is not that
+        // cache's and may fire first: look again soon.
         Cached::Stale => return Ok(Action::requeue(STALE_RECHECK)),
         Cached::Known(live) => live,
         // Not listed yet (a start): never taken for an absent SyncSecret,
@@ -108,20 +109,27 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
     {
         return Ok(Action::await_change());
     }
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER_CCM).force(),
-        &Patch::Apply(&desired),
-    )
-    .await
-    .map_err(|source| Error::ApplySyncSecret {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        source,
-    })?;
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER_CCM).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(|source| Error::ApplySyncSecret {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            source,
+        })?;
     ctx.metrics.wrote("syncsecrets", "patch");
-    ctx.recent_tenant
-        .wrote_over(&namespace, &name, live.as_deref());
+    // A write that changed nothing brings no watch event to clear it.
+    if live
+        .as_ref()
+        .is_none_or(|l| l.resource_version() != applied.resource_version())
+    {
+        ctx.recent_tenant
+            .wrote_over(&namespace, &name, live.as_deref());
+    }
     tracing::info!(%namespace, %name, "SyncSecret applied from its Secret");
     Ok(Action::await_change())
 }

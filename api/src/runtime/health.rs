@@ -104,13 +104,26 @@ where
     K: kube::runtime::reflector::Lookup + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
+    store_synced_before(store, None).await.unwrap_or(false)
+}
+
+/// [`store_synced`], giving up at `deadline` (`None`: it passed first).
+pub async fn store_synced_before<K>(
+    store: &kube::runtime::reflector::Store<K>,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<bool>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
     loop {
-        let attempt = tokio::time::timeout(
-            std::time::Duration::from_millis(200),
-            store.wait_until_ready(),
-        );
-        if let Ok(result) = attempt.await {
-            return result.is_ok();
+        let next = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
+        let until = deadline.map_or(next, |d| d.min(next));
+        if let Ok(result) = tokio::time::timeout_at(until, store.wait_until_ready()).await {
+            return Some(result.is_ok());
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return None;
         }
     }
 }
