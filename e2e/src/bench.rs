@@ -742,6 +742,39 @@ async fn phases(
     }))
 }
 
+/// A `Synced` event about the SyncSecret `namespace/name`, as a
+/// controller writes one, reported by `syncsecret-bench/<by>`.
+fn synced_event(
+    name: &str,
+    namespace: &str,
+    uid: Option<String>,
+    by: &str,
+) -> k8s_openapi::api::events::v1::Event {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    k8s_openapi::api::events::v1::Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}.synced")),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+        action: Some("Sync".into()),
+        reason: Some("Synced".into()),
+        note: Some("synced".into()),
+        type_: Some("Normal".into()),
+        reporting_controller: Some(format!("syncsecret-bench/{by}")),
+        reporting_instance: Some("bench".into()),
+        regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("kubelb.k8c.io/v1alpha1".into()),
+            kind: Some("SyncSecret".into()),
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            uid,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A floor's copy of object `name`, named `floor_name`, with the origin
 /// labels.
 fn floor_copy(name: &str, floor_name: &str) -> SyncSecret {
@@ -857,7 +890,6 @@ async fn contract_floor(
     cfg: &Config,
 ) -> Result<Value, HarnessError> {
     use k8s_openapi::api::events::v1::Event;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
     use syncsecret_api::contract::FINALIZER;
     let n = items.len();
     let name_of = |name: &str| format!("cfloor-{name}");
@@ -902,28 +934,12 @@ async fn contract_floor(
             tenant
                 .patch_status(&cname, &merge, &Patch::Merge(&synced))
                 .await?;
-            let event = Event {
-                metadata: ObjectMeta {
-                    name: Some(format!("{cname}.synced")),
-                    ..Default::default()
-                },
-                event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-                action: Some("Sync".into()),
-                reason: Some("Synced".into()),
-                note: Some("synced".into()),
-                type_: Some("Normal".into()),
-                reporting_controller: Some("syncsecret-bench/contract-floor".into()),
-                reporting_instance: Some("bench".into()),
-                regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
-                    api_version: Some("kubelb.k8c.io/v1alpha1".into()),
-                    kind: Some("SyncSecret".into()),
-                    name: Some(cname.clone()),
-                    namespace: Some(NAMESPACE.into()),
-                    uid: created.metadata.uid.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
+            let event = synced_event(
+                &cname,
+                NAMESPACE,
+                created.metadata.uid.clone(),
+                "contract-floor",
+            );
             events.create(&PostParams::default(), &event).await?;
             Ok(())
         }
@@ -1101,29 +1117,7 @@ impl Requester {
                     .await?;
             }
             RequestKind::EventPost => {
-                use k8s_openapi::api::events::v1::Event;
-                use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-                let event = Event {
-                    metadata: ObjectMeta {
-                        name: Some(format!("{name}.synced")),
-                        ..Default::default()
-                    },
-                    event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-                    action: Some("Sync".into()),
-                    reason: Some("Synced".into()),
-                    note: Some("synced".into()),
-                    type_: Some("Normal".into()),
-                    reporting_controller: Some("syncsecret-bench/request-costs".into()),
-                    reporting_instance: Some("bench".into()),
-                    regarding: Some(k8s_openapi::api::core::v1::ObjectReference {
-                        api_version: Some("kubelb.k8c.io/v1alpha1".into()),
-                        kind: Some("SyncSecret".into()),
-                        name: Some(name.clone()),
-                        namespace: Some("default".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
+                let event = synced_event(&name, "default", None, "request-costs");
                 self.events.create(&PostParams::default(), &event).await?;
             }
         }

@@ -267,27 +267,34 @@ async fn request_costs(flags: &Flags, header: &Value, n: usize) -> ExitCode {
             api + etcd
         ));
     }
-    let m = &header["machine"];
-    let v = &header["versions"];
     let table = format!(
         "\n### {date}: API server CPU per request (commit {commit})\n\n\
-         Machine: {cores} cores, {mem:.1} GiB, {cpu}. Kubernetes {k8s}, etcd {etcd}. \
+         {machine}. \
          {n} requests of each kind, {conc} at a time, on a management cluster with none of our controllers; \
          CPU milliseconds per request from /proc, less what the two spend idle in the same time. Written by `syncsecret-bench --request-costs {n}`.\n\n\
          | request (1 KiB of data) | kube-apiserver ms | etcd ms | together ms |\n\
          |---|---|---|---|\n{rows}",
         commit = header["commit"].as_str().unwrap_or_default(),
-        cores = m["cores"],
-        mem = m["memory_gib"].as_f64().unwrap_or(0.0),
-        cpu = m["cpu"].as_str().unwrap_or_default(),
-        k8s = v["kubernetes"].as_str().unwrap_or_default(),
-        etcd = v["etcd"].as_str().unwrap_or_default(),
+        machine = machine_line(header),
         conc = flags.concurrency,
     );
     match append_to_benchmarks(&table) {
         Ok(()) => ExitCode::SUCCESS,
         Err(()) => ExitCode::FAILURE,
     }
+}
+
+/// "Machine: ... Kubernetes ..., etcd ..." of a run's header.
+fn machine_line(header: &Value) -> String {
+    let (m, v) = (&header["machine"], &header["versions"]);
+    format!(
+        "Machine: {} cores, {:.1} GiB, {}. Kubernetes {}, etcd {}",
+        m["cores"],
+        m["memory_gib"].as_f64().unwrap_or(0.0),
+        m["cpu"].as_str().unwrap_or_default(),
+        v["kubernetes"].as_str().unwrap_or_default(),
+        v["etcd"].as_str().unwrap_or_default(),
+    )
 }
 
 /// Appends `table` to docs/benchmarks.md; says what it did either way.
@@ -377,11 +384,9 @@ async fn main() -> ExitCode {
         }
     }
     if !flags.no_table && !rows.is_empty() {
-        let m = &header["machine"];
-        let v = &header["versions"];
         let table = format!(
             "\n### {date}: {label} (commit {commit})\n\n\
-             Machine: {cores} cores, {mem:.1} GiB, {cpu}. Kubernetes {k8s}, etcd {etcd}, {rustc}. \
+             {machine}, {rustc}. \
              Loader concurrency {conc}; {updates} paced updates every {pace} ms. Written by `make bench`.\n\n\
              | objects | tenants | converge s | floor s | ratio | contract floor s | ratio | delete s | floor delete s | contract floor delete s | latency p50 / p90 / p99 / max ms | writes after restart | peak RSS / CPU | API requests per object |\n\
              |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}{cpu_table}",
@@ -400,12 +405,8 @@ async fn main() -> ExitCode {
             },
             label = header["label"].as_str().unwrap_or_default(),
             commit = header["commit"].as_str().unwrap_or_default(),
-            cores = m["cores"],
-            mem = m["memory_gib"].as_f64().unwrap_or(0.0),
-            cpu = m["cpu"].as_str().unwrap_or_default(),
-            k8s = v["kubernetes"].as_str().unwrap_or_default(),
-            etcd = v["etcd"].as_str().unwrap_or_default(),
-            rustc = v["rustc"].as_str().unwrap_or_default(),
+            machine = machine_line(&header),
+            rustc = header["versions"]["rustc"].as_str().unwrap_or_default(),
             conc = flags.concurrency,
             updates = flags.updates,
             pace = flags.pace_ms,
