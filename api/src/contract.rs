@@ -54,6 +54,35 @@ pub fn tenant_namespace(cluster_name: &str) -> String {
     }
 }
 
+/// Namespaces of the management cluster that are never a tenant's,
+/// whatever the prefix: the manager would write Secrets there for whoever
+/// may write copies there.
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Why `prefix` cannot mark tenant namespaces, if it cannot: empty (every
+/// namespace would be a tenant's), or one that makes a system namespace or
+/// the manager's own (`manager_namespace`) a tenant's.
+pub fn check_tenant_prefix(prefix: &str, manager_namespace: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Err(
+            "the tenant namespace prefix is empty: every namespace, kube-system included, would be a tenant's"
+                .to_owned(),
+        );
+    }
+    match SYSTEM_NAMESPACES
+        .iter()
+        .copied()
+        .chain([manager_namespace])
+        .find(|ns| ns.starts_with(prefix))
+    {
+        Some(ns) => Err(format!(
+            "the tenant namespace prefix {prefix:?} makes namespace {ns} a tenant's; choose one no system namespace starts with (KubeLB's is \"tenant-\")"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The name of the management copy of a tenant SyncSecret: the tenant
 /// object's UID, unique across all namespaces of one tenant cluster. `None`
 /// for an object that has not been stored yet.
@@ -64,6 +93,26 @@ pub fn copy_name(tenant_object: &impl ResourceExt) -> Option<String> {
 /// The name of the Secret the manager makes from a copy: the copy's UID.
 pub fn secret_name(copy: &impl ResourceExt) -> Option<String> {
     copy.uid()
+}
+
+#[cfg(test)]
+mod prefix {
+    use super::*;
+
+    #[test]
+    fn a_prefix_that_covers_a_system_or_the_managers_namespace_is_refused() {
+        assert!(check_tenant_prefix("tenant-", "kubelb").is_ok());
+        for (prefix, names) in [
+            ("", "empty"),
+            ("kube-", "kube-system"),
+            ("k", "kube-system"),
+            ("def", "default"),
+            ("kubelb", "kubelb"),
+        ] {
+            let e = check_tenant_prefix(prefix, "kubelb").unwrap_err();
+            assert!(e.contains(names), "{prefix:?}: {e}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 pub mod certificate;
 pub mod contract;
 pub mod crd;
+pub mod decode;
 pub mod desired;
 pub mod manifests;
 pub mod monitoring;

@@ -66,6 +66,7 @@ where
         .flatten()
         .map(|c| Condition {
             observed_generation: origin_generation,
+            message: for_tenant(&c.message),
             ..c.clone()
         })
         .collect();
@@ -74,6 +75,54 @@ where
         phase: Some(status.phase?),
         conditions: Some(conditions),
     })
+}
+
+/// The most of a management-side message a tenant object shows.
+pub const MAX_MIRRORED_MESSAGE: usize = 1024;
+
+/// What the tenant may read of a management-side message: at most
+/// [`MAX_MIRRORED_MESSAGE`] bytes, and no management identity (the API
+/// server's `forbidden` names the user it refused, which tells a tenant
+/// whom to impersonate or phish): `User "…"` and service account names
+/// are replaced by what they stand for.
+pub fn for_tenant(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_MIRRORED_MESSAGE));
+    let mut rest = message;
+    while let Some(at) = rest.find("User \"") {
+        out.push_str(&rest[..at]);
+        out.push_str("User \"(a management identity)\"");
+        let after = &rest[at + "User \"".len()..];
+        rest = after.find('"').map_or("", |end| &after[end + 1..]);
+    }
+    out.push_str(rest);
+    let mut out = hide_service_accounts(&out);
+    if out.len() > MAX_MIRRORED_MESSAGE {
+        let mut cut = MAX_MIRRORED_MESSAGE - '…'.len_utf8();
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+/// `system:serviceaccount:<namespace>:<name>` replaced, wherever it stands.
+fn hide_service_accounts(text: &str) -> String {
+    const PREFIX: &str = "system:serviceaccount:";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(PREFIX) {
+        out.push_str(&rest[..at]);
+        out.push_str("(a management service account)");
+        let after = &rest[at + PREFIX.len()..];
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':')))
+            .unwrap_or(after.len());
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// What a new tenant object shows until the manager has judged its copy.
@@ -176,6 +225,29 @@ pub fn with_condition(
         status.conditions.get_or_insert_default().push(c);
     }
     status
+}
+
+#[cfg(test)]
+mod mirrored_text {
+    use super::*;
+
+    #[test]
+    fn a_mirrored_message_names_no_management_identity_and_is_capped() {
+        let forbidden = r#"secrets "x" is forbidden: User "system:serviceaccount:kubelb:syncsecret-manager" cannot create resource "secrets" in API group "" in the namespace "tenant-a""#;
+        let shown = for_tenant(forbidden);
+        assert_eq!(
+            shown,
+            r#"secrets "x" is forbidden: User "(a management identity)" cannot create resource "secrets" in API group "" in the namespace "tenant-a""#
+        );
+        assert_eq!(
+            for_tenant("as system:serviceaccount:kubelb:mgr, then"),
+            "as (a management service account), then"
+        );
+        let long = "é".repeat(2000);
+        let capped = for_tenant(&long);
+        assert!(capped.len() <= MAX_MIRRORED_MESSAGE && capped.ends_with('…'));
+        assert_eq!(for_tenant("Secret a/b is in sync"), "Secret a/b is in sync");
+    }
 }
 
 #[cfg(test)]

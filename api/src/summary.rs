@@ -43,6 +43,7 @@ use crate::contract::{
     ANNOTATION_ORIGIN_GENERATION, FIELD_MANAGER_CCM, FIELD_MANAGER_MANAGER, LABEL_MANAGED_BY,
     LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
 };
+use crate::decode::{Lenient, Undecodable};
 use crate::payload::{Payload, PayloadDigest};
 use crate::v1alpha1::{SyncSecret, SyncSecretStatus};
 
@@ -68,6 +69,9 @@ pub struct Summary<K> {
     /// The notAfter of its `tls.crt`, for a `kubernetes.io/tls` SyncSecret
     /// ([`read_not_after`]); a Secret's is not read.
     pub certificate: Option<Result<i64, String>>,
+    /// Why the object could not be read as `K` (`None` when it could):
+    /// then only its metadata is known, and its payload digest is empty.
+    undecodable: Option<Box<str>>,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -107,8 +111,22 @@ impl<K> Summary<K> {
             payload,
             status,
             certificate: None,
+            undecodable: None,
             kind: PhantomData,
         }
+    }
+
+    /// The summary of an object that could not be read as `K`.
+    pub fn undecodable(u: Undecodable) -> Self {
+        let mut summary = Self::new(u.metadata, PayloadDigest::default(), None);
+        summary.undecodable = Some(u.reason.into_boxed_str());
+        summary
+    }
+
+    /// Why the object could not be read as `K`, if it could not: which
+    /// field, and what it should have been (never its value).
+    pub fn unreadable(&self) -> Option<&str> {
+        self.undecodable.as_deref()
     }
 
     /// The object's labels. (An inherent method: it is what
@@ -358,6 +376,7 @@ impl<K> Clone for Summary<K> {
             certificate: self.certificate.clone(),
             payload: self.payload.clone(),
             status: self.status.clone(),
+            undecodable: self.undecodable.clone(),
             kind: PhantomData,
         }
     }
@@ -374,13 +393,20 @@ impl<K: kube::Resource<DynamicType = ()>> std::fmt::Debug for Summary<K> {
             .field("applied_by", &self.applied)
             .field("payload", &self.payload)
             .field("status", &self.status)
+            .field("undecodable", &self.undecodable)
             .finish()
     }
 }
 
+/// Read leniently ([`Lenient`]): an object that is not a valid `K` is
+/// summarized as [`Summary::undecodable`], so that it never fails the list
+/// or watch page it came in.
 impl<'de, K: Summarize> Deserialize<'de> for Summary<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        K::deserialize(deserializer).map(K::summary)
+        Lenient::<K>::deserialize(deserializer).map(|read| match read {
+            Lenient::Decoded(object) => object.summary(),
+            Lenient::Undecodable(u) => Summary::undecodable(*u),
+        })
     }
 }
 

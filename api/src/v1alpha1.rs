@@ -49,8 +49,14 @@ pub struct SyncSecret {
     )]
     pub type_: Option<String>,
 
-    /// Base64-encoded values by key, as `corev1.Secret.data`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Base64-encoded values by key, as `corev1.Secret.data`. Read as Go
+    /// reads them ([`crate::decode::decode_base64`]): the API server
+    /// stored what Go accepts.
+    #[serde(
+        default,
+        deserialize_with = "crate::decode::base64_map",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(schema_with = "crate::validation::data_schema")]
     pub data: Option<BTreeMap<String, ByteString>>,
 

@@ -138,13 +138,42 @@ pub fn root_rules() -> Value {
 /// checks the same alphabet without that conversion.
 pub const BASE64_PATTERN: &str = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
 
+/// CEL on one `data` value: base64 as an encoder writes it. The pattern
+/// lets through a last character before the padding with leftover bits
+/// set (`QR==`), which Go's decoder (the API server's) accepts and strict
+/// decoders refuse: one value, two meanings. Only the value's last three
+/// characters are read, with `charAt`, which CEL prices at a constant:
+/// `endsWith`, `substring` and `matches` are priced by the value's
+/// largest possible size and exceed the CRD's budget.
+pub fn canonical_base64_rule() -> Value {
+    let quoted = |chars: &str| {
+        chars
+            .chars()
+            .map(|c| format!("'{c}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    rule(
+        &format!(
+            "size(self) < 4 || self.charAt(size(self) - 1) != '=' || (self.charAt(size(self) - 2) == '=' ? self.charAt(size(self) - 3) in [{}] : self.charAt(size(self) - 2) in [{}])",
+            quoted("AQgw"),
+            quoted("AEIMQUYcgkosw048")
+        ),
+        "data values must be base64 exactly as an encoder writes it: the character before the padding '=' has bits set past the end of the data, which decoders read differently; encode the value again (e.g. base64 -w0)",
+    )
+}
+
 /// `data`: base64 values, valid keys.
 pub fn data_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "description": "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string.",
         "type": "object",
         "maxProperties": MAX_ENTRIES,
-        "additionalProperties": { "type": "string", "pattern": BASE64_PATTERN },
+        "additionalProperties": {
+            "type": "string",
+            "pattern": BASE64_PATTERN,
+            "x-kubernetes-validations": [canonical_base64_rule()],
+        },
         "x-kubernetes-validations": [key_rule("data")],
     })
 }

@@ -39,6 +39,20 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The tenant object cannot be read as a SyncSecret (a shape the CRD in
+    /// the tenant cluster lets through); nothing was written for it, and
+    /// a copy made of an earlier version is kept.
+    #[error(
+        "{namespace}/{name} cannot be read as a SyncSecret: {reason}; nothing was synced from it: fix it or delete it"
+    )]
+    Undecodable {
+        /// Tenant namespace.
+        namespace: String,
+        /// Tenant name.
+        name: String,
+        /// Which field, and what it should be (never its value).
+        reason: String,
+    },
     /// Reading or deleting the copy in the management cluster failed.
     #[error("deleting copy {namespace}/{name} in the management cluster: {}", explain(.source))]
     DeleteCopy {
@@ -81,6 +95,18 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Releasing our finalizer from a Secret no longer labelled for
+    /// syncing failed.
+    #[error("releasing the finalizer of Secret {namespace}/{name}, no longer labelled for syncing: {}", explain(.source))]
+    ReleaseSecret {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
     /// Deleting the SyncSecret of a deleted Secret failed.
     #[error("deleting SyncSecret {namespace}/{name} of a deleted Secret: {}", explain(.source))]
     DeleteSyncSecret {
@@ -102,12 +128,14 @@ impl Error {
             Self::NotStored => "NotStored",
             Self::Finalizer(e) => e.category(),
             Self::ReadObject { .. } => "ReadFailed",
+            Self::Undecodable { .. } => "Undecodable",
             Self::ApplyCopy { .. } => "ApplyCopyFailed",
             Self::DeleteCopy { .. } => "DeleteCopyFailed",
             Self::CopyTerminating { .. } => "WaitingForCopyDeletion",
             Self::PatchStatus { .. } => "PatchStatusFailed",
             Self::ApplySyncSecret { .. } => "ApplySyncSecretFailed",
             Self::DeleteSyncSecret { .. } => "DeleteSyncSecretFailed",
+            Self::ReleaseSecret { .. } => "ReleaseSecretFailed",
         }
     }
 

@@ -14,7 +14,7 @@ mod synchronizer;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -24,7 +24,7 @@ use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::{
     FIELD_MANAGER_CCM, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, MANAGED_BY_KUBELB, tenant_namespace,
 };
-use syncsecret_api::runtime::backoff::Backoffs;
+use syncsecret_api::runtime::backoff::{Backoffs, WatchBackoff};
 use syncsecret_api::runtime::cache;
 use syncsecret_api::runtime::client;
 use syncsecret_api::runtime::events::Events;
@@ -240,6 +240,13 @@ impl Setup {
         ) {
             tracing::warn!(error = %e, "cannot export the phase gauge");
         }
+        for (cluster, store) in [("tenant", &tenant_objects), ("management", &copies)] {
+            if let Err(e) =
+                gauges::register_undecodable(METRICS_PREFIX, cluster, store.clone(), &self.registry)
+            {
+                tracing::warn!(error = %e, "cannot export the undecodable-objects gauge");
+            }
+        }
 
         let ctx = Arc::new(Context {
             tenant: self.tenant.clone(),
@@ -263,17 +270,40 @@ impl Setup {
         let health = self.health.clone();
         let mut secrets_store = None;
         let mut synchronizer = None;
+        let mut releases = None;
         if self.synchronizer {
             let secrets: Api<Secret> = Api::all(self.tenant.clone());
             let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_KUBELB}");
             let watch = || cache::tuned(watcher::Config::default());
-            let c = Controller::new(secrets, watch().labels(&selector))
+            // The labelled Secrets' watch, built here rather than by the
+            // controller, so that a Secret that leaves it (its label taken
+            // off: the API server tells that as a deletion) is released.
+            let (store, writer) = reflector::store();
+            let (left, mut gone) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+            let labelled = watcher(secrets, watch().labels(&selector))
+                .backoff(WatchBackoff::default())
+                .reflect(writer)
+                .inspect_ok(move |event| {
+                    if let watcher::Event::Delete(s) = event {
+                        let _ = left.send((s.namespace().unwrap_or_default(), s.name_any()));
+                    }
+                })
+                .applied_objects();
+            let c = Controller::for_stream(labelled, store.clone())
                 .with_config(config)
                 .watches(tenant_api, watch(), |ss| {
                     Some(ObjectRef::new(&ss.name_any()).within(&ss.namespace()?))
                 })
                 .graceful_shutdown_on(shutdown.clone().requested());
-            secrets_store = Some(c.store());
+            secrets_store = Some(store);
+            let release_ctx = ctx.clone();
+            releases = Some(Scoped::spawn(async move {
+                while let Some((namespace, name)) = gone.recv().await {
+                    if let Err(e) = synchronizer::release(&release_ctx, &namespace, &name).await {
+                        tracing::warn!(%namespace, %name, reason = e.category(), "{e}; the next sweep tries again");
+                    }
+                }
+            }));
             synchronizer = Some(
                 c.run(
                     synchronizer::reconcile,
@@ -289,10 +319,18 @@ impl Setup {
         let sweeper = {
             let ctx = ctx.clone();
             let (tenant_objects, copies) = (tenant_objects.clone(), copies.clone());
+            let (labelled, listed) = (secrets_store.clone(), secrets_store.clone());
             Scoped::spawn(sweep_periodically(
-                async move { store_synced(&tenant_objects).await && store_synced(&copies).await },
+                async move {
+                    store_synced(&tenant_objects).await
+                        && store_synced(&copies).await
+                        && match &listed {
+                            Some(s) => store_synced(s).await,
+                            None => true,
+                        }
+                },
                 self.sweep_period,
-                move || sweep::orphans(ctx.clone()),
+                move || sweep::orphans(ctx.clone(), labelled.clone()),
             ))
         };
         let readiness = Scoped::spawn(async move {
@@ -315,7 +353,7 @@ impl Setup {
             }
             None => main.await,
         }
-        drop((readiness, sweeper));
+        drop((readiness, sweeper, releases));
     }
 }
 

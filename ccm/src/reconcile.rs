@@ -11,6 +11,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event as Finalizer;
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
+use syncsecret_api::decode::Lenient;
 use syncsecret_api::desired::{copy_needs_write, desired_copy, desired_copy_metadata};
 use syncsecret_api::runtime::cache;
 use syncsecret_api::runtime::metrics::ReconcileResult;
@@ -18,7 +19,7 @@ use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer::write_status;
 use syncsecret_api::status::{mirrored, pending, phase, status};
-use syncsecret_api::summary::{Summarize, Summary};
+use syncsecret_api::summary::Summary;
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 
 use crate::{Context, Error};
@@ -109,9 +110,15 @@ const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 /// would be, the payload's digest); the tenant object is read whole only to
 /// write it.
 async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error> {
+    if let Some(reason) = obj.unreadable() {
+        return Err(undecodable(obj, reason));
+    }
     let desired = desired_copy_metadata(obj, &ctx.tenant_namespace).ok_or(Error::NotStored)?;
     let copy = copy_name(obj).ok_or(Error::NotStored)?;
-    let api: Api<SyncSecret> = Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
+    // Copies are read as summaries: the tenant's identity may have written
+    // one in any shape the CRD lets through.
+    let api: Api<Summary<SyncSecret>> =
+        Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
     let apply_err = |source| Error::ApplyCopy {
         namespace: ctx.tenant_namespace.clone(),
         name: copy.clone(),
@@ -126,11 +133,7 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
         // management cluster slow or unreachable since the start) is never
         // taken for an absent copy: a restart must not rewrite what is
         // already there.
-        Cached::Unknown => api
-            .get_opt(&copy)
-            .await
-            .map_err(apply_err)?
-            .map(|c| Arc::new(c.summary())),
+        Cached::Unknown => api.get_opt(&copy).await.map_err(apply_err)?.map(Arc::new),
     };
     if live
         .as_ref()
@@ -221,14 +224,25 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
 /// The tenant object as stored now (see `cache::whole`).
 async fn read_whole(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Option<SyncSecret>, Error> {
     let namespace = obj.namespace().unwrap_or_default();
-    let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
-    cache::whole(&api, obj)
-        .await
-        .map_err(|source| Error::ReadObject {
+    let api: Api<Lenient<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
+    match cache::whole(&api, obj).await {
+        Ok(Some(Lenient::Decoded(whole))) => Ok(Some(whole)),
+        Ok(Some(Lenient::Undecodable(u))) => Err(undecodable(obj, &u.reason)),
+        Ok(None) => Ok(None),
+        Err(source) => Err(Error::ReadObject {
             namespace,
             name: obj.name_any(),
             source,
-        })
+        }),
+    }
+}
+
+fn undecodable(obj: &Summary<SyncSecret>, reason: &str) -> Error {
+    Error::Undecodable {
+        namespace: obj.namespace().unwrap_or_default(),
+        name: obj.name_any(),
+        reason: reason.to_owned(),
+    }
 }
 
 /// How long a new object may wait for the manager's verdict before its
@@ -309,7 +323,8 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
     let Some(copy) = copy_name(obj) else {
         return Ok(Action::await_change());
     };
-    let api: Api<SyncSecret> = Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
+    let api: Api<Summary<SyncSecret>> =
+        Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
     let err = |source| Error::DeleteCopy {
         namespace: ctx.tenant_namespace.clone(),
         name: copy.clone(),
@@ -327,11 +342,7 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
         // keeps stale would leave the tenant object Terminating with
         // nothing saying why. A cache that has not finished listing is
         // waited for first (`LIST_WAIT` at most), then asked too.
-        Cached::Stale | Cached::Unknown => api
-            .get_opt(&copy)
-            .await
-            .map_err(err)?
-            .map(|c| Arc::new(c.summary())),
+        Cached::Stale | Cached::Unknown => api.get_opt(&copy).await.map_err(err)?.map(Arc::new),
     };
     match &live {
         None => {

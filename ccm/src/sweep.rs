@@ -5,18 +5,27 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::DeleteParams;
-use kube::runtime::reflector::ObjectRef;
-use kube::{Api, ResourceExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::FIELD_MANAGER_CCM;
 use syncsecret_api::runtime::explain;
+use syncsecret_api::runtime::reconcile::backoff_key;
+use syncsecret_api::summary::{Labelled, Summary};
 use syncsecret_api::sweep::orphaned_copies;
 
-use crate::Context;
+use crate::{Context, synchronizer};
 
-/// One sweep; failures are logged and left for the next one.
-pub async fn orphans(ctx: Arc<Context>) {
+/// One sweep; failures are logged and left for the next one. With the
+/// Secret synchronizer on (`labelled`: the Secrets it syncs), SyncSecrets
+/// it made whose Secret is no longer labelled are released too.
+pub async fn orphans(ctx: Arc<Context>, labelled: Option<Store<Secret>>) {
+    forget_gone(&ctx, labelled.as_ref());
+    if let Some(labelled) = labelled {
+        unlabelled(&ctx, &labelled).await;
+    }
     ctx.metrics.sweeping("syncsecrets");
     let copies = ctx.copies.state();
     let tenant_uid = |namespace: &str, name: &str| {
@@ -29,7 +38,8 @@ pub async fn orphans(ctx: Arc<Context>) {
         tenant_uid,
         FIELD_MANAGER_CCM,
     );
-    let api: Api<SyncSecret> = Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
+    let api: Api<Summary<SyncSecret>> =
+        Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
     for name in orphans {
         if ctx.metrics.hold(
             "syncsecrets",
@@ -50,5 +60,52 @@ pub async fn orphans(ctx: Arc<Context>) {
                 tracing::warn!(namespace = %ctx.tenant_namespace, %name, "cannot delete orphaned copy: {}", explain(&e))
             }
         }
+    }
+}
+
+/// SyncSecrets the synchronizer made (our field manager applied them)
+/// whose Secret is not among the labelled ones: the label was taken off
+/// while the ccm was down or its watch was away.
+async fn unlabelled(ctx: &Context, labelled: &Store<Secret>) {
+    let made: Vec<(String, String)> = ctx
+        .tenant_objects
+        .state()
+        .iter()
+        .filter(|o| o.made_by(FIELD_MANAGER_CCM) && o.meta().deletion_timestamp.is_none())
+        .filter_map(|o| Some((o.namespace()?, o.name_any())))
+        .filter(|(namespace, name)| {
+            labelled
+                .get(&ObjectRef::new(name).within(namespace))
+                .is_none()
+        })
+        .collect();
+    for (namespace, name) in made {
+        if let Err(e) = synchronizer::release(ctx, &namespace, &name).await {
+            tracing::warn!(%namespace, %name, reason = e.category(), "{e}");
+        }
+    }
+}
+
+/// Forgets what the ccm keeps per object (backoffs, announced waits) for
+/// objects no longer cached: a deleted object's entries would otherwise
+/// stay for good.
+fn forget_gone(ctx: &Context, labelled: Option<&Store<Secret>>) {
+    let tenant_objects = ctx.tenant_objects.state();
+    let mut live: std::collections::HashSet<String> = tenant_objects
+        .iter()
+        .map(|o| backoff_key(o.as_ref()))
+        .collect();
+    live.extend(
+        labelled
+            .map(Store::state)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| backoff_key(s.as_ref())),
+    );
+    ctx.backoffs.retain(|k| live.contains(k));
+    let uids: std::collections::HashSet<String> =
+        tenant_objects.iter().filter_map(|o| o.uid()).collect();
+    if let Ok(mut waits) = ctx.announced_waits.lock() {
+        waits.retain(|uid| uids.contains(uid));
     }
 }

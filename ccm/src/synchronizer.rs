@@ -13,13 +13,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
 use syncsecret_api::SyncSecret;
-use syncsecret_api::contract::FIELD_MANAGER_CCM;
+use syncsecret_api::contract::{FIELD_MANAGER_CCM, FINALIZER, LABEL_MANAGED_BY, MANAGED_BY_KUBELB};
 use syncsecret_api::desired::{desired_sync_secret_from_secret, metadata_differs};
 use syncsecret_api::payload::Payload;
 use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
-use syncsecret_api::summary::Summarize;
+use syncsecret_api::summary::{Labelled, Summary};
 
 use crate::{Context, Error};
 
@@ -71,7 +72,7 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
     let desired = desired_sync_secret_from_secret(secret).ok_or(Error::NotStored)?;
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
-    let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
+    let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
     let key = ObjectRef::new(&name).within(&namespace);
     let live = match ctx
         .recent_tenant
@@ -93,7 +94,7 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
                 name: name.clone(),
                 source,
             })?
-            .map(|o| Arc::new(o.summary())),
+            .map(Arc::new),
     };
     let digest = Payload::of_sync_secret(&desired).digested();
     if let Some(live) = &live
@@ -143,7 +144,7 @@ async fn cleanup(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
     {
         return Ok(Action::await_change());
     }
-    let api: Api<SyncSecret> = Api::namespaced(ctx.tenant.clone(), &namespace);
+    let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
     match api.delete(&name, &DeleteParams::default()).await {
         Ok(_) => {
             ctx.metrics.wrote("syncsecrets", "delete");
@@ -154,6 +155,111 @@ async fn cleanup(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
         Err(source) => Err(Error::DeleteSyncSecret {
             namespace,
             name,
+            source,
+        }),
+    }
+}
+
+/// A Secret that left the synchronizer's watch without being deleted (its
+/// `kubelb.k8c.io/managed-by` label taken off or changed) is no longer
+/// ours to sync: the SyncSecret we made from it is deleted (its copy and
+/// management Secret go with it) and our finalizer released, so that
+/// deleting the Secret later does not hang. Also called by the sweep for
+/// every SyncSecret we made whose Secret is not among the labelled ones
+/// (a label taken off while the ccm was down, or during a relist).
+pub async fn release(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.tenant.clone(), namespace);
+    let read_err = |source| Error::ReadObject {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        source,
+    };
+    let secret = secrets.get_metadata_opt(name).await.map_err(read_err)?;
+    if secret.as_ref().is_some_and(|s| synchronized(s.labels())) {
+        // Labelled again meanwhile: the controller has it.
+        return Ok(());
+    }
+    delete_made_sync_secret(ctx, namespace, name).await?;
+    let Some(secret) = secret else {
+        return Ok(());
+    };
+    let finalizers = secret.finalizers();
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    if ctx
+        .metrics
+        .hold("secrets", "patch", namespace, name, &[FINALIZER.to_owned()])
+    {
+        return Ok(());
+    }
+    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
+    // The resourceVersion makes this an update of exactly what was read:
+    // a concurrent change fails it (409) and the next event or sweep
+    // looks again.
+    let patch =
+        json!({"metadata": {"finalizers": rest, "resourceVersion": secret.resource_version()}});
+    secrets
+        .patch_metadata(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::ReleaseSecret {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            source,
+        })?;
+    ctx.metrics.wrote("secrets", "patch");
+    tracing::info!(%namespace, %name, "Secret no longer labelled for syncing: its SyncSecret deleted, finalizer released");
+    Ok(())
+}
+
+/// Whether a Secret's labels ask for it to be synced.
+pub fn synchronized(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY_KUBELB)
+}
+
+/// Deletes the SyncSecret `namespace/name` if the synchronizer made it
+/// (our field manager applied it): one a user made by hand is theirs.
+async fn delete_made_sync_secret(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let key = ObjectRef::new(name).within(namespace);
+    let made = match ctx
+        .recent_tenant
+        .lookup_listed(&ctx.tenant_objects, &key, recent::LIST_WAIT)
+        .await
+    {
+        Cached::Known(live) => live.is_some_and(|l| l.made_by(FIELD_MANAGER_CCM)),
+        // Not listed yet, or our own write not shown yet: read it.
+        Cached::Stale | Cached::Unknown => {
+            let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), namespace);
+            api.get_opt(name)
+                .await
+                .map_err(|source| Error::ReadObject {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    source,
+                })?
+                .is_some_and(|l| l.made_by(FIELD_MANAGER_CCM))
+        }
+    };
+    if !made {
+        return Ok(());
+    }
+    if ctx
+        .metrics
+        .hold("syncsecrets", "delete", namespace, name, &[])
+    {
+        return Ok(());
+    }
+    let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {
+            ctx.metrics.wrote("syncsecrets", "delete");
+            tracing::info!(%namespace, %name, "SyncSecret deleted: its Secret is no longer labelled for syncing");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(Error::DeleteSyncSecret {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
             source,
         }),
     }

@@ -154,6 +154,18 @@ async fn samples_are_accepted_and_bad_syncsecrets_rejected_with_their_message() 
             "data.k in body should match".into(),
         ),
         (
+            // Leftover bits in the last character: Go's decoder reads "A",
+            // a strict one refuses it (issue 18).
+            "non-canonical-base64",
+            json!({"data": {"k": "QR=="}}),
+            "data values must be base64 exactly as an encoder writes it".into(),
+        ),
+        (
+            "non-canonical-base64-one-pad",
+            json!({"data": {"k": "QUJ="}}),
+            "data values must be base64 exactly as an encoder writes it".into(),
+        ),
+        (
             "too-many-keys",
             json!({"data": many}),
             "must have at most 4096 items".into(),

@@ -47,6 +47,22 @@ impl Certificates {
         })
     }
 
+    /// Forgets the certificates of every object `keep` says no to (copies
+    /// gone without a cleanup we saw), refreshing their namespaces' gauges.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<(String, String)> = match self.by_object.lock() {
+            Ok(by_object) => by_object
+                .iter()
+                .filter(|(k, _)| !keep(k))
+                .map(|(k, (ns, ..))| (k.clone(), ns.clone()))
+                .collect(),
+            Err(_) => return,
+        };
+        for (key, namespace) in gone {
+            self.observe(&namespace, &key, None);
+        }
+    }
+
     /// Records the certificate of object `key` in `namespace` (`None`: it has
     /// none, or is gone) and refreshes that namespace's gauges.
     pub fn observe(&self, namespace: &str, key: &str, info: Option<&CertInfo>) {

@@ -13,6 +13,14 @@ pub enum Error {
     /// Adding or removing the cleanup finalizer failed.
     #[error(transparent)]
     Finalizer(#[from] FinalizerError),
+    /// A flag's value is refused (before any cluster is touched).
+    #[error("{flag}: {why}")]
+    Flag {
+        /// The flag.
+        flag: &'static str,
+        /// Why, and what to do.
+        why: String,
+    },
     /// The copy has no UID or namespace yet.
     #[error("the copy has no UID yet")]
     NotStored,
@@ -27,6 +35,19 @@ pub enum Error {
         /// The API error.
         #[source]
         source: kube::Error,
+    },
+    /// The copy cannot be read as a SyncSecret (written by hand in a shape
+    /// the CRD lets through); nothing was written, its Secret is kept.
+    #[error(
+        "copy {namespace}/{name} cannot be read as a SyncSecret: {reason}; nothing was synced from it: fix it or delete it"
+    )]
+    Undecodable {
+        /// Namespace.
+        namespace: String,
+        /// Copy name.
+        name: String,
+        /// Which field, and what it should be (never its value).
+        reason: String,
     },
     /// Writing the Secret failed.
     #[error("applying Secret {namespace}/{name}: {}", explain(.source))]
@@ -85,9 +106,11 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Runtime(_) => "Runtime",
+            Self::Flag { .. } => "Flag",
             Self::NotStored => "NotStored",
             Self::Finalizer(e) => e.category(),
             Self::ReadCopy { .. } => "ReadCopyFailed",
+            Self::Undecodable { .. } => "Undecodable",
             Self::ApplySecret { .. } => "ApplySecretFailed",
             Self::DeleteSecret { .. } => "DeleteSecretFailed",
             Self::PatchStatus { .. } => "PatchStatusFailed",

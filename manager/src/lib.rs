@@ -87,6 +87,11 @@ pub struct Context {
 /// Touches no cluster until flags, listen addresses and kubeconfig are
 /// known good; then runs until SIGTERM.
 pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
+    syncsecret_api::contract::check_tenant_prefix(&flags.tenant_namespace_prefix, &flags.namespace)
+        .map_err(|why| Error::Flag {
+            flag: "--tenant-namespace-prefix",
+            why,
+        })?;
     let plumbing = Plumbing::new(&flags, METRICS_PREFIX, registry).await?;
     let client =
         client::from_flag_or_environment(flags.kubeconfig.as_deref(), "kubeconfig").await?;
@@ -194,6 +199,14 @@ impl Setup {
             &self.registry,
         ) {
             tracing::warn!(error = %e, "cannot export the phase gauge");
+        }
+        if let Err(e) = gauges::register_undecodable(
+            METRICS_PREFIX,
+            "management",
+            copies_store.clone(),
+            &self.registry,
+        ) {
+            tracing::warn!(error = %e, "cannot export the undecodable-objects gauge");
         }
         let ctx = Arc::new(Context {
             client: self.client.clone(),

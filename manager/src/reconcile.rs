@@ -13,6 +13,7 @@ use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME, secret_name};
+use syncsecret_api::decode::Lenient;
 use syncsecret_api::desired::{desired_secret, desired_secret_metadata, secret_needs_write};
 use syncsecret_api::payload::{Payload, PayloadDigest};
 use syncsecret_api::runtime::cache;
@@ -125,6 +126,9 @@ async fn write_status(
 /// would be, the copy's payload digest); the copy is read whole only to
 /// write its Secret.
 async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error> {
+    if let Some(reason) = copy.unreadable() {
+        return Err(undecodable(copy, reason));
+    }
     // The management side never trusts a tenant: type and size first.
     ctx.policy.check(&copy.payload.type_, copy.payload.size)?;
     let desired = desired_secret_metadata(copy, &ctx.policy).ok_or(Error::NotStored)?;
@@ -280,14 +284,25 @@ async fn read_whole(
     ctx: &Context,
 ) -> Result<Option<SyncSecret>, Error> {
     let namespace = copy.namespace().unwrap_or_default();
-    let api: Api<SyncSecret> = Api::namespaced(ctx.client.clone(), &namespace);
-    cache::whole(&api, copy)
-        .await
-        .map_err(|source| Error::ReadCopy {
+    let api: Api<Lenient<SyncSecret>> = Api::namespaced(ctx.client.clone(), &namespace);
+    match cache::whole(&api, copy).await {
+        Ok(Some(Lenient::Decoded(whole))) => Ok(Some(whole)),
+        Ok(Some(Lenient::Undecodable(u))) => Err(undecodable(copy, &u.reason)),
+        Ok(None) => Ok(None),
+        Err(source) => Err(Error::ReadCopy {
             namespace,
             name: copy.name_any(),
             source,
-        })
+        }),
+    }
+}
+
+fn undecodable(copy: &Summary<SyncSecret>, reason: &str) -> Error {
+    Error::Undecodable {
+        namespace: copy.namespace().unwrap_or_default(),
+        name: copy.name_any(),
+        reason: reason.to_owned(),
+    }
 }
 
 /// Deletes `live` (only that very object: a UID precondition) so that it
@@ -406,6 +421,9 @@ async fn cleanup(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Er
     let Some(name) = secret_name(copy) else {
         return Ok(Action::await_change());
     };
+    if let Ok(mut replaced) = ctx.replaced.lock() {
+        replaced.remove(&name);
+    }
     if ctx
         .metrics
         .hold("secrets", "delete", &namespace, &name, &[])

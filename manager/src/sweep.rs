@@ -10,14 +10,28 @@ use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
 use syncsecret_api::contract::FIELD_MANAGER_MANAGER;
 use syncsecret_api::runtime::explain;
+use syncsecret_api::runtime::reconcile::backoff_key;
 use syncsecret_api::sweep::orphaned_secrets;
 
 use crate::Context;
 
-/// One sweep; failures are logged and left for the next one.
+/// One sweep; failures are logged and left for the next one. Also forgets
+/// what the manager keeps per copy (backoff, replacement, certificate) for
+/// copies no longer cached.
 pub async fn orphans(ctx: Arc<Context>) {
     ctx.metrics.sweeping("secrets");
-    let copy_uids: HashSet<String> = ctx.copies.state().iter().filter_map(|c| c.uid()).collect();
+    let copies = ctx.copies.state();
+    let copy_uids: HashSet<String> = copies.iter().filter_map(|c| c.uid()).collect();
+    let copy_keys: HashSet<String> = copies.iter().map(|c| backoff_key(c.as_ref())).collect();
+    let cert_keys: HashSet<String> = copies
+        .iter()
+        .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()))
+        .collect();
+    ctx.backoffs.retain(|k| copy_keys.contains(k));
+    ctx.certificates.retain(|k| cert_keys.contains(k));
+    if let Ok(mut replaced) = ctx.replaced.lock() {
+        replaced.retain(|uid, _| copy_uids.contains(uid));
+    }
     let secrets = ctx.secrets.state();
     let orphans = orphaned_secrets(
         secrets.iter().map(AsRef::as_ref),

@@ -4,13 +4,14 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 
@@ -33,22 +34,49 @@ pub async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, R
         .map_err(|source| RuntimeError::Bind { addr, what, source })
 }
 
-/// Serves `listener` until the task is dropped.
+/// How long a client may take to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one connection may stay open, idle or not: a scraper
+/// reconnects; a client that holds connections open cannot pile them up.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Connections served at once; more wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// The pause after a failed accept (out of file descriptors, say), so that
+/// the loop does not spin on it.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Serves `listener` until the task is dropped. Anyone who reaches the
+/// port may connect, so each connection is bounded: its headers in
+/// [`HEADER_TIMEOUT`], its life in [`CONNECTION_LIFETIME`], and at most
+/// [`MAX_CONNECTIONS`] at once.
 pub async fn serve(listener: TcpListener, state: AdminState) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::debug!(error = %e, "accepting an admin connection failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
         };
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(respond(&req, &state)) }
             });
-            // A client hanging up mid-request is not our problem.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            // A client hanging up mid-request, or overstaying, is not our
+            // problem: the connection is dropped.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
         });
     }
 }
@@ -114,5 +142,43 @@ impl Listeners {
                 .map(|l| tokio::spawn(serve(l, state.clone())));
             futures::future::join_all(servers).await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_dropped() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), "metrics")
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AdminState {
+            registry: Registry::new(),
+            health: Arc::new(Health::new()),
+        };
+        let server = tokio::spawn(serve(listener, state));
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        // A whole request on another connection is still answered.
+        let mut fine = tokio::net::TcpStream::connect(addr).await.unwrap();
+        fine.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        fine.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // The slow one is closed once its header time is up (with a
+        // margin: the assertion is that it closes, not how fast).
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(HEADER_TIMEOUT * 3, slow.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the connection is still open");
+        server.abort();
     }
 }

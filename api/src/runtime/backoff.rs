@@ -73,6 +73,24 @@ impl Backoffs {
         BASE.saturating_mul(factor).min(MAX)
     }
 
+    /// Forgets every key `keep` says no to (objects gone from the caches:
+    /// a deleted object's failures would otherwise stay for good).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.retain(|k, _| keep(k));
+        }
+    }
+
+    /// How many objects have failures recorded.
+    pub fn len(&self) -> usize {
+        self.failures.lock().map(|f| f.len()).unwrap_or(0)
+    }
+
+    /// Whether no object has failures recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Forgets the failures of `key` after a success.
     pub fn succeeded(&self, key: &str) {
         if let Ok(mut f) = self.failures.lock() {
@@ -96,6 +114,16 @@ mod tests {
         assert_eq!(delays[6], WatchBackoff::MAX);
         b.reset();
         assert_eq!(b.next(), Some(WatchBackoff::FIRST));
+    }
+
+    #[test]
+    fn failures_of_objects_gone_are_forgotten() {
+        let b = Backoffs::default();
+        b.failed("SyncSecret/a/x");
+        b.failed("SyncSecret/a/y");
+        b.retain(|k| k.ends_with("/x"));
+        assert_eq!(b.len(), 1);
+        assert!(b.failed("SyncSecret/a/x") > b.failed("SyncSecret/a/y"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::backoff::WatchBackoff;
 use super::recent::RecentWrites;
 
+use crate::decode::Lenient;
 use crate::summary::{Summarize, Summary};
 
 /// Objects per page of a watch's list. kube's default is 500: a page is
@@ -114,14 +115,19 @@ pub fn owners<K: Resource<DynamicType = ()>>(obj: &impl Resource) -> Vec<ObjectR
 
 /// The object `cached` summarizes, read whole to be written from (the
 /// caches hold no values): `None` if it is gone or was made anew (another
-/// UID) — its watch event brings the next state.
+/// UID) — its watch event brings the next state. Read leniently: an object
+/// that is not a valid `K` comes back [`Lenient::Undecodable`], never as a
+/// decode error (whose text would quote the value).
 ///
 /// Read first from the API server's watch cache (`resourceVersion=0`: no
 /// etcd read, the cheapest request there is), which holds at least what our
 /// watch delivered; only if that answer is not the version cached here (a
 /// newer one, or a lagging API server of several) is it read again from
 /// etcd, and the latest taken.
-pub async fn whole<K>(api: &Api<K>, cached: &Summary<K>) -> Result<Option<K>, kube::Error>
+pub async fn whole<K>(
+    api: &Api<Lenient<K>>,
+    cached: &Summary<K>,
+) -> Result<Option<Lenient<K>>, kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
@@ -131,7 +137,7 @@ where
         Err(kube::Error::Api(s)) if s.code == 404 => None,
         Err(e) => return Err(e),
     };
-    let same = |o: &K| o.uid() == cached.uid();
+    let same = |o: &Lenient<K>| o.uid() == cached.uid();
     let found = match fast {
         Some(o) if same(&o) && o.resource_version() == cached.resource_version() => Some(o),
         _ => api.get_opt(&name).await?,

@@ -127,6 +127,69 @@ pub fn register_phases(
     }
 }
 
+/// `<prefix>_undecodable_objects{cluster,namespace}`, counted from a
+/// reflector store: objects the API server holds that cannot be read as
+/// their type (each also has a status or an event saying which field).
+struct UndecodableGauges {
+    store: Store<Summary<SyncSecret>>,
+    gauge: Mutex<IntGaugeVec>,
+    desc: Vec<Desc>,
+}
+
+impl Collector for UndecodableGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        self.desc.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok(gauge) = self.gauge.lock() else {
+            return Vec::new();
+        };
+        gauge.reset();
+        for o in self.store.state() {
+            if o.unreadable().is_some() {
+                gauge
+                    .with_label_values(&[o.namespace().unwrap_or_default().as_str()])
+                    .inc();
+            }
+        }
+        gauge.collect()
+    }
+}
+
+/// Registers `<prefix>_undecodable_objects{cluster,namespace}` for the
+/// SyncSecrets in `store`, which come from `cluster` (`tenant` or
+/// `management`): one collector per cluster, told apart by that label.
+pub fn register_undecodable(
+    prefix: &str,
+    cluster: &str,
+    store: Store<Summary<SyncSecret>>,
+    registry: &Registry,
+) -> Result<(), prometheus::Error> {
+    let gauge = IntGaugeVec::new(
+        Opts::new(
+            format!("{prefix}_undecodable_objects"),
+            "SyncSecrets the API server holds that cannot be read as one (never synced; their status or events say which field), by cluster and namespace.",
+        )
+        .const_label("cluster", cluster),
+        &["namespace"],
+    )?;
+    let desc: Vec<Desc> = gauge.desc().into_iter().cloned().collect();
+    let make = |store: Store<Summary<SyncSecret>>| UndecodableGauges {
+        store,
+        gauge: Mutex::new(gauge.clone()),
+        desc: desc.clone(),
+    };
+    match registry.register(Box::new(make(store.clone()))) {
+        // Leading again: the new store replaces the old one.
+        Err(prometheus::Error::AlreadyReg) => {
+            registry.unregister(Box::new(make(store.clone())))?;
+            registry.register(Box::new(make(store)))
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +244,39 @@ mod tests {
         assert!(
             !text.contains(r#"namespace="b""#),
             "a gone object leaves no series: {text}"
+        );
+    }
+
+    #[test]
+    fn undecodable_objects_are_counted_by_cluster_and_namespace() {
+        use crate::decode::Undecodable;
+        let registry = Registry::new();
+        let (tenant, mut tenant_writer) = store::<Summary<SyncSecret>>();
+        let (management, mut management_writer) = store::<Summary<SyncSecret>>();
+        register_undecodable("kubelb_ccm", "tenant", tenant, &registry).unwrap();
+        register_undecodable("kubelb_ccm", "management", management, &registry).unwrap();
+        let bad = |ns: &str, name: &str| {
+            let mut u = Undecodable::default();
+            u.metadata.namespace = Some(ns.to_owned());
+            u.metadata.name = Some(name.to_owned());
+            Summary::undecodable(u)
+        };
+        tenant_writer.apply_watcher_event(&Event::Apply(bad("a", "x")));
+        tenant_writer.apply_watcher_event(&Event::Apply(bad("a", "y")));
+        tenant_writer.apply_watcher_event(&Event::Apply(object("a", "z", None).summary()));
+        management_writer.apply_watcher_event(&Event::Apply(bad("tenant-a", "x")));
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(
+            text.contains(r#"kubelb_ccm_undecodable_objects{cluster="tenant",namespace="a"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"kubelb_ccm_undecodable_objects{cluster="management",namespace="tenant-a"} 1"#
+            ),
+            "{text}"
         );
     }
 

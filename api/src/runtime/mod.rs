@@ -106,12 +106,51 @@ pub fn explain(error: &kube::Error) -> String {
             "{} (grant this identity that verb on that resource; see config/rbac)",
             status.message
         ),
-        kube::Error::Api(status) => status.message.clone(),
+        kube::Error::Api(status) => without_invalid_values(&status.message),
         kube::Error::HyperError(_) | kube::Error::Service(_) => {
             format!("API server unreachable: {error}")
         }
+        // serde's message quotes what it could not read, which may be a
+        // secret value: never shown. (Objects are read leniently, so this
+        // is an answer that is not what its request returns at all.)
+        kube::Error::SerdeError(_) => {
+            "the API server's answer could not be decoded (not shown: it may hold secret values)"
+                .to_owned()
+        }
         other => other.to_string(),
     }
+}
+
+/// The API server's message with the values it quotes taken out: a 422
+/// says `<field>: Invalid value: "<the value>": <why>` for a value refused
+/// by a pattern, a CEL rule or an admission policy, and the value may be a
+/// secret (core Secret validation redacts its own; a CRD's and a policy's
+/// do not).
+pub fn without_invalid_values(message: &str) -> String {
+    const MARK: &str = "Invalid value: \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at]);
+        out.push_str("Invalid value: (not shown)");
+        let quoted = &rest[at + MARK.len()..];
+        // Go's %q escapes a quote inside as \".
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        rest = end.map_or("", |e| &quoted[e + 1..]);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Parses command-line flags. `--help` and `--version` print and give
@@ -165,6 +204,21 @@ pub fn parse_listen_addr(
         value.to_owned()
     };
     full.parse().map(Some).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod invalid_values {
+    use super::*;
+
+    #[test]
+    fn values_the_api_server_quotes_are_taken_out() {
+        let m = r#"SyncSecret.kubelb.k8c.io "x" is invalid: [data[k]: Invalid value: "hunter2\"x": canonical, type: Invalid value: "string": needs tls.key]"#;
+        assert_eq!(
+            without_invalid_values(m),
+            r#"SyncSecret.kubelb.k8c.io "x" is invalid: [data[k]: Invalid value: (not shown): canonical, type: Invalid value: (not shown): needs tls.key]"#
+        );
+        assert_eq!(without_invalid_values("not found"), "not found");
+    }
 }
 
 #[cfg(test)]

@@ -112,8 +112,8 @@ where
     })
 }
 
-/// The backoff key of an object.
-fn key<K>(obj: &K) -> String
+/// The backoff key of an object (see [`Backoffs::retain`]).
+pub fn backoff_key<K>(obj: &K) -> String
 where
     K: Resource,
     K::DynamicType: Default,
@@ -140,7 +140,7 @@ pub fn record<K, T, E>(
 {
     let namespace = obj.namespace().unwrap_or_default();
     let outcome = if result.is_ok() {
-        backoffs.succeeded(&key(obj));
+        backoffs.succeeded(&backoff_key(obj));
         ReconcileResult::Success
     } else {
         ReconcileResult::Error
@@ -154,7 +154,7 @@ where
     K: Resource,
     K::DynamicType: Default,
 {
-    Action::requeue(backoffs.failed(&key(obj)))
+    Action::requeue(backoffs.failed(&backoff_key(obj)))
 }
 
 /// A task that lives only as long as its owner: aborted when dropped. The

@@ -1,0 +1,345 @@
+//! Reading what the API server hands us as leniently as it accepts it.
+//!
+//! Everything a tenant writes is hostile, and the API server accepts shapes
+//! our types would refuse: base64 with leftover bits or line breaks (Go's
+//! decoder takes both; issue 18), a status field in a form the CRD's
+//! `format` allows and `k8s-openapi` does not, or anything at all under a
+//! CRD other than ours. One such object must never fail a list or watch
+//! page for the others, and what failed must never be shown with its
+//! value.
+//!
+//! So every object is read through [`Lenient`]: decoded as `K` when it can
+//! be; failing that, decoded without its `status` (the controllers own
+//! status and write it anew); failing that, kept as [`Undecodable`]: its
+//! metadata and a reason that names the field and what was expected there,
+//! never what was found.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// Go's `base64.StdEncoding`, as the API server checks `format: byte` and
+/// decodes a core Secret's `data`: standard alphabet, padding required,
+/// leftover bits in the last character ignored. (Go also skips `\r` and
+/// `\n`; [`decode_base64`] drops them first.)
+const GO_STD_ENCODING: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+);
+
+/// Decodes standard base64 as Go's `base64.StdEncoding.DecodeString` does.
+/// The error says what is wrong, never the value.
+pub fn decode_base64(text: &str) -> Result<Vec<u8>, &'static str> {
+    let decoded = if text.contains(['\r', '\n']) {
+        let joined: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+        GO_STD_ENCODING.decode(joined)
+    } else {
+        GO_STD_ENCODING.decode(text)
+    };
+    decoded.map_err(|_| "standard base64 with padding")
+}
+
+/// Whether `text` is base64 exactly as an encoder writes it: no line
+/// breaks, no leftover bits. Only such values are accepted at admission
+/// ([`crate::validation::canonical_base64_rule`]), so that every value means one
+/// thing to every decoder.
+pub fn is_canonical_base64(text: &str) -> bool {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .is_ok()
+}
+
+/// `serde(deserialize_with)` for a map of base64 values, decoded as Go
+/// decodes them ([`decode_base64`]).
+pub fn base64_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, ByteString>>, D::Error> {
+    let Some(map) = Option::<BTreeMap<String, String>>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    map.into_iter()
+        .map(|(k, v)| match decode_base64(&v) {
+            Ok(bytes) => Ok((k, ByteString(bytes))),
+            Err(expected) => Err(D::Error::custom(format!(
+                "the value of key {k:?} is not {expected}"
+            ))),
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
+/// An object that could not be read as its type: what the API server
+/// stored is not what the type allows (a CRD other than ours, or a shape
+/// the CRD lets through).
+#[derive(Clone, Default, PartialEq)]
+pub struct Undecodable {
+    /// Its metadata (as much as could be read: at least the name).
+    pub metadata: ObjectMeta,
+    /// Which field, and what it should have been; never its value.
+    pub reason: String,
+}
+
+impl std::fmt::Debug for Undecodable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Undecodable")
+            .field("namespace", &self.metadata.namespace)
+            .field("name", &self.metadata.name)
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+/// An object as read from the API server: decoded, or kept as
+/// [`Undecodable`]. Its `Deserialize` fails only on what is not a JSON
+/// object with a name, which no API server sends.
+#[derive(Clone, Debug)]
+pub enum Lenient<K> {
+    /// Read as `K` (without its status, if only the status was unreadable).
+    Decoded(K),
+    /// Not readable as `K` (boxed: rare, and larger than most `K`).
+    Undecodable(Box<Undecodable>),
+}
+
+impl<K: DeserializeOwned> Lenient<K> {
+    /// Reads one object from its JSON text.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        // The common case costs one decode.
+        if let Ok(object) = serde_json::from_str::<K>(text) {
+            return Ok(Self::Decoded(object));
+        }
+        let value: Value = serde_json::from_str(text)?;
+        Self::from_value(value)
+    }
+
+    /// Reads one object from a JSON tree.
+    pub fn from_value(mut value: Value) -> Result<Self, serde_json::Error> {
+        let Some(fields) = value.as_object_mut() else {
+            return Err(serde_json::Error::custom(
+                "an object in the answer is not a JSON object",
+            ));
+        };
+        let metadata = read_metadata(fields.get("metadata"))?;
+        let first = match serde_path_to_error::deserialize::<_, K>(Value::Object(fields.clone())) {
+            Ok(object) => return Ok(Self::Decoded(object)),
+            Err(e) => e,
+        };
+        let reason = describe(&first);
+        if first.path().iter().next().is_some_and(is_status) {
+            // A status we cannot read is one we write anew.
+            fields.remove("status");
+            if let Ok(object) = serde_json::from_value::<K>(value) {
+                return Ok(Self::Decoded(object));
+            }
+        }
+        Ok(Self::Undecodable(Box::new(Undecodable {
+            metadata,
+            reason,
+        })))
+    }
+}
+
+fn is_status(segment: &serde_path_to_error::Segment) -> bool {
+    matches!(segment, serde_path_to_error::Segment::Map { key } if key == "status")
+}
+
+/// The metadata, or (should even it not decode) the name, namespace, UID
+/// and resource version as strings: enough to key the object in a cache
+/// and to report on it.
+fn read_metadata(metadata: Option<&Value>) -> Result<ObjectMeta, serde_json::Error> {
+    if let Some(m) = metadata
+        && let Ok(meta) = ObjectMeta::deserialize(m)
+        && meta.name.is_some()
+    {
+        return Ok(meta);
+    }
+    let text = |key: &str| {
+        metadata
+            .and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let name = text("name")
+        .ok_or_else(|| serde_json::Error::custom("an object in the answer has no name"))?;
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: text("namespace"),
+        uid: text("uid"),
+        resource_version: text("resourceVersion"),
+        ..ObjectMeta::default()
+    })
+}
+
+/// What failed, by path and expectation. serde's messages quote the value
+/// found (`invalid value: string "…", expected …`): only the part after
+/// `expected` and a missing field's name are kept.
+fn describe(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = error.path().to_string();
+    let message = error.inner().to_string();
+    if let Some(field) = message.strip_prefix("missing field ") {
+        format!("field {path} is missing field {field}")
+    } else if let Some((_, expected)) = message.rsplit_once(", expected ") {
+        format!("field {path} should be {expected}")
+    } else if message.starts_with("the value of key ") {
+        // Our own base64 message: names the key, not the value.
+        format!("field {path}: {message}")
+    } else {
+        format!("field {path} does not have the form the type expects")
+    }
+}
+
+impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        Self::from_json(raw.get()).map_err(D::Error::custom)
+    }
+}
+
+/// So that an `Api<Lenient<K>>` reads `K`'s resource leniently.
+impl<K: kube::Resource<DynamicType = ()>> kube::Resource for Lenient<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::version(dt)
+    }
+    fn api_version(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::api_version(dt)
+    }
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        match self {
+            Self::Decoded(o) => o.meta(),
+            Self::Undecodable(u) => &u.metadata,
+        }
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Self::Decoded(o) => o.meta_mut(),
+            Self::Undecodable(u) => &mut u.metadata,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::SyncSecret;
+
+    #[test]
+    fn base64_is_decoded_as_go_decodes_it() {
+        // "QR==": the last character leaves bits set; Go takes it as "A".
+        assert_eq!(decode_base64("QR==").unwrap(), b"A");
+        assert_eq!(decode_base64("QQ==").unwrap(), b"A");
+        assert_eq!(decode_base64("aGVs\nbG8=\r\n").unwrap(), b"hello");
+        assert_eq!(decode_base64("").unwrap(), b"");
+        for bad in ["QQ", "QQ=", "Q===", "QQ==QQ==", "a-b_", "QQ== "] {
+            assert!(decode_base64(bad).is_err(), "{bad:?}");
+        }
+        assert!(is_canonical_base64("QQ==") && is_canonical_base64("aGVsbG8="));
+        assert!(!is_canonical_base64("QR==") && !is_canonical_base64("aGVs\nbG8="));
+    }
+
+    fn tenant_object(data: Value, status: Value) -> Value {
+        json!({
+            "apiVersion": "kubelb.k8c.io/v1alpha1",
+            "kind": "SyncSecret",
+            "metadata": {"name": "s", "namespace": "ns", "uid": "u-1"},
+            "data": data,
+            "stringData": {"token": "in-clear-sekrit"},
+            "status": status,
+        })
+    }
+
+    #[test]
+    fn a_sync_secret_reads_non_canonical_base64() {
+        let wire = tenant_object(json!({"k": "QR=="}), json!({"phase": "Synced"}));
+        let ss: SyncSecret = serde_json::from_value(wire).unwrap();
+        assert_eq!(ss.data.unwrap()["k"].0, b"A");
+    }
+
+    #[test]
+    fn an_unreadable_status_is_dropped_and_the_rest_kept() {
+        let status = json!({"conditions": [{"type": "Synced", "status": "True", "reason": "x", "message": "", "lastTransitionTime": "2026-01-01T00:00:00"}]});
+        let wire = tenant_object(json!({"k": "QQ=="}), status);
+        match Lenient::<SyncSecret>::from_json(&wire.to_string()).unwrap() {
+            Lenient::Decoded(ss) => {
+                assert_eq!(ss.status, None);
+                assert_eq!(ss.data.unwrap()["k"].0, b"A");
+            }
+            Lenient::Undecodable(u) => panic!("{u:?}"),
+        }
+    }
+
+    #[test]
+    fn an_undecodable_object_keeps_its_metadata_and_a_reason_without_values() {
+        for (data, reason) in [
+            (
+                json!({"k": "not base64 hunter2"}),
+                "field data: the value of key \"k\" is not standard base64 with padding",
+            ),
+            (json!({"k": 42}), "field data.k should be a string"),
+            (json!("hunter2"), "field data should be a map"),
+        ] {
+            let wire = tenant_object(data, json!({}));
+            let Lenient::Undecodable(u) = Lenient::<SyncSecret>::from_json(&wire.to_string())
+                .unwrap_or_else(|e| panic!("{e}"))
+            else {
+                panic!("decoded");
+            };
+            assert_eq!(u.metadata.name.as_deref(), Some("s"));
+            assert_eq!(u.metadata.uid.as_deref(), Some("u-1"));
+            assert_eq!(u.reason, reason);
+            let printed = format!("{u:?}");
+            assert!(!printed.contains("hunter2") && !printed.contains("sekrit"));
+        }
+    }
+
+    #[test]
+    fn a_list_with_one_bad_item_reads_every_other_item() {
+        let list = json!({"items": [
+            tenant_object(json!({"k": "QQ=="}), json!({})),
+            tenant_object(json!({"k": ["x"]}), json!({})),
+            tenant_object(json!({"k": "QR=="}), json!({})),
+        ]});
+        #[derive(Deserialize)]
+        struct List {
+            items: Vec<Lenient<SyncSecret>>,
+        }
+        let read: List = serde_json::from_str(&list.to_string()).unwrap();
+        let decoded: Vec<bool> = read
+            .items
+            .iter()
+            .map(|i| matches!(i, Lenient::Decoded(_)))
+            .collect();
+        assert_eq!(decoded, [true, false, true]);
+    }
+
+    #[test]
+    fn what_no_api_server_sends_fails_without_a_value() {
+        for wire in [json!("hunter2"), json!({"metadata": {}, "data": "hunter2"})] {
+            let e = Lenient::<SyncSecret>::from_json(&wire.to_string())
+                .map(|_| ())
+                .unwrap_err();
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+    }
+}
