@@ -108,6 +108,12 @@ pub fn generated() -> Result<Vec<(PathBuf, String)>, ManifestError> {
     let example_tenant = "tenant-example";
     let (m_role, m_bind) =
         ccm_management_access(example_tenant, service_account(CCM_ROLE, example_tenant));
+    let (mt_role, mt_bind) = role(
+        MANAGER_ROLE,
+        example_tenant,
+        manager_tenant_rules(),
+        manager_sa.clone(),
+    );
     let (g_role, g_bind) = cluster_role(MANAGER_ROLE, manager_rules(), manager_sa.clone());
     let (gl_role, gl_bind) = role(
         MANAGER_ROLE,
@@ -201,6 +207,10 @@ pub fn generated() -> Result<Vec<(PathBuf, String)>, ManifestError> {
                 typed(&gl_bind)?,
             ])?,
         ),
+        (
+            file("manager_tenant.yaml"),
+            documents(&[typed(&mt_role)?, typed(&mt_bind)?])?,
+        ),
     ];
     out.extend(monitoring_files()?);
     Ok(out)
@@ -209,13 +219,21 @@ pub fn generated() -> Result<Vec<(PathBuf, String)>, ManifestError> {
 /// The manager chart's part for `.Values.tenants`: in each tenant's
 /// namespace of the management cluster, the ServiceAccount that tenant's
 /// ccm uses there and the Role (from [`crate::rbac::ccm_management_rules`])
-/// bound to it; the namespace itself when `createTenantNamespaces`.
+/// bound to it; the manager's own Role there (from
+/// [`crate::rbac::manager_tenant_rules`]: it writes Secrets nowhere else);
+/// the namespace itself when `createTenantNamespaces`.
 fn tenant_access_template() -> Result<String, ManifestError> {
     use crate::contract::TENANT_NAMESPACE_PREFIX;
-    use crate::rbac::{CCM_ROLE, ccm_management_rules};
-    let rules = serde_yaml_ng::to_string(&serde_json::json!({ "rules": ccm_management_rules() }))?;
+    use crate::rbac::{CCM_ROLE, ccm_management_rules, manager_tenant_rules};
+    let ccm_rules =
+        serde_yaml_ng::to_string(&serde_json::json!({ "rules": ccm_management_rules() }))?;
+    let manager_rules =
+        serde_yaml_ng::to_string(&serde_json::json!({ "rules": manager_tenant_rules() }))?;
     let labels = "  labels: {{- include \"syncsecret-manager.labels\" $ | nindent 4 }}\n";
     let meta = format!("metadata:\n  name: {CCM_ROLE}\n  namespace: {{{{ $ns }}}}\n{labels}");
+    let manager = "{{ include \"syncsecret-manager.fullname\" $ }}";
+    let manager_meta =
+        format!("metadata:\n  name: {manager}\n  namespace: {{{{ $ns }}}}\n{labels}");
     Ok(format!(
         "{{{{- range .Values.tenants }}}}\n\
          {{{{- $ns := ternary . (printf \"{TENANT_NAMESPACE_PREFIX}%s\" .) (hasPrefix \"{TENANT_NAMESPACE_PREFIX}\" .) }}}}\n\
@@ -223,10 +241,14 @@ fn tenant_access_template() -> Result<String, ManifestError> {
          ---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{{{ $ns }}}}\n{labels}\
          {{{{- end }}}}\n\
          ---\napiVersion: v1\nkind: ServiceAccount\n{meta}\
-         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n{meta}{rules}\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n{meta}{ccm_rules}\
          ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n{meta}\
          roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: {CCM_ROLE}\n\
          subjects:\n- kind: ServiceAccount\n  name: {CCM_ROLE}\n  namespace: {{{{ $ns }}}}\n\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n{manager_meta}{manager_rules}\
+         ---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n{manager_meta}\
+         roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: {manager}\n\
+         subjects:\n- kind: ServiceAccount\n  name: {manager}\n  namespace: {{{{ $.Release.Namespace }}}}\n\
          {{{{- end }}}}\n"
     ))
 }

@@ -64,10 +64,10 @@ pub fn ccm_management_rules() -> Vec<PolicyRule> {
 }
 
 /// The manager, cluster-wide in the management cluster: copies (and their
-/// status and finalizers) and the Secrets it makes from them; events.
-/// Secrets are cluster-wide because tenant namespaces come and go; the
-/// manager only lists Secrets carrying its origin label and only writes
-/// Secrets named by a copy's UID.
+/// status and finalizers) and reading Secrets (one watch of the Secrets
+/// carrying its origin label, in every namespace). It writes Secrets and
+/// events only where [`manager_tenant_rules`] are bound: in tenant
+/// namespaces, never kube-system or a namespace no tenant owns.
 pub fn manager_rules() -> Vec<PolicyRule> {
     vec![
         rule(
@@ -81,7 +81,19 @@ pub fn manager_rules() -> Vec<PolicyRule> {
             &["get", "update", "patch"],
         ),
         rule(&[GROUP], &[&format!("{PLURAL}/finalizers")], &["update"]),
-        rule(&[""], &["secrets"], READ_WRITE),
+        rule(&[""], &["secrets"], &["get", "list", "watch"]),
+    ]
+}
+
+/// The manager in one tenant namespace: the Secrets it makes from that
+/// tenant's copies, and events on them.
+pub fn manager_tenant_rules() -> Vec<PolicyRule> {
+    vec![
+        rule(
+            &[""],
+            &["secrets"],
+            &["create", "update", "patch", "delete"],
+        ),
         events_rule(),
     ]
 }
