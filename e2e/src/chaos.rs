@@ -380,7 +380,7 @@ pub async fn run(cfg: &Config) -> Result<Summary, HarnessError> {
     summary.orphans = report.orphans;
     summary.stuck = report.stuck;
     let values = values.lock().map_err(poisoned)?.clone();
-    summary.leaks = leaks(&pair, &values).await?;
+    summary.leaks = crate::leaks::scan(&pair, &values).await?;
     summary.leaked_values = summary.leaks.len();
     // `CHAOS_LOGS=<dir>` keeps every log of the run (they go with the
     // control plane's directory otherwise).
@@ -890,77 +890,6 @@ async fn converge(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// Every place a value of the run could leak to, searched for each value:
-/// the controllers' logs, every event's reason and note and every
-/// SyncSecret's status in every cluster, and each controller's `/metrics`.
-async fn leaks(pair: &Pair, values: &[String]) -> Result<Vec<String>, HarnessError> {
-    let mut texts: Vec<(String, String)> = Vec::new();
-    for path in pair.log_files() {
-        let name = path.display().to_string();
-        // The API servers' and etcd's own logs are not ours to judge.
-        if name.contains("kube-apiserver")
-            || name.ends_with("etcd.log")
-            || name.contains("kube-controller-manager")
-        {
-            continue;
-        }
-        texts.push((name, std::fs::read_to_string(&path).unwrap_or_default()));
-    }
-    let clients: Vec<(String, Client)> =
-        std::iter::once(("management".to_owned(), pair.management.clone()))
-            .chain(
-                pair.tenant_names
-                    .iter()
-                    .cloned()
-                    .zip(pair.tenants.iter().cloned()),
-            )
-            .collect();
-    for (cluster, client) in &clients {
-        let events = Api::<Event>::all(client.clone())
-            .list(&ListParams::default())
-            .await?;
-        for e in events.items {
-            texts.push((
-                format!(
-                    "{cluster} event {}/{}",
-                    e.namespace().unwrap_or_default(),
-                    e.name_any()
-                ),
-                format!(
-                    "{} {}",
-                    e.reason.unwrap_or_default(),
-                    e.note.unwrap_or_default()
-                ),
-            ));
-        }
-        let objects = Api::<SyncSecret>::all(client.clone())
-            .list(&ListParams::default())
-            .await?;
-        for o in objects.items {
-            texts.push((
-                format!(
-                    "{cluster} status of {}/{}",
-                    o.namespace().unwrap_or_default(),
-                    o.name_any()
-                ),
-                serde_json::to_string(&o.status).unwrap_or_default(),
-            ));
-        }
-    }
-    for c in pair.ccms.iter().chain(std::iter::once(&pair.manager)) {
-        if let Ok(m) = c.metrics() {
-            texts.push((format!("{} /metrics", c.name()), m));
-        }
-    }
-    let mut found = Vec::new();
-    for (place, text) in &texts {
-        if values.iter().any(|v| text.contains(v.as_str())) {
-            found.push(place.clone());
-        }
-    }
-    Ok(found)
 }
 
 #[cfg(test)]

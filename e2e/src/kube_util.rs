@@ -35,13 +35,20 @@ pub fn read_yaml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Harne
 
 /// Installs the generated SyncSecret CRD and waits until it is Established.
 pub async fn install_crd(client: &Client) -> Result<(), HarnessError> {
-    let crd = generated_crd()?;
+    install_crd_as(client, &generated_crd()?).await
+}
+
+/// Installs (or replaces) `crd` and waits until it is Established.
+pub async fn install_crd_as(
+    client: &Client,
+    crd: &CustomResourceDefinition,
+) -> Result<(), HarnessError> {
     let name = crd.metadata.name.clone().unwrap_or_default();
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     api.patch(
         &name,
         &PatchParams::apply(TEST_FIELD_MANAGER).force(),
-        &Patch::Apply(&crd),
+        &Patch::Apply(crd),
     )
     .await?;
     eventually(

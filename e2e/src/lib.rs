@@ -14,6 +14,7 @@ pub mod control_plane;
 pub mod demo;
 pub mod helm;
 pub mod kube_util;
+pub mod leaks;
 pub mod pair;
 pub mod process;
 pub mod prometheus;

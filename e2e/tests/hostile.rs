@@ -1,0 +1,590 @@
+//! A hostile tenant, with nothing but what a tenant admin has: its own
+//! tenant cluster (the CRD there included), its ccm, and the management
+//! identity that ccm holds. Each attack runs on one pair with two tenants,
+//! `good` and `evil`; during and after each, the good tenant's objects keep
+//! converging (the suite's usual wait), the manager stays ready, and at the
+//! end no value either tenant wrote is in any controller log, event,
+//! status or `/metrics` (issue 18).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failed step fails the test"
+)]
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use syncsecret_api::contract::tenant_namespace;
+use syncsecret_api::{SyncSecret, SyncSecretPhase, rbac};
+use syncsecret_e2e::control_plane::client_from;
+use syncsecret_e2e::kube_util::{eventually, generated_crd, has_event, install_crd_as};
+use syncsecret_e2e::pair::{ControllerProcess, Pair, ensure_namespace};
+
+const GOOD: usize = 0;
+const EVIL: usize = 1;
+const WAIT: Duration = Duration::from_secs(60);
+const NS: &str = "hostile";
+
+/// Every value either tenant wrote; none may leak.
+struct Values(Vec<String>);
+
+impl Values {
+    fn fresh(&mut self, what: &str) -> String {
+        let v = format!("{what}-{}", uuid::Uuid::new_v4().simple());
+        self.0.push(v.clone());
+        v
+    }
+}
+
+/// A tenant object as the API server would take it: the JSON as given,
+/// in namespace `NS`.
+fn object(name: &str, body: Value) -> DynamicObject {
+    let mut o = json!({
+        "apiVersion": "kubelb.k8c.io/v1alpha1",
+        "kind": "SyncSecret",
+        "metadata": {"name": name, "namespace": NS},
+    });
+    if let (Some(o), Some(b)) = (o.as_object_mut(), body.as_object()) {
+        o.extend(b.clone());
+    }
+    serde_json::from_value(o).unwrap()
+}
+
+fn dynamic(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<SyncSecret>(&()))
+}
+
+async fn create(api: &Api<DynamicObject>, name: &str, body: Value) -> anyhow::Result<()> {
+    api.create(&PostParams::default(), &object(name, body))
+        .await
+        .with_context(|| format!("creating {name}"))?;
+    Ok(())
+}
+
+/// The good tenant's object `name` with `value`: it must sync, as always.
+async fn good_tenant_converges(pair: &Pair, name: &str, value: &str) -> anyhow::Result<()> {
+    let api = dynamic(&pair.tenants[GOOD], NS);
+    create(&api, name, json!({"stringData": {"v": value}})).await?;
+    pair.synced(GOOD, NS, name, |s| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get("v"))
+            .is_some_and(|v| v.0 == value.as_bytes())
+    })
+    .await?;
+    Ok(())
+}
+
+/// `/readyz` answers 200 now.
+fn ready(c: &ControllerProcess) -> anyhow::Result<()> {
+    let (ok, body) = c.readyz()?;
+    ensure!(ok, "{} is not ready: {body}", c.name());
+    Ok(())
+}
+
+/// The generated CRD with `data` replaced: what a tenant admin (or a
+/// platform still on KubeLB's CRD) may have installed instead of ours.
+fn crd_with_data(data: Value) -> CustomResourceDefinition {
+    let mut crd = serde_json::to_value(generated_crd().unwrap()).unwrap();
+    let properties = crd
+        .pointer_mut("/spec/versions/0/schema/openAPIV3Schema/properties")
+        .and_then(Value::as_object_mut)
+        .unwrap();
+    properties.insert("data".to_owned(), data);
+    // Our rules read `data`; the other CRD has none.
+    crd.pointer_mut("/spec/versions/0/schema/openAPIV3Schema")
+        .and_then(Value::as_object_mut)
+        .unwrap()
+        .remove("x-kubernetes-validations");
+    serde_json::from_value(crd).unwrap()
+}
+
+/// KubeLB's own CRD's `data`: `format: byte`, checked by Go's decoder.
+fn kubelb_data() -> Value {
+    json!({"type": "object", "additionalProperties": {"type": "string", "format": "byte"}})
+}
+
+/// A `data` that takes anything at all.
+fn anything_data() -> Value {
+    json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// Waits until the API server serves `data`'s new schema (a create that
+/// only the new schema allows goes through), then deletes the probe.
+async fn schema_served(client: &Client, ns: &str, probe: Value) -> anyhow::Result<()> {
+    let api = dynamic(client, ns);
+    let mut o = object("schema-probe", probe);
+    o.metadata.namespace = Some(ns.to_owned());
+    eventually("the new CRD schema served", WAIT, || async {
+        api.create(&PostParams::default(), &o)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await?;
+    api.delete("schema-probe", &Default::default()).await?;
+    Ok(())
+}
+
+/// Waits until `metric` on `c` reads `value`.
+async fn metric_reads(c: &ControllerProcess, metric: &str, value: f64) -> anyhow::Result<()> {
+    eventually(
+        &format!("{} {metric} = {value}", c.name()),
+        WAIT,
+        || async {
+            let text = c.metrics().map_err(|e| e.to_string())?;
+            let v: f64 = text
+                .lines()
+                .filter(|l| l.starts_with(metric))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            if v == value {
+                Ok(())
+            } else {
+                Err(format!("{v}"))
+            }
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The `Synced` condition's reason and message of `name`, read as plain
+/// JSON (an object no type reads still has a status).
+async fn verdict(api: &Api<DynamicObject>, name: &str) -> Result<(String, String), String> {
+    let o = api.get(name).await.map_err(|e| e.to_string())?;
+    let conditions = o.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let c = conditions
+        .iter()
+        .find(|c| c["type"] == "Synced")
+        .ok_or("no Synced condition yet")?;
+    let text = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+    Ok((text("reason"), text("message")))
+}
+
+/// Waits until the Secret of tenant `i`'s object `name` holds `key` = `want`.
+async fn secret_holds(
+    pair: &Pair,
+    i: usize,
+    name: &str,
+    key: &str,
+    want: &[u8],
+) -> anyhow::Result<()> {
+    let tenant_ns = tenant_namespace(&pair.tenant_names[i]);
+    let tenant: Api<SyncSecret> = Api::namespaced(pair.tenants[i].clone(), NS);
+    let copies = dynamic(&pair.management, &tenant_ns);
+    let secrets: Api<Secret> = Api::namespaced(pair.management.clone(), &tenant_ns);
+    eventually(&format!("{name}'s Secret holds {key}"), WAIT, || async {
+        let uid = tenant
+            .get(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .uid()
+            .ok_or("no uid")?;
+        let copy = copies
+            .get_opt(&uid)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no copy")?;
+        let secret = secrets
+            .get_opt(&copy.uid().ok_or("no copy uid")?)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no Secret")?;
+        let have = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| v.0.clone());
+        if have.as_deref() == Some(want) {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tenant_cannot_stop_or_read_another() {
+    let mut pair = Pair::start(&["good", "evil"])
+        .await
+        .expect("the pair starts");
+    let mut values = Values(Vec::new());
+    let result = attacks(&mut pair, &mut values).await;
+    if let Err(e) = result {
+        panic!("{e:#}\n--- state at failure ---\n{}", pair.dump());
+    }
+}
+
+async fn attacks(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
+    for i in [GOOD, EVIL] {
+        ensure_namespace(&pair.tenants[i], NS).await?;
+    }
+    good_tenant_converges(pair, "before", &values.fresh("good-before")).await?;
+
+    undecodable_tenant_objects(pair, values).await?;
+    undecodable_copies(pair, values).await?;
+    unlabelled_secrets_are_released(pair, values).await?;
+    the_manager_writes_secrets_only_in_tenant_namespaces(pair).await?;
+
+    let found = syncsecret_e2e::leaks::scan(pair, &values.0).await?;
+    ensure!(found.is_empty(), "a secret value leaked in: {found:?}");
+    println!(
+        "    leak scan: {} values in every log, event, status and /metrics: none found",
+        values.0.len()
+    );
+    Ok(())
+}
+
+/// The evil tenant admin replaces the CRD in its own cluster and writes
+/// what our types cannot read, or read only as Go does: the tenant's other
+/// objects sync, the bad one says why, and a restart of its ccm (whose
+/// first list holds them all) changes nothing.
+async fn undecodable_tenant_objects(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
+    let evil = pair.tenants[EVIL].clone();
+    install_crd_as(&evil, &crd_with_data(anything_data())).await?;
+    schema_served(&evil, NS, json!({"data": {"k": 1}})).await?;
+    let api = dynamic(&evil, NS);
+    let in_clear = values.fresh("evil-string-data");
+    // Leftover bits ("QR==" is "A" to Go) and line breaks: Go reads both.
+    create(
+        &api,
+        "leftover-bits",
+        json!({"data": {"k": "QR=="}, "stringData": {"s": in_clear}}),
+    )
+    .await?;
+    create(
+        &api,
+        "line-breaks",
+        json!({"data": {"k": "aGVs\nbG8=\r\n"}}),
+    )
+    .await?;
+    // Not a string at all, beside a value that must not leak.
+    let hidden = values.fresh("evil-hidden");
+    create(
+        &api,
+        "not-a-string",
+        json!({"data": {"k": 42}, "stringData": {"s": hidden}}),
+    )
+    .await?;
+    // A status in a form the CRD's `date-time` takes and ours does not.
+    let odd = values.fresh("evil-odd");
+    create(&api, "odd-status", json!({"stringData": {"s": odd}})).await?;
+    let forged = api
+        .patch_status(
+            "odd-status",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Synced", "conditions": [{
+                "type": "Synced", "status": "True", "reason": "Forged", "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00"}]}})),
+        )
+        .await;
+    match forged {
+        Ok(_) => println!("    a status with a zone-less time was stored"),
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            println!(
+                "    a status with a zone-less time was refused: {}",
+                s.message
+            );
+        }
+        Err(e) => bail!("forging a status: {e}"),
+    }
+
+    secret_holds(pair, EVIL, "leftover-bits", "k", b"A").await?;
+    secret_holds(pair, EVIL, "leftover-bits", "s", in_clear.as_bytes()).await?;
+    secret_holds(pair, EVIL, "line-breaks", "k", b"hello").await?;
+    secret_holds(pair, EVIL, "odd-status", "s", odd.as_bytes()).await?;
+    let lenient = dynamic(&evil, NS);
+    let (reason, message) = eventually("not-a-string reported", WAIT, || async {
+        let (reason, message) = verdict(&lenient, "not-a-string").await?;
+        if reason == "Undecodable" {
+            Ok((reason, message))
+        } else {
+            Err(format!("{reason}: {message}"))
+        }
+    })
+    .await?;
+    println!("    not-a-string: {reason}: {message}");
+    ensure!(
+        message.contains("field data.k should be a string"),
+        "the message names the field: {message}"
+    );
+    has_event(&evil, NS, "not-a-string", "Undecodable").await?;
+    metric_reads(
+        &pair.ccms[EVIL],
+        r#"kubelb_ccm_undecodable_objects{cluster="tenant",namespace="hostile"}"#,
+        1.0,
+    )
+    .await?;
+    good_tenant_converges(pair, "during-tenant-attack", &values.fresh("good-1")).await?;
+
+    // Both restarted: their first lists hold every object above.
+    pair.restart_all().await?;
+    for c in pair.controllers() {
+        ready(c)?;
+    }
+    let after = values.fresh("evil-after");
+    create(&api, "after-restart", json!({"stringData": {"s": after}})).await?;
+    secret_holds(pair, EVIL, "after-restart", "s", after.as_bytes()).await?;
+    good_tenant_converges(pair, "after-tenant-attack", &values.fresh("good-2")).await?;
+    ensure!(
+        verdict(&lenient, "not-a-string")
+            .await
+            .map_err(anyhow::Error::msg)?
+            .0
+            == "Undecodable",
+        "still reported after the restart"
+    );
+    Ok(())
+}
+
+/// The evil tenant's management identity writes copies itself: our CRD
+/// refuses what only Go would read, with a clear message; on a management
+/// cluster whose CRD takes anything, the manager reports the copy it
+/// cannot read and keeps serving every tenant, across a restart too.
+async fn undecodable_copies(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
+    let evil_ns = tenant_namespace(&pair.tenant_names[EVIL]);
+    let identity = pair
+        .plane
+        .management()
+        .service_account_kubeconfig(&evil_ns, rbac::CCM_ROLE)
+        .await?;
+    let as_evil = client_from(&identity).await?;
+    let copies = dynamic(&as_evil, &evil_ns);
+    let copy = |name: &str, data: Value| {
+        let mut o = object(name, json!({"data": data}));
+        o.metadata.namespace = Some(evil_ns.clone());
+        o.labels_mut().insert(
+            syncsecret_api::contract::LABEL_ORIGIN_NAME.to_owned(),
+            name.to_owned(),
+        );
+        o
+    };
+    match copies
+        .create(
+            &PostParams::default(),
+            &copy("leftover-bits", json!({"k": "QR=="})),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            println!("    refused copy: {}", s.message);
+            ensure!(
+                s.message
+                    .contains("data values must be base64 exactly as an encoder writes it"),
+                "a clear message: {}",
+                s.message
+            );
+        }
+        other => bail!("a copy with leftover bits was not refused: {other:?}"),
+    }
+
+    // A management cluster still on KubeLB's CRD (`format: byte`): what
+    // Go reads is read as Go reads it.
+    let management = pair.management.clone();
+    install_crd_as(&management, &crd_with_data(kubelb_data())).await?;
+    schema_served(&management, &evil_ns, json!({"data": {"k": "QR=="}})).await?;
+    copies
+        .create(
+            &PostParams::default(),
+            &copy("kubelb-shape", json!({"k": "QR=="})),
+        )
+        .await?;
+    // A CRD that takes anything.
+    install_crd_as(&management, &crd_with_data(anything_data())).await?;
+    schema_served(&management, &evil_ns, json!({"data": {"k": 1}})).await?;
+    let hidden = values.fresh("evil-copy");
+    let mut bad = copy("not-a-string", json!({"k": 42}));
+    bad.data["stringData"] = json!({"s": hidden});
+    copies.create(&PostParams::default(), &bad).await?;
+    let lenient = dynamic(&management, &evil_ns);
+    eventually(
+        "the manager reports the copy it cannot read",
+        WAIT,
+        || async {
+            let (reason, message) = verdict(&lenient, "not-a-string").await?;
+            if reason == "Undecodable" && message.contains("field data.k should be a string") {
+                Ok(())
+            } else {
+                Err(format!("{reason}: {message}"))
+            }
+        },
+    )
+    .await?;
+    has_event(&management, &evil_ns, "not-a-string", "Undecodable").await?;
+    metric_reads(
+        &pair.manager,
+        &format!(
+            r#"kubelb_manager_undecodable_objects{{cluster="management",namespace="{evil_ns}"}}"#
+        ),
+        1.0,
+    )
+    .await?;
+    let secrets: Api<Secret> = Api::namespaced(management.clone(), &evil_ns);
+    eventually(
+        "the KubeLB-shaped copy synced as Go reads it",
+        WAIT,
+        || async {
+            let (reason, _) = verdict(&lenient, "kubelb-shape").await?;
+            if reason != "SecretSynced" {
+                return Err(reason);
+            }
+            let uid = lenient
+                .get("kubelb-shape")
+                .await
+                .map_err(|e| e.to_string())?
+                .uid()
+                .ok_or("no uid")?;
+            let secret = secrets.get(&uid).await.map_err(|e| e.to_string())?;
+            let k = secret.data.and_then(|d| d.get("k").cloned());
+            (k.map(|v| v.0) == Some(b"A".to_vec()))
+                .then_some(())
+                .ok_or_else(|| "the Secret does not hold A".to_owned())
+        },
+    )
+    .await?;
+    good_tenant_converges(pair, "during-copy-attack", &values.fresh("good-3")).await?;
+
+    // The manager's first list after a restart holds the copy it cannot read.
+    pair.manager.restart()?;
+    pair.manager.wait_ready().await?;
+    ready(&pair.manager)?;
+    good_tenant_converges(pair, "after-copy-attack", &values.fresh("good-4")).await?;
+    let tenant = pair
+        .tenant_shows(GOOD, NS, "after-copy-attack", SyncSecretPhase::Synced)
+        .await?;
+    ensure!(tenant.status.is_some());
+
+    // Back on our CRD: the copies stay as they are, nothing else changes.
+    copies.delete("not-a-string", &Default::default()).await?;
+    install_crd_as(&management, &generated_crd()?).await?;
+    install_crd_as(&pair.tenants[EVIL], &generated_crd()?).await?;
+    good_tenant_converges(pair, "after-crd-restored", &values.fresh("good-5")).await?;
+    Ok(())
+}
+
+/// A Secret the synchronizer syncs, its label taken off: the SyncSecret it
+/// made goes (and with it the copy and the management Secret), our
+/// finalizer is released, and deleting the Secret later does not hang.
+/// Once while the ccm runs, once while it is down (its start sweeps).
+async fn unlabelled_secrets_are_released(
+    pair: &mut Pair,
+    values: &mut Values,
+) -> anyhow::Result<()> {
+    use syncsecret_api::contract::{FINALIZER, LABEL_MANAGED_BY, MANAGED_BY_KUBELB};
+    let secrets: Api<Secret> = Api::namespaced(pair.tenants[EVIL].clone(), NS);
+    let tenant: Api<SyncSecret> = Api::namespaced(pair.tenants[EVIL].clone(), NS);
+    let evil_ns = tenant_namespace(&pair.tenant_names[EVIL]);
+    let copies = dynamic(&pair.management, &evil_ns);
+    for (name, ccm_down) in [("labelled-live", false), ("labelled-down", true)] {
+        let value = values.fresh(name);
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": NS, "labels": {LABEL_MANAGED_BY: MANAGED_BY_KUBELB}},
+            "stringData": {"v": value},
+        }))?;
+        secrets.create(&PostParams::default(), &secret).await?;
+        secret_holds(pair, EVIL, name, "v", value.as_bytes()).await?;
+        let uid = tenant.get(name).await?.uid().context("no uid")?;
+        if ccm_down {
+            pair.ccms[EVIL].stop()?;
+        }
+        secrets
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {LABEL_MANAGED_BY: null}}})),
+            )
+            .await?;
+        if ccm_down {
+            pair.ccms[EVIL].start().await?;
+        }
+        eventually(&format!("{name} released"), WAIT, || async {
+            let s = secrets.get(name).await.map_err(|e| e.to_string())?;
+            if s.finalizers().iter().any(|f| f == FINALIZER) {
+                return Err("our finalizer is still on the Secret".into());
+            }
+            if tenant
+                .get_opt(name)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                return Err("its SyncSecret is still there".into());
+            }
+            if copies
+                .get_opt(&uid)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                return Err("its copy is still there".into());
+            }
+            Ok(())
+        })
+        .await?;
+        secrets.delete(name, &Default::default()).await?;
+        eventually(&format!("{name} deleted"), WAIT, || async {
+            match secrets.get_opt(name).await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(_) => Err("still there".into()),
+            }
+        })
+        .await?;
+        good_tenant_converges(pair, &format!("after-{name}"), &values.fresh("good-sync")).await?;
+    }
+    Ok(())
+}
+
+/// With the chart's RBAC, the manager's own identity may write Secrets in
+/// tenant namespaces only: kube-system and a namespace no tenant owns are
+/// Forbidden to it, by the API server's authorizer.
+async fn the_manager_writes_secrets_only_in_tenant_namespaces(
+    pair: &mut Pair,
+) -> anyhow::Result<()> {
+    use syncsecret_e2e::pair::MANAGER_NAMESPACE;
+    let identity = pair
+        .plane
+        .management()
+        .service_account_kubeconfig(MANAGER_NAMESPACE, rbac::MANAGER_ROLE)
+        .await?;
+    let as_manager = client_from(&identity).await?;
+    ensure_namespace(&pair.management, "not-a-tenant").await?;
+    let probe = |ns: &str| -> Secret {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "manager-probe", "namespace": ns},
+            "stringData": {"k": "v"},
+        }))
+        .unwrap()
+    };
+    for ns in ["kube-system", "not-a-tenant"] {
+        let secrets: Api<Secret> = Api::namespaced(as_manager.clone(), ns);
+        match secrets.create(&PostParams::default(), &probe(ns)).await {
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                println!("    the manager may not write in {ns}: {}", s.message);
+            }
+            other => bail!("the manager wrote a Secret in {ns}: {other:?}"),
+        }
+    }
+    let good_ns = tenant_namespace(&pair.tenant_names[GOOD]);
+    let secrets: Api<Secret> = Api::namespaced(as_manager, &good_ns);
+    secrets
+        .create(&PostParams::default(), &probe(&good_ns))
+        .await
+        .context("the manager may write in a tenant namespace")?;
+    secrets.delete("manager-probe", &Default::default()).await?;
+    Ok(())
+}
