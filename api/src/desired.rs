@@ -100,11 +100,32 @@ pub fn desired_secret_metadata(copy: &impl Labelled, policy: &Policy) -> Option<
     Some(ObjectMeta {
         name: Some(secret_name(copy)?),
         namespace: Some(copy.namespace()?),
-        labels: non_empty(policy.filter(&copy.label_map())),
+        labels: Some(secret_labels(copy, policy)),
         annotations: non_empty(policy.filter(&copy.annotation_map())),
         owner_references: Some(vec![owner]),
         ..Default::default()
     })
+}
+
+/// A Secret's labels: the copy's that the policy lets through, and the
+/// origin labels, which the manager sets itself (a tenant's own
+/// `kubelb.k8c.io/` labels never pass). `origin-name` is on every Secret
+/// the manager makes (the copy's name where the copy has none): it is what
+/// the manager's watch of its Secrets selects on.
+fn secret_labels(copy: &impl Labelled, policy: &Policy) -> BTreeMap<String, String> {
+    let mut labels = policy.filter(&copy.label_map());
+    let name = copy
+        .label(LABEL_ORIGIN_NAME)
+        .map_or_else(|| copy.name_any(), str::to_owned);
+    labels.insert(LABEL_ORIGIN_NAME.to_owned(), name);
+    // Each as the copy carries it: a copy KubeLB's ccm made has only the
+    // short one, and so has its Secret (adopted without a write).
+    for key in [LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS] {
+        if let Some(ns) = copy.label(key) {
+            labels.insert(key.to_owned(), ns.to_owned());
+        }
+    }
+    labels
 }
 
 /// Whether applying `desired` would change `live`'s metadata: a wanted label
@@ -352,9 +373,42 @@ mod tests {
             "default".into(),
         );
         let s = desired_secret(&copy, &Policy::default()).unwrap();
+        assert_eq!(
+            s.metadata.annotations, None,
+            "no tenant metadata by default"
+        );
+        let allowing = Policy {
+            allowed_metadata: vec!["note".into(), "kubernetes.io/*".into()],
+            ..Policy::default()
+        };
+        let s = desired_secret(&copy, &allowing).unwrap();
         let annotations = s.metadata.annotations.unwrap_or_default();
         assert!(!annotations.contains_key("kubernetes.io/service-account.name"));
         assert!(annotations.contains_key("note"));
+    }
+
+    #[test]
+    fn the_manager_sets_the_origin_labels_itself() {
+        let mut copy = desired_copy(&tenant(), "tenant-a").unwrap();
+        copy.metadata.uid = Some("u".into());
+        let labels = copy.metadata.labels.get_or_insert_default();
+        labels.insert("kubelb.k8c.io/managed-by".into(), "forged".into());
+        labels.remove(LABEL_ORIGIN_NAMESPACE);
+        let s = desired_secret(&copy, &Policy::default()).unwrap();
+        let labels = s.metadata.labels.unwrap();
+        assert_eq!(labels[LABEL_ORIGIN_NAME], "db");
+        assert!(labels.contains_key(LABEL_ORIGIN_NS));
+        assert!(
+            !labels.contains_key(LABEL_ORIGIN_NAMESPACE),
+            "as the copy has it"
+        );
+        assert!(!labels.contains_key("kubelb.k8c.io/managed-by"));
+        // A copy made by hand, without origin labels, still gets the one
+        // the manager's watch selects on.
+        copy.metadata.labels = None;
+        copy.metadata.name = Some("by-hand".into());
+        let s = desired_secret(&copy, &Policy::default()).unwrap();
+        assert_eq!(s.metadata.labels.unwrap()[LABEL_ORIGIN_NAME], "by-hand");
     }
 
     fn applied(manager: &str, labels: &[&str]) -> ManagedFieldsEntry {

@@ -25,16 +25,39 @@ pub struct Refusal {
     pub message: String,
 }
 
+/// The Secret types the management cluster takes by default: those that
+/// carry credentials for workloads and that no management-cluster
+/// controller acts on (a `helm.sh/release.v1` Secret is a Helm release
+/// record; a `kubernetes.io/service-account-token` one gets a token minted).
+pub const SAFE_TYPES: [&str; 6] = [
+    "Opaque",
+    "kubernetes.io/tls",
+    "kubernetes.io/dockerconfigjson",
+    "kubernetes.io/dockercfg",
+    "kubernetes.io/basic-auth",
+    "kubernetes.io/ssh-auth",
+];
+
+/// Label and annotation keys in our own domain: set by the controllers
+/// (the origin labels), never passed through from a tenant.
+pub const OWN_DOMAIN: &str = "kubelb.k8c.io/";
+
 /// The manager's policy, from its flags.
 #[derive(Clone, Debug)]
 pub struct Policy {
-    /// If not empty, only these types are synced.
+    /// Only these types are synced (unless `copy_everything`).
     pub allowed_types: Vec<String>,
     /// These types are never synced.
     pub denied_types: Vec<String>,
-    /// Extra label and annotation keys never copied onto Secrets; an entry
-    /// ending in `*` is a prefix.
+    /// Label and annotation keys a tenant may put on its Secrets; an entry
+    /// ending in `*` is a prefix. Empty: none (unless `copy_everything`).
+    pub allowed_metadata: Vec<String>,
+    /// Label and annotation keys never copied onto Secrets, whatever else
+    /// allows them; an entry ending in `*` is a prefix.
     pub dropped_metadata: Vec<String>,
+    /// KubeLB's behaviour: every type but the denied ones, every label and
+    /// annotation but the dropped ones.
+    pub copy_everything: bool,
     /// Most Secrets per tenant namespace (`None`: no limit).
     pub max_secrets_per_tenant: Option<usize>,
     /// Most data bytes per tenant namespace (`None`: no limit).
@@ -44,9 +67,11 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            allowed_types: Vec::new(),
+            allowed_types: SAFE_TYPES.iter().map(|t| (*t).to_owned()).collect(),
             denied_types: vec!["kubernetes.io/service-account-token".to_owned()],
+            allowed_metadata: Vec::new(),
             dropped_metadata: Vec::new(),
+            copy_everything: false,
             max_secrets_per_tenant: None,
             max_bytes_per_tenant: None,
         }
@@ -61,13 +86,21 @@ fn matches(pattern: &str, key: &str) -> bool {
 }
 
 impl Policy {
-    /// Whether a label or annotation key may be copied onto a Secret.
+    /// Whether a tenant's label or annotation key may be copied onto a
+    /// Secret: never one [`ALWAYS_DROPPED`] or dropped by the flags, never
+    /// one of our own domain ([`OWN_DOMAIN`]: the manager sets those);
+    /// otherwise only one the allow-list names (or any, with
+    /// `copy_everything`).
     pub fn keeps_key(&self, key: &str) -> bool {
-        !ALWAYS_DROPPED
+        let dropped = ALWAYS_DROPPED
             .iter()
             .copied()
             .chain(self.dropped_metadata.iter().map(String::as_str))
-            .any(|p| matches(p, key))
+            .any(|p| matches(p, key));
+        if dropped || key.starts_with(OWN_DOMAIN) {
+            return false;
+        }
+        self.copy_everything || self.allowed_metadata.iter().any(|p| matches(p, key))
     }
 
     /// `map` without the keys the policy drops.
@@ -76,6 +109,20 @@ impl Policy {
             .filter(|(k, _)| self.keeps_key(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// The keys of `keys` a tenant set that the policy does not copy (our
+    /// own domain and the always-dropped ones aside: those are never the
+    /// tenant's to set), sorted: what the copy's status names.
+    pub fn refused<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let mut out: Vec<String> = keys
+            .into_iter()
+            .filter(|k| !k.starts_with(OWN_DOMAIN) && !ALWAYS_DROPPED.iter().any(|p| matches(p, k)))
+            .filter(|k| !self.keeps_key(k))
+            .map(str::to_owned)
+            .collect();
+        out.sort();
+        out
     }
 
     /// Type and size checks of one payload.
@@ -94,11 +141,11 @@ impl Policy {
                 ),
             });
         }
-        if !self.allowed_types.is_empty() && !self.allowed_types.iter().any(|a| a == t) {
+        if !self.copy_everything && !self.allowed_types.iter().any(|a| a == t) {
             return Err(Refusal {
                 reason: "TypeDenied",
                 message: format!(
-                    "type {t} is not among the manager's --allowed-secret-types ({})",
+                    "type {t} is not among the types the management cluster takes (the manager's --allowed-secret-types: {})",
                     self.allowed_types.join(", ")
                 ),
             });
@@ -193,6 +240,50 @@ mod tests {
     }
 
     #[test]
+    fn only_safe_types_by_default_and_every_type_but_denied_ones_when_copying_everything() {
+        let p = Policy::default();
+        for t in SAFE_TYPES {
+            assert!(check(&p, t, 1).is_ok(), "{t}");
+        }
+        let r = check(&p, "helm.sh/release.v1", 1).unwrap_err();
+        assert_eq!(r.reason, "TypeDenied");
+        assert!(
+            r.message.contains("--allowed-secret-types"),
+            "{}",
+            r.message
+        );
+        let kubelb = Policy {
+            copy_everything: true,
+            ..Policy::default()
+        };
+        assert!(check(&kubelb, "helm.sh/release.v1", 1).is_ok());
+        let token = "kubernetes.io/service-account-token";
+        assert_eq!(check(&kubelb, token, 1).unwrap_err().reason, "TypeDenied");
+    }
+
+    #[test]
+    fn tenant_metadata_passes_only_by_the_allow_list_and_never_in_our_domain() {
+        let p = Policy {
+            allowed_metadata: vec!["app".into(), "example.com/*".into()],
+            ..Policy::default()
+        };
+        assert!(p.keeps_key("app") && p.keeps_key("example.com/team"));
+        assert!(!p.keeps_key("owner") && !p.keeps_key("helm.sh/chart"));
+        assert!(!p.keeps_key("kubelb.k8c.io/origin-name"));
+        assert_eq!(
+            p.refused(["app", "owner", "kubelb.k8c.io/origin-name", "status"]),
+            ["owner", "status"]
+        );
+        assert!(!Policy::default().keeps_key("app"), "nothing by default");
+        let kubelb = Policy {
+            copy_everything: true,
+            ..Policy::default()
+        };
+        assert!(kubelb.keeps_key("owner") && !kubelb.keeps_key("kubelb.k8c.io/x"));
+        assert!(!kubelb.keeps_key(LAST_APPLIED_ANNOTATION));
+    }
+
+    #[test]
     fn oversize_is_refused_before_any_write() {
         let p = Policy::default();
         // One byte of key plus the values.
@@ -205,6 +296,7 @@ mod tests {
     fn sensitive_metadata_is_dropped() {
         let p = Policy {
             dropped_metadata: vec!["example.com/internal-*".into(), "exact".into()],
+            copy_everything: true,
             ..Policy::default()
         };
         assert!(!p.keeps_key("kubernetes.io/service-account.name"));

@@ -77,6 +77,43 @@ where
     })
 }
 
+/// The message of a `Synced` copy: which Secret holds it and, when the
+/// policy kept some of the tenant's labels or annotations off it, which
+/// (names only, at most [`NAMED_KEYS`] of each).
+pub fn synced_message(
+    namespace: &str,
+    name: &str,
+    refused_labels: &[String],
+    refused_annotations: &[String],
+) -> String {
+    let mut message = format!("Secret {namespace}/{name} is in sync");
+    let named = |what: &str, keys: &[String]| {
+        let mut out = format!("{what} {}", keys[..keys.len().min(NAMED_KEYS)].join(", "));
+        if keys.len() > NAMED_KEYS {
+            out.push_str(&format!(" and {} more", keys.len() - NAMED_KEYS));
+        }
+        out
+    };
+    let parts: Vec<String> = [
+        ("labels", refused_labels),
+        ("annotations", refused_annotations),
+    ]
+    .into_iter()
+    .filter(|(_, keys)| !keys.is_empty())
+    .map(|(what, keys)| named(what, keys))
+    .collect();
+    if !parts.is_empty() {
+        message.push_str(&format!(
+            "; not copied to it (not among the manager's --allowed-metadata): {}",
+            parts.join("; ")
+        ));
+    }
+    message
+}
+
+/// How many refused keys of each kind a message names.
+pub const NAMED_KEYS: usize = 8;
+
 /// The most of a management-side message a tenant object shows.
 pub const MAX_MIRRORED_MESSAGE: usize = 1024;
 
@@ -230,6 +267,17 @@ pub fn with_condition(
 #[cfg(test)]
 mod mirrored_text {
     use super::*;
+
+    #[test]
+    fn a_synced_message_names_the_keys_the_policy_kept_off() {
+        assert_eq!(synced_message("t", "s", &[], &[]), "Secret t/s is in sync");
+        let labels: Vec<String> = (0..10).map(|i| format!("l{i}")).collect();
+        let m = synced_message("t", "s", &labels, &["owner".to_owned()]);
+        assert_eq!(
+            m,
+            "Secret t/s is in sync; not copied to it (not among the manager's --allowed-metadata): labels l0, l1, l2, l3, l4, l5, l6, l7 and 2 more; annotations owner"
+        );
+    }
 
     #[test]
     fn a_mirrored_message_names_no_management_identity_and_is_capped() {

@@ -27,6 +27,10 @@ use crate::{ControlPlane, HarnessError};
 
 /// Namespace of the manager (and its lease) in the management cluster.
 pub const MANAGER_NAMESPACE: &str = "kubelb";
+
+/// The label and annotation keys the harness's manager lets tenants put on
+/// their Secrets (`--allowed-metadata`).
+pub const ALLOWED_METADATA: &str = "app,team,note,e2e-tamper";
 /// Namespace of the ccm (and its lease) in each tenant cluster.
 pub const CCM_NAMESPACE: &str = "kube-system";
 
@@ -462,6 +466,9 @@ impl Pair {
                 [
                     format!("--kubeconfig={}", manager_identity.display()),
                     format!("--namespace={MANAGER_NAMESPACE}"),
+                    // What a platform team lets through: the tests' own
+                    // labels (nothing passes by default).
+                    format!("--allowed-metadata={ALLOWED_METADATA}"),
                 ]
                 .into_iter()
                 .chain(launch.manager_args.iter().cloned())

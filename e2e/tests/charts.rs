@@ -134,6 +134,8 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
                 "namespace: tenant-shop",
                 "namespace: tenant-games",
                 "kind: Namespace",
+                // The manager's own Role in each, for the Secrets it writes.
+                "name: demo-syncsecret-manager\n  namespace: tenant-shop",
             ],
             vec!["tenant-tenant-games"],
         ),
@@ -141,6 +143,24 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
             "syncsecret-manager",
             vec!["replicaCount=2"],
             vec!["PodDisruptionBudget"],
+            vec![],
+        ),
+        (
+            "syncsecret-manager",
+            vec![],
+            vec!["--allowed-secret-types=Opaque,kubernetes.io/tls,"],
+            vec!["--allowed-metadata", "--unsafe-copy-all-types-and-metadata"],
+        ),
+        (
+            "syncsecret-manager",
+            vec![
+                "allowedMetadata={app,example.com/*}",
+                "unsafeCopyAllTypesAndMetadata=true",
+            ],
+            vec![
+                "--allowed-metadata=app,example.com/*",
+                "--unsafe-copy-all-types-and-metadata",
+            ],
             vec![],
         ),
         (

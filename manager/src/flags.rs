@@ -33,9 +33,32 @@ pub struct Flags {
     #[arg(long, env = "TENANT_NAMESPACE_PREFIX", default_value = "tenant-")]
     pub tenant_namespace_prefix: String,
 
-    /// Only these Secret types are synced (comma-separated; empty: all).
-    #[arg(long, env = "ALLOWED_SECRET_TYPES", value_delimiter = ',')]
+    /// Only these Secret types are synced (comma-separated). The default
+    /// is the types that carry workload credentials and that no
+    /// management-cluster controller acts on.
+    #[arg(
+        long,
+        env = "ALLOWED_SECRET_TYPES",
+        value_delimiter = ',',
+        default_value = "Opaque,kubernetes.io/tls,kubernetes.io/dockerconfigjson,kubernetes.io/dockercfg,kubernetes.io/basic-auth,kubernetes.io/ssh-auth"
+    )]
     pub allowed_secret_types: Vec<String>,
+
+    /// Label and annotation keys a tenant may put on its Secrets here
+    /// (comma-separated; `prefix*` for prefixes). Default: none; the
+    /// origin labels are set by the manager either way.
+    #[arg(long, env = "ALLOWED_METADATA", value_delimiter = ',')]
+    pub allowed_metadata: Vec<String>,
+
+    /// KubeLB's behaviour: sync every Secret type but the denied ones, and
+    /// copy every label and annotation a tenant writes but the dropped
+    /// ones. This lets a tenant make Secrets that controllers of the
+    /// management cluster act on: a Helm release record (type
+    /// helm.sh/release.v1 with Helm's labels), a replicator's or
+    /// reflector's source (their annotations), anything a policy engine
+    /// selects by label.
+    #[arg(long, env = "UNSAFE_COPY_ALL_TYPES_AND_METADATA")]
+    pub unsafe_copy_all_types_and_metadata: bool,
 
     /// These Secret types are never synced (comma-separated).
     #[arg(
@@ -46,9 +69,10 @@ pub struct Flags {
     )]
     pub denied_secret_types: Vec<String>,
 
-    /// Label and annotation keys never copied onto Secrets, besides
-    /// kubernetes.io/service-account.* and kubectl's last-applied
-    /// configuration (comma-separated; `prefix*` for prefixes).
+    /// Label and annotation keys never copied onto Secrets, whatever else
+    /// allows them, besides kubernetes.io/service-account.* and kubectl's
+    /// last-applied configuration (comma-separated; `prefix*` for
+    /// prefixes).
     #[arg(long, env = "DROP_METADATA", value_delimiter = ',')]
     pub drop_metadata: Vec<String>,
 
@@ -86,7 +110,9 @@ impl Flags {
         syncsecret_api::policy::Policy {
             allowed_types: non_empty(&self.allowed_secret_types),
             denied_types: non_empty(&self.denied_secret_types),
+            allowed_metadata: non_empty(&self.allowed_metadata),
             dropped_metadata: non_empty(&self.drop_metadata),
+            copy_everything: self.unsafe_copy_all_types_and_metadata,
             max_secrets_per_tenant: (self.max_secrets_per_tenant > 0)
                 .then_some(self.max_secrets_per_tenant),
             max_bytes_per_tenant: (self.max_bytes_per_tenant > 0)

@@ -22,7 +22,7 @@ use syncsecret_api::runtime::metrics::ReconcileResult;
 use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer;
-use syncsecret_api::status::{REASON_SYNCED, status, with_condition};
+use syncsecret_api::status::{REASON_SYNCED, status, synced_message, with_condition};
 use syncsecret_api::summary::{Labelled, Summarize, Summary};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 
@@ -248,7 +248,13 @@ async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Erro
             generation,
             true,
             REASON_SYNCED,
-            format!("Secret {namespace}/{name} is in sync"),
+            synced_message(
+                &namespace,
+                &name,
+                &ctx.policy.refused(copy.labels().iter().map(|(k, _)| k)),
+                &ctx.policy
+                    .refused(copy.annotations().iter().map(|(k, _)| k)),
+            ),
         ),
         certificate
             .as_ref()
