@@ -5,6 +5,7 @@
 //! This crate has no server, no runtime and no command-line parsing, so that
 //! anyone who only wants the types can depend on it.
 
+pub mod admission;
 pub mod certificate;
 pub mod contract;
 pub mod crd;

@@ -369,7 +369,7 @@ impl ControlPlane {
         let p = |f: &str| mgmt_dir.join(f).display().to_string();
         let args = vec![
             format!("--kubeconfig={}", mgmt_kubeconfig.display()),
-            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller".to_owned(),
+            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,resourcequota-controller".to_owned(),
             "--leader-elect=false".to_owned(),
             "--secure-port=0".to_owned(),
             format!("--service-account-private-key-file={}", p("sa.key")),

@@ -71,13 +71,17 @@ pub fn template(chart: &str, namespace: &str, sets: &[&str]) -> Result<String, H
 /// (Namespaces, ServiceAccounts, Roles, ClusterRoles and their bindings),
 /// without the workload.
 pub fn access_only(rendered: &str) -> String {
-    const KINDS: [&str; 6] = [
+    const KINDS: [&str; 9] = [
         "Namespace",
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
         "Role",
         "RoleBinding",
+        // The tenant limits: every e2e test runs under them.
+        "ResourceQuota",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ];
     rendered
         .split("\n---")
