@@ -54,6 +54,12 @@ pub fn tenant_namespace(cluster_name: &str) -> String {
     }
 }
 
+/// Annotation on every copy: the tenant cluster it came from (the UID of
+/// that cluster's kube-system namespace). Two clusters whose ccms claim
+/// one cluster name write into one tenant namespace; by this each tells
+/// the other's copies from its own and never sweeps them.
+pub const ANNOTATION_ORIGIN_CLUSTER: &str = "kubelb.k8c.io/origin-cluster";
+
 /// Namespaces of the management cluster that are never a tenant's,
 /// whatever the prefix: the manager would write Secrets there for whoever
 /// may write copies there.

@@ -9,10 +9,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 use crate::contract::{
-    ANNOTATION_ORIGIN_GENERATION, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
-    LAST_APPLIED_ANNOTATION, copy_name, secret_name,
+    ANNOTATION_ORIGIN_CLUSTER, ANNOTATION_ORIGIN_GENERATION, LABEL_ORIGIN_NAME,
+    LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS, LAST_APPLIED_ANNOTATION, copy_name, secret_name,
 };
-use crate::payload::{Payload, PayloadDigest, contains_all};
+use crate::payload::{Payload, PayloadDigest, contains_all, effective_data};
 use crate::policy::Policy;
 use crate::summary::{Labelled, Summary};
 use crate::v1alpha1::SyncSecret;
@@ -33,15 +33,24 @@ fn non_empty(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> 
 /// management cluster: named by the tenant object's UID; its labels plus the
 /// origin labels; its annotations but kubectl's last-applied one, plus its
 /// generation (`kubelb.k8c.io/origin-generation`); its
-/// `type`, `data`, `stringData` and `immutable`. Never its UID,
+/// `type`, its effective data (`stringData` merged over `data`, in
+/// `data` only) and `immutable`. Never its UID,
 /// resourceVersion, finalizers, ownerReferences, managedFields or status.
 /// `None` if the tenant object has no UID or namespace (not stored yet).
-pub fn desired_copy(tenant: &SyncSecret, tenant_namespace: &str) -> Option<SyncSecret> {
+pub fn desired_copy(
+    tenant: &SyncSecret,
+    tenant_namespace: &str,
+    cluster: Option<&str>,
+) -> Option<SyncSecret> {
+    // stringData merged into data: no value is stored (or written to an
+    // audit log) in clear in the management cluster.
+    let data = (tenant.data.is_some() || tenant.string_data.is_some())
+        .then(|| effective_data(tenant.data.as_ref(), tenant.string_data.as_ref()));
     Some(SyncSecret {
-        metadata: desired_copy_metadata(tenant, tenant_namespace)?,
+        metadata: desired_copy_metadata(tenant, tenant_namespace, cluster)?,
         type_: tenant.type_.clone(),
-        data: tenant.data.clone(),
-        string_data: tenant.string_data.clone(),
+        data,
+        string_data: None,
         immutable: tenant.immutable,
         status: None,
     })
@@ -50,7 +59,11 @@ pub fn desired_copy(tenant: &SyncSecret, tenant_namespace: &str) -> Option<SyncS
 /// The metadata of [`desired_copy`], from the tenant object whole or as
 /// cached: what decides, with the payload's digest, whether the copy is to
 /// be written.
-pub fn desired_copy_metadata(tenant: &impl Labelled, tenant_namespace: &str) -> Option<ObjectMeta> {
+pub fn desired_copy_metadata(
+    tenant: &impl Labelled,
+    tenant_namespace: &str,
+    cluster: Option<&str>,
+) -> Option<ObjectMeta> {
     let name = copy_name(tenant)?;
     let origin_namespace = tenant.namespace()?;
     let mut labels = tenant.label_map();
@@ -60,6 +73,9 @@ pub fn desired_copy_metadata(tenant: &impl Labelled, tenant_namespace: &str) -> 
     let mut annotations = carried_annotations(tenant);
     if let Some(g) = tenant.meta().generation {
         annotations.insert(ANNOTATION_ORIGIN_GENERATION.into(), g.to_string());
+    }
+    if let Some(c) = cluster {
+        annotations.insert(ANNOTATION_ORIGIN_CLUSTER.into(), c.to_owned());
     }
     Some(ObjectMeta {
         name: Some(name),
@@ -164,7 +180,8 @@ pub fn copy_needs_write(
     payload: &PayloadDigest,
     field_manager: &str,
 ) -> bool {
-    if live.payload != *payload {
+    // A copy carries data only: stringData someone else wrote goes.
+    if live.payload != *payload || live.has_string_data {
         return true;
     }
     let mut want = desired.clone();
@@ -175,9 +192,13 @@ pub fn copy_needs_write(
     {
         labels.remove(LABEL_ORIGIN_NAMESPACE);
     }
-    let live_has_generation = live.annotation(ANNOTATION_ORIGIN_GENERATION).is_some();
-    if !live_has_generation && let Some(a) = want.annotations.as_mut() {
-        a.remove(ANNOTATION_ORIGIN_GENERATION);
+    // Like origin-generation, origin-cluster comes with the next real write.
+    for key in [ANNOTATION_ORIGIN_GENERATION, ANNOTATION_ORIGIN_CLUSTER] {
+        if live.annotation(key).is_none()
+            && let Some(a) = want.annotations.as_mut()
+        {
+            a.remove(key);
+        }
     }
     metadata_differs(live, &want, field_manager)
 }
@@ -279,9 +300,9 @@ mod tests {
     fn what_is_decided_from_a_cache_is_what_is_written_from_the_whole_object() {
         let whole = tenant();
         let cached = whole.clone().summary();
-        let copy = desired_copy(&whole, "tenant-a").unwrap();
+        let copy = desired_copy(&whole, "tenant-a", None).unwrap();
         assert_eq!(
-            desired_copy_metadata(&cached, "tenant-a"),
+            desired_copy_metadata(&cached, "tenant-a", None),
             Some(copy.metadata.clone()),
             "the copy's metadata from the tenant object as cached"
         );
@@ -309,7 +330,7 @@ mod tests {
 
     #[test]
     fn copy_is_named_by_uid_and_carries_origin_labels_but_no_identity() {
-        let copy = desired_copy(&tenant(), "tenant-a").unwrap();
+        let copy = desired_copy(&tenant(), "tenant-a", None).unwrap();
         assert_eq!(
             copy.metadata.name.as_deref(),
             Some("11111111-2222-3333-4444-555555555555")
@@ -332,8 +353,12 @@ mod tests {
         assert_eq!(copy.metadata.uid, None);
         assert_eq!(copy.metadata.resource_version, None);
         assert_eq!(copy.metadata.finalizers, None);
-        assert_eq!(copy.data, tenant().data);
-        assert_eq!(copy.string_data, tenant().string_data);
+        assert_eq!(
+            copy.data,
+            Some(Payload::of_sync_secret(&tenant()).data),
+            "stringData merged into data"
+        );
+        assert_eq!(copy.string_data, None, "no value in clear");
         assert_eq!(copy.status, None);
     }
 
@@ -341,12 +366,12 @@ mod tests {
     fn no_copy_before_the_tenant_object_is_stored() {
         let mut t = tenant();
         t.metadata.uid = None;
-        assert!(desired_copy(&t, "tenant-a").is_none());
+        assert!(desired_copy(&t, "tenant-a", None).is_none());
     }
 
     #[test]
     fn secret_has_effective_data_and_controller_owner() {
-        let mut copy = desired_copy(&tenant(), "tenant-a").unwrap();
+        let mut copy = desired_copy(&tenant(), "tenant-a", None).unwrap();
         copy.metadata.uid = Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into());
         copy.immutable = Some(true);
         let s = desired_secret(&copy, &Policy::default()).unwrap();
@@ -389,7 +414,7 @@ mod tests {
 
     #[test]
     fn the_manager_sets_the_origin_labels_itself() {
-        let mut copy = desired_copy(&tenant(), "tenant-a").unwrap();
+        let mut copy = desired_copy(&tenant(), "tenant-a", None).unwrap();
         copy.metadata.uid = Some("u".into());
         let labels = copy.metadata.labels.get_or_insert_default();
         labels.insert("kubelb.k8c.io/managed-by".into(), "forged".into());
@@ -426,7 +451,7 @@ mod tests {
 
     #[test]
     fn live_copy_equal_in_content_needs_no_write_despite_foreign_labels() {
-        let desired = desired_copy(&tenant(), "tenant-a").unwrap();
+        let desired = desired_copy(&tenant(), "tenant-a", None).unwrap();
         let mut live = desired.clone();
         // The API server added identity; someone else added a label.
         live.metadata.uid = Some("x".into());
@@ -464,7 +489,7 @@ mod tests {
 
     #[test]
     fn changed_content_or_missing_label_needs_a_write() {
-        let desired = desired_copy(&tenant(), "tenant-a").unwrap();
+        let desired = desired_copy(&tenant(), "tenant-a", None).unwrap();
         let mut changed = desired.clone();
         changed.string_data = Some([("password".to_owned(), "old".to_owned())].into());
         assert!(needs_copy(
@@ -491,7 +516,7 @@ mod tests {
     fn a_label_we_applied_and_no_longer_want_needs_a_write() {
         let mut t = tenant();
         t.metadata.labels = None;
-        let desired = desired_copy(&t, "tenant-a").unwrap();
+        let desired = desired_copy(&t, "tenant-a", None).unwrap();
         let mut live = desired.clone();
         live.metadata
             .labels
@@ -538,7 +563,7 @@ mod tests {
 
     #[test]
     fn a_copy_in_kubelbs_shape_is_adopted_without_a_write() {
-        let desired = desired_copy(&tenant(), "tenant-a").unwrap();
+        let desired = desired_copy(&tenant(), "tenant-a", None).unwrap();
         let mut kubelb = desired.clone();
         let labels = kubelb.metadata.labels.as_mut().unwrap();
         labels.remove(LABEL_ORIGIN_NAMESPACE);
@@ -587,7 +612,7 @@ mod tests {
 
     #[test]
     fn secret_needs_write_only_when_content_metadata_or_owner_differ() {
-        let mut copy = desired_copy(&tenant(), "tenant-a").unwrap();
+        let mut copy = desired_copy(&tenant(), "tenant-a", None).unwrap();
         copy.metadata.uid = Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into());
         let desired = desired_secret(&copy, &Policy::default()).unwrap();
         let mut live = desired.clone();

@@ -111,18 +111,11 @@ impl Policy {
             .collect()
     }
 
-    /// The keys of `keys` a tenant set that the policy does not copy (our
-    /// own domain and the always-dropped ones aside: those are never the
-    /// tenant's to set), sorted: what the copy's status names.
-    pub fn refused<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-        let mut out: Vec<String> = keys
-            .into_iter()
-            .filter(|k| !k.starts_with(OWN_DOMAIN) && !ALWAYS_DROPPED.iter().any(|p| matches(p, k)))
-            .filter(|k| !self.keeps_key(k))
-            .map(str::to_owned)
-            .collect();
-        out.sort();
-        out
+    /// What a cache of copies keeps of their labels and annotations: what
+    /// the policy copies onto Secrets, and our own domain's keys (the
+    /// origin labels the manager copies itself).
+    pub fn caches_key(&self, key: &str) -> bool {
+        key.starts_with(OWN_DOMAIN) || self.keeps_key(key)
     }
 
     /// Type and size checks of one payload.
@@ -270,10 +263,8 @@ mod tests {
         assert!(p.keeps_key("app") && p.keeps_key("example.com/team"));
         assert!(!p.keeps_key("owner") && !p.keeps_key("helm.sh/chart"));
         assert!(!p.keeps_key("kubelb.k8c.io/origin-name"));
-        assert_eq!(
-            p.refused(["app", "owner", "kubelb.k8c.io/origin-name", "status"]),
-            ["owner", "status"]
-        );
+        assert!(p.caches_key("kubelb.k8c.io/origin-name") && p.caches_key("app"));
+        assert!(!p.caches_key("owner"));
         assert!(!Policy::default().keeps_key("app"), "nothing by default");
         let kubelb = Policy {
             copy_everything: true,

@@ -43,6 +43,11 @@ pub fn ccm_tenant_rules() -> Vec<PolicyRule> {
         ),
         rule(&[GROUP], &[&format!("{PLURAL}/finalizers")], &["update"]),
         events_rule(),
+        // The cluster's identity (kube-system's UID), stamped on copies.
+        PolicyRule {
+            resource_names: Some(vec!["kube-system".to_owned()]),
+            ..rule(&[""], &["namespaces"], &["get"])
+        },
     ]
 }
 

@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::core::object::HasStatus;
 
 use crate::contract::ANNOTATION_ORIGIN_GENERATION;
-use crate::summary::Labelled;
+use crate::summary::{KeptOff, Labelled};
 use crate::v1alpha1::{SyncSecretPhase, SyncSecretStatus};
 
 /// The condition type both controllers write.
@@ -79,28 +79,26 @@ where
 
 /// The message of a `Synced` copy: which Secret holds it and, when the
 /// policy kept some of the tenant's labels or annotations off it, which
-/// (names only, at most [`NAMED_KEYS`] of each).
-pub fn synced_message(
-    namespace: &str,
-    name: &str,
-    refused_labels: &[String],
-    refused_annotations: &[String],
-) -> String {
+/// (names only, the first [`KeptOff::NAMED`] of each).
+pub fn synced_message(namespace: &str, name: &str, kept_off: Option<&KeptOff>) -> String {
     let mut message = format!("Secret {namespace}/{name} is in sync");
-    let named = |what: &str, keys: &[String]| {
-        let mut out = format!("{what} {}", keys[..keys.len().min(NAMED_KEYS)].join(", "));
-        if keys.len() > NAMED_KEYS {
-            out.push_str(&format!(" and {} more", keys.len() - NAMED_KEYS));
+    let Some(off) = kept_off else {
+        return message;
+    };
+    let named = |what: &str, keys: &[String], total: usize| {
+        let mut out = format!("{what} {}", keys.join(", "));
+        if total > keys.len() {
+            out.push_str(&format!(" and {} more", total - keys.len()));
         }
         out
     };
     let parts: Vec<String> = [
-        ("labels", refused_labels),
-        ("annotations", refused_annotations),
+        ("labels", &off.labels, off.labels_total),
+        ("annotations", &off.annotations, off.annotations_total),
     ]
     .into_iter()
-    .filter(|(_, keys)| !keys.is_empty())
-    .map(|(what, keys)| named(what, keys))
+    .filter(|(_, _, total)| *total > 0)
+    .map(|(what, keys, total)| named(what, keys, total))
     .collect();
     if !parts.is_empty() {
         message.push_str(&format!(
@@ -110,9 +108,6 @@ pub fn synced_message(
     }
     message
 }
-
-/// How many refused keys of each kind a message names.
-pub const NAMED_KEYS: usize = 8;
 
 /// The most of a management-side message a tenant object shows.
 pub const MAX_MIRRORED_MESSAGE: usize = 1024;
@@ -270,9 +265,14 @@ mod mirrored_text {
 
     #[test]
     fn a_synced_message_names_the_keys_the_policy_kept_off() {
-        assert_eq!(synced_message("t", "s", &[], &[]), "Secret t/s is in sync");
-        let labels: Vec<String> = (0..10).map(|i| format!("l{i}")).collect();
-        let m = synced_message("t", "s", &labels, &["owner".to_owned()]);
+        assert_eq!(synced_message("t", "s", None), "Secret t/s is in sync");
+        let off = KeptOff {
+            labels: (0..8).map(|i| format!("l{i}")).collect(),
+            labels_total: 10,
+            annotations: vec!["owner".to_owned()],
+            annotations_total: 1,
+        };
+        let m = synced_message("t", "s", Some(&off));
         assert_eq!(
             m,
             "Secret t/s is in sync; not copied to it (not among the manager's --allowed-metadata): labels l0, l1, l2, l3, l4, l5, l6, l7 and 2 more; annotations owner"

@@ -69,6 +69,12 @@ pub struct Summary<K> {
     /// The notAfter of its `tls.crt`, for a `kubernetes.io/tls` SyncSecret
     /// ([`read_not_after`]); a Secret's is not read.
     pub certificate: Option<Result<i64, String>>,
+    /// Whether the object has `stringData` (a copy written by the ccm never
+    /// has: one that has was written by someone else).
+    pub has_string_data: bool,
+    /// The label and annotation keys the cache did not keep
+    /// ([`Summary::retain_metadata`]), by name; `None` when it kept all.
+    kept_off: Option<Box<KeptOff>>,
     /// Why the object could not be read as `K` (`None` when it could):
     /// then only its metadata is known, and its payload digest is empty.
     undecodable: Option<Box<str>>,
@@ -84,8 +90,10 @@ pub trait Summarize: kube::Resource<DynamicType = ()> + DeserializeOwned {
 impl Summarize for SyncSecret {
     fn summary(self) -> Summary<Self> {
         let payload = Payload::of_sync_secret(&self);
+        let has_string_data = self.string_data.is_some();
         let mut summary = Summary::new(self.metadata, payload.digested(), self.status);
         summary.certificate = read_not_after(&payload);
+        summary.has_string_data = has_string_data;
         summary
     }
 }
@@ -111,6 +119,8 @@ impl<K> Summary<K> {
             payload,
             status,
             certificate: None,
+            has_string_data: false,
+            kept_off: None,
             undecodable: None,
             kind: PhantomData,
         }
@@ -154,6 +164,71 @@ impl<K> Summary<K> {
             );
         }
     }
+}
+
+impl<K> Summary<K> {
+    /// Forgets every label and annotation whose key `keep` says no to,
+    /// naming the first few of them in [`Summary::kept_off`]: a cache of
+    /// what tenants wrote then holds only what the policy lets through,
+    /// however much they put in metadata.
+    pub fn retain_metadata(&mut self, keep: &dyn Fn(&str) -> bool) {
+        let mut off = KeptOff::default();
+        self.labels = split(
+            std::mem::take(&mut self.labels),
+            keep,
+            &mut off.labels,
+            &mut off.labels_total,
+        );
+        self.annotations = split(
+            std::mem::take(&mut self.annotations),
+            keep,
+            &mut off.annotations,
+            &mut off.annotations_total,
+        );
+        self.kept_off = (off.labels_total + off.annotations_total > 0).then(|| Box::new(off));
+    }
+
+    /// The keys [`Summary::retain_metadata`] did not keep.
+    pub fn kept_off(&self) -> Option<&KeptOff> {
+        self.kept_off.as_deref()
+    }
+}
+
+/// `pairs` without the keys `keep` says no to; their names go to `named`
+/// (the first [`KeptOff::NAMED`]) and their count to `total`.
+fn split(
+    pairs: Pairs,
+    keep: &dyn Fn(&str) -> bool,
+    named: &mut Vec<String>,
+    total: &mut usize,
+) -> Pairs {
+    let (kept, off): (Vec<_>, Vec<_>) = pairs.0.into_vec().into_iter().partition(|(k, _)| keep(k));
+    *total = off.len();
+    named.extend(
+        off.into_iter()
+            .take(KeptOff::NAMED)
+            .map(|(k, _)| k.into_owned()),
+    );
+    Pairs(kept.into_boxed_slice())
+}
+
+/// The label and annotation keys a cache did not keep of an object: the
+/// first [`KeptOff::NAMED`] of each, by name, and how many in all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeptOff {
+    /// The first label keys kept off, sorted.
+    pub labels: Vec<String>,
+    /// How many label keys were kept off.
+    pub labels_total: usize,
+    /// The first annotation keys kept off, sorted.
+    pub annotations: Vec<String>,
+    /// How many annotation keys were kept off.
+    pub annotations_total: usize,
+}
+
+impl KeptOff {
+    /// How many keys of each kind are named.
+    pub const NAMED: usize = 8;
 }
 
 /// The fields whose keys a summary keeps of a server-side apply.
@@ -376,6 +451,8 @@ impl<K> Clone for Summary<K> {
             certificate: self.certificate.clone(),
             payload: self.payload.clone(),
             status: self.status.clone(),
+            has_string_data: self.has_string_data,
+            kept_off: self.kept_off.clone(),
             undecodable: self.undecodable.clone(),
             kind: PhantomData,
         }
@@ -608,5 +685,36 @@ mod applied {
         summary.keep_applied_by(None);
         assert!(!summary.made_by("ours"));
         assert!(summary.applied_keys("ours", "labels").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod kept_off {
+    use super::*;
+
+    #[test]
+    fn a_cache_keeps_only_the_allowed_metadata_and_names_what_it_dropped() {
+        let mut copy = SyncSecret::default();
+        let labels: BTreeMap<String, String> = (0..10)
+            .map(|i| (format!("l{i}"), "x".repeat(1000)))
+            .chain([("app".to_owned(), "shop".to_owned())])
+            .collect();
+        copy.metadata.labels = Some(labels);
+        copy.metadata.annotations = Some([("big".to_owned(), "y".repeat(10_000))].into());
+        let mut summary = copy.summary();
+        summary.retain_metadata(&|k| k == "app");
+        assert_eq!(summary.label("app"), Some("shop"));
+        assert_eq!(summary.labels().iter().count(), 1);
+        assert!(
+            summary.annotations().iter().next().is_none(),
+            "nothing big is held"
+        );
+        let off = summary.kept_off().unwrap();
+        assert_eq!(off.labels_total, 10);
+        assert_eq!(off.labels.len(), KeptOff::NAMED);
+        assert_eq!(off.labels[0], "l0");
+        assert_eq!(off.annotations, ["big"]);
+        summary.retain_metadata(&|_| true);
+        assert!(summary.kept_off().is_none());
     }
 }

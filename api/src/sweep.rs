@@ -7,7 +7,9 @@ use std::collections::HashSet;
 
 use kube::ResourceExt;
 
-use crate::contract::{LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS};
+use crate::contract::{
+    ANNOTATION_ORIGIN_CLUSTER, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
+};
 use crate::summary::Labelled;
 
 /// The tenant object a copy names: (namespace, name), from its origin labels.
@@ -27,16 +29,26 @@ pub fn orphaned_copies<'a, K: Labelled + 'a>(
     copies: impl IntoIterator<Item = &'a K>,
     tenant_uid: impl Fn(&str, &str) -> Option<String>,
     field_manager: &str,
+    cluster: &str,
 ) -> Vec<String> {
     copies
         .into_iter()
         .filter(|c| c.meta().deletion_timestamp.is_none() && c.made_by(field_manager))
+        .filter(|c| !from_another_cluster(*c, cluster))
         .filter_map(|c| {
             let (namespace, name) = origin(c)?;
             let alive = tenant_uid(&namespace, &name).is_some_and(|uid| uid == c.name_any());
             (!alive).then(|| c.name_any())
         })
         .collect()
+}
+
+/// Whether `copy` says it came from a tenant cluster other than `cluster`
+/// (another ccm claims the same cluster name). A copy that says nothing
+/// (made before the annotation, or by KubeLB) is taken as this cluster's.
+pub fn from_another_cluster(copy: &impl Labelled, cluster: &str) -> bool {
+    copy.annotation(ANNOTATION_ORIGIN_CLUSTER)
+        .is_some_and(|c| c != cluster)
 }
 
 /// Secrets (namespace, name) made by `field_manager`, carrying our origin
@@ -93,6 +105,27 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_another_cluster_made_under_our_name_is_never_an_orphan() {
+        let stamped = |uid: &str, cluster: Option<&str>| {
+            let mut c = copy(uid, "gone", "syncsecret-ccm");
+            if let Some(cluster) = cluster {
+                c.metadata.annotations =
+                    Some([(ANNOTATION_ORIGIN_CLUSTER.to_owned(), cluster.to_owned())].into());
+            }
+            c
+        };
+        let copies = [
+            stamped("uid-ours", Some("this")),
+            stamped("uid-theirs", Some("other")),
+            stamped("uid-unstamped", None),
+        ];
+        let orphans = orphaned_copies(&copies, |_, _| None, "syncsecret-ccm", "this");
+        assert_eq!(orphans, ["uid-ours", "uid-unstamped"]);
+        assert!(from_another_cluster(&copies[1], "this"));
+        assert!(!from_another_cluster(&copies[2], "this"));
+    }
+
+    #[test]
     fn a_copy_is_orphaned_when_its_tenant_object_is_gone_or_was_replaced() {
         let copies = [
             copy("uid-live", "live", "syncsecret-ccm"),
@@ -105,11 +138,14 @@ mod tests {
             ("shop", "recreated") => Some("uid-new".to_owned()),
             _ => None,
         };
-        let orphans = orphaned_copies(&copies, tenant, "syncsecret-ccm");
+        let orphans = orphaned_copies(&copies, tenant, "syncsecret-ccm", "this");
         assert_eq!(orphans, vec!["uid-gone".to_owned(), "uid-old".to_owned()]);
         // The same, as the ccm's cache keeps them.
         let cached: Vec<_> = copies.into_iter().map(Summarize::summary).collect();
-        assert_eq!(orphaned_copies(&cached, tenant, "syncsecret-ccm"), orphans);
+        assert_eq!(
+            orphaned_copies(&cached, tenant, "syncsecret-ccm", "this"),
+            orphans
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ use syncsecret_api::summary::{Summarize, Summary};
 /// decided as it decides: from both as cached.
 fn copy_wanted(live: &SyncSecret, tenant: &SyncSecret) -> bool {
     let cached: Summary<SyncSecret> = tenant.clone().summary();
-    let meta = desired_copy_metadata(&cached, "tenant-shop").unwrap();
+    let meta = desired_copy_metadata(&cached, "tenant-shop", None).unwrap();
     copy_needs_write(
         &live.clone().summary(),
         &meta,
@@ -135,7 +135,7 @@ proptest! {
     /// stringData.
     #[test]
     fn the_secret_holds_what_the_tenant_sent(t in tenant_object()) {
-        let copy = stored(desired_copy(&t, "tenant-shop").unwrap());
+        let copy = stored(desired_copy(&t, "tenant-shop", None).unwrap());
         prop_assert_eq!(Payload::of_sync_secret(&copy), Payload::of_sync_secret(&t));
         let secret = desired_secret(&copy, &Policy::default()).unwrap();
         prop_assert!(secret_holds(&t, &secret));
@@ -146,7 +146,7 @@ proptest! {
     /// nothing.
     #[test]
     fn desired_objects_need_no_second_write(t in tenant_object()) {
-        let copy = stored(desired_copy(&t, "tenant-shop").unwrap());
+        let copy = stored(desired_copy(&t, "tenant-shop", None).unwrap());
         prop_assert!(!copy_wanted(&copy, &t));
         let secret = desired_secret(&copy, &Policy::default()).unwrap();
         prop_assert!(!secret_wanted(&secret, &copy));
@@ -155,7 +155,7 @@ proptest! {
     /// Any change of content is a write, and its key is named.
     #[test]
     fn a_changed_value_is_a_write_and_named(t in tenant_object(), k in key(), v in prop::collection::vec(any::<u8>(), 1..32)) {
-        let copy = stored(desired_copy(&t, "tenant-shop").unwrap());
+        let copy = stored(desired_copy(&t, "tenant-shop", None).unwrap());
         let mut changed = t.clone();
         let before = Payload::of_sync_secret(&t);
         // stringData wins on the wire, so change both halves consistently.
@@ -188,7 +188,7 @@ proptest! {
         let json = serde_json::to_string(&t).unwrap();
         let back: SyncSecret = serde_json::from_str(&json).unwrap();
         prop_assert_eq!(Payload::of_sync_secret(&back), Payload::of_sync_secret(&t));
-        let secret = desired_secret(&stored(desired_copy(&t, "tenant-shop").unwrap()), &Policy::default()).unwrap();
+        let secret = desired_secret(&stored(desired_copy(&t, "tenant-shop", None).unwrap()), &Policy::default()).unwrap();
         let back: Secret = serde_json::from_str(&serde_json::to_string(&secret).unwrap()).unwrap();
         prop_assert!(secret_holds(&t, &back));
     }
@@ -198,7 +198,7 @@ proptest! {
     fn debug_output_never_holds_a_value(t in tenant_object(), secret in "[a-z]{12}") {
         let mut t = t;
         t.string_data.get_or_insert_with(BTreeMap::new).insert("k".into(), format!("value-{secret}"));
-        let copy = stored(desired_copy(&t, "tenant-shop").unwrap());
+        let copy = stored(desired_copy(&t, "tenant-shop", None).unwrap());
         let shown = format!("{t:?} {copy:?} {:?}", Payload::of_sync_secret(&t));
         prop_assert!(!shown.contains(&secret), "{}", shown);
     }
@@ -222,7 +222,7 @@ fn one_mebibyte_payloads_are_judged_before_any_write() {
             data: Some([("big".to_owned(), ByteString(vec![0xff; bytes]))].into()),
             ..Default::default()
         };
-        let copy = stored(desired_copy(&t, "tenant-shop").unwrap());
+        let copy = stored(desired_copy(&t, "tenant-shop", None).unwrap());
         let payload = Payload::of_sync_secret(&copy);
         assert_eq!(
             policy.check(&payload.type_, payload.size()).is_ok(),
@@ -251,7 +251,7 @@ fn empty_data_and_zero_length_values_sync() {
             data: data.clone(),
             ..Default::default()
         };
-        let copy = stored(desired_copy(&t, "tenant-shop").unwrap());
+        let copy = stored(desired_copy(&t, "tenant-shop", None).unwrap());
         let secret = desired_secret(&copy, &Policy::default()).unwrap();
         assert!(secret_holds(&t, &secret), "{data:?}");
         assert!(!secret_wanted(&secret, &copy));

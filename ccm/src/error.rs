@@ -13,6 +13,10 @@ pub enum Error {
     /// Adding or removing the cleanup finalizer failed.
     #[error(transparent)]
     Finalizer(#[from] FinalizerError),
+    /// Reading the tenant cluster's identity (its kube-system namespace's
+    /// UID, stamped on every copy) failed, at start.
+    #[error("reading namespace kube-system in the tenant cluster (its UID tells this cluster's copies from another's): {}", explain(.0))]
+    ClusterIdentity(#[source] kube::Error),
     /// The object has no UID or namespace yet.
     #[error("the object has no UID yet")]
     NotStored,
@@ -125,6 +129,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Runtime(_) => "Runtime",
+            Self::ClusterIdentity(_) => "ClusterIdentity",
             Self::NotStored => "NotStored",
             Self::Finalizer(e) => e.category(),
             Self::ReadObject { .. } => "ReadFailed",

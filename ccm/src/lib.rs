@@ -15,7 +15,7 @@ mod synchronizer;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -55,6 +55,13 @@ pub struct Context {
     pub management: Client,
     /// The tenant's namespace in the management cluster.
     pub tenant_namespace: String,
+    /// This tenant cluster's identity: its kube-system namespace's UID,
+    /// stamped on every copy (`kubelb.k8c.io/origin-cluster`).
+    pub cluster_id: String,
+    /// Probe state, for the note of a cluster-name conflict.
+    pub health: Arc<Health>,
+    /// Whether a cluster-name conflict has been told by an event.
+    pub conflict_told: std::sync::atomic::AtomicBool,
     /// Copies in that namespace, as the watch last saw them (summaries,
     /// compared with what would be written).
     pub copies: Store<Summary<SyncSecret>>,
@@ -113,6 +120,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     let management = client::Reloading::from_file(&flags.kubelb_kubeconfig).await?;
     let tenant =
         client::from_flag_or_environment(flags.kubeconfig.as_deref(), "kubeconfig").await?;
+
     let lease = plumbing.lease(
         flags.common.enable_leader_election,
         &tenant,
@@ -190,7 +198,31 @@ impl Setup {
         }
     }
 
+    /// This tenant cluster's identity, asked until the tenant API server
+    /// answers (or shutdown is asked for): `None` then.
+    async fn cluster_id(&self, shutdown: &Shutdown) -> Option<String> {
+        let namespaces: Api<Namespace> = Api::all(self.tenant.clone());
+        let mut told = false;
+        loop {
+            match namespaces.get("kube-system").await {
+                Ok(ns) => return Some(ns.uid().unwrap_or_default()),
+                Err(e) if !told => {
+                    told = true;
+                    tracing::warn!("{}; retrying", Error::ClusterIdentity(e));
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                () = shutdown.clone().requested() => return None,
+                () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
     async fn controllers(&self, management: Client, shutdown: Shutdown) {
+        let Some(cluster_id) = self.cluster_id(&shutdown).await else {
+            return;
+        };
         let tenant_api: Api<Summary<SyncSecret>> = Api::all(self.tenant.clone());
         let copies_api: Api<Summary<SyncSecret>> =
             Api::namespaced(management.clone(), &self.tenant_namespace);
@@ -206,6 +238,7 @@ impl Setup {
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
             copies_writer,
             Some(FIELD_MANAGER_CCM),
+            None,
             recent_copies.clone(),
             "copies",
         )
@@ -219,6 +252,7 @@ impl Setup {
             watcher::Config::default(),
             tenant_writer,
             Some(FIELD_MANAGER_CCM),
+            None,
             recent_tenant.clone(),
             "tenant syncsecrets",
         )
@@ -240,6 +274,14 @@ impl Setup {
         ) {
             tracing::warn!(error = %e, "cannot export the phase gauge");
         }
+        if let Err(e) = gauges::register_foreign_copies(
+            METRICS_PREFIX,
+            copies.clone(),
+            cluster_id.clone(),
+            &self.registry,
+        ) {
+            tracing::warn!(error = %e, "cannot export the cluster-name conflict gauge");
+        }
         for (cluster, store) in [("tenant", &tenant_objects), ("management", &copies)] {
             if let Err(e) =
                 gauges::register_undecodable(METRICS_PREFIX, cluster, store.clone(), &self.registry)
@@ -252,6 +294,9 @@ impl Setup {
             tenant: self.tenant.clone(),
             management,
             tenant_namespace: self.tenant_namespace.clone(),
+            cluster_id,
+            health: self.health.clone(),
+            conflict_told: std::sync::atomic::AtomicBool::new(false),
             copies: copies.clone(),
             tenant_objects: tenant_objects.clone(),
             metrics: self.metrics.clone(),

@@ -10,6 +10,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event as Finalizer;
 use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
 use syncsecret_api::decode::Lenient;
 use syncsecret_api::desired::{copy_needs_write, desired_copy, desired_copy_metadata};
@@ -113,7 +114,8 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
     if let Some(reason) = obj.unreadable() {
         return Err(undecodable(obj, reason));
     }
-    let desired = desired_copy_metadata(obj, &ctx.tenant_namespace).ok_or(Error::NotStored)?;
+    let desired = desired_copy_metadata(obj, &ctx.tenant_namespace, Some(&ctx.cluster_id))
+        .ok_or(Error::NotStored)?;
     let copy = copy_name(obj).ok_or(Error::NotStored)?;
     // Copies are read as summaries: the tenant's identity may have written
     // one in any shape the CRD lets through.
@@ -167,7 +169,21 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
             // brings the next state.
             return Ok(Action::await_change());
         };
-        let desired = desired_copy(&whole, &ctx.tenant_namespace).ok_or(Error::NotStored)?;
+        let desired = desired_copy(&whole, &ctx.tenant_namespace, Some(&ctx.cluster_id))
+            .ok_or(Error::NotStored)?;
+        if live.as_ref().is_some_and(|l| l.has_string_data) {
+            // Someone else's stringData on the copy: not ours to own, so an
+            // apply would leave it (and the tenant limits refuse a copy
+            // with it). A copy carries data only: it goes first.
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER_CCM.to_owned()),
+                ..PatchParams::default()
+            };
+            api.patch(&copy, &params, &Patch::Merge(json!({"stringData": null})))
+                .await
+                .map_err(apply_err)?;
+            ctx.metrics.wrote("syncsecrets", "patch");
+        }
         api.patch(
             &copy,
             &PatchParams::apply(FIELD_MANAGER_CCM).force(),

@@ -14,7 +14,7 @@ use syncsecret_api::contract::FIELD_MANAGER_CCM;
 use syncsecret_api::runtime::explain;
 use syncsecret_api::runtime::reconcile::backoff_key;
 use syncsecret_api::summary::{Labelled, Summary};
-use syncsecret_api::sweep::orphaned_copies;
+use syncsecret_api::sweep::{from_another_cluster, orphaned_copies};
 
 use crate::{Context, synchronizer};
 
@@ -37,7 +37,13 @@ pub async fn orphans(ctx: Arc<Context>, labelled: Option<Store<Secret>>) {
         copies.iter().map(AsRef::as_ref),
         tenant_uid,
         FIELD_MANAGER_CCM,
+        &ctx.cluster_id,
     );
+    let foreign = copies
+        .iter()
+        .filter(|c| from_another_cluster(c.as_ref(), &ctx.cluster_id))
+        .count();
+    tell_conflict(&ctx, foreign).await;
     let api: Api<Summary<SyncSecret>> =
         Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
     for name in orphans {
@@ -107,5 +113,37 @@ fn forget_gone(ctx: &Context, labelled: Option<&Store<Secret>>) {
         tenant_objects.iter().filter_map(|o| o.uid()).collect();
     if let Ok(mut waits) = ctx.announced_waits.lock() {
         waits.retain(|uid| uids.contains(uid));
+    }
+}
+
+/// `foreign` copies in our tenant namespace came from another tenant
+/// cluster whose ccm uses our cluster name: a note on `/readyz`, a warning
+/// log line at each sweep, and one Warning event about this cluster (its
+/// kube-system Namespace) per start. Neither cluster's ccm deletes the
+/// other's copies (see `from_another_cluster`).
+async fn tell_conflict(ctx: &Context, foreign: usize) {
+    use std::sync::atomic::Ordering;
+    const TOPIC: &str = "cluster-name";
+    if foreign == 0 {
+        ctx.health.note(TOPIC, None);
+        return;
+    }
+    let text = format!(
+        "another cluster's ccm writes copies in {} under this cluster's name ({foreign} copies): two tenant clusters claim one cluster name; give each its own --cluster-name. Neither deletes the other's copies",
+        ctx.tenant_namespace
+    );
+    tracing::warn!(namespace = %ctx.tenant_namespace, foreign, "{text}");
+    ctx.health.note(TOPIC, Some(text.clone()));
+    if !ctx.conflict_told.swap(true, Ordering::Relaxed) {
+        let cluster = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Namespace".to_owned()),
+            name: Some("kube-system".to_owned()),
+            uid: Some(ctx.cluster_id.clone()),
+            ..Default::default()
+        };
+        ctx.events
+            .warning(&cluster, "ClusterNameConflict", text)
+            .await;
     }
 }

@@ -29,6 +29,7 @@ use syncsecret_e2e::pair::{ControllerProcess, Pair, ensure_namespace};
 
 const GOOD: usize = 0;
 const EVIL: usize = 1;
+const SECOND: usize = 2;
 const WAIT: Duration = Duration::from_secs(60);
 const NS: &str = "hostile";
 
@@ -218,7 +219,9 @@ async fn secret_holds(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_tenant_cannot_stop_or_read_another() {
-    let mut pair = Pair::start(&["good", "evil"])
+    // evil-second is the evil tenant's second cluster: its ccm is started
+    // again with evil's cluster name and management identity.
+    let mut pair = Pair::start(&["good", "evil", "evil-second"])
         .await
         .expect("the pair starts");
     let mut values = Values(Vec::new());
@@ -238,6 +241,8 @@ async fn attacks(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
     undecodable_copies(pair, values).await?;
     unlabelled_secrets_are_released(pair, values).await?;
     forged_types_and_metadata_stay_out(pair, values).await?;
+    copies_are_bounded_by_the_management_cluster(pair, values).await?;
+    a_second_ccm_with_the_same_cluster_name(pair, values).await?;
     the_manager_writes_secrets_only_in_tenant_namespaces(pair).await?;
 
     let found = syncsecret_e2e::leaks::scan(pair, &values.0).await?;
@@ -364,6 +369,12 @@ async fn undecodable_copies(pair: &mut Pair, values: &mut Values) -> anyhow::Res
         .await?;
     let as_evil = client_from(&identity).await?;
     let copies = dynamic(&as_evil, &evil_ns);
+    // Named as a ccm names them (the tenant limits refuse any other name).
+    let (kubelb_shape, not_a_string) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let (kubelb_shape, not_a_string) = (kubelb_shape.as_str(), not_a_string.as_str());
     let copy = |name: &str, data: Value| {
         let mut o = object(name, json!({"data": data}));
         o.metadata.namespace = Some(evil_ns.clone());
@@ -376,7 +387,7 @@ async fn undecodable_copies(pair: &mut Pair, values: &mut Values) -> anyhow::Res
     match copies
         .create(
             &PostParams::default(),
-            &copy("leftover-bits", json!({"k": "QR=="})),
+            &copy(&uuid::Uuid::new_v4().to_string(), json!({"k": "QR=="})),
         )
         .await
     {
@@ -400,22 +411,28 @@ async fn undecodable_copies(pair: &mut Pair, values: &mut Values) -> anyhow::Res
     copies
         .create(
             &PostParams::default(),
-            &copy("kubelb-shape", json!({"k": "QR=="})),
+            &copy(kubelb_shape, json!({"k": "QR=="})),
         )
         .await?;
     // A CRD that takes anything.
     install_crd_as(&management, &crd_with_data(anything_data())).await?;
     schema_served(&management, &evil_ns, json!({"data": {"k": 1}})).await?;
     let hidden = values.fresh("evil-copy");
-    let mut bad = copy("not-a-string", json!({"k": 42}));
-    bad.data["stringData"] = json!({"s": hidden});
-    copies.create(&PostParams::default(), &bad).await?;
+    let hidden = serde_json::to_value(k8s_openapi::ByteString(hidden.into_bytes()))?;
+    let bad = copy(not_a_string, json!({"k": 42, "s": hidden}));
+    // The tenant limits refuse this from the tenant (`size` of a number
+    // fails, and a policy that fails denies); written as an admin, it
+    // stands for one stored before them, and proves the manager's own
+    // reading.
+    dynamic(&management, &evil_ns)
+        .create(&PostParams::default(), &bad)
+        .await?;
     let lenient = dynamic(&management, &evil_ns);
     eventually(
         "the manager reports the copy it cannot read",
         WAIT,
         || async {
-            let (reason, message) = verdict(&lenient, "not-a-string").await?;
+            let (reason, message) = verdict(&lenient, not_a_string).await?;
             if reason == "Undecodable" && message.contains("field data.k should be a string") {
                 Ok(())
             } else {
@@ -424,7 +441,7 @@ async fn undecodable_copies(pair: &mut Pair, values: &mut Values) -> anyhow::Res
         },
     )
     .await?;
-    has_event(&management, &evil_ns, "not-a-string", "Undecodable").await?;
+    has_event(&management, &evil_ns, not_a_string, "Undecodable").await?;
     metric_reads(
         &pair.manager,
         &format!(
@@ -438,12 +455,12 @@ async fn undecodable_copies(pair: &mut Pair, values: &mut Values) -> anyhow::Res
         "the KubeLB-shaped copy synced as Go reads it",
         WAIT,
         || async {
-            let (reason, _) = verdict(&lenient, "kubelb-shape").await?;
+            let (reason, _) = verdict(&lenient, kubelb_shape).await?;
             if reason != "SecretSynced" {
                 return Err(reason);
             }
             let uid = lenient
-                .get("kubelb-shape")
+                .get(kubelb_shape)
                 .await
                 .map_err(|e| e.to_string())?
                 .uid()
@@ -469,7 +486,7 @@ async fn undecodable_copies(pair: &mut Pair, values: &mut Values) -> anyhow::Res
     ensure!(tenant.status.is_some());
 
     // Back on our CRD: the copies stay as they are, nothing else changes.
-    copies.delete("not-a-string", &Default::default()).await?;
+    copies.delete(not_a_string, &Default::default()).await?;
     install_crd_as(&management, &generated_crd()?).await?;
     install_crd_as(&pair.tenants[EVIL], &generated_crd()?).await?;
     good_tenant_converges(pair, "after-crd-restored", &values.fresh("good-5")).await?;
@@ -693,5 +710,278 @@ async fn forged_types_and_metadata_stay_out(
         ensure!(message.contains(key), "{key} not named: {message}");
     }
     good_tenant_converges(pair, "after-forgery", &values.fresh("good-forgery")).await?;
+    Ok(())
+}
+
+/// The management cluster bounds what a tenant writes, by the API server,
+/// whatever the tenant's objects say: copies in a shape no ccm writes,
+/// oversized metadata, and more copies than its quota are refused, and the
+/// tenant sees why in its own status.
+async fn copies_are_bounded_by_the_management_cluster(
+    pair: &mut Pair,
+    values: &mut Values,
+) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ResourceQuota;
+    let evil_ns = tenant_namespace(&pair.tenant_names[EVIL]);
+    let identity = pair
+        .plane
+        .management()
+        .service_account_kubeconfig(&evil_ns, rbac::CCM_ROLE)
+        .await?;
+    let copies = dynamic(&client_from(&identity).await?, &evil_ns);
+    let uuid = || uuid::Uuid::new_v4().to_string();
+    let copy = |name: &str, extra: Value| {
+        let mut body = json!({"data": {"k": "dg=="}});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let mut o = object(name, body);
+        o.metadata.namespace = Some(evil_ns.clone());
+        o.labels_mut().insert(
+            syncsecret_api::contract::LABEL_ORIGIN_NAME.to_owned(),
+            "x".to_owned(),
+        );
+        o
+    };
+    let big = "x".repeat(20_000);
+    for (what, o, expected) in [
+        (
+            "not named by a UID",
+            copy("by-hand", json!({})),
+            "named by its tenant object's UID",
+        ),
+        (
+            "with stringData",
+            copy(&uuid(), json!({"stringData": {"k": values.fresh("clear")}})),
+            "data only",
+        ),
+        (
+            "oversized metadata",
+            {
+                let mut o = copy(&uuid(), json!({}));
+                o.annotations_mut().insert("big".to_owned(), big.clone());
+                o
+            },
+            "bytes of labels and annotations, more than the management cluster takes",
+        ),
+    ] {
+        match copies.create(&PostParams::default(), &o).await {
+            Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 || s.code == 413 => {
+                ensure!(s.message.contains(expected), "{what}: {}", s.message);
+                println!(
+                    "    a copy {what} refused: {}",
+                    s.message.chars().take(200).collect::<String>()
+                );
+            }
+            other => bail!("a copy {what} was not refused: {other:?}"),
+        }
+    }
+
+    // Through the tenant's own ccm: oversized metadata is refused, and said.
+    let api = dynamic(&pair.tenants[EVIL], NS);
+    let mut heavy = object(
+        "heavy-metadata",
+        json!({"stringData": {"v": values.fresh("heavy")}}),
+    );
+    heavy.annotations_mut().insert("big".to_owned(), big);
+    api.create(&PostParams::default(), &heavy).await?;
+    let message = eventually("the tenant told its copy is too large", WAIT, || async {
+        let (reason, message) = verdict(&api, "heavy-metadata").await?;
+        (reason == "ApplyCopyFailed" && message.contains("bytes of labels and annotations"))
+            .then(|| message.clone())
+            .ok_or(format!("{reason}: {message}"))
+    })
+    .await?;
+    println!(
+        "    heavy-metadata: {}",
+        message.chars().take(240).collect::<String>()
+    );
+    ensure!(
+        !message.contains("xxxxxxxx"),
+        "the metadata value reached the message"
+    );
+
+    // A flood beyond the tenant's quota: the platform sets it to what the
+    // tenant holds plus three.
+    let quotas: Api<ResourceQuota> = Api::namespaced(pair.management.clone(), &evil_ns);
+    let used = eventually("the quota counted", WAIT, || async {
+        let q = quotas
+            .get(syncsecret_api::admission::QUOTA_NAME)
+            .await
+            .map_err(|e| e.to_string())?;
+        q.status
+            .and_then(|s| s.used)
+            .and_then(|u| u.get("count/syncsecrets.kubelb.k8c.io").cloned())
+            .and_then(|q| q.0.parse::<u32>().ok())
+            .ok_or_else(|| "not counted yet".to_owned())
+    })
+    .await?;
+    quotas
+        .patch(
+            syncsecret_api::admission::QUOTA_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"hard": {"count/syncsecrets.kubelb.k8c.io": (used + 3).to_string()}}})),
+        )
+        .await?;
+    let flood: Vec<String> = (0..6).map(|i| format!("flood-{i}")).collect();
+    for name in &flood {
+        create(
+            &api,
+            name,
+            json!({"stringData": {"v": values.fresh("flood")}}),
+        )
+        .await?;
+    }
+    let (synced, refused) = eventually("the flood judged", WAIT, || async {
+        let (mut synced, mut refused) = (0, 0);
+        for name in &flood {
+            match verdict(&api, name).await {
+                Ok((r, _)) if r == "SecretSynced" => synced += 1,
+                Ok((r, m)) if r == "ApplyCopyFailed" && m.contains("exceeded quota") => {
+                    refused += 1
+                }
+                _ => {}
+            }
+        }
+        (synced + refused == flood.len())
+            .then_some((synced, refused))
+            .ok_or_else(|| format!("{synced} synced, {refused} refused"))
+    })
+    .await?;
+    println!(
+        "    a flood of {}: {synced} synced, {refused} refused by the quota",
+        flood.len()
+    );
+    ensure!(
+        synced == 3 && refused == 3,
+        "{synced} synced, {refused} refused"
+    );
+    good_tenant_converges(pair, "during-flood", &values.fresh("good-flood")).await?;
+    ready(&pair.manager)?;
+    // The platform gives the quota back; the refused ones sync by themselves.
+    quotas
+        .patch(
+            syncsecret_api::admission::QUOTA_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"hard": {"count/syncsecrets.kubelb.k8c.io":
+                syncsecret_api::admission::DEFAULT_COPIES.to_string()}}})),
+        )
+        .await?;
+    eventually(
+        "the whole flood synced once there is room",
+        WAIT,
+        || async {
+            for name in &flood {
+                let (reason, _) = verdict(&api, name).await?;
+                if reason != "SecretSynced" {
+                    return Err(format!("{name}: {reason}"));
+                }
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The evil tenant runs a second cluster's ccm under its first one's
+/// cluster name (and management identity): each sees copies the other
+/// made, says so (gauge, Warning event, `/readyz` note), and neither's
+/// sweep deletes the other's copies.
+async fn a_second_ccm_with_the_same_cluster_name(
+    pair: &mut Pair,
+    values: &mut Values,
+) -> anyhow::Result<()> {
+    let evil_ns = tenant_namespace(&pair.tenant_names[EVIL]);
+    let identity = pair
+        .plane
+        .management()
+        .service_account_kubeconfig(&evil_ns, rbac::CCM_ROLE)
+        .await?;
+    let args: Vec<String> = pair.ccms[SECOND]
+        .base_args()
+        .iter()
+        .map(|a| {
+            if a.starts_with("--cluster-name=") {
+                format!("--cluster-name={}", pair.tenant_names[EVIL])
+            } else if a.starts_with("--kubelb-kubeconfig=") {
+                format!("--kubelb-kubeconfig={}", identity.display())
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    pair.ccms[SECOND].stop()?;
+    let mut claimer = pair.ccms[SECOND].variant("syncsecret-ccm-claims-evil", args)?;
+    claimer.wait_ready().await?;
+    ensure_namespace(&pair.tenants[SECOND], NS).await?;
+    let second = dynamic(&pair.tenants[SECOND], NS);
+    let value = values.fresh("second-cluster");
+    create(&second, "from-second", json!({"stringData": {"v": value}})).await?;
+    let second_uid = Api::<SyncSecret>::namespaced(pair.tenants[SECOND].clone(), NS)
+        .get("from-second")
+        .await?
+        .uid()
+        .context("uid")?;
+    let copies = dynamic(&pair.management, &evil_ns);
+    eventually("the second cluster's copy", WAIT, || async {
+        copies
+            .get_opt(&second_uid)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|_| ())
+            .ok_or_else(|| "no copy yet".to_owned())
+    })
+    .await?;
+
+    // The first cluster's ccm restarts (it sweeps at start): the copy it
+    // did not make stays, and both say two clusters claim the name.
+    pair.ccms[EVIL].restart()?;
+    pair.ccms[EVIL].wait_ready().await?;
+    for c in [&pair.ccms[EVIL], &claimer] {
+        metric_reads_at_least(c, "kubelb_ccm_cluster_name_conflicts", 1.0).await?;
+        eventually(
+            &format!("{} notes the conflict", c.name()),
+            WAIT,
+            || async {
+                let (_, body) = c.readyz().map_err(|e| e.to_string())?;
+                body.contains("another cluster").then_some(()).ok_or(body)
+            },
+        )
+        .await?;
+    }
+    // About the cluster itself (its kube-system Namespace): such events
+    // are kept in `default`.
+    has_event(
+        &pair.tenants[EVIL],
+        "default",
+        "kube-system",
+        "ClusterNameConflict",
+    )
+    .await?;
+    ensure!(
+        copies.get_opt(&second_uid).await?.is_some(),
+        "the first cluster's ccm deleted the second cluster's copy"
+    );
+    good_tenant_converges(pair, "after-name-conflict", &values.fresh("good-conflict")).await?;
+    claimer.stop()?;
+    Ok(())
+}
+
+/// Waits until `metric` on `c` reads at least `value`.
+async fn metric_reads_at_least(
+    c: &ControllerProcess,
+    metric: &str,
+    value: f64,
+) -> anyhow::Result<()> {
+    eventually(
+        &format!("{} {metric} >= {value}", c.name()),
+        WAIT,
+        || async {
+            let v = c.metric_sum(metric).map_err(|e| e.to_string())?;
+            (v >= value).then_some(()).ok_or_else(|| format!("{v}"))
+        },
+    )
+    .await?;
     Ok(())
 }

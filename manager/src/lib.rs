@@ -169,6 +169,7 @@ impl Setup {
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
             writer,
             Some(FIELD_MANAGER_MANAGER),
+            None,
             recent_secrets.clone(),
             "secrets",
         )
@@ -181,6 +182,12 @@ impl Setup {
             watcher::Config::default(),
             copies_writer,
             None,
+            // Of what a tenant put in a copy's metadata, only what the
+            // policy lets through is held: memory bounded by the policy.
+            Some({
+                let policy = self.policy.clone();
+                Arc::new(move |k: &str| policy.caches_key(k)) as cache::KeyFilter
+            }),
             recent_copies.clone(),
             "copies",
         )

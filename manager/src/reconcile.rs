@@ -22,7 +22,7 @@ use syncsecret_api::runtime::metrics::ReconcileResult;
 use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer;
-use syncsecret_api::status::{REASON_SYNCED, status, synced_message, with_condition};
+use syncsecret_api::status::{REASON_SYNCED, for_tenant, status, synced_message, with_condition};
 use syncsecret_api::summary::{Labelled, Summarize, Summary};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 
@@ -79,12 +79,14 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
             } else {
                 SyncSecretPhase::Failed
             };
+            // The tenant's identity reads copies: capped, and naming no
+            // management identity (the log line above has it all).
             let verdict = status(
                 phase,
                 copy.meta().generation,
                 false,
                 e.category(),
-                e.to_string(),
+                for_tenant(&e.to_string()),
             );
             new_verdict = write_status(&copy, verdict, &ctx).await.unwrap_or(true);
         }
@@ -248,13 +250,7 @@ async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Erro
             generation,
             true,
             REASON_SYNCED,
-            synced_message(
-                &namespace,
-                &name,
-                &ctx.policy.refused(copy.labels().iter().map(|(k, _)| k)),
-                &ctx.policy
-                    .refused(copy.annotations().iter().map(|(k, _)| k)),
-            ),
+            synced_message(&namespace, &name, copy.kept_off()),
         ),
         certificate
             .as_ref()
@@ -405,14 +401,23 @@ async fn check_budget(
             namespace: namespace.to_owned(),
             source,
         })?;
-    let bytes = ours
-        .items
-        .iter()
-        .map(|s| Payload::of_secret(s).size())
-        .sum();
+    // Counted by what the manager owns: its controller ownerReference to a
+    // copy. The label only narrows the list (the manager sets it on every
+    // Secret it makes); nothing a tenant writes decides what counts.
+    let owned: Vec<&Secret> = ours.items.iter().filter(|s| owned_by_a_copy(s)).collect();
+    let bytes = owned.iter().map(|s| Payload::of_secret(s).size()).sum();
     ctx.policy
-        .check_budget(ours.items.len(), bytes, size, replacing)?;
+        .check_budget(owned.len(), bytes, size, replacing)?;
     Ok(Some(guard))
+}
+
+/// Whether `secret` is one the manager made: controlled by a copy.
+fn owned_by_a_copy(secret: &Secret) -> bool {
+    secret.owner_references().iter().any(|o| {
+        o.controller == Some(true)
+            && o.kind == SyncSecret::kind(&())
+            && o.api_version == SyncSecret::api_version(&())
+    })
 }
 
 /// Deletes the Secret (a 404 means gone); the ownerReference makes the

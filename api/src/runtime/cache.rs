@@ -45,7 +45,8 @@ pub const WATCH_TIMEOUT_SECS: u32 = 50;
 /// The watch behind each of the controllers' caches, built one way
 /// ([`tuned`]): retried
 /// with [`WatchBackoff`], every failure logged (`what` names the watch),
-/// objects slimmed to what `field_manager`'s comparisons read, applied to
+/// objects slimmed to what `field_manager`'s comparisons read (and, with
+/// `keep_key`, to the label and annotation keys it allows), applied to
 /// `writer`'s cache, a (re)list told as it ends ([`relisted`]), and every
 /// event shown to `recent` (which forgets our writes the cache now holds)
 /// before anything is reconciled.
@@ -54,6 +55,7 @@ pub fn watch<K>(
     config: watcher::Config,
     writer: Writer<Summary<K>>,
     field_manager: Option<&'static str>,
+    keep_key: Option<KeyFilter>,
     recent: RecentWrites,
     what: &'static str,
 ) -> impl Stream<Item = Result<watcher::Event<Summary<K>>, watcher::Error>> + Send
@@ -64,7 +66,12 @@ where
     watcher(api, tuned(config))
         .inspect_err(move |e| tracing::warn!(watch = what, "watch failed, retrying: {e}"))
         .backoff(WatchBackoff::default())
-        .modify(move |o: &mut Summary<K>| o.keep_applied_by(field_manager))
+        .modify(move |o: &mut Summary<K>| {
+            o.keep_applied_by(field_manager);
+            if let Some(keep) = &keep_key {
+                o.retain_metadata(keep.as_ref());
+            }
+        })
         .inspect_ok(move |event| match event {
             watcher::Event::Init => tracing::debug!(watch = what, "listing"),
             watcher::Event::InitDone => tracing::debug!(watch = what, "listed; watching"),
@@ -74,6 +81,10 @@ where
         .flat_map(relisted(cached))
         .inspect_ok(move |event| recent.observe(event))
 }
+
+/// Which label and annotation keys a cache keeps of what tenants wrote
+/// ([`Summary::retain_metadata`]).
+pub type KeyFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Reconcile triggers, for `Controller::reconcile_on`, from another
 /// watch's objects: each mapped by `related` to the objects it concerns.

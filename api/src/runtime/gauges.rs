@@ -190,6 +190,58 @@ pub fn register_undecodable(
     }
 }
 
+/// `<prefix>_cluster_name_conflicts`: copies in the ccm's tenant
+/// namespace that another tenant cluster's ccm made under the same cluster
+/// name, counted from the copies cache at each scrape.
+struct ForeignCopies {
+    store: Store<Summary<SyncSecret>>,
+    cluster: String,
+    gauge: IntGauge,
+}
+
+impl Collector for ForeignCopies {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let n = self
+            .store
+            .state()
+            .iter()
+            .filter(|c| crate::sweep::from_another_cluster(c.as_ref(), &self.cluster))
+            .count();
+        self.gauge.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.gauge.collect()
+    }
+}
+
+/// Registers `<prefix>_cluster_name_conflicts` for the copies in `store`
+/// and this cluster's identity `cluster`.
+pub fn register_foreign_copies(
+    prefix: &str,
+    store: Store<Summary<SyncSecret>>,
+    cluster: String,
+    registry: &Registry,
+) -> Result<(), prometheus::Error> {
+    let gauge = IntGauge::new(
+        format!("{prefix}_cluster_name_conflicts"),
+        "Copies in this tenant's namespace made by another tenant cluster's ccm under the same cluster name (0 unless two clusters claim one name).",
+    )?;
+    let make = |store: Store<Summary<SyncSecret>>| ForeignCopies {
+        store,
+        cluster: cluster.clone(),
+        gauge: gauge.clone(),
+    };
+    match registry.register(Box::new(make(store.clone()))) {
+        Err(prometheus::Error::AlreadyReg) => {
+            registry.unregister(Box::new(make(store.clone())))?;
+            registry.register(Box::new(make(store)))
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -102,6 +102,20 @@ pub enum RuntimeError {
 /// unreachable server says so.
 pub fn explain(error: &kube::Error) -> String {
     match error {
+        // An admission policy's refusal is a 403 too, and says why itself.
+        kube::Error::Api(status)
+            if status.code == 403 && status.message.contains("ValidatingAdmissionPolicy") =>
+        {
+            without_invalid_values(&status.message)
+        }
+        kube::Error::Api(status)
+            if status.code == 403 && status.message.contains("exceeded quota") =>
+        {
+            format!(
+                "{} (the tenant's quota in the management cluster is full: delete SyncSecrets, or ask the platform team for more)",
+                status.message
+            )
+        }
         kube::Error::Api(status) if status.code == 403 => format!(
             "{} (grant this identity that verb on that resource; see config/rbac)",
             status.message
