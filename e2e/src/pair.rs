@@ -392,6 +392,26 @@ pub fn writes_by_resource(metrics: &str, prefix: &str) -> std::collections::BTre
         .collect()
 }
 
+/// Waits (up to a minute) until the samples of `metric` on `c` (a name,
+/// or a name with its labels: `name{a="b"}`) add up to a value `ok`
+/// takes; `what` says which, for the error.
+pub async fn metric_reaches(
+    c: &ControllerProcess,
+    metric: &str,
+    what: &str,
+    ok: impl Fn(f64) -> bool,
+) -> Result<f64, HarnessError> {
+    crate::kube_util::eventually(
+        &format!("{} {metric} {what}", c.name()),
+        Duration::from_secs(60),
+        || async {
+            let v = c.metric_sum(metric).map_err(|e| e.to_string())?;
+            if ok(v) { Ok(v) } else { Err(format!("{v}")) }
+        },
+    )
+    .await
+}
+
 /// The sum of every sample of `metric` in Prometheus text.
 pub fn sum_samples(text: &str, metric: &str) -> f64 {
     text.lines()

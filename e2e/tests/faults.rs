@@ -28,11 +28,12 @@ use serde_json::json;
 use syncsecret_api::contract::tenant_namespace;
 use syncsecret_api::runtime::leader::{LEASE_DURATION, RETRY_PERIOD};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, rbac};
-use syncsecret_e2e::kube_util::{TEST_FIELD_MANAGER, eventually, has_event};
-use syncsecret_e2e::pair::{ControllerProcess, Pair, ensure_namespace, writes_by_resource};
+use syncsecret_e2e::kube_util::{TEST_FIELD_MANAGER, has_event};
+use syncsecret_e2e::pair::{
+    ControllerProcess, Pair, ensure_namespace, metric_reaches, writes_by_resource,
+};
 
 const TENANT: &str = "tenant1";
-const WAIT: Duration = Duration::from_secs(60);
 
 /// One pair at a time: these machines have two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -95,19 +96,7 @@ fn condition_message(o: &SyncSecret) -> String {
 
 /// Waits until `metric` on `c` reads `value`.
 async fn gauge_reads(c: &ControllerProcess, metric: &str, value: f64) -> anyhow::Result<()> {
-    eventually(
-        &format!("{} {metric} = {value}", c.name()),
-        WAIT,
-        || async {
-            let v = c.metric_sum(metric).map_err(|e| e.to_string())?;
-            if v == value {
-                Ok(())
-            } else {
-                Err(format!("{v}"))
-            }
-        },
-    )
-    .await?;
+    metric_reaches(c, metric, &format!("= {value}"), |v| v == value).await?;
     Ok(())
 }
 

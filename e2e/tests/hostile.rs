@@ -25,7 +25,7 @@ use syncsecret_api::contract::tenant_namespace;
 use syncsecret_api::{SyncSecret, SyncSecretPhase, rbac};
 use syncsecret_e2e::control_plane::client_from;
 use syncsecret_e2e::kube_util::{eventually, generated_crd, has_event, install_crd_as};
-use syncsecret_e2e::pair::{ControllerProcess, Pair, ensure_namespace};
+use syncsecret_e2e::pair::{ControllerProcess, Pair, ensure_namespace, metric_reaches};
 
 const GOOD: usize = 0;
 const EVIL: usize = 1;
@@ -136,24 +136,7 @@ async fn schema_served(client: &Client, ns: &str, probe: Value) -> anyhow::Resul
 
 /// Waits until `metric` on `c` reads `value`.
 async fn metric_reads(c: &ControllerProcess, metric: &str, value: f64) -> anyhow::Result<()> {
-    eventually(
-        &format!("{} {metric} = {value}", c.name()),
-        WAIT,
-        || async {
-            let text = c.metrics().map_err(|e| e.to_string())?;
-            let v: f64 = text
-                .lines()
-                .filter(|l| l.starts_with(metric))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum();
-            if v == value {
-                Ok(())
-            } else {
-                Err(format!("{v}"))
-            }
-        },
-    )
-    .await?;
+    metric_reaches(c, metric, &format!("= {value}"), |v| v == value).await?;
     Ok(())
 }
 
@@ -974,14 +957,6 @@ async fn metric_reads_at_least(
     metric: &str,
     value: f64,
 ) -> anyhow::Result<()> {
-    eventually(
-        &format!("{} {metric} >= {value}", c.name()),
-        WAIT,
-        || async {
-            let v = c.metric_sum(metric).map_err(|e| e.to_string())?;
-            (v >= value).then_some(()).ok_or_else(|| format!("{v}"))
-        },
-    )
-    .await?;
+    metric_reaches(c, metric, &format!(">= {value}"), |v| v >= value).await?;
     Ok(())
 }

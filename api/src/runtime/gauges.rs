@@ -62,6 +62,22 @@ pub fn register_health(
     }))
 }
 
+/// Registers the collector `make` builds, replacing one registered before
+/// with the same descriptors: leading again after losing the lease, the
+/// new store replaces the old one.
+fn register_replacing<C: Collector + 'static>(
+    registry: &Registry,
+    make: impl Fn() -> C,
+) -> Result<(), prometheus::Error> {
+    match registry.register(Box::new(make())) {
+        Err(prometheus::Error::AlreadyReg) => {
+            registry.unregister(Box::new(make()))?;
+            registry.register(Box::new(make()))
+        }
+        other => other,
+    }
+}
+
 /// `<prefix>_sync_secrets{namespace,phase}`, counted from a reflector store.
 struct PhaseGauges {
     store: Store<Summary<SyncSecret>>,
@@ -116,15 +132,7 @@ pub fn register_phases(
         gauge: Mutex::new(gauge.clone()),
         desc: desc.clone(),
     };
-    match registry.register(Box::new(make(store.clone()))) {
-        // Leading again after losing the lease: the new store replaces the
-        // old one (collectors are told apart by their descriptors).
-        Err(prometheus::Error::AlreadyReg) => {
-            registry.unregister(Box::new(make(store.clone())))?;
-            registry.register(Box::new(make(store)))
-        }
-        other => other,
-    }
+    register_replacing(registry, || make(store.clone()))
 }
 
 /// `<prefix>_undecodable_objects{cluster,namespace}`, counted from a
@@ -180,14 +188,7 @@ pub fn register_undecodable(
         gauge: Mutex::new(gauge.clone()),
         desc: desc.clone(),
     };
-    match registry.register(Box::new(make(store.clone()))) {
-        // Leading again: the new store replaces the old one.
-        Err(prometheus::Error::AlreadyReg) => {
-            registry.unregister(Box::new(make(store.clone())))?;
-            registry.register(Box::new(make(store)))
-        }
-        other => other,
-    }
+    register_replacing(registry, || make(store.clone()))
 }
 
 /// `<prefix>_cluster_name_conflicts`: copies in the ccm's tenant
@@ -233,13 +234,7 @@ pub fn register_foreign_copies(
         cluster: cluster.clone(),
         gauge: gauge.clone(),
     };
-    match registry.register(Box::new(make(store.clone()))) {
-        Err(prometheus::Error::AlreadyReg) => {
-            registry.unregister(Box::new(make(store.clone())))?;
-            registry.register(Box::new(make(store)))
-        }
-        other => other,
-    }
+    register_replacing(registry, || make(store.clone()))
 }
 
 #[cfg(test)]
