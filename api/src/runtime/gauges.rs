@@ -78,14 +78,16 @@ fn register_replacing<C: Collector + 'static>(
     }
 }
 
-/// `<prefix>_sync_secrets{namespace,phase}`, counted from a reflector store.
-struct PhaseGauges {
+/// A gauge vector counted from a reflector store at each scrape: each
+/// object adds one to the series its `labels` give (none: not counted).
+struct StoreCount {
     store: Store<Summary<SyncSecret>>,
+    labels: fn(&Summary<SyncSecret>) -> Option<Vec<String>>,
     gauge: Mutex<IntGaugeVec>,
     desc: Vec<Desc>,
 }
 
-impl Collector for PhaseGauges {
+impl Collector for StoreCount {
     fn desc(&self) -> Vec<&Desc> {
         self.desc.iter().collect()
     }
@@ -96,17 +98,29 @@ impl Collector for PhaseGauges {
         };
         gauge.reset();
         for o in self.store.state() {
-            let p = if o.metadata.deletion_timestamp.is_some() {
-                SyncSecretPhase::Terminating
-            } else {
-                phase(o.status.as_ref()).unwrap_or(SyncSecretPhase::Pending)
-            };
-            gauge
-                .with_label_values(&[o.namespace().unwrap_or_default().as_str(), p.as_str()])
-                .inc();
+            if let Some(values) = (self.labels)(&o) {
+                let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                gauge.with_label_values(&values).inc();
+            }
         }
         gauge.collect()
     }
+}
+
+/// Registers `gauge`, counted from `store` by `labels` (see [`StoreCount`]).
+fn register_store_count(
+    gauge: IntGaugeVec,
+    store: Store<Summary<SyncSecret>>,
+    labels: fn(&Summary<SyncSecret>) -> Option<Vec<String>>,
+    registry: &Registry,
+) -> Result<(), prometheus::Error> {
+    let desc: Vec<Desc> = gauge.desc().into_iter().cloned().collect();
+    register_replacing(registry, || StoreCount {
+        store: store.clone(),
+        labels,
+        gauge: Mutex::new(gauge.clone()),
+        desc: desc.clone(),
+    })
 }
 
 /// Registers `<prefix>_sync_secrets{namespace,phase}`: the SyncSecrets in
@@ -126,43 +140,22 @@ pub fn register_phases(
         ),
         &["namespace", "phase"],
     )?;
-    let desc: Vec<Desc> = gauge.desc().into_iter().cloned().collect();
-    let make = |store: Store<Summary<SyncSecret>>| PhaseGauges {
+    register_store_count(
+        gauge,
         store,
-        gauge: Mutex::new(gauge.clone()),
-        desc: desc.clone(),
-    };
-    register_replacing(registry, || make(store.clone()))
-}
-
-/// `<prefix>_undecodable_objects{cluster,namespace}`, counted from a
-/// reflector store: objects the API server holds that cannot be read as
-/// their type (each also has a status or an event saying which field).
-struct UndecodableGauges {
-    store: Store<Summary<SyncSecret>>,
-    gauge: Mutex<IntGaugeVec>,
-    desc: Vec<Desc>,
-}
-
-impl Collector for UndecodableGauges {
-    fn desc(&self) -> Vec<&Desc> {
-        self.desc.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let Ok(gauge) = self.gauge.lock() else {
-            return Vec::new();
-        };
-        gauge.reset();
-        for o in self.store.state() {
-            if o.unreadable().is_some() {
-                gauge
-                    .with_label_values(&[o.namespace().unwrap_or_default().as_str()])
-                    .inc();
-            }
-        }
-        gauge.collect()
-    }
+        |o| {
+            let p = if o.metadata.deletion_timestamp.is_some() {
+                SyncSecretPhase::Terminating
+            } else {
+                phase(o.status.as_ref()).unwrap_or(SyncSecretPhase::Pending)
+            };
+            Some(vec![
+                o.namespace().unwrap_or_default(),
+                p.as_str().to_owned(),
+            ])
+        },
+        registry,
+    )
 }
 
 /// Registers `<prefix>_undecodable_objects{cluster,namespace}` for the
@@ -182,13 +175,15 @@ pub fn register_undecodable(
         .const_label("cluster", cluster),
         &["namespace"],
     )?;
-    let desc: Vec<Desc> = gauge.desc().into_iter().cloned().collect();
-    let make = |store: Store<Summary<SyncSecret>>| UndecodableGauges {
+    register_store_count(
+        gauge,
         store,
-        gauge: Mutex::new(gauge.clone()),
-        desc: desc.clone(),
-    };
-    register_replacing(registry, || make(store.clone()))
+        |o| {
+            o.unreadable()
+                .map(|_| vec![o.namespace().unwrap_or_default()])
+        },
+        registry,
+    )
 }
 
 /// `<prefix>_cluster_name_conflicts`: copies in the ccm's tenant
