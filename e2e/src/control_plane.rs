@@ -224,6 +224,15 @@ pub fn free_port() -> Result<u16, HarnessError> {
     Ok(port)
 }
 
+/// What the management cluster runs with beyond what every test needs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Secrets and SyncSecrets encrypted at rest, and an audit log at
+    /// Metadata level for both, with the files in `config/management/`
+    /// (what docs/security.md tells a platform team to run).
+    pub hardened: bool,
+}
+
 /// etcd, the API servers and kube-controller-manager, as local processes.
 ///
 /// Dropping it stops every process (SIGTERM, then SIGKILL after a grace
@@ -237,6 +246,8 @@ pub struct ControlPlane {
     apiservers: Vec<ApiServerLaunch>,
     /// etcd's client URL.
     etcd_url: String,
+    /// The management cluster's audit log, when it keeps one.
+    audit_log: Option<PathBuf>,
     dir: Option<TempDir>,
     started_in: Duration,
     version: String,
@@ -248,6 +259,11 @@ impl ControlPlane {
     /// kube-controller-manager (garbage collector, namespace, service account
     /// and token controllers).
     pub async fn start(names: &[&str]) -> Result<Self, HarnessError> {
+        Self::start_with(names, Options::default()).await
+    }
+
+    /// [`Self::start`], with the management cluster run as `options` say.
+    pub async fn start_with(names: &[&str], options: Options) -> Result<Self, HarnessError> {
         if names.is_empty() {
             return Err(HarnessError::Usage(
                 "ControlPlane::start needs at least one cluster name".into(),
@@ -264,6 +280,7 @@ impl ControlPlane {
             processes: Vec::new(),
             apiservers: Vec::new(),
             etcd_url: String::new(),
+            audit_log: None,
             dir: None,
             started_in: Duration::ZERO,
             version: String::new(),
@@ -296,7 +313,7 @@ impl ControlPlane {
             &root.join("etcd.log"),
         )?);
 
-        for name in names {
+        for (i, name) in names.iter().enumerate() {
             let cluster_dir = root.join(name);
             std::fs::create_dir_all(&cluster_dir).map_err(|e| HarnessError::io(&cluster_dir, e))?;
             let ca = Authority::new(name)?;
@@ -314,28 +331,33 @@ impl ControlPlane {
             let kubeconfig = p("kubeconfig.yaml");
             write_kubeconfig(&kubeconfig, name, &server, &ca.cert_pem, "admin", &admin)?;
             let path = |f: &str| p(f).display().to_string();
+            let mut args = vec![
+                format!("--etcd-servers={etcd_url}"),
+                format!("--etcd-prefix=/{name}"),
+                "--bind-address=127.0.0.1".to_owned(),
+                // Without a default route it cannot pick one and exits.
+                "--advertise-address=127.0.0.1".to_owned(),
+                format!("--secure-port={port}"),
+                format!("--cert-dir={}", path("certs")),
+                format!("--tls-cert-file={}", path("serving.crt")),
+                format!("--tls-private-key-file={}", path("serving.key")),
+                format!("--client-ca-file={}", path("ca.crt")),
+                format!("--service-account-key-file={}", path("sa.pub")),
+                format!("--service-account-signing-key-file={}", path("sa.key")),
+                format!("--service-account-issuer=https://{name}.syncsecret-e2e.local"),
+                "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+                "--authorization-mode=RBAC".to_owned(),
+                "--endpoint-reconciler-type=none".to_owned(),
+                "--allow-privileged=true".to_owned(),
+            ];
+            if i == 0 && options.hardened {
+                args.extend(harden(&cluster_dir)?);
+                plane.audit_log = Some(p("audit.log"));
+            }
             let launch = ApiServerLaunch {
                 cluster: (*name).to_owned(),
                 program: bins.kube_apiserver.clone(),
-                args: vec![
-                    format!("--etcd-servers={etcd_url}"),
-                    format!("--etcd-prefix=/{name}"),
-                    "--bind-address=127.0.0.1".to_owned(),
-                    // Without a default route it cannot pick one and exits.
-                    "--advertise-address=127.0.0.1".to_owned(),
-                    format!("--secure-port={port}"),
-                    format!("--cert-dir={}", path("certs")),
-                    format!("--tls-cert-file={}", path("serving.crt")),
-                    format!("--tls-private-key-file={}", path("serving.key")),
-                    format!("--client-ca-file={}", path("ca.crt")),
-                    format!("--service-account-key-file={}", path("sa.pub")),
-                    format!("--service-account-signing-key-file={}", path("sa.key")),
-                    format!("--service-account-issuer=https://{name}.syncsecret-e2e.local"),
-                    "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
-                    "--authorization-mode=RBAC".to_owned(),
-                    "--endpoint-reconciler-type=none".to_owned(),
-                    "--allow-privileged=true".to_owned(),
-                ],
+                args,
                 dir: cluster_dir.clone(),
                 starts: 1,
             };
@@ -524,6 +546,53 @@ impl ControlPlane {
         .await
     }
 
+    /// The management cluster's audit log, when [`Options::hardened`].
+    pub fn audit_log(&self) -> Option<&Path> {
+        self.audit_log.as_deref()
+    }
+
+    /// Every key under `prefix` in etcd with its stored value, as the API
+    /// servers wrote it (each cluster's keys start with `/<cluster name>/`).
+    pub fn etcd_values(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, HarnessError> {
+        let b64 = |b: &[u8]| serde_json::to_value(ByteString(b.to_vec())).unwrap_or_default();
+        let bytes = |v: &serde_json::Value| {
+            serde_json::from_value::<ByteString>(v.clone())
+                .map(|b| b.0)
+                .unwrap_or_default()
+        };
+        // The end of the range: the prefix with its last byte raised by one.
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut from = prefix.as_bytes().to_vec();
+        let mut out = Vec::new();
+        // In pages, so that no reply outgrows the gateway's message limit.
+        loop {
+            let page = etcd_post(
+                &self.etcd_url,
+                "/v3/kv/range",
+                &json!({"key": b64(&from), "range_end": b64(&end), "limit": "200"}),
+            )?;
+            let kvs = page["kvs"].as_array().cloned().unwrap_or_default();
+            for kv in &kvs {
+                let key = bytes(&kv["key"]);
+                out.push((
+                    String::from_utf8_lossy(&key).into_owned(),
+                    bytes(&kv["value"]),
+                ));
+            }
+            match kvs.last() {
+                Some(kv) if page["more"].as_bool() == Some(true) => {
+                    from = bytes(&kv["key"]);
+                    // The next key after the last one read.
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// Compacts etcd up to its current revision (what the API server's own
     /// compaction does every 5 minutes): every watch that resumes from an
     /// older resourceVersion than the API server's watch cache holds gets
@@ -542,6 +611,34 @@ impl ControlPlane {
         )?;
         Ok(revision)
     }
+}
+
+/// The kube-apiserver flags for [`Options::hardened`], with its files
+/// written to `dir`: the encryption configuration of `config/management/`
+/// with a fresh key, its audit policy, and the audit log at `audit.log`.
+fn harden(dir: &Path) -> Result<Vec<String>, HarnessError> {
+    let config = crate::repo_root().join("config/management");
+    let read = |f: &str| {
+        let path = config.join(f);
+        std::fs::read_to_string(&path).map_err(|e| HarnessError::io(&path, e))
+    };
+    // 32 random bytes (two v4 UUIDs), in base64 as the configuration wants.
+    let mut key = uuid::Uuid::new_v4().as_bytes().to_vec();
+    key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    let key = serde_json::to_value(ByteString(key))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let encryption = read("encryption-configuration.yaml")?.replace("ENCRYPTION_KEY", &key);
+    let (encryption_path, policy_path) =
+        (dir.join("encryption.yaml"), dir.join("audit-policy.yaml"));
+    write(&encryption_path, &encryption)?;
+    write(&policy_path, &read("audit-policy.yaml")?)?;
+    Ok(vec![
+        format!("--encryption-provider-config={}", encryption_path.display()),
+        format!("--audit-policy-file={}", policy_path.display()),
+        format!("--audit-log-path={}", dir.join("audit.log").display()),
+    ])
 }
 
 /// How a cluster's kube-apiserver is started.

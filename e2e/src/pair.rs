@@ -19,7 +19,7 @@ use syncsecret_api::contract::tenant_namespace;
 use syncsecret_api::rbac;
 use syncsecret_api::{SyncSecret, SyncSecretPhase};
 
-use crate::control_plane::free_port;
+use crate::control_plane::{self, free_port};
 use crate::helm;
 use crate::kube_util::{TEST_FIELD_MANAGER, eventually};
 use crate::process::Process;
@@ -450,10 +450,20 @@ impl Pair {
 
     /// [`Self::start`], with the controllers started as `launch` says.
     pub async fn start_with(tenant_names: &[&str], launch: &Launch) -> Result<Self, HarnessError> {
+        Self::start_on(tenant_names, launch, control_plane::Options::default()).await
+    }
+
+    /// [`Self::start_with`], with the management cluster run as `options`
+    /// say.
+    pub async fn start_on(
+        tenant_names: &[&str],
+        launch: &Launch,
+        options: control_plane::Options,
+    ) -> Result<Self, HarnessError> {
         let bin_dir = controller_binaries()?;
         let mut names = vec!["management"];
         names.extend_from_slice(tenant_names);
-        let plane = ControlPlane::start(&names).await?;
+        let plane = ControlPlane::start_with(&names, options).await?;
         let mgmt = plane.management();
         let management = mgmt.client().await?;
         let log_dir = plane.dir().map(Path::to_path_buf).unwrap_or_default();
