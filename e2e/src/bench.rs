@@ -52,7 +52,14 @@ pub struct Config {
     pub timeout: Duration,
     /// CPU profiles of the API servers while converging, if asked for.
     pub profile: Option<ProfileApiServers>,
+    /// Bytes of labels and annotations each copy carries, as the tenant
+    /// copy policy counts them (keys and values); the tenant objects are
+    /// padded with one annotation to reach it. 0: no padding.
+    pub metadata_bytes: usize,
 }
+
+/// The annotation that pads a tenant object to [`Config::metadata_bytes`].
+pub const PAD_ANNOTATION: &str = "bench-pad";
 
 /// CPU profiles of the management cluster's and the first tenant
 /// cluster's kube-apiserver (their `/debug/pprof/profile`, on by default)
@@ -318,15 +325,80 @@ impl Tracker {
     }
 }
 
-fn object(name: &str) -> SyncSecret {
+/// Tenant object `name`; with `pad` bytes of annotation value.
+fn object(name: &str, pad: usize) -> SyncSecret {
     SyncSecret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
+            annotations: (pad > 0).then(|| [(PAD_ANNOTATION.to_owned(), "x".repeat(pad))].into()),
             ..Default::default()
         },
         data: Some([("v".to_owned(), ByteString(value(name, 0)))].into()),
         ..Default::default()
     }
+}
+
+/// The pad that makes each copy carry `cfg.metadata_bytes` of labels and
+/// annotations: what a copy carries besides the pad is measured on one
+/// probe object (its labels and annotations as the copy policy counts
+/// them), which is then deleted. The probe's name is the longest of the
+/// run's, so no copy carries more than `cfg.metadata_bytes`, and those
+/// with shorter names a few dozen bytes less.
+async fn padding(
+    pair: &Pair,
+    cfg: &Config,
+    items: &[(usize, String)],
+) -> Result<usize, HarnessError> {
+    if cfg.metadata_bytes == 0 {
+        return Ok(0);
+    }
+    let Some((t, probe)) = items.last().cloned() else {
+        return Ok(0);
+    };
+    let probe = format!("{probe}-probe");
+    let api: Api<SyncSecret> = Api::namespaced(pair.tenants[t].clone(), NAMESPACE);
+    let created = api
+        .create(&PostParams::default(), &object(&probe, 0))
+        .await?;
+    let uid = created.metadata.uid.unwrap_or_default();
+    let copies: Api<SyncSecret> = Api::namespaced(
+        pair.management.clone(),
+        &syncsecret_api::contract::tenant_namespace(&pair.tenant_names[t]),
+    );
+    let copy = crate::kube_util::eventually("the probe's copy", cfg.timeout, || async {
+        copies
+            .get_opt(&uid)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "no copy yet".to_owned())
+    })
+    .await?;
+    let size = |m: Option<&BTreeMap<String, String>>| {
+        m.into_iter()
+            .flatten()
+            .map(|(k, v)| k.chars().count() + v.chars().count())
+            .sum::<usize>()
+    };
+    let own = size(copy.metadata.labels.as_ref()) + size(copy.metadata.annotations.as_ref());
+    api.delete(&probe, &DeleteParams::default()).await?;
+    // Gone in both clusters before the run starts counting.
+    crate::kube_util::eventually("the probe gone", cfg.timeout, || async {
+        match copies.get_opt(&uid).await.map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("its copy is still there".to_owned()),
+        }
+    })
+    .await?;
+    let pad = cfg
+        .metadata_bytes
+        .checked_sub(own + PAD_ANNOTATION.len())
+        .ok_or_else(|| {
+            HarnessError::Usage(format!(
+                "--metadata-bytes {} is less than a copy's own {own} bytes",
+                cfg.metadata_bytes
+            ))
+        })?;
+    Ok(pad)
 }
 
 /// Object `i` of tenant `t`.
@@ -529,6 +601,12 @@ where
 
 /// Runs the benchmark once; the result as JSON.
 pub async fn run(cfg: &Config) -> Result<Value, HarnessError> {
+    if cfg.metadata_bytes > 0 && cfg.floor {
+        return Err(HarnessError::Usage(
+            "the floors write no padding: a run with metadata bytes needs the floors off (--no-floors)"
+                .into(),
+        ));
+    }
     let names: Vec<String> = (1..=cfg.tenants).map(|t| format!("bench{t}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let started = Instant::now();
@@ -574,6 +652,7 @@ async fn phases(
         .iter()
         .map(|c| Api::namespaced(c.clone(), NAMESPACE))
         .collect();
+    let pad = padding(pair, cfg, &items).await?;
 
     // 1. Bulk convergence.
     let before = all_requests(pair).await?;
@@ -583,7 +662,7 @@ async fn phases(
     for_each_concurrently(items.clone(), cfg.concurrency, |t, n| {
         let api = apis[t].clone();
         async move {
-            api.create(&PostParams::default(), &object(&n)).await?;
+            api.create(&PostParams::default(), &object(&n, pad)).await?;
             Ok(())
         }
     })
@@ -712,6 +791,7 @@ async fn phases(
         "objects": n,
         "tenants": cfg.tenants,
         "value_bytes": VALUE_BYTES,
+        "metadata_bytes": cfg.metadata_bytes,
         "concurrency": cfg.concurrency,
         "launch": {
             "manager": cfg.launch.manager.clone().unwrap_or_else(|| format!("syncsecret-manager {}", cfg.launch.manager_args.join(" "))),
@@ -778,7 +858,7 @@ fn synced_event(
 /// A floor's copy of object `name`, named `floor_name`, with the origin
 /// labels.
 fn floor_copy(name: &str, floor_name: &str) -> SyncSecret {
-    let mut copy = object(name);
+    let mut copy = object(name, 0);
     copy.metadata.name = Some(floor_name.to_owned());
     copy.metadata.labels = Some(
         [
@@ -913,7 +993,7 @@ async fn contract_floor(
         let cname = name_of(&name);
         async move {
             let merge = PatchParams::default();
-            let mut obj = object(&name);
+            let mut obj = object(&name, 0);
             obj.metadata.name = Some(cname.clone());
             let created = tenant.create(&PostParams::default(), &obj).await?;
             tenant

@@ -26,6 +26,7 @@ async fn a_short_benchmark_converges_and_is_quiet_after_a_restart() {
         launch: Launch::default(),
         timeout: Duration::from_secs(180),
         profile: None,
+        metadata_bytes: 0,
     };
     let r = run(&cfg).await.unwrap();
     println!("{}", serde_json::to_string_pretty(&r).unwrap());

@@ -73,6 +73,11 @@ struct Flags {
     /// cluster with none of our controllers), and append that table.
     #[arg(long)]
     request_costs: Option<usize>,
+    /// Bytes of labels and annotations each copy carries, as the tenant
+    /// copy policy counts them (its cap is 16384); the tenant objects are
+    /// padded with one annotation to reach it. 0: none.
+    #[arg(long, default_value_t = 0)]
+    metadata_bytes: usize,
     /// A label for this run in the table (e.g. "ours, defaults").
     #[arg(long, default_value = "syncsecret, default flags")]
     label: String,
@@ -346,6 +351,7 @@ async fn main() -> ExitCode {
                 floor: !flags.no_floors,
                 launch: launch.clone(),
                 timeout: Duration::from_secs(600),
+                metadata_bytes: flags.metadata_bytes,
                 profile: flags
                     .profile_dir
                     .clone()
