@@ -56,6 +56,10 @@ pub struct Config {
     /// copy policy counts them (keys and values); the tenant objects are
     /// padded with one annotation to reach it. 0: no padding.
     pub metadata_bytes: usize,
+    /// End with the leak scan of every value written (for the short run
+    /// in `make test`; at 10,000 objects it costs the loader more than a
+    /// benchmark should).
+    pub leak_scan: bool,
 }
 
 /// The annotation that pads a tenant object to [`Config::metadata_bytes`].
@@ -612,9 +616,20 @@ pub async fn run(cfg: &Config) -> Result<Value, HarnessError> {
     let started = Instant::now();
     let mut pair = Pair::start_with(&refs, &cfg.launch).await?;
     let plane_start = started.elapsed();
+    if cfg.leak_scan {
+        pair.record_written();
+    }
     let tracker = Tracker::default();
-    let result = phases(&mut pair, &tracker, cfg, &names, plane_start).await;
+    let mut result = phases(&mut pair, &tracker, cfg, &names, plane_start).await;
     tracker.stop();
+    if cfg.leak_scan && result.is_ok() {
+        let found = pair.leaks(&[]).await?;
+        if !found.is_empty() {
+            result = Err(HarnessError::Usage(format!(
+                "a secret value leaked in: {found:?}"
+            )));
+        }
+    }
     result.map_err(|e| HarnessError::Usage(format!("{e}\n{}", pair.dump())))
 }
 

@@ -2,8 +2,14 @@
 //! appear, in clear or in base64, in a controller's log, an event, a
 //! status or a controller's `/metrics`.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use aho_corasick::AhoCorasick;
+use futures::StreamExt as _;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt};
 use syncsecret_api::SyncSecret;
 
@@ -21,6 +27,87 @@ pub fn needles(values: &[String]) -> Vec<String> {
                 .and_then(|j| j.as_str().map(str::to_owned));
             std::iter::once(v.clone()).chain(b64)
         })
+        .collect()
+}
+
+/// Values shorter than this are not recorded: too likely to be in a log
+/// for other reasons (`v1`, `true`).
+const SHORTEST: usize = 8;
+
+/// Every value the SyncSecrets of some clusters held while it ran (`data`
+/// as written and decoded, `stringData`), read by a watch of each, so
+/// that a test can scan for what it wrote without listing it.
+pub struct Written {
+    values: Arc<Mutex<BTreeSet<String>>>,
+    watches: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Written {
+    /// Starts watching every SyncSecret of each cluster, read as plain
+    /// JSON (a hostile test writes objects no type reads).
+    pub fn record(clients: &[Client]) -> Self {
+        let values = Arc::new(Mutex::new(BTreeSet::new()));
+        let resource = ApiResource::erase::<SyncSecret>(&());
+        let watches = clients
+            .iter()
+            .map(|client| {
+                let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+                let values = Arc::clone(&values);
+                tokio::spawn(async move {
+                    let mut objects = watcher(api, watcher::Config::default())
+                        .default_backoff()
+                        .applied_objects()
+                        .boxed();
+                    while let Some(o) = objects.next().await {
+                        if let Ok(o) = o
+                            && let Ok(mut v) = values.lock()
+                        {
+                            v.extend(held(&o));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { values, watches }
+    }
+
+    /// What was recorded so far.
+    pub fn values(&self) -> Vec<String> {
+        self.values
+            .lock()
+            .map(|v| v.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        for w in &self.watches {
+            w.abort();
+        }
+    }
+}
+
+/// The values object `o` holds, long enough to search for.
+fn held(o: &DynamicObject) -> Vec<String> {
+    let strings = |field: &str| {
+        o.data
+            .get(field)
+            .and_then(serde_json::Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v.as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    let decoded = strings("data").into_iter().flat_map(|b64| {
+        let clear = syncsecret_api::decode::decode_base64(&b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        std::iter::once(b64).chain(clear)
+    });
+    decoded
+        .chain(strings("stringData"))
+        .filter(|v| v.len() >= SHORTEST)
         .collect()
 }
 
@@ -93,11 +180,15 @@ pub async fn scan(pair: &Pair, values: &[String]) -> Result<Vec<String>, Harness
             texts.push((format!("{} /metrics", c.name()), m));
         }
     }
-    let mut found = Vec::new();
-    for (place, text) in &texts {
-        if needles.iter().any(|v| text.contains(v.as_str())) {
-            found.push(place.clone());
-        }
+    if needles.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(found)
+    // One pass over each text for all the needles: a run writes hundreds.
+    let finder = AhoCorasick::new(&needles)
+        .map_err(|e| HarnessError::Usage(format!("the leak scan's needles: {e}")))?;
+    Ok(texts
+        .into_iter()
+        .filter(|(_, text)| finder.is_match(text))
+        .map(|(place, _)| place)
+        .collect())
 }

@@ -20,10 +20,10 @@ use syncsecret_api::rbac;
 use syncsecret_api::{SyncSecret, SyncSecretPhase};
 
 use crate::control_plane::{self, free_port};
-use crate::helm;
 use crate::kube_util::{TEST_FIELD_MANAGER, eventually};
 use crate::process::Process;
 use crate::{ControlPlane, HarnessError};
+use crate::{helm, leaks};
 
 /// Namespace of the manager (and its lease) in the management cluster.
 pub const MANAGER_NAMESPACE: &str = "kubelb";
@@ -435,6 +435,9 @@ pub struct Pair {
     pub tenants: Vec<Client>,
     /// The tenant cluster names.
     pub tenant_names: Vec<String>,
+    /// Every value the tenant clusters' SyncSecrets held, once
+    /// [`Self::record_written`] started it.
+    written: Option<leaks::Written>,
     /// The clusters; dropped last, after the controllers.
     pub plane: ControlPlane,
 }
@@ -563,10 +566,41 @@ impl Pair {
             management,
             tenants,
             tenant_names: tenant_names.iter().map(|n| (*n).to_owned()).collect(),
+            written: None,
             plane,
         };
         pair.wait_ready().await?;
         Ok(pair)
+    }
+
+    /// From now on, records every value the tenant clusters' SyncSecrets
+    /// hold, for [`Self::leaks`]. (Not for the benchmark: one more watch of
+    /// every tenant cluster.)
+    pub fn record_written(&mut self) {
+        self.written = Some(leaks::Written::record(&self.tenants));
+    }
+
+    /// The values recorded since [`Self::record_written`].
+    pub fn written(&self) -> Vec<String> {
+        self.written
+            .as_ref()
+            .map(leaks::Written::values)
+            .unwrap_or_default()
+    }
+
+    /// The leak scan ([`leaks::scan`]) for every value recorded since
+    /// [`Self::record_written`] and each of `also`: where one was found.
+    /// Fails when nothing was recorded, as a scan for nothing proves
+    /// nothing.
+    pub async fn leaks(&self, also: &[String]) -> Result<Vec<String>, HarnessError> {
+        let mut values = self.written();
+        values.extend_from_slice(also);
+        if values.is_empty() {
+            return Err(HarnessError::Usage(
+                "the leak scan has no value to look for: call Pair::record_written first".into(),
+            ));
+        }
+        leaks::scan(self, &values).await
     }
 
     /// Waits until the management cluster holds a Synced copy of tenant

@@ -27,6 +27,7 @@ async fn a_short_benchmark_converges_and_is_quiet_after_a_restart() {
         timeout: Duration::from_secs(180),
         profile: None,
         metadata_bytes: 0,
+        leak_scan: true,
     };
     let r = run(&cfg).await.unwrap();
     println!("{}", serde_json::to_string_pretty(&r).unwrap());

@@ -38,8 +38,9 @@ const TENANT: &str = "tenant1";
 /// One pair at a time: these machines have two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Runs `body` on a fresh pair; on failure, panics with the state a person
-/// would look at.
+/// Runs `body` on a fresh pair, then the leak scan for every value the
+/// tenant cluster held; on failure, panics with the state a person would
+/// look at.
 async fn on_a_pair<F>(body: F)
 where
     F: for<'a> FnOnce(
@@ -48,7 +49,15 @@ where
 {
     let _one = SERIAL.lock().await;
     let mut pair = Pair::start(&[TENANT]).await.expect("the pair starts");
-    if let Err(e) = body(&mut pair).await {
+    pair.record_written();
+    let result = async {
+        body(&mut pair).await?;
+        let found = pair.leaks(&[]).await?;
+        ensure!(found.is_empty(), "a secret value leaked in: {found:?}");
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
         panic!("{e:#}\n--- state at failure ---\n{}", pair.dump());
     }
 }

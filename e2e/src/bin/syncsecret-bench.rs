@@ -352,6 +352,7 @@ async fn main() -> ExitCode {
                 launch: launch.clone(),
                 timeout: Duration::from_secs(600),
                 metadata_bytes: flags.metadata_bytes,
+                leak_scan: false,
                 profile: flags
                     .profile_dir
                     .clone()
