@@ -807,6 +807,7 @@ async fn phases(
         "tenants": cfg.tenants,
         "value_bytes": VALUE_BYTES,
         "metadata_bytes": cfg.metadata_bytes,
+        "metadata_pad_bytes": pad,
         "concurrency": cfg.concurrency,
         "launch": {
             "manager": cfg.launch.manager.clone().unwrap_or_else(|| format!("syncsecret-manager {}", cfg.launch.manager_args.join(" "))),
