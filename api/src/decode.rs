@@ -116,8 +116,31 @@ impl<K: DeserializeOwned> Lenient<K> {
         if let Ok(object) = serde_json::from_str::<K>(text) {
             return Ok(Self::Decoded(object));
         }
-        let value: Value = serde_json::from_str(text)?;
-        Self::from_value(value)
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => Self::from_value(value),
+            // Nested deeper than serde_json reads into a tree (128 levels;
+            // the API server keeps a client's `managedFields` as sent):
+            // the keys are read by skipping the rest, which has no limit.
+            Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+                let Keys { metadata } = serde_json::from_str(text)?;
+                let name = metadata.name.ok_or_else(|| {
+                    serde_json::Error::custom("an object in the answer has no name")
+                })?;
+                Ok(Self::Undecodable(Box::new(Undecodable {
+                    metadata: ObjectMeta {
+                        name: Some(name),
+                        namespace: metadata.namespace,
+                        uid: metadata.uid,
+                        resource_version: metadata.resource_version,
+                        ..ObjectMeta::default()
+                    },
+                    reason: format!(
+                        "it is nested deeper than {DEEPEST} levels (look at its metadata.managedFields)"
+                    ),
+                })))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads one object from a JSON tree.
@@ -149,6 +172,24 @@ impl<K: DeserializeOwned> Lenient<K> {
 
 fn is_status(segment: &serde_path_to_error::Segment) -> bool {
     matches!(segment, serde_path_to_error::Segment::Map { key } if key == "status")
+}
+
+/// How deep serde_json reads a JSON tree.
+const DEEPEST: usize = 128;
+
+/// What keys an object nested too deep to read as a tree.
+#[derive(Deserialize)]
+struct Keys {
+    metadata: KeyFields,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyFields {
+    name: Option<String>,
+    namespace: Option<String>,
+    uid: Option<String>,
+    resource_version: Option<String>,
 }
 
 /// The metadata, or (should even it not decode) the name, namespace, UID
@@ -331,6 +372,35 @@ mod tests {
             .map(|i| matches!(i, Lenient::Decoded(_)))
             .collect();
         assert_eq!(decoded, [true, false, true]);
+    }
+
+    #[test]
+    fn an_object_nested_deeper_than_serde_reads_is_undecodable_not_an_error() {
+        // managedFields as a client may send them: 200 levels of fields.
+        let mut fields = json!({});
+        for _ in 0..200 {
+            fields = json!({ "f:x": fields });
+        }
+        let mut deep = tenant_object(json!({"k": "QQ=="}), json!({}));
+        deep["metadata"]["managedFields"] = json!([{
+            "manager": "evil", "operation": "Update", "fieldsType": "FieldsV1",
+            "fieldsV1": fields,
+        }]);
+        let list = format!(
+            r#"{{"items": [{deep}, {}]}}"#,
+            tenant_object(json!({}), json!({}))
+        );
+        #[derive(Deserialize)]
+        struct List {
+            items: Vec<Lenient<SyncSecret>>,
+        }
+        let read: List = serde_json::from_str(&list).unwrap_or_else(|e| panic!("{e}"));
+        let Lenient::Undecodable(u) = &read.items[0] else {
+            panic!("decoded");
+        };
+        assert_eq!(u.metadata.uid.as_deref(), Some("u-1"));
+        assert!(u.reason.contains("nested deeper than 128"), "{}", u.reason);
+        assert!(matches!(read.items[1], Lenient::Decoded(_)));
     }
 
     #[test]

@@ -230,6 +230,7 @@ async fn attacks(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
 
     undecodable_tenant_objects(pair, values).await?;
     undecodable_copies(pair, values).await?;
+    copies_nested_too_deep(pair, values).await?;
     unlabelled_secrets_are_released(pair, values).await?;
     forged_types_and_metadata_stay_out(pair, values).await?;
     copies_are_bounded_by_the_management_cluster(pair, values).await?;
@@ -483,6 +484,128 @@ async fn undecodable_copies(pair: &mut Pair, values: &mut Values) -> anyhow::Res
     install_crd_as(&management, &generated_crd()?).await?;
     install_crd_as(&pair.tenants[EVIL], &generated_crd()?).await?;
     good_tenant_converges(pair, "after-crd-restored", &values.fresh("good-5")).await?;
+    Ok(())
+}
+
+/// The copy at `path` as the API server sends it (no type reads it), or
+/// `None` once it is gone.
+async fn raw(client: &Client, path: &str) -> anyhow::Result<Option<String>> {
+    let req = http::Request::get(path).body(Vec::new())?;
+    match client.request_text(req).await {
+        Ok(text) => Ok(Some(text)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The evil tenant's management identity sends a copy with managedFields
+/// nested 200 levels deep, which the API server keeps as sent and
+/// serde_json will not read into a tree (128 levels): the copy is
+/// reported (status and a Warning event), and every list of copies (the
+/// controllers' first, after a restart) reads every other object.
+async fn copies_nested_too_deep(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
+    let evil_ns = tenant_namespace(&pair.tenant_names[EVIL]);
+    let identity = pair
+        .plane
+        .management()
+        .service_account_kubeconfig(&evil_ns, rbac::CCM_ROLE)
+        .await?;
+    let as_evil = client_from(&identity).await?;
+    let name = uuid::Uuid::new_v4().to_string();
+    let mut fields = json!({});
+    for _ in 0..200 {
+        fields = json!({ "f:x": fields });
+    }
+    let hidden = values.fresh("evil-deep");
+    let body = json!({
+        "apiVersion": "kubelb.k8c.io/v1alpha1",
+        "kind": "SyncSecret",
+        "metadata": {
+            "name": name,
+            "namespace": evil_ns,
+            "labels": {(syncsecret_api::contract::LABEL_ORIGIN_NAME): name},
+            "managedFields": [{
+                "manager": "evil", "operation": "Update", "apiVersion": "kubelb.k8c.io/v1alpha1",
+                "fieldsType": "FieldsV1", "fieldsV1": fields,
+            }],
+        },
+        "data": {"s": k8s_openapi::ByteString(hidden.into_bytes())},
+    });
+    let path = format!("/apis/kubelb.k8c.io/v1alpha1/namespaces/{evil_ns}/syncsecrets");
+    let req = http::Request::post(&path)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body)?)?;
+    if let Err(e) = as_evil.request_text(req).await {
+        println!("    a copy with managedFields 200 levels deep was refused: {e}");
+        return Ok(());
+    }
+    let stored = raw(&pair.management, &format!("{path}/{name}"))
+        .await?
+        .context("the deep copy is not there")?;
+    let depth = stored.matches("f:x").count();
+    println!("    a copy with managedFields 200 levels deep was stored ({depth} levels kept)");
+    // The manager reads its summary (without managedFields) and reports
+    // what the API server refuses to do with it. Neither the copy nor its
+    // events can be read as a type: read as text.
+    eventually("the deep copy reported", WAIT, || async {
+        let text = raw(&pair.management, &format!("{path}/{name}"))
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        text.contains(r#""phase":"Failed""#)
+            .then_some(())
+            .ok_or_else(|| "not Failed yet".to_owned())
+    })
+    .await?;
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(pair.management.clone(), &evil_ns);
+    let warned = events
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name.as_str())
+        });
+    let warned = warned.context("no Warning event on the deep copy")?;
+    println!(
+        "    reported: {}: {}",
+        warned.reason.unwrap_or_default(),
+        warned.note.unwrap_or_default()
+    );
+    good_tenant_converges(pair, "during-deep-copy", &values.fresh("good-deep-1")).await?;
+    // Both restarted: their first lists of copies hold it.
+    pair.restart_all().await?;
+    for c in pair.controllers() {
+        ready(c)?;
+    }
+    good_tenant_converges(pair, "after-deep-copy", &values.fresh("good-deep-2")).await?;
+
+    // The API server refuses JSON patches of it (400), so the manager's
+    // finalizer, once set, stays: a merge patch, as an admin would send
+    // (docs/security.md), lets it go.
+    let req = http::Request::delete(format!("{path}/{name}")).body(Vec::new())?;
+    as_evil.request_text(req).await?;
+    let req = http::Request::patch(format!("{path}/{name}"))
+        .header("content-type", "application/merge-patch+json")
+        .body(br#"{"metadata":{"finalizers":null}}"#.to_vec())?;
+    match pair.management.request_text(req).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => bail!("removing the deep copy's finalizer: {e}"),
+    }
+    eventually("the deep copy gone", WAIT, || async {
+        match raw(&pair.management, &format!("{path}/{name}")).await {
+            Ok(None) => Ok(()),
+            Ok(Some(text)) => Err(format!(
+                "still there: {}",
+                text.split("\"managedFields\"").next().unwrap_or_default()
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
     Ok(())
 }
 
