@@ -111,7 +111,7 @@ pub fn copy_policy(prefix: &str, manager_user: &str, limits: &Limits) -> Value {
             ],
             "variables": [
                 {"name": "dataBytes", "expression": "has(object.data) ? object.data.map(k, size(object.data[k])).sum() : 0"},
-                {"name": "metadataBytes", "expression": "(has(object.metadata.labels) ? object.metadata.labels.map(k, size(k) + size(object.metadata.labels[k])).sum() : 0) + (has(object.metadata.annotations) ? object.metadata.annotations.map(k, size(k) + size(object.metadata.annotations[k])).sum() : 0)"},
+                {"name": "metadataBytes", "expression": "(has(object.metadata.labels) ? object.metadata.labels.map(k, size(k) + size(bytes(object.metadata.labels[k]))).sum() : 0) + (has(object.metadata.annotations) ? object.metadata.annotations.map(k, size(k) + size(bytes(object.metadata.annotations[k]))).sum() : 0)"},
             ],
             "validations": validations,
         },

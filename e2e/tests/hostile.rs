@@ -880,6 +880,17 @@ async fn copies_are_bounded_by_the_management_cluster(
             },
             "bytes of labels and annotations, more than the management cluster takes",
         ),
+        (
+            // 4,200 characters, 16,800 bytes: the cap counts bytes.
+            "with metadata over the cap in bytes, not in characters",
+            {
+                let mut o = copy(&uuid(), json!({}));
+                o.annotations_mut()
+                    .insert("wide".to_owned(), "\u{1D11E}".repeat(4_200));
+                o
+            },
+            "bytes of labels and annotations, more than the management cluster takes",
+        ),
     ] {
         match copies.create(&PostParams::default(), &o).await {
             Err(kube::Error::Api(s)) if s.code == 403 || s.code == 422 || s.code == 413 => {
