@@ -252,7 +252,7 @@ fn tenant_limit_files() -> Result<Vec<(PathBuf, String)>, ManifestError> {
          {{{{- $manager := include \"syncsecret-manager.fullname\" . }}}}\n\
          ---\n{}---\n{}\
          {{{{- range .Values.tenants }}}}\n\
-         {{{{- $ns := ternary . (printf \"{TENANT_NAMESPACE_PREFIX}%s\" .) (hasPrefix \"{TENANT_NAMESPACE_PREFIX}\" .) }}}}\n\
+         {TENANT_NAMESPACE}\
          ---\n{}\
          {{{{- end }}}}\n\
          {{{{- end }}}}\n",
@@ -269,6 +269,11 @@ fn tenant_limit_files() -> Result<Vec<(PathBuf, String)>, ManifestError> {
     ])
 }
 
+/// Inside `range .Values.tenants`: `$ns`, the tenant's namespace (the
+/// name as given when it already has the chart's prefix).
+const TENANT_NAMESPACE: &str = "{{- $prefix := $.Values.tenantNamespacePrefix }}\n\
+     {{- $ns := ternary . (printf \"%s%s\" $prefix .) (hasPrefix $prefix .) }}\n";
+
 /// The manager chart's part for `.Values.tenants`: in each tenant's
 /// namespace of the management cluster, the ServiceAccount that tenant's
 /// ccm uses there and the Role (from [`crate::rbac::ccm_management_rules`])
@@ -276,7 +281,6 @@ fn tenant_limit_files() -> Result<Vec<(PathBuf, String)>, ManifestError> {
 /// [`crate::rbac::manager_tenant_rules`]: it writes Secrets nowhere else);
 /// the namespace itself when `createTenantNamespaces`.
 fn tenant_access_template() -> Result<String, ManifestError> {
-    use crate::contract::TENANT_NAMESPACE_PREFIX;
     use crate::rbac::{CCM_ROLE, ccm_management_rules, manager_tenant_rules};
     let ccm_rules =
         serde_yaml_ng::to_string(&serde_json::json!({ "rules": ccm_management_rules() }))?;
@@ -289,7 +293,7 @@ fn tenant_access_template() -> Result<String, ManifestError> {
         format!("metadata:\n  name: {manager}\n  namespace: {{{{ $ns }}}}\n{labels}");
     Ok(format!(
         "{{{{- range .Values.tenants }}}}\n\
-         {{{{- $ns := ternary . (printf \"{TENANT_NAMESPACE_PREFIX}%s\" .) (hasPrefix \"{TENANT_NAMESPACE_PREFIX}\" .) }}}}\n\
+         {TENANT_NAMESPACE}\
          {{{{- if $.Values.createTenantNamespaces }}}}\n\
          ---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{{{ $ns }}}}\n{labels}\
          {{{{- end }}}}\n\

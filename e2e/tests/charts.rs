@@ -50,7 +50,7 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
         // The release namespace, and (management) the tenant namespaces the
         // `tenants` case grants access in: a server dry run of a Namespace
         // does not make it exist for the objects after it.
-        for ns in [NAMESPACE, "tenant-shop", "tenant-games"] {
+        for ns in [NAMESPACE, "tenant-shop", "tenant-games", "team-shop"] {
             ensure_namespace(&cluster.client().await.unwrap(), ns)
                 .await
                 .unwrap();
@@ -138,6 +138,20 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
                 "name: demo-syncsecret-manager\n  namespace: tenant-shop",
             ],
             vec!["tenant-tenant-games"],
+        ),
+        (
+            // Another prefix: the tenants' access, quotas and the policy
+            // all follow it.
+            "syncsecret-manager",
+            vec!["tenantNamespacePrefix=team-", "tenants={shop}"],
+            vec![
+                "--tenant-namespace-prefix=team-",
+                "name: syncsecret-ccm\n  namespace: team-shop",
+                "name: demo-syncsecret-manager\n  namespace: team-shop",
+                "kind: ResourceQuota",
+                "startsWith('team-')",
+            ],
+            vec!["tenant-shop"],
         ),
         (
             "syncsecret-manager",
