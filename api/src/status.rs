@@ -248,6 +248,24 @@ pub fn with_transition_time(
     desired
 }
 
+/// Condition type on a tenant object while another tenant cluster's ccm
+/// writes copies under this cluster's name (in the same tenant namespace).
+pub const CONDITION_CLUSTER_NAME_CONFLICT: &str = "ClusterNameConflict";
+
+/// What every tenant object of a cluster shows while another cluster
+/// claims its name: `message` says what to do.
+pub fn cluster_name_conflict(message: &str, generation: Option<i64>) -> Condition {
+    Condition {
+        type_: CONDITION_CLUSTER_NAME_CONFLICT.to_owned(),
+        status: "True".to_owned(),
+        reason: CONDITION_CLUSTER_NAME_CONFLICT.to_owned(),
+        message: message.to_owned(),
+        observed_generation: generation,
+        // Filled in by `with_transition_time`.
+        last_transition_time: Time(Timestamp::UNIX_EPOCH),
+    }
+}
+
 /// Adds a condition (e.g. a certificate's) to a status.
 pub fn with_condition(
     mut status: SyncSecretStatus,
@@ -371,6 +389,31 @@ mod tests {
             (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
             ("False", "ApplySecretFailed", "denied")
         );
+    }
+
+    #[test]
+    fn a_cluster_name_conflict_is_written_and_taken_back_once() {
+        let t0: Timestamp = "2026-12-02T08:00:00Z".parse().unwrap();
+        let synced = || {
+            status(
+                SyncSecretPhase::Synced,
+                Some(3),
+                true,
+                REASON_SYNCED,
+                "ok".into(),
+            )
+        };
+        let plain = with_transition_time(None, synced(), t0);
+        let conflict = || {
+            with_condition(
+                synced(),
+                Some(cluster_name_conflict("two clusters", Some(3))),
+            )
+        };
+        assert!(status_differs(Some(&plain), &conflict()));
+        let told = with_transition_time(Some(&plain), conflict(), t0);
+        assert!(!status_differs(Some(&told), &conflict()));
+        assert!(status_differs(Some(&told), &synced()));
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Whether a cluster-name conflict has been told by an event.
     pub conflict_told: std::sync::atomic::AtomicBool,
+    /// While another cluster claims this cluster's name: what every tenant
+    /// object's `ClusterNameConflict` condition says. A change reconciles
+    /// them all.
+    pub conflict: tokio::sync::watch::Sender<Option<String>>,
     /// Copies in that namespace, as the watch last saw them (summaries,
     /// compared with what would be written).
     pub copies: Store<Summary<SyncSecret>>,
@@ -258,6 +262,11 @@ impl Setup {
         )
         .applied_objects();
 
+        let (conflict, _) = tokio::sync::watch::channel(None);
+        let conflict_changes = futures::stream::unfold(conflict.subscribe(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        });
         let config = kube::runtime::controller::Config::default().concurrency(self.concurrency);
         let controller = Controller::for_stream(tenant_events, tenant_objects.clone())
             .with_config(config.clone())
@@ -265,6 +274,8 @@ impl Setup {
             // Back from a management outage: everything at once, not when
             // each object's backoff runs out.
             .reconcile_all_on(self.reachability.recoveries())
+            // A cluster-name conflict found or gone: every status says so.
+            .reconcile_all_on(conflict_changes)
             .graceful_shutdown_on(shutdown.clone().requested());
         if let Err(e) = gauges::register_phases(
             METRICS_PREFIX,
@@ -297,6 +308,7 @@ impl Setup {
             cluster_id,
             health: self.health.clone(),
             conflict_told: std::sync::atomic::AtomicBool::new(false),
+            conflict,
             copies: copies.clone(),
             tenant_objects: tenant_objects.clone(),
             metrics: self.metrics.clone(),

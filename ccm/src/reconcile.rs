@@ -19,7 +19,9 @@ use syncsecret_api::runtime::metrics::ReconcileResult;
 use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer::write_status;
-use syncsecret_api::status::{mirrored, pending, phase, status};
+use syncsecret_api::status::{
+    cluster_name_conflict, mirrored, pending, phase, status, with_condition,
+};
 use syncsecret_api::summary::Summary;
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 
@@ -275,6 +277,12 @@ async fn mirror(
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
     let before = phase(obj.status.as_ref());
+    let conflict = ctx.conflict.borrow().clone();
+    let generation = verdict.observed_generation;
+    let verdict = with_condition(
+        verdict,
+        conflict.map(|m| cluster_name_conflict(&m, generation)),
+    );
     let wrote = write_status(&api, obj, verdict.clone(), &ctx.metrics, &ctx.recent_tenant)
         .await
         .map_err(|source| Error::PatchStatus {

@@ -117,13 +117,28 @@ fn forget_gone(ctx: &Context, labelled: Option<&Store<Secret>>) {
 }
 
 /// `foreign` copies in our tenant namespace came from another tenant
-/// cluster whose ccm uses our cluster name: a note on `/readyz`, a warning
-/// log line at each sweep, and one Warning event about this cluster (its
-/// kube-system Namespace) per start. Neither cluster's ccm deletes the
+/// cluster whose ccm uses our cluster name: a `ClusterNameConflict`
+/// condition on every tenant object while it lasts, a note on `/readyz`, a
+/// warning log line at each sweep, and one Warning event about this
+/// cluster (its kube-system Namespace) per start. Neither cluster's ccm deletes the
 /// other's copies (see `from_another_cluster`).
 async fn tell_conflict(ctx: &Context, foreign: usize) {
     use std::sync::atomic::Ordering;
     const TOPIC: &str = "cluster-name";
+    // Worded without the count, so that more copies write no status.
+    let condition = (foreign > 0).then(|| {
+        format!(
+            "another tenant cluster's ccm writes copies in {} under this cluster's name: give each cluster its own --cluster-name; neither deletes the other's copies",
+            ctx.tenant_namespace
+        )
+    });
+    ctx.conflict.send_if_modified(|c| {
+        let changed = *c != condition;
+        if changed {
+            c.clone_from(&condition);
+        }
+        changed
+    });
     if foreign == 0 {
         ctx.health.note(TOPIC, None);
         return;

@@ -1077,6 +1077,26 @@ async fn a_second_ccm_with_the_same_cluster_name(
         )
         .await?;
     }
+    // Every tenant object of each cluster says so in its status.
+    for (cluster, name) in [(EVIL, "after-restart"), (SECOND, "from-second")] {
+        let api: Api<SyncSecret> = Api::namespaced(pair.tenants[cluster].clone(), NS);
+        let message = eventually(
+            &format!("{name} shows the cluster-name conflict"),
+            WAIT,
+            || async {
+                let o = api.get(name).await.map_err(|e| e.to_string())?;
+                o.status
+                    .and_then(|s| s.conditions)
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c.type_ == "ClusterNameConflict" && c.status == "True")
+                    .map(|c| c.message)
+                    .ok_or_else(|| "no ClusterNameConflict condition yet".to_owned())
+            },
+        )
+        .await?;
+        println!("    {name}: ClusterNameConflict: {message}");
+    }
     // About the cluster itself (its kube-system Namespace): such events
     // are kept in `default`.
     has_event(
@@ -1091,7 +1111,41 @@ async fn a_second_ccm_with_the_same_cluster_name(
         "the first cluster's ccm deleted the second cluster's copy"
     );
     good_tenant_converges(pair, "after-name-conflict", &values.fresh("good-conflict")).await?;
+
+    // The second cluster gone (its ccm stopped, its copy removed by the
+    // platform): the first cluster's objects no longer say so.
     claimer.stop()?;
+    dynamic(&pair.management, &evil_ns)
+        .delete(&second_uid, &Default::default())
+        .await?;
+    eventually("the second cluster's copy gone", WAIT, || async {
+        match copies.get_opt(&second_uid).await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err("still there".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
+    pair.ccms[EVIL].restart()?;
+    pair.ccms[EVIL].wait_ready().await?;
+    let api: Api<SyncSecret> = Api::namespaced(pair.tenants[EVIL].clone(), NS);
+    eventually(
+        "after-restart no longer shows the conflict",
+        WAIT,
+        || async {
+            let o = api.get("after-restart").await.map_err(|e| e.to_string())?;
+            let conflict = o
+                .status
+                .and_then(|s| s.conditions)
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "ClusterNameConflict");
+            (!conflict)
+                .then_some(())
+                .ok_or_else(|| "still shows it".to_owned())
+        },
+    )
+    .await?;
     Ok(())
 }
 
