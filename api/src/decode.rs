@@ -118,26 +118,16 @@ impl<K: DeserializeOwned> Lenient<K> {
         }
         match serde_json::from_str::<Value>(text) {
             Ok(value) => Self::from_value(value),
-            // Nested deeper than serde_json reads into a tree (128 levels;
-            // the API server keeps a client's `managedFields` as sent):
-            // the keys are read by skipping the rest, which has no limit.
-            Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
-                let Keys { metadata } = serde_json::from_str(text)?;
-                let name = metadata.name.ok_or_else(|| {
-                    serde_json::Error::custom("an object in the answer has no name")
-                })?;
-                Ok(Self::Undecodable(Box::new(Undecodable {
-                    metadata: ObjectMeta {
-                        name: Some(name),
-                        namespace: metadata.namespace,
-                        uid: metadata.uid,
-                        resource_version: metadata.resource_version,
-                        ..ObjectMeta::default()
-                    },
-                    reason: format!(
-                        "it is nested deeper than {DEEPEST} levels (look at its metadata.managedFields)"
-                    ),
-                })))
+            // Nested deeper than serde_json reads into a tree (128 levels).
+            // The API server keeps a client's `managedFields` as sent, and
+            // no controller of ours needs them: read without them.
+            Err(e) if is_too_deep(&e) => {
+                if let Some(shallower) = without_managed_fields(text)
+                    && let Ok(value) = serde_json::from_str::<Value>(&shallower)
+                {
+                    return Self::from_value(value);
+                }
+                too_deep(text)
             }
             Err(e) => Err(e),
         }
@@ -177,19 +167,60 @@ fn is_status(segment: &serde_path_to_error::Segment) -> bool {
 /// How deep serde_json reads a JSON tree.
 const DEEPEST: usize = 128;
 
-/// What keys an object nested too deep to read as a tree.
-#[derive(Deserialize)]
-struct Keys {
-    metadata: KeyFields,
+fn is_too_deep(e: &serde_json::Error) -> bool {
+    e.to_string().starts_with("recursion limit exceeded")
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KeyFields {
-    name: Option<String>,
-    namespace: Option<String>,
-    uid: Option<String>,
-    resource_version: Option<String>,
+/// The object's text without `metadata.managedFields` (read as raw text,
+/// which has no depth limit); `None` when it has no such metadata.
+fn without_managed_fields(text: &str) -> Option<String> {
+    let mut object: BTreeMap<String, Box<RawValue>> = serde_json::from_str(text).ok()?;
+    let mut metadata: BTreeMap<String, Box<RawValue>> =
+        serde_json::from_str(object.get("metadata")?.get()).ok()?;
+    metadata.remove("managedFields")?;
+    object.insert(
+        "metadata".to_owned(),
+        serde_json::value::to_raw_value(&metadata).ok()?,
+    );
+    serde_json::to_string(&object).ok()
+}
+
+/// An object too deep to read as a tree even without its managedFields
+/// (under a CRD of the tenant's that lets anything through): kept as
+/// [`Undecodable`] with what keys it and what a finalizer needs.
+fn too_deep<K>(text: &str) -> Result<Lenient<K>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Keys {
+        metadata: KeyFields,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct KeyFields {
+        name: Option<String>,
+        namespace: Option<String>,
+        uid: Option<String>,
+        resource_version: Option<String>,
+        generation: Option<i64>,
+        finalizers: Option<Vec<String>>,
+        deletion_timestamp: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    }
+    let Keys { metadata: m } = serde_json::from_str(text)?;
+    let name = m
+        .name
+        .ok_or_else(|| serde_json::Error::custom("an object in the answer has no name"))?;
+    Ok(Lenient::Undecodable(Box::new(Undecodable {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: m.namespace,
+            uid: m.uid,
+            resource_version: m.resource_version,
+            generation: m.generation,
+            finalizers: m.finalizers,
+            deletion_timestamp: m.deletion_timestamp,
+            ..ObjectMeta::default()
+        },
+        reason: format!("it is nested deeper than {DEEPEST} levels"),
+    })))
 }
 
 /// The metadata, or (should even it not decode) the name, namespace, UID
@@ -374,33 +405,50 @@ mod tests {
         assert_eq!(decoded, [true, false, true]);
     }
 
-    #[test]
-    fn an_object_nested_deeper_than_serde_reads_is_undecodable_not_an_error() {
-        // managedFields as a client may send them: 200 levels of fields.
-        let mut fields = json!({});
-        for _ in 0..200 {
-            fields = json!({ "f:x": fields });
+    /// `levels` of nested objects.
+    fn nested(levels: usize) -> Value {
+        let mut v = json!({});
+        for _ in 0..levels {
+            v = json!({ "f:x": v });
         }
-        let mut deep = tenant_object(json!({"k": "QQ=="}), json!({}));
-        deep["metadata"]["managedFields"] = json!([{
-            "manager": "evil", "operation": "Update", "fieldsType": "FieldsV1",
-            "fieldsV1": fields,
-        }]);
-        let list = format!(
-            r#"{{"items": [{deep}, {}]}}"#,
-            tenant_object(json!({}), json!({}))
-        );
+        v
+    }
+
+    #[test]
+    fn objects_nested_deeper_than_serde_reads_never_fail_the_page() {
         #[derive(Deserialize)]
         struct List {
             items: Vec<Lenient<SyncSecret>>,
         }
+        // managedFields as a client may send them: read without them.
+        let mut deep_fields = tenant_object(json!({"k": "QQ=="}), json!({}));
+        deep_fields["metadata"]["managedFields"] = json!([{
+            "manager": "evil", "operation": "Update", "fieldsType": "FieldsV1",
+            "fieldsV1": nested(200),
+        }]);
+        // Deep anywhere else (a CRD of the tenant's own): kept by its keys.
+        let mut deep_data = tenant_object(json!({"k": nested(200)}), json!({}));
+        deep_data["metadata"]["finalizers"] = json!(["kubelb.k8c.io/cleanup"]);
+        let list = format!(
+            r#"{{"items": [{deep_fields}, {deep_data}, {}]}}"#,
+            tenant_object(json!({}), json!({}))
+        );
         let read: List = serde_json::from_str(&list).unwrap_or_else(|e| panic!("{e}"));
-        let Lenient::Undecodable(u) = &read.items[0] else {
-            panic!("decoded");
+        let Lenient::Decoded(read_without) = &read.items[0] else {
+            panic!("deep managedFields: not decoded");
+        };
+        assert_eq!(read_without.data.as_ref().unwrap()["k"].0, b"A");
+        assert!(read_without.metadata.managed_fields.is_none());
+        let Lenient::Undecodable(u) = &read.items[1] else {
+            panic!("deep data: decoded");
         };
         assert_eq!(u.metadata.uid.as_deref(), Some("u-1"));
+        assert_eq!(
+            u.metadata.finalizers.as_deref(),
+            Some(&["kubelb.k8c.io/cleanup".to_owned()][..])
+        );
         assert!(u.reason.contains("nested deeper than 128"), "{}", u.reason);
-        assert!(matches!(read.items[1], Lenient::Decoded(_)));
+        assert!(matches!(read.items[2], Lenient::Decoded(_)));
     }
 
     #[test]
