@@ -512,7 +512,9 @@ async fn copies_nested_too_deep(pair: &mut Pair, values: &mut Values) -> anyhow:
         .service_account_kubeconfig(&evil_ns, rbac::CCM_ROLE)
         .await?;
     let as_evil = client_from(&identity).await?;
-    let name = uuid::Uuid::new_v4().to_string();
+    // The first copy in the management cluster (tenant-evil sorts first):
+    // the one the manager's reachability probe, a list of one, gets.
+    let name = uuid::Uuid::nil().to_string();
     let mut fields = json!({});
     for _ in 0..200 {
         fields = json!({ "f:x": fields });
@@ -545,6 +547,10 @@ async fn copies_nested_too_deep(pair: &mut Pair, values: &mut Values) -> anyhow:
         .context("the deep copy is not there")?;
     let depth = stored.matches("f:x").count();
     println!("    a copy with managedFields 200 levels deep was stored ({depth} levels kept)");
+    ensure!(
+        depth > 128,
+        "only {depth} levels were kept: the attack needs more than 128"
+    );
     // Read without its managedFields (no controller needs them), it syncs
     // like any copy. It cannot be read as a type (serde's 128 levels): its
     // UID and phase are read by skipping the rest, which has no limit.
@@ -581,6 +587,14 @@ async fn copies_nested_too_deep(pair: &mut Pair, values: &mut Values) -> anyhow:
     })
     .await?;
     good_tenant_converges(pair, "during-deep-copy", &values.fresh("good-deep-1")).await?;
+    // The probe has listed it since: the management cluster still answers.
+    tokio::time::sleep(syncsecret_api::runtime::reachable::EVERY * 2).await;
+    metric_reads(&pair.manager, "kubelb_manager_management_reachable", 1.0).await?;
+    let (_, body) = pair.manager.readyz()?;
+    ensure!(
+        !body.contains("does not answer"),
+        "the manager calls the management cluster down: {body}"
+    );
     // Both restarted: their first lists of copies hold it.
     pair.restart_all().await?;
     for c in pair.controllers() {

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures::Stream;
 use kube::Api;
-use kube::api::ListParams;
 use prometheus::{IntGauge, Registry};
 use tokio::sync::watch;
 
@@ -107,9 +106,18 @@ impl Reachability {
         Scoped::spawn(self.clone().probe("management", move || {
             let api = api();
             async move {
-                api.list_metadata(&ListParams::default().limit(1))
-                    .await
-                    .map(|_| ())
+                // The answer is not decoded: the object in it is a tenant's
+                // and may be one no type reads (managedFields nested beyond
+                // serde's limit), which must not make the cluster look down.
+                let url = format!("{}?limit=1", api.resource_url());
+                let request = hyper::Request::get(url)
+                    .header(
+                        "accept",
+                        "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+                    )
+                    .body(Vec::new())
+                    .map_err(kube::Error::HttpError)?;
+                api.into_client().request_text(request).await.map(|_| ())
             }
         }))
     }
