@@ -119,13 +119,16 @@ impl<K: DeserializeOwned> Lenient<K> {
         match serde_json::from_str::<Value>(text) {
             Ok(value) => Self::from_value(value),
             // Nested deeper than serde_json reads into a tree (128 levels).
-            // The API server keeps a client's `managedFields` as sent, and
-            // no controller of ours needs them: read without them.
+            // The API server keeps a client's `managedFields` as sent: read
+            // without the entries too deep to read (ours, which say what
+            // our field managers wrote, are shallow), else without any.
             Err(e) if is_too_deep(&e) => {
-                if let Some(shallower) = without_managed_fields(text)
-                    && let Ok(value) = serde_json::from_str::<Value>(&shallower)
-                {
-                    return Self::from_value(value);
+                for keep_readable in [true, false] {
+                    if let Some(shallower) = without_deep_managed_fields(text, keep_readable)
+                        && let Ok(value) = serde_json::from_str::<Value>(&shallower)
+                    {
+                        return Self::from_value(value);
+                    }
                 }
                 too_deep(text)
             }
@@ -171,13 +174,25 @@ fn is_too_deep(e: &serde_json::Error) -> bool {
     e.to_string().starts_with("recursion limit exceeded")
 }
 
-/// The object's text without `metadata.managedFields` (read as raw text,
-/// which has no depth limit); `None` when it has no such metadata.
-fn without_managed_fields(text: &str) -> Option<String> {
+/// The object's text without the `metadata.managedFields` entries too deep
+/// to read (`keep_readable`) or without any (read as raw text, which has
+/// no depth limit); `None` when it has none.
+fn without_deep_managed_fields(text: &str, keep_readable: bool) -> Option<String> {
     let mut object: BTreeMap<String, Box<RawValue>> = serde_json::from_str(text).ok()?;
     let mut metadata: BTreeMap<String, Box<RawValue>> =
         serde_json::from_str(object.get("metadata")?.get()).ok()?;
-    metadata.remove("managedFields")?;
+    let entries: Vec<Box<RawValue>> =
+        serde_json::from_str(metadata.remove("managedFields")?.get()).ok()?;
+    if keep_readable {
+        let readable: Vec<Box<RawValue>> = entries
+            .into_iter()
+            .filter(|e| serde_json::from_str::<Value>(e.get()).is_ok())
+            .collect();
+        metadata.insert(
+            "managedFields".to_owned(),
+            serde_json::value::to_raw_value(&readable).ok()?,
+        );
+    }
     object.insert(
         "metadata".to_owned(),
         serde_json::value::to_raw_value(&metadata).ok()?,
@@ -420,11 +435,14 @@ mod tests {
         struct List {
             items: Vec<Lenient<SyncSecret>>,
         }
-        // managedFields as a client may send them: read without them.
+        // managedFields as a client may send them: read without the deep one.
         let mut deep_fields = tenant_object(json!({"k": "QQ=="}), json!({}));
         deep_fields["metadata"]["managedFields"] = json!([{
             "manager": "evil", "operation": "Update", "fieldsType": "FieldsV1",
             "fieldsV1": nested(200),
+        }, {
+            "manager": "syncsecret-ccm", "operation": "Apply", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:data": {"f:k": {}}},
         }]);
         // Deep anywhere else (a CRD of the tenant's own): kept by its keys.
         let mut deep_data = tenant_object(json!({"k": nested(200)}), json!({}));
@@ -438,7 +456,15 @@ mod tests {
             panic!("deep managedFields: not decoded");
         };
         assert_eq!(read_without.data.as_ref().unwrap()["k"].0, b"A");
-        assert!(read_without.metadata.managed_fields.is_none());
+        // Our field manager's entry stays: it says what we wrote.
+        let managers: Vec<_> = read_without
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.manager.as_deref())
+            .collect();
+        assert_eq!(managers, ["syncsecret-ccm"]);
         let Lenient::Undecodable(u) = &read.items[1] else {
             panic!("deep data: decoded");
         };

@@ -551,7 +551,7 @@ async fn copies_nested_too_deep(pair: &mut Pair, values: &mut Values) -> anyhow:
         depth > 128,
         "only {depth} levels were kept: the attack needs more than 128"
     );
-    // Read without its managedFields (no controller needs them), it syncs
+    // Read without the managedFields entry too deep to read, it syncs
     // like any copy. It cannot be read as a type (serde's 128 levels): its
     // UID and phase are read by skipping the rest, which has no limit.
     #[derive(serde::Deserialize)]
