@@ -47,10 +47,16 @@ pub const TENANT_NAMESPACE_PREFIX: &str = "tenant-";
 /// The management-cluster namespace of a tenant: its cluster name with
 /// `tenant-` in front unless it already starts with it (as KubeLB's ccm does).
 pub fn tenant_namespace(cluster_name: &str) -> String {
-    if cluster_name.starts_with(TENANT_NAMESPACE_PREFIX) {
+    tenant_namespace_with(TENANT_NAMESPACE_PREFIX, cluster_name)
+}
+
+/// [`tenant_namespace`] for a platform whose tenant namespaces start with
+/// `prefix` (the manager's and the ccm's `--tenant-namespace-prefix`).
+pub fn tenant_namespace_with(prefix: &str, cluster_name: &str) -> String {
+    if cluster_name.starts_with(prefix) {
         cluster_name.to_owned()
     } else {
-        format!("{TENANT_NAMESPACE_PREFIX}{cluster_name}")
+        format!("{prefix}{cluster_name}")
     }
 }
 
@@ -104,6 +110,18 @@ pub fn secret_name(copy: &impl ResourceExt) -> Option<String> {
 #[cfg(test)]
 mod prefix {
     use super::*;
+
+    #[test]
+    fn a_tenant_namespace_is_the_cluster_name_with_the_prefix_once() {
+        assert_eq!(tenant_namespace("shop"), "tenant-shop");
+        assert_eq!(tenant_namespace("tenant-shop"), "tenant-shop");
+        assert_eq!(tenant_namespace_with("team-", "shop"), "team-shop");
+        assert_eq!(tenant_namespace_with("team-", "team-shop"), "team-shop");
+        assert_eq!(
+            tenant_namespace_with("team-", "tenant-shop"),
+            "team-tenant-shop"
+        );
+    }
 
     #[test]
     fn a_prefix_that_covers_a_system_or_the_managers_namespace_is_refused() {

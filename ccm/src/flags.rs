@@ -11,10 +11,16 @@ use syncsecret_api::runtime::flags::CommonFlags;
 #[derive(Debug, Parser)]
 #[command(name = "syncsecret-ccm", version)]
 pub struct Flags {
-    /// Name of this tenant cluster; `tenant-` is prefixed when missing. It
-    /// names the tenant's namespace in the management cluster.
+    /// Name of this tenant cluster; the tenant namespace prefix is put in
+    /// front when missing. It names the tenant's namespace in the
+    /// management cluster.
     #[arg(long, env = "CLUSTER_NAME")]
     pub cluster_name: String,
+
+    /// Prefix of tenant namespaces in the management cluster, as the
+    /// manager's --tenant-namespace-prefix.
+    #[arg(long, env = "TENANT_NAMESPACE_PREFIX", default_value = syncsecret_api::contract::TENANT_NAMESPACE_PREFIX, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub tenant_namespace_prefix: String,
 
     /// Kubeconfig of the management (KubeLB) cluster.
     #[arg(long, env = "KUBELB_KUBECONFIG")]

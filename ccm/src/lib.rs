@@ -22,7 +22,8 @@ use kube::{Api, Client, ResourceExt};
 use prometheus::Registry;
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::{
-    FIELD_MANAGER_CCM, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, MANAGED_BY_KUBELB, tenant_namespace,
+    FIELD_MANAGER_CCM, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, MANAGED_BY_KUBELB,
+    tenant_namespace_with,
 };
 use syncsecret_api::runtime::backoff::{Backoffs, WatchBackoff};
 use syncsecret_api::runtime::cache;
@@ -135,7 +136,8 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
         .map_err(syncsecret_api::runtime::RuntimeError::from)?
         .reporting_to(plumbing.health.clone());
-    let tenant_namespace = tenant_namespace(&flags.cluster_name);
+    let tenant_namespace =
+        tenant_namespace_with(&flags.tenant_namespace_prefix, &flags.cluster_name);
     let _probe = reachability.probe_with({
         let (management, tenant_namespace) = (management.clone(), tenant_namespace.clone());
         move || Api::namespaced(management.current(), &tenant_namespace)

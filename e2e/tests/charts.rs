@@ -95,6 +95,12 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
         ),
         (
             "syncsecret-ccm",
+            [&ccm_base[..], &["tenantNamespacePrefix=team-"]].concat(),
+            vec!["--tenant-namespace-prefix=team-"],
+            vec![],
+        ),
+        (
+            "syncsecret-ccm",
             [&ccm_base[..], &["leaderElection.enabled=false"]].concat(),
             vec![],
             vec!["syncsecret-ccm-leader-election"],
@@ -225,6 +231,36 @@ fn the_ccm_chart_refuses_to_render_without_its_required_values() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("clusterName is required"));
+}
+
+#[test]
+fn neither_chart_renders_with_an_empty_tenant_namespace_prefix() {
+    for (chart, extra) in [
+        ("syncsecret-ccm", vec!["--set=clusterName=shop"]),
+        ("syncsecret-manager", vec![]),
+    ] {
+        let dir = repo_root().join("charts").join(chart);
+        let mut args = vec![
+            "template",
+            "demo",
+            dir.to_str().unwrap(),
+            "--set=tenantNamespacePrefix=",
+        ];
+        args.extend(extra);
+        let out = Command::new(asset("TEST_ASSET_HELM").unwrap())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{chart} rendered with an empty prefix"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("tenantNamespacePrefix must not be empty"),
+            "{chart}: {stderr}"
+        );
+    }
 }
 
 /// Dotted keys of a values file; maps passed through as a whole (resources,
