@@ -38,7 +38,11 @@ const SHORTEST: usize = 8;
 /// as written and decoded, `stringData`), read by a watch of each, so
 /// that a test can scan for what it wrote without listing it.
 pub struct Written {
-    values: Arc<Mutex<BTreeSet<String>>>,
+    /// Per cluster, in the order given.
+    values: Arc<Mutex<Vec<BTreeSet<String>>>>,
+    /// Clusters whose watch could not read an answer (it then sees
+    /// nothing more, and a scan would miss what it missed).
+    unreadable: Arc<Mutex<BTreeSet<usize>>>,
     watches: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -46,37 +50,83 @@ impl Written {
     /// Starts watching every SyncSecret of each cluster, read as plain
     /// JSON (a hostile test writes objects no type reads).
     pub fn record(clients: &[Client]) -> Self {
-        let values = Arc::new(Mutex::new(BTreeSet::new()));
+        let values = Arc::new(Mutex::new(vec![BTreeSet::new(); clients.len()]));
+        let unreadable = Arc::new(Mutex::new(BTreeSet::new()));
         let resource = ApiResource::erase::<SyncSecret>(&());
         let watches = clients
             .iter()
-            .map(|client| {
+            .enumerate()
+            .map(|(i, client)| {
                 let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
-                let values = Arc::clone(&values);
+                let (values, unreadable) = (Arc::clone(&values), Arc::clone(&unreadable));
                 tokio::spawn(async move {
                     let mut objects = watcher(api, watcher::Config::default())
                         .default_backoff()
                         .applied_objects()
                         .boxed();
                     while let Some(o) = objects.next().await {
-                        if let Ok(o) = o
-                            && let Ok(mut v) = values.lock()
-                        {
-                            v.extend(held(&o));
+                        match o {
+                            Ok(o) => {
+                                if let Ok(mut v) = values.lock() {
+                                    v[i].extend(held(&o));
+                                }
+                            }
+                            // A connection lost is retried; an answer that
+                            // cannot be read is a gap in what was recorded.
+                            Err(
+                                watcher::Error::InitialListFailed(kube::Error::SerdeError(_))
+                                | watcher::Error::WatchFailed(kube::Error::SerdeError(_)),
+                            ) => {
+                                if let Ok(mut u) = unreadable.lock() {
+                                    u.insert(i);
+                                }
+                            }
+                            Err(_) => {}
                         }
                     }
                 })
             })
             .collect();
-        Self { values, watches }
+        Self {
+            values,
+            unreadable,
+            watches,
+        }
     }
 
-    /// What was recorded so far.
+    /// What was recorded so far, all clusters together.
     pub fn values(&self) -> Vec<String> {
         self.values
             .lock()
-            .map(|v| v.iter().cloned().collect())
+            .map(|v| v.iter().flatten().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Why a scan for [`Self::values`] would prove less than it says: a
+    /// cluster whose watch recorded nothing, or could not read an answer.
+    pub fn gaps(&self) -> Vec<String> {
+        let mut gaps: Vec<String> = self
+            .values
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .enumerate()
+                    .filter(|(_, values)| values.is_empty())
+                    .map(|(i, _)| format!("cluster {i} recorded no value"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        gaps.extend(
+            self.unreadable
+                .lock()
+                .map(|u| {
+                    u.iter()
+                        .map(|i| format!("cluster {i}'s watch could not read an answer"))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        );
+        gaps
     }
 }
 

@@ -590,16 +590,25 @@ impl Pair {
 
     /// The leak scan ([`leaks::scan`]) for every value recorded since
     /// [`Self::record_written`] and each of `also`: where one was found.
-    /// Fails when nothing was recorded, as a scan for nothing proves
-    /// nothing.
+    /// Fails when the recording has a gap (a tenant cluster recorded
+    /// nothing, or its watch could not read an answer), as a scan for what
+    /// was missed proves nothing.
     pub async fn leaks(&self, also: &[String]) -> Result<Vec<String>, HarnessError> {
-        let mut values = self.written();
-        values.extend_from_slice(also);
-        if values.is_empty() {
+        let Some(written) = &self.written else {
             return Err(HarnessError::Usage(
-                "the leak scan has no value to look for: call Pair::record_written first".into(),
+                "the leak scan has nothing recorded: call Pair::record_written first".into(),
             ));
+        };
+        let gaps = written.gaps();
+        if !gaps.is_empty() {
+            return Err(HarnessError::Usage(format!(
+                "the leak scan's recording of the tenant clusters ({}) has gaps: {}",
+                self.tenant_names.join(", "),
+                gaps.join("; ")
+            )));
         }
+        let mut values = written.values();
+        values.extend_from_slice(also);
         leaks::scan(self, &values).await
     }
 

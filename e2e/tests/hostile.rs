@@ -1070,10 +1070,12 @@ async fn a_second_ccm_with_the_same_cluster_name(
     })
     .await?;
 
-    // The first cluster's ccm restarts (it sweeps at start): the copy it
-    // did not make stays, and both say two clusters claim the name.
-    pair.ccms[EVIL].restart()?;
-    pair.ccms[EVIL].wait_ready().await?;
+    // The first cluster's ccm restarts (it sweeps at start, and here every
+    // 2 s): the copy it did not make stays, and both say two clusters
+    // claim the name.
+    pair.ccms[EVIL]
+        .restart_with(&["--orphan-sweep-period=2"])
+        .await?;
     for c in [&pair.ccms[EVIL], &claimer] {
         metric_reads_at_least(c, "kubelb_ccm_cluster_name_conflicts", 1.0).await?;
         eventually(
@@ -1135,8 +1137,7 @@ async fn a_second_ccm_with_the_same_cluster_name(
         }
     })
     .await?;
-    pair.ccms[EVIL].restart()?;
-    pair.ccms[EVIL].wait_ready().await?;
+    // No restart: the running ccm's next sweep finds the conflict gone.
     let api: Api<SyncSecret> = Api::namespaced(pair.tenants[EVIL].clone(), NS);
     eventually(
         "after-restart no longer shows the conflict",
@@ -1155,6 +1156,7 @@ async fn a_second_ccm_with_the_same_cluster_name(
         },
     )
     .await?;
+    pair.ccms[EVIL].restart_with(&[]).await?;
     Ok(())
 }
 
