@@ -266,6 +266,20 @@ pub fn cluster_name_conflict(message: &str, generation: Option<i64>) -> Conditio
     }
 }
 
+/// Whether `desired` says something other than `live` once the
+/// cluster-name conflict condition is set aside on both: a new verdict
+/// (what gets an event), not just that condition coming or going.
+pub fn verdict_differs(live: Option<&SyncSecretStatus>, desired: &SyncSecretStatus) -> bool {
+    let without = |s: &SyncSecretStatus| {
+        let mut s = s.clone();
+        if let Some(c) = s.conditions.as_mut() {
+            c.retain(|c| c.type_ != CONDITION_CLUSTER_NAME_CONFLICT);
+        }
+        s
+    };
+    status_differs(live.map(without).as_ref(), &without(desired))
+}
+
 /// Adds a condition (e.g. a certificate's) to a status.
 pub fn with_condition(
     mut status: SyncSecretStatus,
@@ -414,6 +428,11 @@ mod tests {
         let told = with_transition_time(Some(&plain), conflict(), t0);
         assert!(!status_differs(Some(&told), &conflict()));
         assert!(status_differs(Some(&told), &synced()));
+        // Not a new verdict either way: no event for it.
+        assert!(!verdict_differs(Some(&plain), &conflict()));
+        assert!(!verdict_differs(Some(&told), &synced()));
+        let failed = status(SyncSecretPhase::Failed, Some(3), false, "X", "why".into());
+        assert!(verdict_differs(Some(&told), &failed));
     }
 
     #[test]

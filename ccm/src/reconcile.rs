@@ -20,7 +20,7 @@ use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer::write_status;
 use syncsecret_api::status::{
-    cluster_name_conflict, mirrored, pending, phase, status, with_condition,
+    cluster_name_conflict, mirrored, pending, phase, status, verdict_differs, with_condition,
 };
 use syncsecret_api::summary::Summary;
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
@@ -67,18 +67,22 @@ pub async fn reconcile(obj: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Resu
             if !deleting && !matches!(e, Error::PatchStatus { .. }) {
                 // The tenant sees why; observedGeneration keeps saying what
                 // the management cluster last held.
-                let failed = status(
-                    SyncSecretPhase::Failed,
-                    obj.status.as_ref().and_then(|s| s.observed_generation),
-                    false,
-                    e.category(),
-                    e.to_string(),
+                let failed = with_conflict(
+                    status(
+                        SyncSecretPhase::Failed,
+                        obj.status.as_ref().and_then(|s| s.observed_generation),
+                        false,
+                        e.category(),
+                        e.to_string(),
+                    ),
+                    &ctx,
                 );
                 // An event for a new verdict only (see the manager).
-                if !write_status(&api, &obj, failed, &ctx.metrics, &ctx.recent_tenant)
+                let new_verdict = verdict_differs(obj.status.as_ref(), &failed);
+                let wrote = write_status(&api, &obj, failed, &ctx.metrics, &ctx.recent_tenant)
                     .await
-                    .unwrap_or(true)
-                {
+                    .unwrap_or(true);
+                if !wrote || !new_verdict {
                     return result;
                 }
             }
@@ -263,6 +267,17 @@ fn undecodable(obj: &Summary<SyncSecret>, reason: &str) -> Error {
     }
 }
 
+/// `status` with the `ClusterNameConflict` condition while another cluster
+/// claims this cluster's name.
+fn with_conflict(status: SyncSecretStatus, ctx: &Context) -> SyncSecretStatus {
+    let conflict = ctx.conflict.borrow().clone();
+    let generation = status.observed_generation;
+    with_condition(
+        status,
+        conflict.map(|m| cluster_name_conflict(&m, generation)),
+    )
+}
+
 /// How long a new object may wait for the manager's verdict before its
 /// status says `Pending`.
 const PENDING_AFTER: Duration = Duration::from_secs(5);
@@ -277,12 +292,8 @@ async fn mirror(
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
     let before = phase(obj.status.as_ref());
-    let conflict = ctx.conflict.borrow().clone();
-    let generation = verdict.observed_generation;
-    let verdict = with_condition(
-        verdict,
-        conflict.map(|m| cluster_name_conflict(&m, generation)),
-    );
+    let verdict = with_conflict(verdict, ctx);
+    let new_verdict = verdict_differs(obj.status.as_ref(), &verdict);
     let wrote = write_status(&api, obj, verdict.clone(), &ctx.metrics, &ctx.recent_tenant)
         .await
         .map_err(|source| Error::PatchStatus {
@@ -300,7 +311,7 @@ async fn mirror(
                 .normal(&reference, "Synced", condition.message.clone())
                 .await;
         }
-        Some(SyncSecretPhase::Failed) if wrote => {
+        Some(SyncSecretPhase::Failed) if wrote && new_verdict => {
             ctx.events
                 .warning(&reference, &condition.reason, condition.message.clone())
                 .await;

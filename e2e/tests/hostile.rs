@@ -1088,20 +1088,27 @@ async fn a_second_ccm_with_the_same_cluster_name(
         )
         .await?;
     }
-    // Every tenant object of each cluster says so in its status.
-    for (cluster, name) in [(EVIL, "after-restart"), (SECOND, "from-second")] {
-        let api: Api<SyncSecret> = Api::namespaced(pair.tenants[cluster].clone(), NS);
+    // Every tenant object of each cluster says so in its status: Synced
+    // ones, one the manager failed (helm-release) and one the ccm failed
+    // (heavy-metadata) too.
+    for (cluster, name) in [
+        (EVIL, "after-restart"),
+        (EVIL, "helm-release"),
+        (EVIL, "heavy-metadata"),
+        (SECOND, "from-second"),
+    ] {
+        let api = dynamic(&pair.tenants[cluster], NS);
         let message = eventually(
             &format!("{name} shows the cluster-name conflict"),
             WAIT,
             || async {
                 let o = api.get(name).await.map_err(|e| e.to_string())?;
-                o.status
-                    .and_then(|s| s.conditions)
+                let conditions = o.data["status"]["conditions"].as_array().cloned();
+                conditions
                     .into_iter()
                     .flatten()
-                    .find(|c| c.type_ == "ClusterNameConflict" && c.status == "True")
-                    .map(|c| c.message)
+                    .find(|c| c["type"] == "ClusterNameConflict" && c["status"] == "True")
+                    .and_then(|c| c["message"].as_str().map(str::to_owned))
                     .ok_or_else(|| "no ClusterNameConflict condition yet".to_owned())
             },
         )
