@@ -70,6 +70,19 @@ async fn create(api: &Api<DynamicObject>, name: &str, body: Value) -> anyhow::Re
     Ok(())
 }
 
+/// The evil tenant's namespace in the management cluster, and a
+/// kubeconfig of the identity its ccm holds there (a token of the ccm
+/// chart's ServiceAccount, bound by the chart's Role only).
+async fn evil_identity(pair: &Pair) -> anyhow::Result<(String, std::path::PathBuf)> {
+    let evil_ns = tenant_namespace(&pair.tenant_names[EVIL]);
+    let identity = pair
+        .plane
+        .management()
+        .service_account_kubeconfig(&evil_ns, rbac::CCM_ROLE)
+        .await?;
+    Ok((evil_ns, identity))
+}
+
 /// The good tenant's object `name` with `value`: it must sync, as always.
 async fn good_tenant_converges(pair: &Pair, name: &str, value: &str) -> anyhow::Result<()> {
     let api = dynamic(&pair.tenants[GOOD], NS);
@@ -355,12 +368,7 @@ async fn undecodable_tenant_objects(pair: &mut Pair, values: &mut Values) -> any
 /// cluster whose CRD takes anything, the manager reports the copy it
 /// cannot read and keeps serving every tenant, across a restart too.
 async fn undecodable_copies(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
-    let evil_ns = tenant_namespace(&pair.tenant_names[EVIL]);
-    let identity = pair
-        .plane
-        .management()
-        .service_account_kubeconfig(&evil_ns, rbac::CCM_ROLE)
-        .await?;
+    let (evil_ns, identity) = evil_identity(pair).await?;
     let as_evil = client_from(&identity).await?;
     let copies = dynamic(&as_evil, &evil_ns);
     // Named as a ccm names them (the tenant limits refuse any other name).
@@ -505,12 +513,7 @@ async fn raw(client: &Client, path: &str) -> anyhow::Result<Option<String>> {
 /// controllers' first lists after a restart read it and every other
 /// object, and deleting it finishes.
 async fn copies_nested_too_deep(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
-    let evil_ns = tenant_namespace(&pair.tenant_names[EVIL]);
-    let identity = pair
-        .plane
-        .management()
-        .service_account_kubeconfig(&evil_ns, rbac::CCM_ROLE)
-        .await?;
+    let (evil_ns, identity) = evil_identity(pair).await?;
     let as_evil = client_from(&identity).await?;
     // The first copy in the management cluster (tenant-evil sorts first):
     // the one the manager's reachability probe, a list of one, gets.
@@ -847,12 +850,7 @@ async fn copies_are_bounded_by_the_management_cluster(
     values: &mut Values,
 ) -> anyhow::Result<()> {
     use k8s_openapi::api::core::v1::ResourceQuota;
-    let evil_ns = tenant_namespace(&pair.tenant_names[EVIL]);
-    let identity = pair
-        .plane
-        .management()
-        .service_account_kubeconfig(&evil_ns, rbac::CCM_ROLE)
-        .await?;
+    let (evil_ns, identity) = evil_identity(pair).await?;
     let copies = dynamic(&client_from(&identity).await?, &evil_ns);
     let uuid = || uuid::Uuid::new_v4().to_string();
     let copy = |name: &str, extra: Value| {
@@ -1028,12 +1026,7 @@ async fn a_second_ccm_with_the_same_cluster_name(
     pair: &mut Pair,
     values: &mut Values,
 ) -> anyhow::Result<()> {
-    let evil_ns = tenant_namespace(&pair.tenant_names[EVIL]);
-    let identity = pair
-        .plane
-        .management()
-        .service_account_kubeconfig(&evil_ns, rbac::CCM_ROLE)
-        .await?;
+    let (evil_ns, identity) = evil_identity(pair).await?;
     let args: Vec<String> = pair.ccms[SECOND]
         .base_args()
         .iter()
