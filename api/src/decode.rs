@@ -184,9 +184,10 @@ fn without_deep_managed_fields(text: &str, keep_readable: bool) -> Option<String
     let entries: Vec<Box<RawValue>> =
         serde_json::from_str(metadata.remove("managedFields")?.get()).ok()?;
     if keep_readable {
+        // Read where it sits: three levels down (object, metadata, list).
         let readable: Vec<Box<RawValue>> = entries
             .into_iter()
-            .filter(|e| serde_json::from_str::<Value>(e.get()).is_ok())
+            .filter(|e| serde_json::from_str::<Value>(&format!("[[[{}]]]", e.get())).is_ok())
             .collect();
         metadata.insert(
             "managedFields".to_owned(),
@@ -440,6 +441,10 @@ mod tests {
         deep_fields["metadata"]["managedFields"] = json!([{
             "manager": "evil", "operation": "Update", "fieldsType": "FieldsV1",
             "fieldsV1": nested(200),
+        }, {
+            // Readable alone, too deep where it sits.
+            "manager": "evil-too", "operation": "Update", "fieldsType": "FieldsV1",
+            "fieldsV1": nested(125),
         }, {
             "manager": "syncsecret-ccm", "operation": "Apply", "fieldsType": "FieldsV1",
             "fieldsV1": {"f:data": {"f:k": {}}},
