@@ -266,6 +266,14 @@ pub fn cluster_name_conflict(message: &str, generation: Option<i64>) -> Conditio
     }
 }
 
+/// The cluster-name conflict condition `live` shows, if any.
+pub fn shown_conflict(live: Option<&SyncSecretStatus>) -> Option<Condition> {
+    live.and_then(|l| l.conditions.as_ref())?
+        .iter()
+        .find(|c| c.type_ == CONDITION_CLUSTER_NAME_CONFLICT)
+        .cloned()
+}
+
 /// Whether `desired` says something other than `live` once the
 /// cluster-name conflict condition is set aside on both: a new verdict
 /// (what gets an event), not just that condition coming or going.
@@ -428,6 +436,12 @@ mod tests {
         let told = with_transition_time(Some(&plain), conflict(), t0);
         assert!(!status_differs(Some(&told), &conflict()));
         assert!(status_differs(Some(&told), &synced()));
+        // What a restarted ccm keeps until its first sweep has judged.
+        assert_eq!(
+            shown_conflict(Some(&told)).map(|c| c.message).as_deref(),
+            Some("two clusters")
+        );
+        assert!(shown_conflict(Some(&plain)).is_none());
         // Not a new verdict either way: no event for it.
         assert!(!verdict_differs(Some(&plain), &conflict()));
         assert!(!verdict_differs(Some(&told), &synced()));

@@ -67,6 +67,9 @@ pub struct Context {
     /// object's `ClusterNameConflict` condition says. A change reconciles
     /// them all.
     pub conflict: tokio::sync::watch::Sender<Option<String>>,
+    /// Whether a sweep has judged the conflict since start; until then each
+    /// object keeps the condition it shows (no flapping at a restart).
+    pub conflict_judged: std::sync::atomic::AtomicBool,
     /// Copies in that namespace, as the watch last saw them (summaries,
     /// compared with what would be written).
     pub copies: Store<Summary<SyncSecret>>,
@@ -311,6 +314,7 @@ impl Setup {
             health: self.health.clone(),
             conflict_told: std::sync::atomic::AtomicBool::new(false),
             conflict,
+            conflict_judged: std::sync::atomic::AtomicBool::new(false),
             copies: copies.clone(),
             tenant_objects: tenant_objects.clone(),
             metrics: self.metrics.clone(),

@@ -20,7 +20,8 @@ use syncsecret_api::runtime::recent::{self, Cached};
 use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
 use syncsecret_api::runtime::status_writer::write_status;
 use syncsecret_api::status::{
-    cluster_name_conflict, mirrored, pending, phase, status, verdict_differs, with_condition,
+    cluster_name_conflict, mirrored, pending, phase, shown_conflict, status, verdict_differs,
+    with_condition,
 };
 use syncsecret_api::summary::Summary;
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
@@ -75,6 +76,7 @@ pub async fn reconcile(obj: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Resu
                         e.category(),
                         e.to_string(),
                     ),
+                    obj.status.as_ref(),
                     &ctx,
                 );
                 // An event for a new verdict only (see the manager).
@@ -268,14 +270,24 @@ fn undecodable(obj: &Summary<SyncSecret>, reason: &str) -> Error {
 }
 
 /// `status` with the `ClusterNameConflict` condition while another cluster
-/// claims this cluster's name.
-fn with_conflict(status: SyncSecretStatus, ctx: &Context) -> SyncSecretStatus {
-    let conflict = ctx.conflict.borrow().clone();
-    let generation = status.observed_generation;
-    with_condition(
-        status,
-        conflict.map(|m| cluster_name_conflict(&m, generation)),
-    )
+/// claims this cluster's name; before the first sweep since start has
+/// judged, with the one `live` shows.
+fn with_conflict(
+    status: SyncSecretStatus,
+    live: Option<&SyncSecretStatus>,
+    ctx: &Context,
+) -> SyncSecretStatus {
+    let condition = if ctx
+        .conflict_judged
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        let generation = status.observed_generation;
+        let conflict = ctx.conflict.borrow().clone();
+        conflict.map(|m| cluster_name_conflict(&m, generation))
+    } else {
+        shown_conflict(live)
+    };
+    with_condition(status, condition)
 }
 
 /// How long a new object may wait for the manager's verdict before its
@@ -292,7 +304,7 @@ async fn mirror(
     let namespace = obj.namespace().unwrap_or_default();
     let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
     let before = phase(obj.status.as_ref());
-    let verdict = with_conflict(verdict, ctx);
+    let verdict = with_conflict(verdict, obj.status.as_ref(), ctx);
     let new_verdict = verdict_differs(obj.status.as_ref(), &verdict);
     let wrote = write_status(&api, obj, verdict.clone(), &ctx.metrics, &ctx.recent_tenant)
         .await

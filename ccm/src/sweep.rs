@@ -132,11 +132,12 @@ async fn tell_conflict(ctx: &Context, foreign: usize) {
             ctx.tenant_namespace
         )
     });
+    // The first judgment since start reconciles everything, so that a
+    // condition left from before (the conflict ended meanwhile) goes too.
+    let first = !ctx.conflict_judged.swap(true, Ordering::Relaxed);
     ctx.conflict.send_if_modified(|c| {
-        let changed = *c != condition;
-        if changed {
-            c.clone_from(&condition);
-        }
+        let changed = first || *c != condition;
+        c.clone_from(&condition);
         changed
     });
     if foreign == 0 {

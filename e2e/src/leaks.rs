@@ -40,8 +40,8 @@ const SHORTEST: usize = 8;
 pub struct Written {
     /// Per cluster, in the order given.
     values: Arc<Mutex<Vec<BTreeSet<String>>>>,
-    /// Clusters whose watch could not read an answer (it then sees
-    /// nothing more, and a scan would miss what it missed).
+    /// Clusters whose watch could not read an answer (what that answer
+    /// held went unrecorded, and a scan would miss it).
     unreadable: Arc<Mutex<BTreeSet<usize>>>,
     watches: Vec<tokio::task::JoinHandle<()>>,
 }
