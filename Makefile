@@ -7,7 +7,7 @@ CARGO ?= cargo
 # kubectl and helm; see hack/tools.sh and hack/versions.env.
 WITH_TOOLS = env_lines=$$(hack/tools.sh env) && eval "$$env_lines" &&
 
-.PHONY: help tools demo up test bench chaos manifests fmt lint ci
+.PHONY: help tools demo up test unit bench chaos manifests fmt lint ci
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -23,6 +23,10 @@ up: ## Keep a local management and tenant cluster running until Ctrl-C.
 
 test: ## Run every test (unit, generated-YAML drift, e2e on the real control plane).
 	$(WITH_TOOLS) $(CARGO) test --workspace -- --nocapture
+
+unit: ## The fast tier: unit, property and generated-YAML drift tests; no control plane.
+	$(CARGO) test --workspace --lib
+	$(CARGO) test -p syncsecret-api --tests
 
 BENCH_ARGS ?=
 bench: ## Benchmark (release builds, 1k/10k objects over 1/4 tenants); appends to docs/benchmarks.md.
