@@ -187,21 +187,27 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
                 field_manager: Some(FIELD_MANAGER_CCM.to_owned()),
                 ..PatchParams::default()
             };
-            api.patch(&copy, &params, &Patch::Merge(json!({"stringData": null})))
+            let merged = api
+                .patch(&copy, &params, &Patch::Merge(json!({"stringData": null})))
                 .await
                 .map_err(apply_err)?;
             ctx.metrics.wrote("syncsecrets", "patch");
+            // Both writes are ours until the cache shows the second: the
+            // first one's watch event must not look like someone else's.
+            ctx.recent_copies
+                .wrote_over_as(&ctx.tenant_namespace, &copy, live.as_deref(), &merged);
         }
-        api.patch(
-            &copy,
-            &PatchParams::apply(FIELD_MANAGER_CCM).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-        .map_err(apply_err)?;
+        let applied = api
+            .patch(
+                &copy,
+                &PatchParams::apply(FIELD_MANAGER_CCM).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .map_err(apply_err)?;
         ctx.metrics.wrote("syncsecrets", "patch");
         ctx.recent_copies
-            .wrote_over(&ctx.tenant_namespace, &copy, live.as_deref());
+            .wrote_over_as(&ctx.tenant_namespace, &copy, live.as_deref(), &applied);
         let verb = if live.is_some() { "updated" } else { "created" };
         tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy {verb}");
         // A new object's first sync is told by its `Synced` event; an

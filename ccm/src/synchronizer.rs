@@ -129,7 +129,7 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
         .is_none_or(|l| l.resource_version() != applied.resource_version())
     {
         ctx.recent_tenant
-            .wrote_over(&namespace, &name, live.as_deref());
+            .wrote_over_as(&namespace, &name, live.as_deref(), &applied);
     }
     tracing::info!(%namespace, %name, "SyncSecret applied from its Secret");
     Ok(Action::await_change())

@@ -215,7 +215,7 @@ async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Erro
         ctx.metrics.wrote("secrets", "patch");
         if cached {
             ctx.recent_secrets
-                .wrote_over(&namespace, &name, live.as_deref());
+                .wrote_over_as(&namespace, &name, live.as_deref(), &stored);
         }
         ctx.verify_failures.check(&namespace, &desired, &stored)?;
         let verb = if live.is_some() { "updated" } else { "created" };

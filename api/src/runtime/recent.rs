@@ -36,8 +36,15 @@ const PURGE_ABOVE: usize = 1024;
 
 #[derive(Debug)]
 struct Entry {
-    /// The resourceVersion our write replaced; `None` when we created it.
-    replaced: Option<String>,
+    /// The resourceVersions our writes replaced, oldest first (`None`: we
+    /// created the object). Two writes in a row (a merge patch, then an
+    /// apply) leave two versions that are not ours yet.
+    replaced: Vec<Option<String>>,
+    /// The resourceVersion our last write made, when its answer said (and
+    /// it reads as a number, as every API server's etcd revisions do): the
+    /// cache is stale while it shows an older one, even one someone else
+    /// wrote in between.
+    written: Option<u64>,
     at: Instant,
 }
 
@@ -49,6 +56,15 @@ pub struct RecentWrites {
     /// first miss that waits, so that every later one waits only until the
     /// same moment ([`RecentWrites::lookup_listed`]).
     list_deadline: Arc<OnceLock<tokio::time::Instant>>,
+    /// When the relist under way began.
+    listing_since: Arc<Mutex<Option<Instant>>>,
+}
+
+/// A resourceVersion as a number, if it is one. The API calls them opaque;
+/// only the order of our own write and what the cache shows is read from
+/// them, and anything else falls back to comparing for equality.
+fn revision(rv: Option<&str>) -> Option<u64> {
+    rv?.parse().ok()
 }
 
 fn key_of(namespace: Option<&str>, name: &str) -> String {
@@ -73,19 +89,34 @@ impl RecentWrites {
     /// Records a successful write of `namespace/name`; `replaced` is the
     /// resourceVersion of the version it replaced (`None` for a create).
     pub fn wrote(&self, namespace: Option<&str>, name: &str, replaced: Option<&str>) {
+        self.wrote_to(namespace, name, replaced, None);
+    }
+
+    /// [`RecentWrites::wrote`], knowing the resourceVersion the write made.
+    pub fn wrote_to(
+        &self,
+        namespace: Option<&str>,
+        name: &str,
+        replaced: Option<&str>,
+        written: Option<&str>,
+    ) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
         if entries.len() > PURGE_ABOVE {
             entries.retain(|_, e| e.at.elapsed() < TTL);
         }
-        entries.insert(
-            key_of(namespace, name),
-            Entry {
-                replaced: replaced.map(str::to_owned),
-                at: Instant::now(),
-            },
-        );
+        let entry = entries.entry(key_of(namespace, name)).or_insert(Entry {
+            replaced: Vec::new(),
+            written: None,
+            at: Instant::now(),
+        });
+        if entry.at.elapsed() >= TTL {
+            entry.replaced.clear();
+        }
+        entry.replaced.push(replaced.map(str::to_owned));
+        entry.written = written.and_then(|w| w.parse().ok());
+        entry.at = Instant::now();
     }
 
     /// Records a write of `obj` as the cache last showed it (`None`: it
@@ -95,14 +126,46 @@ impl RecentWrites {
         self.wrote(Some(namespace), name, replaced.as_deref());
     }
 
+    /// [`RecentWrites::wrote_over`], with `after`, what the write returned.
+    pub fn wrote_over_as<K: ResourceExt, A: ResourceExt>(
+        &self,
+        namespace: &str,
+        name: &str,
+        before: Option<&K>,
+        after: &A,
+    ) {
+        let replaced = before.map(|b| b.resource_version().unwrap_or_default());
+        let written = after.resource_version();
+        self.wrote_to(
+            Some(namespace),
+            name,
+            replaced.as_deref(),
+            written.as_deref(),
+        );
+    }
+
     /// Called with every watch event after the cache applied it: an entry
-    /// is cleared once the cache holds something other than the version
-    /// our write replaced, or the object is deleted.
+    /// is cleared once the cache holds something other than the versions
+    /// our writes replaced, or the object is deleted.
     pub fn observe<K: ResourceExt>(&self, event: &watcher::Event<K>) {
         let (obj, deleted) = match event {
             watcher::Event::Apply(o) | watcher::Event::InitApply(o) => (o, false),
             watcher::Event::Delete(o) => (o, true),
-            watcher::Event::Init | watcher::Event::InitDone => return,
+            watcher::Event::Init => {
+                if let Ok(mut since) = self.listing_since.lock() {
+                    *since = Some(Instant::now());
+                }
+                return;
+            }
+            // A relist shows at least every write that ended before it
+            // began, whatever version it shows.
+            watcher::Event::InitDone => {
+                let since = self.listing_since.lock().ok().and_then(|mut s| s.take());
+                if let (Some(since), Ok(mut entries)) = (since, self.entries.lock()) {
+                    entries.retain(|_, e| e.at >= since);
+                }
+                return;
+            }
         };
         let Ok(mut entries) = self.entries.lock() else {
             return;
@@ -112,9 +175,13 @@ impl RecentWrites {
         }
         let key = key_of(obj.namespace().as_deref(), &obj.name_any());
         let seen = deleted
-            || entries
-                .get(&key)
-                .is_some_and(|e| e.replaced.is_none() || e.replaced != obj.resource_version());
+            || entries.get(&key).is_some_and(|e| {
+                let shown = obj.resource_version();
+                match (e.written, revision(shown.as_deref())) {
+                    (Some(written), Some(shown)) => shown >= written,
+                    _ => !e.replaced.iter().any(|r| r.is_some() && *r == shown),
+                }
+            });
         if seen {
             entries.remove(&key);
         }
@@ -134,11 +201,11 @@ impl RecentWrites {
         let Some(entry) = entries.get(&key_of(namespace, name)) else {
             return false;
         };
+        let shown = cached.map(|c| c.resource_version().unwrap_or_default());
         entry.at.elapsed() < TTL
-            && match (&entry.replaced, cached) {
-                (None, None) => true,
-                (Some(rv), Some(c)) => c.resource_version().as_ref() == Some(rv),
-                _ => false,
+            && match (entry.written, revision(shown.as_deref())) {
+                (Some(written), Some(shown)) => shown < written,
+                _ => entry.replaced.contains(&shown),
             }
     }
 
@@ -247,6 +314,56 @@ mod tests {
         recent.observe(&watcher::Event::Apply(obj("2")));
         assert!(!recent.stale(Some("ns"), "a", Some(&before)));
         assert!(!recent.stale(Some("ns"), "a", Some(&obj("2"))));
+    }
+
+    #[test]
+    fn two_writes_in_a_row_are_stale_until_the_cache_shows_the_second() {
+        let recent = RecentWrites::default();
+        let (before, first) = (obj("1"), obj("2"));
+        recent.wrote_over("ns", "a", Some(&before));
+        recent.wrote_over("ns", "a", Some(&first));
+        // The first write's event: the second is still on its way.
+        recent.observe(&watcher::Event::Apply(first.clone()));
+        assert!(recent.stale(Some("ns"), "a", Some(&before)));
+        assert!(recent.stale(Some("ns"), "a", Some(&first)));
+        recent.observe(&watcher::Event::Apply(obj("3")));
+        assert!(!recent.stale(Some("ns"), "a", Some(&first)));
+    }
+
+    #[test]
+    fn a_write_whose_answer_is_known_is_stale_until_the_cache_shows_it() {
+        let recent = RecentWrites::default();
+        let (before, theirs, ours) = (obj("1"), obj("2"), obj("3"));
+        recent.wrote_over_as("ns", "a", Some(&before), &ours);
+        // Someone else's write landed between the version we read and ours.
+        recent.observe(&watcher::Event::Apply(theirs.clone()));
+        assert!(recent.stale(Some("ns"), "a", Some(&theirs)));
+        recent.observe(&watcher::Event::Apply(ours.clone()));
+        assert!(!recent.stale(Some("ns"), "a", Some(&theirs)));
+        assert!(!recent.stale(Some("ns"), "a", Some(&ours)));
+    }
+
+    #[test]
+    fn a_write_whose_event_came_first_is_not_stale() {
+        let recent = RecentWrites::default();
+        let (before, ours, later) = (obj("1"), obj("2"), obj("3"));
+        // The watch event of our write arrives before its answer is read.
+        recent.observe(&watcher::Event::Apply(ours.clone()));
+        recent.wrote_over_as("ns", "a", Some(&before), &ours);
+        assert!(!recent.stale(Some("ns"), "a", Some(&ours)));
+        // Someone changes it after us: that is no stale cache.
+        recent.observe(&watcher::Event::Apply(later.clone()));
+        assert!(!recent.stale(Some("ns"), "a", Some(&later)));
+    }
+
+    #[test]
+    fn a_relist_clears_what_was_written_before_it_began() {
+        let recent = RecentWrites::default();
+        let (before, ours, listed) = (obj("1"), obj("2"), obj("9"));
+        recent.wrote_over_as("ns", "a", Some(&before), &ours);
+        recent.observe::<ConfigMap>(&watcher::Event::Init);
+        recent.observe::<ConfigMap>(&watcher::Event::InitDone);
+        assert!(!recent.stale(Some("ns"), "a", Some(&listed)));
     }
 
     #[test]

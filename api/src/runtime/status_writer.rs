@@ -42,13 +42,14 @@ where
         return Ok(false);
     }
     let stamped = with_transition_time(obj.status(), desired, Timestamp::now());
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "status": stamped })),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": stamped })),
+        )
+        .await?;
     metrics.wrote("syncsecrets/status", "patch");
-    recent.wrote_over(&namespace, &obj.name_any(), Some(obj));
+    recent.wrote_over_as(&namespace, &obj.name_any(), Some(obj), &written);
     Ok(true)
 }
