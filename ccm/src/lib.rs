@@ -13,6 +13,7 @@ mod sweep;
 mod synchronizer;
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -89,6 +90,10 @@ pub struct Context {
     /// Tenant objects (by UID) whose long wait for their copy's deletion
     /// has been announced with an event.
     pub announced_waits: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Copies (by name) written and not yet answered by the manager, with
+    /// when: a new object's `Pending` clock runs from our write, not from
+    /// the copy's creation (an adopted or updated copy is old).
+    pub asked: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Context {
@@ -109,6 +114,26 @@ impl Context {
         self.recent_copies
             .lookup_listed(&self.copies, &key, recent::LIST_WAIT)
             .await
+    }
+
+    /// Remembers that the copy named `copy` was written just now.
+    pub fn asked(&self, copy: &str) {
+        if let Ok(mut a) = self.asked.lock() {
+            a.insert(copy.to_owned(), Instant::now());
+        }
+    }
+
+    /// How long ago this process wrote the copy named `copy`, if the
+    /// manager has not answered since.
+    pub fn asked_ago(&self, copy: &str) -> Option<Duration> {
+        self.asked.lock().ok()?.get(copy).map(Instant::elapsed)
+    }
+
+    /// Forgets the write of `copy` (answered, or the copy is gone).
+    pub fn answered(&self, copy: &str) {
+        if let Ok(mut a) = self.asked.lock() {
+            a.remove(copy);
+        }
     }
 
     /// Forgets `obj`'s wait (its copy is gone).
@@ -328,6 +353,7 @@ impl Setup {
             recent_tenant,
             recent_copies,
             announced_waits: std::sync::Mutex::default(),
+            asked: std::sync::Mutex::default(),
         });
 
         let health = self.health.clone();

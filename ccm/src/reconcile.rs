@@ -208,6 +208,7 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
         ctx.metrics.wrote("syncsecrets", "patch");
         ctx.recent_copies
             .wrote_over_as(&ctx.tenant_namespace, &copy, live.as_deref(), &applied);
+        ctx.asked(&copy);
         let verb = if live.is_some() { "updated" } else { "created" };
         tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy {verb}");
         // A new object's first sync is told by its `Synced` event; an
@@ -233,13 +234,17 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
         return Ok(Action::requeue(PENDING_AFTER));
     };
     match mirrored(live.as_ref(), obj.metadata.generation) {
-        Some(verdict) => mirror(obj, verdict, ctx).await?,
+        Some(verdict) => {
+            ctx.answered(&copy);
+            mirror(obj, verdict, ctx).await?;
+        }
         None if obj.status.is_none() => {
-            let waited = live
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .and_then(|t| Duration::try_from(Timestamp::now().duration_since(t.0)).ok())
+            let waited = ctx
+                .asked_ago(&copy)
+                .or_else(|| {
+                    let created = live.metadata.creation_timestamp.as_ref()?;
+                    Duration::try_from(Timestamp::now().duration_since(created.0)).ok()
+                })
                 .unwrap_or(PENDING_AFTER);
             if waited < PENDING_AFTER {
                 return Ok(Action::requeue(PENDING_AFTER - waited));
@@ -400,6 +405,7 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
     match &live {
         None => {
             ctx.forget_wait(obj);
+            ctx.answered(&copy);
             return Ok(Action::await_change());
         }
         Some(live) if live.meta().deletion_timestamp.is_some() => {
