@@ -22,11 +22,13 @@ up: ## Keep a local management and tenant cluster running until Ctrl-C.
 	$(WITH_TOOLS) $(CARGO) run -q -p syncsecret-e2e --bin syncsecret-up
 
 test: ## Run every test (unit, generated-YAML drift, e2e on the real control plane).
+	$(CARGO) test -p syncsecret-api
 	$(WITH_TOOLS) $(CARGO) test --workspace -- --nocapture
 
 unit: ## The fast tier: unit, property and generated-YAML drift tests; no control plane.
+	$(CARGO) test -p syncsecret-api
 	$(CARGO) test --workspace --lib
-	$(CARGO) test -p syncsecret-api --tests
+	$(CARGO) test -p syncsecret-runtime --tests
 
 BENCH_ARGS ?=
 bench: ## Benchmark (release builds, 1k/10k objects over 1/4 tenants); appends to docs/benchmarks.md.
@@ -37,7 +39,7 @@ chaos: ## Chaos run (release builds; kill -9, API server restarts, etcd compacti
 	$(WITH_TOOLS) $(CARGO) run --release -q -p syncsecret-e2e --bin syncsecret-chaos -- $(CHAOS_ARGS)
 
 manifests: ## Regenerate config/ from the Rust types.
-	$(CARGO) run -q -p syncsecret-api --bin syncsecret-manifests
+	$(CARGO) run -q -p syncsecret-runtime --bin syncsecret-manifests
 
 fmt: ## Format the code.
 	$(CARGO) fmt --all

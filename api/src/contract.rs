@@ -3,7 +3,7 @@
 //! These strings are KubeLB's: changing one breaks compatibility with KubeLB's
 //! own controllers and with objects already in clusters.
 
-use kube::ResourceExt;
+use kube_core::ResourceExt;
 
 /// The API group.
 pub const GROUP: &str = "kubelb.k8c.io";

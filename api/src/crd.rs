@@ -26,8 +26,8 @@ pub fn schema() -> Result<JSONSchemaProps, SchemaError> {
             s.meta_schema = None;
         })
         .with_transform(schemars::transform::AddNullable::default())
-        .with_transform(kube::core::schema::StructuralSchemaRewriter)
-        .with_transform(kube::core::schema::OptionalEnum)
+        .with_transform(kube_core::schema::StructuralSchemaRewriter)
+        .with_transform(kube_core::schema::OptionalEnum)
         .into_generator();
     let mut value = serde_json::to_value(generator.into_root_schema_for::<SyncSecret>())?;
     if let Some(root) = value.as_object_mut() {

@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{Resource, ResourceExt};
+use kube_core::{Resource, ResourceExt};
 
 use crate::contract::{
     ANNOTATION_ORIGIN_CLUSTER, ANNOTATION_ORIGIN_GENERATION, LABEL_ORIGIN_NAME,
     LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS, LAST_APPLIED_ANNOTATION, copy_name, secret_name,
 };
+use crate::labelled::{Labelled, Observed};
 use crate::payload::{Payload, PayloadDigest, contains_all, effective_data};
 use crate::policy::Policy;
-use crate::summary::{Labelled, Summary};
 use crate::v1alpha1::SyncSecret;
 
 /// Annotations that are never carried across: kubectl's last-applied
@@ -175,13 +175,13 @@ pub fn metadata_differs(live: &impl Labelled, desired: &ObjectMeta, field_manage
 /// only where present (it comes with the next real write), so that such a
 /// copy costs no write while its content matches.
 pub fn copy_needs_write(
-    live: &Summary<SyncSecret>,
+    live: &impl Observed,
     desired: &ObjectMeta,
     payload: &PayloadDigest,
     field_manager: &str,
 ) -> bool {
     // A copy carries data only: stringData someone else wrote goes.
-    if live.payload != *payload || live.has_string_data {
+    if *live.payload_digest() != *payload || live.has_string_data() {
         return true;
     }
     let mut want = desired.clone();
@@ -207,7 +207,7 @@ pub fn copy_needs_write(
 /// [`desired_secret_metadata`], and its payload's digest) in anything the
 /// manager writes (content, metadata, or its ownerReference).
 pub fn secret_needs_write(
-    live: &Summary<Secret>,
+    live: &impl Observed,
     desired: &ObjectMeta,
     payload: &PayloadDigest,
     field_manager: &str,
@@ -216,13 +216,15 @@ pub fn secret_needs_write(
     // one without `controller`/`blockOwnerDeletion`, and the garbage
     // collector cascades either way (adoption without a write).
     let owners_ok = desired.owner_references.iter().flatten().all(|want| {
-        live.metadata
+        live.meta()
             .owner_references
             .iter()
             .flatten()
             .any(|have| have.uid == want.uid && have.kind == want.kind)
     });
-    live.payload != *payload || !owners_ok || metadata_differs(live, desired, field_manager)
+    *live.payload_digest() != *payload
+        || !owners_ok
+        || metadata_differs(live, desired, field_manager)
 }
 
 /// The SyncSecret the ccm's Secret synchronizer makes from a tenant Secret
@@ -247,7 +249,6 @@ pub fn desired_sync_secret_from_secret(secret: &Secret) -> Option<SyncSecret> {
 
 #[cfg(test)]
 mod tests {
-    use crate::summary::Summarize;
     use k8s_openapi::ByteString;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
     use serde_json::json;
@@ -286,46 +287,14 @@ mod tests {
     }
 
     /// The reconcilers' question, asked of a whole desired object.
-    fn needs_copy(live: &Summary<SyncSecret>, desired: &SyncSecret, fm: &str) -> bool {
+    fn needs_copy(live: &SyncSecret, desired: &SyncSecret, fm: &str) -> bool {
         let digest = Payload::of_sync_secret(desired).digested();
         copy_needs_write(live, &desired.metadata, &digest, fm)
     }
 
-    fn needs_secret(live: &Summary<Secret>, desired: &Secret, fm: &str) -> bool {
+    fn needs_secret(live: &Secret, desired: &Secret, fm: &str) -> bool {
         let digest = Payload::of_secret(desired).digested();
         secret_needs_write(live, &desired.metadata, &digest, fm)
-    }
-
-    #[test]
-    fn what_is_decided_from_a_cache_is_what_is_written_from_the_whole_object() {
-        let whole = tenant();
-        let cached = whole.clone().summary();
-        let copy = desired_copy(&whole, "tenant-a", None).unwrap();
-        assert_eq!(
-            desired_copy_metadata(&cached, "tenant-a", None),
-            Some(copy.metadata.clone()),
-            "the copy's metadata from the tenant object as cached"
-        );
-        assert_eq!(
-            cached.payload,
-            Payload::of_sync_secret(&copy).digested(),
-            "the tenant object's digest is its copy's"
-        );
-        let mut copy = copy;
-        copy.metadata.uid = Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into());
-        copy.metadata
-            .annotations
-            .get_or_insert_default()
-            .insert("kubernetes.io/service-account.name".into(), "x".into());
-        let policy = Policy::default();
-        let secret = desired_secret(&copy, &policy).unwrap();
-        let cached = copy.clone().summary();
-        assert_eq!(
-            desired_secret_metadata(&cached, &policy),
-            Some(secret.metadata.clone()),
-            "the Secret's metadata from the copy as cached, the policy applied"
-        );
-        assert_eq!(cached.payload, Payload::of_secret(&secret).digested());
     }
 
     #[test]
@@ -464,11 +433,7 @@ mod tests {
             FIELD_MANAGER_CCM,
             &["app", LABEL_ORIGIN_NAME],
         )]);
-        assert!(!needs_copy(
-            &live.clone().summary(),
-            &desired,
-            FIELD_MANAGER_CCM
-        ));
+        assert!(!needs_copy(&live, &desired, FIELD_MANAGER_CCM));
 
         // Content written differently but meaning the same: no write.
         let mut respelled = live.clone();
@@ -480,11 +445,7 @@ mod tests {
             ]
             .into(),
         );
-        assert!(!needs_copy(
-            &respelled.clone().summary(),
-            &desired,
-            FIELD_MANAGER_CCM
-        ));
+        assert!(!needs_copy(&respelled, &desired, FIELD_MANAGER_CCM));
     }
 
     #[test]
@@ -492,11 +453,7 @@ mod tests {
         let desired = desired_copy(&tenant(), "tenant-a", None).unwrap();
         let mut changed = desired.clone();
         changed.string_data = Some([("password".to_owned(), "old".to_owned())].into());
-        assert!(needs_copy(
-            &changed.clone().summary(),
-            &desired,
-            FIELD_MANAGER_CCM
-        ));
+        assert!(needs_copy(&changed, &desired, FIELD_MANAGER_CCM));
 
         let mut unlabelled = desired.clone();
         unlabelled
@@ -505,11 +462,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .remove(LABEL_ORIGIN_NS);
-        assert!(needs_copy(
-            &unlabelled.clone().summary(),
-            &desired,
-            FIELD_MANAGER_CCM
-        ));
+        assert!(needs_copy(&unlabelled, &desired, FIELD_MANAGER_CCM));
     }
 
     #[test]
@@ -524,18 +477,10 @@ mod tests {
             .unwrap()
             .insert("app".into(), "shop".into());
         live.metadata.managed_fields = Some(vec![applied(FIELD_MANAGER_CCM, &["app"])]);
-        assert!(needs_copy(
-            &live.clone().summary(),
-            &desired,
-            FIELD_MANAGER_CCM
-        ));
+        assert!(needs_copy(&live, &desired, FIELD_MANAGER_CCM));
         // The same label applied by someone else is theirs: no write.
         live.metadata.managed_fields = Some(vec![applied("kubectl", &["app"])]);
-        assert!(!needs_copy(
-            &live.clone().summary(),
-            &desired,
-            FIELD_MANAGER_CCM
-        ));
+        assert!(!needs_copy(&live, &desired, FIELD_MANAGER_CCM));
     }
 
     #[test]
@@ -578,11 +523,7 @@ mod tests {
             operation: Some("Update".into()),
             ..Default::default()
         }]);
-        assert!(!needs_copy(
-            &kubelb.clone().summary(),
-            &desired,
-            FIELD_MANAGER_CCM
-        ));
+        assert!(!needs_copy(&kubelb, &desired, FIELD_MANAGER_CCM));
         // A different short label, or a stale generation, still needs a write.
         let mut other = kubelb.clone();
         other
@@ -591,11 +532,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(LABEL_ORIGIN_NS.into(), "elsewhere".into());
-        assert!(needs_copy(
-            &other.clone().summary(),
-            &desired,
-            FIELD_MANAGER_CCM
-        ));
+        assert!(needs_copy(&other, &desired, FIELD_MANAGER_CCM));
         let mut stale = desired.clone();
         stale
             .metadata
@@ -603,11 +540,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(ANNOTATION_ORIGIN_GENERATION.into(), "6".into());
-        assert!(needs_copy(
-            &stale.clone().summary(),
-            &desired,
-            FIELD_MANAGER_CCM
-        ));
+        assert!(needs_copy(&stale, &desired, FIELD_MANAGER_CCM));
     }
 
     #[test]
@@ -620,19 +553,11 @@ mod tests {
             .annotations
             .get_or_insert_default()
             .insert("foreign".into(), "x".into());
-        assert!(!needs_secret(
-            &live.clone().summary(),
-            &desired,
-            FIELD_MANAGER_MANAGER
-        ));
+        assert!(!needs_secret(&live, &desired, FIELD_MANAGER_MANAGER));
 
         let mut no_owner = live.clone();
         no_owner.metadata.owner_references = None;
-        assert!(needs_secret(
-            &no_owner.clone().summary(),
-            &desired,
-            FIELD_MANAGER_MANAGER
-        ));
+        assert!(needs_secret(&no_owner, &desired, FIELD_MANAGER_MANAGER));
 
         let mut tampered = live.clone();
         tampered
@@ -640,10 +565,6 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert("user".into(), ByteString(b"evil".to_vec()));
-        assert!(needs_secret(
-            &tampered.clone().summary(),
-            &desired,
-            FIELD_MANAGER_MANAGER
-        ));
+        assert!(needs_secret(&tampered, &desired, FIELD_MANAGER_MANAGER));
     }
 }

@@ -1,25 +1,21 @@
 //! The SyncSecret API (`kubelb.k8c.io/v1alpha1`) and the contract that the
 //! tenant-side ccm and the management-side manager share: names, labels,
-//! finalizer, field managers, naming rules, effective payload and equality.
+//! finalizer, field managers, naming rules, effective payload and equality,
+//! and the pure decisions both make from them (desired state, status,
+//! policy, sweeps).
 //!
-//! This crate has no server, no runtime and no command-line parsing, so that
-//! anyone who only wants the types can depend on it.
+//! No I/O, no async runtime, no features: anyone who only wants the types
+//! depends on this alone. The plumbing is `syncsecret-runtime`.
 
 pub mod admission;
-pub mod certificate;
+pub mod base64;
 pub mod contract;
 pub mod crd;
-pub mod decode;
 pub mod desired;
-pub mod manifests;
-pub mod monitoring;
+pub mod labelled;
 pub mod payload;
 pub mod policy;
-pub mod rbac;
-#[cfg(feature = "runtime")]
-pub mod runtime;
 pub mod status;
-pub mod summary;
 pub mod sweep;
 pub mod v1alpha1;
 pub mod validation;

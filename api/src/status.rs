@@ -5,10 +5,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use kube::core::object::HasStatus;
+use kube_core::object::HasStatus;
 
 use crate::contract::ANNOTATION_ORIGIN_GENERATION;
-use crate::summary::{KeptOff, Labelled};
+use crate::labelled::{KeptOff, Labelled};
 use crate::v1alpha1::{SyncSecretPhase, SyncSecretStatus};
 
 /// The condition type both controllers write.
@@ -399,11 +399,6 @@ mod tests {
             "denied".into(),
         ));
         let m = mirrored(&copy, None).unwrap();
-        assert_eq!(
-            mirrored(&crate::summary::Summarize::summary(copy.clone()), None),
-            Some(m.clone()),
-            "the same from the ccm's cache of copies"
-        );
         assert_eq!(m.phase, Some(SyncSecretPhase::Failed));
         assert_eq!(m.observed_generation, Some(5));
         let c = &m.conditions.unwrap()[0];

@@ -5,12 +5,12 @@
 
 use std::collections::HashSet;
 
-use kube::ResourceExt;
+use kube_core::ResourceExt;
 
 use crate::contract::{
     ANNOTATION_ORIGIN_CLUSTER, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
 };
-use crate::summary::Labelled;
+use crate::labelled::Labelled;
 
 /// The tenant object a copy names: (namespace, name), from its origin labels.
 pub fn origin(copy: &impl Labelled) -> Option<(String, String)> {
@@ -76,7 +76,6 @@ mod tests {
     use k8s_openapi::api::core::v1::Secret;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    use crate::summary::Summarize;
     use crate::v1alpha1::SyncSecret;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
@@ -141,7 +140,7 @@ mod tests {
         let orphans = orphaned_copies(&copies, tenant, "syncsecret-ccm", "this");
         assert_eq!(orphans, vec!["uid-gone".to_owned(), "uid-old".to_owned()]);
         // The same, as the ccm's cache keeps them.
-        let cached: Vec<_> = copies.into_iter().map(Summarize::summary).collect();
+        let cached = copies;
         assert_eq!(
             orphaned_copies(&cached, tenant, "syncsecret-ccm", "this"),
             orphans
@@ -172,7 +171,7 @@ mod tests {
             orphaned_secrets(&secrets, &live, "syncsecret-manager"),
             orphans
         );
-        let cached: Vec<_> = secrets.into_iter().map(Summarize::summary).collect();
+        let cached = secrets;
         assert_eq!(
             orphaned_secrets(&cached, &live, "syncsecret-manager"),
             orphans

@@ -50,11 +50,10 @@ pub struct SyncSecret {
     pub type_: Option<String>,
 
     /// Base64-encoded values by key, as `corev1.Secret.data`. Read as Go
-    /// reads them ([`crate::decode::decode_base64`]): the API server
-    /// stored what Go accepts.
+    /// reads them: the API server stored what Go accepts.
     #[serde(
         default,
-        deserialize_with = "crate::decode::base64_map",
+        deserialize_with = "crate::base64::map",
         skip_serializing_if = "Option::is_none"
     )]
     #[schemars(schema_with = "crate::validation::data_schema")]
@@ -186,7 +185,7 @@ impl fmt::Debug for SyncSecret {
     }
 }
 
-impl kube::Resource for SyncSecret {
+impl kube_core::Resource for SyncSecret {
     type DynamicType = ();
     type Scope = NamespaceResourceScope;
 
@@ -213,7 +212,7 @@ impl kube::Resource for SyncSecret {
     }
 }
 
-impl kube::core::object::HasStatus for SyncSecret {
+impl kube_core::object::HasStatus for SyncSecret {
     type Status = SyncSecretStatus;
     fn status(&self) -> Option<&SyncSecretStatus> {
         self.status.as_ref()

@@ -1,8 +1,8 @@
 //! The ccm's errors, named after the step that failed. Messages carry the
-//! API server's words (see `runtime::explain`) and never a payload.
+//! API server's words (see `syncsecret_runtime::explain`) and never a payload.
 
-use syncsecret_api::runtime::reconcile::FinalizerError;
-use syncsecret_api::runtime::{RuntimeError, explain};
+use syncsecret_runtime::reconcile::FinalizerError;
+use syncsecret_runtime::{RuntimeError, explain};
 
 /// What went wrong in one reconcile, or at start-up.
 #[derive(Debug, thiserror::Error)]

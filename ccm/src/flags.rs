@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
-use syncsecret_api::runtime::flags::CommonFlags;
+use syncsecret_runtime::serve::flags::CommonFlags;
 
 /// Copies SyncSecrets from this tenant cluster into the tenant's namespace
 /// of the KubeLB management cluster.
@@ -53,7 +53,7 @@ pub struct Flags {
     pub common: CommonFlags,
 }
 
-impl syncsecret_api::runtime::runner::BinaryFlags for Flags {
+impl syncsecret_runtime::serve::runner::BinaryFlags for Flags {
     fn common(&self) -> &CommonFlags {
         &self.common
     }

@@ -26,19 +26,19 @@ use syncsecret_api::contract::{
     FIELD_MANAGER_CCM, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, MANAGED_BY_KUBELB,
     tenant_namespace_with,
 };
-use syncsecret_api::runtime::backoff::{Backoffs, WatchBackoff};
-use syncsecret_api::runtime::cache;
-use syncsecret_api::runtime::client;
-use syncsecret_api::runtime::events::Events;
-use syncsecret_api::runtime::gauges;
-use syncsecret_api::runtime::health::{Health, store_synced};
-use syncsecret_api::runtime::metrics::ControllerMetrics;
-use syncsecret_api::runtime::reachable::Reachability;
-use syncsecret_api::runtime::recent::{self, Cached, RecentWrites};
-use syncsecret_api::runtime::reconcile::{Scoped, sweep_periodically};
-use syncsecret_api::runtime::runner::Plumbing;
-use syncsecret_api::runtime::shutdown::Shutdown;
-use syncsecret_api::summary::Summary;
+use syncsecret_runtime::cache;
+use syncsecret_runtime::cache::recent::{self, Cached, RecentWrites};
+use syncsecret_runtime::cache::summary::Summary;
+use syncsecret_runtime::metrics::ControllerMetrics;
+use syncsecret_runtime::metrics::gauges;
+use syncsecret_runtime::reconcile::backoff::{Backoffs, WatchBackoff};
+use syncsecret_runtime::reconcile::events::Events;
+use syncsecret_runtime::reconcile::{Scoped, sweep_periodically};
+use syncsecret_runtime::serve::client;
+use syncsecret_runtime::serve::health::{Health, store_synced};
+use syncsecret_runtime::serve::reachable::Reachability;
+use syncsecret_runtime::serve::runner::Plumbing;
+use syncsecret_runtime::serve::shutdown::Shutdown;
 
 pub use error::Error;
 pub use flags::Flags;
@@ -162,7 +162,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     );
     // Asked on every replica, leader or not: the gauge says what each sees.
     let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
-        .map_err(syncsecret_api::runtime::RuntimeError::from)?
+        .map_err(syncsecret_runtime::RuntimeError::from)?
         .reporting_to(plumbing.health.clone());
     let tenant_namespace =
         tenant_namespace_with(&flags.tenant_namespace_prefix, &flags.cluster_name);

@@ -12,19 +12,19 @@ use kube::runtime::finalizer::Event as Finalizer;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
-use syncsecret_api::decode::Lenient;
 use syncsecret_api::desired::{copy_needs_write, desired_copy, desired_copy_metadata};
-use syncsecret_api::runtime::cache;
-use syncsecret_api::runtime::metrics::ReconcileResult;
-use syncsecret_api::runtime::recent::{self, Cached};
-use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
-use syncsecret_api::runtime::status_writer::write_status;
 use syncsecret_api::status::{
     cluster_name_conflict, mirrored, pending, phase, shown_conflict, status, verdict_differs,
     with_condition,
 };
-use syncsecret_api::summary::Summary;
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
+use syncsecret_runtime::cache;
+use syncsecret_runtime::cache::decode::Lenient;
+use syncsecret_runtime::cache::recent::{self, Cached};
+use syncsecret_runtime::cache::summary::Summary;
+use syncsecret_runtime::metrics::ReconcileResult;
+use syncsecret_runtime::reconcile::status_writer::write_status;
+use syncsecret_runtime::reconcile::{finalized, record, retry_later};
 
 use crate::{Context, Error};
 
@@ -155,7 +155,7 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
     }
     let needs_write = live
         .as_ref()
-        .is_none_or(|l| copy_needs_write(l, &desired, &obj.payload, FIELD_MANAGER_CCM));
+        .is_none_or(|l| copy_needs_write(l.as_ref(), &desired, &obj.payload, FIELD_MANAGER_CCM));
     let held = needs_write && {
         let mut changed = obj
             .payload

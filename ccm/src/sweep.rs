@@ -11,10 +11,11 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::FIELD_MANAGER_CCM;
-use syncsecret_api::runtime::explain;
-use syncsecret_api::runtime::reconcile::backoff_key;
-use syncsecret_api::summary::{Labelled, Summary};
+use syncsecret_api::labelled::Labelled;
 use syncsecret_api::sweep::{from_another_cluster, orphaned_copies};
+use syncsecret_runtime::cache::summary::Summary;
+use syncsecret_runtime::explain;
+use syncsecret_runtime::reconcile::backoff_key;
 
 use crate::{Context, synchronizer};
 

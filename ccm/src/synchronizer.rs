@@ -17,10 +17,11 @@ use serde_json::json;
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, FINALIZER, LABEL_MANAGED_BY, MANAGED_BY_KUBELB};
 use syncsecret_api::desired::{desired_sync_secret_from_secret, metadata_differs};
+use syncsecret_api::labelled::Labelled;
 use syncsecret_api::payload::Payload;
-use syncsecret_api::runtime::recent::{self, Cached};
-use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
-use syncsecret_api::summary::{Labelled, Summary};
+use syncsecret_runtime::cache::recent::{self, Cached};
+use syncsecret_runtime::cache::summary::Summary;
+use syncsecret_runtime::reconcile::{finalized, record, retry_later};
 
 use crate::{Context, Error};
 

@@ -17,7 +17,7 @@ pub const TEST_FIELD_MANAGER: &str = "syncsecret-e2e";
 
 /// Reads the generated CRD from `config/` (what users install) and parses it.
 pub fn generated_crd() -> Result<CustomResourceDefinition, HarnessError> {
-    let path = repo_root().join(syncsecret_api::manifests::CRD_PATH);
+    let path = repo_root().join(syncsecret_runtime::generate::manifests::CRD_PATH);
     read_yaml(&path)
 }
 

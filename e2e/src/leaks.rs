@@ -150,7 +150,7 @@ fn held(o: &DynamicObject) -> Vec<String> {
             .collect::<Vec<_>>()
     };
     let decoded = strings("data").into_iter().flat_map(|b64| {
-        let clear = syncsecret_api::decode::decode_base64(&b64)
+        let clear = syncsecret_api::base64::decode(&b64)
             .ok()
             .and_then(|b| String::from_utf8(b).ok());
         std::iter::once(b64).chain(clear)

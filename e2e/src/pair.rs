@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use syncsecret_api::contract::tenant_namespace;
-use syncsecret_api::rbac;
 use syncsecret_api::{SyncSecret, SyncSecretPhase};
+use syncsecret_runtime::generate::rbac;
 
 use crate::control_plane::{self, free_port};
 use crate::kube_util::{TEST_FIELD_MANAGER, eventually};

@@ -39,7 +39,7 @@ impl Prometheus {
         std::fs::create_dir_all(&dir).map_err(|e| HarnessError::io(&dir, e))?;
         let targets_file = dir.join("targets.json");
         write(&targets_file, "[]")?;
-        let rules = repo_root().join(syncsecret_api::manifests::ALERTS_PATH);
+        let rules = repo_root().join(syncsecret_runtime::generate::manifests::ALERTS_PATH);
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {rules}\n\

@@ -26,12 +26,13 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use syncsecret_api::contract::tenant_namespace;
-use syncsecret_api::runtime::leader::{LEASE_DURATION, RETRY_PERIOD};
-use syncsecret_api::{SyncSecret, SyncSecretPhase, rbac};
+use syncsecret_api::{SyncSecret, SyncSecretPhase};
 use syncsecret_e2e::kube_util::{TEST_FIELD_MANAGER, has_event};
 use syncsecret_e2e::pair::{
     ControllerProcess, Pair, ensure_namespace, metric_reaches, writes_by_resource,
 };
+use syncsecret_runtime::generate::rbac;
+use syncsecret_runtime::serve::leader::{LEASE_DURATION, RETRY_PERIOD};
 
 const TENANT: &str = "tenant1";
 

@@ -22,11 +22,12 @@ use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use syncsecret_api::contract::tenant_namespace;
-use syncsecret_api::{SyncSecret, SyncSecretPhase, rbac};
+use syncsecret_api::{SyncSecret, SyncSecretPhase};
 use syncsecret_e2e::control_plane::{Options, client_from};
 use syncsecret_e2e::kube_util::{eventually, generated_crd, has_event, install_crd_as};
 use syncsecret_e2e::leaks::needles;
 use syncsecret_e2e::pair::{ControllerProcess, Launch, Pair, ensure_namespace, metric_reaches};
+use syncsecret_runtime::generate::rbac;
 
 const GOOD: usize = 0;
 const EVIL: usize = 1;
@@ -591,7 +592,7 @@ async fn copies_nested_too_deep(pair: &mut Pair, values: &mut Values) -> anyhow:
     .await?;
     good_tenant_converges(pair, "during-deep-copy", &values.fresh("good-deep-1")).await?;
     // The probe has listed it since: the management cluster still answers.
-    tokio::time::sleep(syncsecret_api::runtime::reachable::EVERY * 2).await;
+    tokio::time::sleep(syncsecret_runtime::serve::reachable::EVERY * 2).await;
     metric_reads(&pair.manager, "kubelb_manager_management_reachable", 1.0).await?;
     let (_, body) = pair.manager.readyz()?;
     ensure!(

@@ -31,12 +31,13 @@ use syncsecret_api::contract::{
     FINALIZER, LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
     MANAGED_BY_KUBELB, tenant_namespace,
 };
-use syncsecret_api::{SyncSecret, SyncSecretPhase, rbac};
+use syncsecret_api::{SyncSecret, SyncSecretPhase};
 use syncsecret_e2e::kube_util::{eventually, has_event};
 use syncsecret_e2e::pair::{
     ControllerProcess, Pair, ensure_namespace, sum_samples, writes_by_resource,
 };
 use syncsecret_e2e::prometheus::{Prometheus, Target};
+use syncsecret_runtime::generate::rbac;
 use tokio::runtime::Runtime;
 
 const TENANTS: [&str; 2] = ["tenant1", "tenant2"];
@@ -1860,7 +1861,7 @@ spec:
 /// pending or firing in Prometheus, and every metric the dashboards name
 /// is on a running binary's `/metrics`.
 async fn prometheus_has_data_for_every_dashboard_query_and_alert(s: &Shared) -> anyhow::Result<()> {
-    use syncsecret_api::monitoring::{Binary, alerts, panels};
+    use syncsecret_runtime::generate::monitoring::{Binary, alerts, panels};
     let ns = "monitoring";
     let mgmt_kubeconfig = mgmt_kubeconfig(s).await;
 

@@ -14,9 +14,9 @@
 
 use std::process::Command;
 
-use syncsecret_api::manifests::ALERTS_PATH;
-use syncsecret_api::monitoring::{Binary, alerts};
 use syncsecret_e2e::{asset, repo_root};
+use syncsecret_runtime::generate::manifests::ALERTS_PATH;
+use syncsecret_runtime::generate::monitoring::{Binary, alerts};
 
 fn promtool(args: &[&str], dir: &std::path::Path) -> String {
     let out = Command::new(asset("PROMTOOL").unwrap())

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
-use syncsecret_api::certificate::{CertInfo, CertState};
+use syncsecret_runtime::cache::certificate::{CertInfo, CertState};
 
 /// Per object key: (namespace, state, notAfter).
 type Known = HashMap<String, (String, CertState, i64)>;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use syncsecret_api::runtime::flags::CommonFlags;
+use syncsecret_runtime::serve::flags::CommonFlags;
 
 /// Turns SyncSecret copies in tenant namespaces of the management cluster
 /// into owner-referenced Secrets.
@@ -94,7 +94,7 @@ pub struct Flags {
     pub common: CommonFlags,
 }
 
-impl syncsecret_api::runtime::runner::BinaryFlags for Flags {
+impl syncsecret_runtime::serve::runner::BinaryFlags for Flags {
     fn common(&self) -> &CommonFlags {
         &self.common
     }

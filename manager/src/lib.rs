@@ -24,19 +24,19 @@ use prometheus::Registry;
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME};
 use syncsecret_api::policy::Policy;
-use syncsecret_api::runtime::backoff::Backoffs;
-use syncsecret_api::runtime::cache;
-use syncsecret_api::runtime::client;
-use syncsecret_api::runtime::events::Events;
-use syncsecret_api::runtime::gauges;
-use syncsecret_api::runtime::health::{Health, store_synced};
-use syncsecret_api::runtime::metrics::ControllerMetrics;
-use syncsecret_api::runtime::reachable::Reachability;
-use syncsecret_api::runtime::recent::RecentWrites;
-use syncsecret_api::runtime::reconcile::{Scoped, sweep_periodically};
-use syncsecret_api::runtime::runner::Plumbing;
-use syncsecret_api::runtime::shutdown::Shutdown;
-use syncsecret_api::summary::Summary;
+use syncsecret_runtime::cache;
+use syncsecret_runtime::cache::recent::RecentWrites;
+use syncsecret_runtime::cache::summary::Summary;
+use syncsecret_runtime::metrics::ControllerMetrics;
+use syncsecret_runtime::metrics::gauges;
+use syncsecret_runtime::reconcile::backoff::Backoffs;
+use syncsecret_runtime::reconcile::events::Events;
+use syncsecret_runtime::reconcile::{Scoped, sweep_periodically};
+use syncsecret_runtime::serve::client;
+use syncsecret_runtime::serve::health::{Health, store_synced};
+use syncsecret_runtime::serve::reachable::Reachability;
+use syncsecret_runtime::serve::runner::Plumbing;
+use syncsecret_runtime::serve::shutdown::Shutdown;
 
 pub use error::Error;
 pub use flags::Flags;
@@ -104,7 +104,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
     // Asked on every replica: after its API server comes back (a restart,
     // an outage, RBAC not loaded yet), every copy is reconciled at once.
     let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
-        .map_err(syncsecret_api::runtime::RuntimeError::from)?
+        .map_err(syncsecret_runtime::RuntimeError::from)?
         .reporting_to(plumbing.health.clone());
     let _probe = reachability.probe_with({
         let client = client.clone();
@@ -119,9 +119,9 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
         prefix: flags.tenant_namespace_prefix.clone(),
         policy: flags.policy(),
         certificates: certs::Certificates::register(METRICS_PREFIX, plumbing.registry())
-            .map_err(syncsecret_api::runtime::RuntimeError::from)?,
+            .map_err(syncsecret_runtime::RuntimeError::from)?,
         verify_failures: verify::VerifyFailures::register(METRICS_PREFIX, plumbing.registry())
-            .map_err(syncsecret_api::runtime::RuntimeError::from)?,
+            .map_err(syncsecret_runtime::RuntimeError::from)?,
         expiry_window_secs: i64::from(flags.certificate_expiry_window_days) * 86_400,
         concurrency: flags.common.max_concurrent_reconciles,
         sweep_period: std::time::Duration::from_secs(flags.common.orphan_sweep_period),

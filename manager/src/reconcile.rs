@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use syncsecret_api::certificate::{CertState, condition as certificate_condition, judge};
+use syncsecret_runtime::cache::certificate::{
+    CertState, condition as certificate_condition, judge,
+};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
@@ -13,18 +15,19 @@ use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME, secret_name};
-use syncsecret_api::decode::Lenient;
 use syncsecret_api::desired::{desired_secret, desired_secret_metadata, secret_needs_write};
+use syncsecret_api::labelled::Labelled;
 use syncsecret_api::payload::{Payload, PayloadDigest};
-use syncsecret_api::runtime::cache;
-use syncsecret_api::runtime::explain;
-use syncsecret_api::runtime::metrics::ReconcileResult;
-use syncsecret_api::runtime::recent::{self, Cached};
-use syncsecret_api::runtime::reconcile::{finalized, record, retry_later};
-use syncsecret_api::runtime::status_writer;
 use syncsecret_api::status::{REASON_SYNCED, for_tenant, status, synced_message, with_condition};
-use syncsecret_api::summary::{Labelled, Summarize, Summary};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
+use syncsecret_runtime::cache;
+use syncsecret_runtime::cache::decode::Lenient;
+use syncsecret_runtime::cache::recent::{self, Cached};
+use syncsecret_runtime::cache::summary::{Summarize, Summary};
+use syncsecret_runtime::explain;
+use syncsecret_runtime::metrics::ReconcileResult;
+use syncsecret_runtime::reconcile::status_writer;
+use syncsecret_runtime::reconcile::{finalized, record, retry_later};
 
 use crate::{Context, Error};
 
@@ -180,9 +183,9 @@ async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Erro
         }
         other => other,
     };
-    let needs_write = live
-        .as_ref()
-        .is_none_or(|l| secret_needs_write(l, &desired, &copy.payload, FIELD_MANAGER_MANAGER));
+    let needs_write = live.as_ref().is_none_or(|l| {
+        secret_needs_write(l.as_ref(), &desired, &copy.payload, FIELD_MANAGER_MANAGER)
+    });
     let held = needs_write && {
         let changed = copy
             .payload

@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
 use syncsecret_api::contract::FIELD_MANAGER_MANAGER;
-use syncsecret_api::runtime::explain;
-use syncsecret_api::runtime::reconcile::backoff_key;
 use syncsecret_api::sweep::orphaned_secrets;
+use syncsecret_runtime::explain;
+use syncsecret_runtime::reconcile::backoff_key;
 
 use crate::Context;
 

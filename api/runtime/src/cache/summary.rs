@@ -1,0 +1,723 @@
+//! What a watch cache keeps of an object.
+//!
+//! Every cache of the controllers holds [`Summary`]s: the tenant
+//! SyncSecrets and the copies in the ccm, the copies and the Secrets in the
+//! manager. A reconcile decides from the caches alone whether anything is
+//! to be written, which at a steady state is never; only when it writes does
+//! it read the one whole object it writes from (a GET of the tenant object
+//! or of the copy). A whole object in a cache held its payload for as long
+//! as it existed, to be read on the rare write, and the caches' memory grew
+//! with the size of what tenants sync. A summary keeps
+//! the metadata and status as they are and, of the payload, its type,
+//! immutability, size and a SHA-256 per key ([`PayloadDigest`], in
+//! `payload`), and for a TLS SyncSecret its certificate's notAfter: enough
+//! to tell whether a write is needed and which keys it would change, never
+//! enough to write the payload back, and never a value.
+//!
+//! Its labels and annotations are kept out of the metadata, as sorted lists
+//! ([`Pairs`]): a `BTreeMap` allocates a whole node for its first entry,
+//! which for a few labels is most of what a summary holds. Read
+//! them through [`Labelled`] (or the inherent [`Summary::labels`] and
+//! [`Summary::annotations`]); `metadata.labels` and `metadata.annotations`
+//! of a summary are always `None`. So is `metadata.managedFields`: of it a
+//! summary keeps, per field manager that applied the object, the label and
+//! annotation keys it owns (read through [`Labelled::applied_keys`] and
+//! [`Labelled::made_by`]), and a cache only its own controller's. The
+//! contract's label keys and field managers are not allocated per object
+//! ([`Pairs`]).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::marker::PhantomData;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
+use kube::core::object::HasStatus;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use syncsecret_api::labelled::{KeptOff, Labelled, Observed, applies, owned_keys};
+
+use crate::cache::certificate::read_not_after;
+use crate::cache::decode::{Lenient, Undecodable};
+use syncsecret_api::contract::{
+    ANNOTATION_ORIGIN_GENERATION, FIELD_MANAGER_CCM, FIELD_MANAGER_MANAGER, LABEL_MANAGED_BY,
+    LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
+};
+use syncsecret_api::payload::{Payload, PayloadDigest};
+use syncsecret_api::v1alpha1::{SyncSecret, SyncSecretStatus};
+
+/// An object as every watch cache keeps it: its metadata (slimmed by the
+/// cache, labels and annotations as [`Pairs`]), its status, and its
+/// payload's digest. It is
+/// read from the API server as `K` and summarized as it is decoded, so a
+/// watch of `Summary<K>` never holds more than one whole object at a time.
+pub struct Summary<K> {
+    /// The object's metadata, without its labels and annotations.
+    pub metadata: ObjectMeta,
+    labels: Pairs,
+    annotations: Pairs,
+    /// Per field manager that applied the object (server-side apply), the
+    /// label and annotation keys it owns: `labels/<key>` and
+    /// `annotations/<key>`, one per line. The cache keeps only its own
+    /// controller's ([`Summary::keep_applied_by`]).
+    applied: Pairs,
+    /// The object's payload, digested.
+    pub payload: PayloadDigest,
+    /// The object's status (a Secret has none).
+    pub status: Option<SyncSecretStatus>,
+    /// The notAfter of its `tls.crt`, for a `kubernetes.io/tls` SyncSecret
+    /// ([`read_not_after`]); a Secret's is not read.
+    pub certificate: Option<Result<i64, String>>,
+    /// Whether the object has `stringData` (a copy written by the ccm never
+    /// has: one that has was written by someone else).
+    pub has_string_data: bool,
+    /// The label and annotation keys the cache did not keep
+    /// ([`Summary::retain_metadata`]), by name; `None` when it kept all.
+    kept_off: Option<Box<KeptOff>>,
+    /// Why the object could not be read as `K` (`None` when it could):
+    /// then only its metadata is known, and its payload digest is empty.
+    undecodable: Option<Box<str>>,
+    kind: PhantomData<fn() -> K>,
+}
+
+/// The types a [`Summary`] is made of.
+pub trait Summarize: kube::Resource<DynamicType = ()> + DeserializeOwned {
+    /// The summary of this object.
+    fn summary(self) -> Summary<Self>;
+}
+
+impl Summarize for SyncSecret {
+    fn summary(self) -> Summary<Self> {
+        let payload = Payload::of_sync_secret(&self);
+        let has_string_data = self.string_data.is_some();
+        let mut summary = Summary::new(self.metadata, payload.digested(), self.status);
+        summary.certificate = read_not_after(&payload);
+        summary.has_string_data = has_string_data;
+        summary
+    }
+}
+
+impl Summarize for Secret {
+    fn summary(self) -> Summary<Self> {
+        let payload = Payload::of_secret(&self).digested();
+        Summary::new(self.metadata, payload, None)
+    }
+}
+
+impl<K> Summary<K> {
+    fn new(
+        mut metadata: ObjectMeta,
+        payload: PayloadDigest,
+        status: Option<SyncSecretStatus>,
+    ) -> Self {
+        Self {
+            labels: Pairs::from(metadata.labels.take()),
+            annotations: Pairs::from(metadata.annotations.take()),
+            applied: applied_by_manager(metadata.managed_fields.take()),
+            metadata,
+            payload,
+            status,
+            certificate: None,
+            has_string_data: false,
+            kept_off: None,
+            undecodable: None,
+            kind: PhantomData,
+        }
+    }
+
+    /// The summary of an object that could not be read as `K`.
+    pub fn undecodable(u: Undecodable) -> Self {
+        let mut summary = Self::new(u.metadata, PayloadDigest::default(), None);
+        summary.undecodable = Some(u.reason.into_boxed_str());
+        summary
+    }
+
+    /// Why the object could not be read as `K`, if it could not: which
+    /// field, and what it should have been (never its value).
+    pub fn unreadable(&self) -> Option<&str> {
+        self.undecodable.as_deref()
+    }
+
+    /// The object's labels. (An inherent method: it is what
+    /// `summary.labels()` calls, not `ResourceExt::labels`, which would
+    /// read the empty `metadata.labels`.)
+    pub fn labels(&self) -> &Pairs {
+        &self.labels
+    }
+
+    /// The object's annotations (as [`Summary::labels`]).
+    pub fn annotations(&self) -> &Pairs {
+        &self.annotations
+    }
+
+    /// Forgets what field managers other than `field_manager` (all, when
+    /// `None`) applied: nothing but a controller's own applies is read of a
+    /// cached object ([`Labelled::applied_keys`], [`Labelled::made_by`]).
+    pub fn keep_applied_by(&mut self, field_manager: Option<&str>) {
+        if self.applied.iter().any(|(m, _)| Some(m) != field_manager) {
+            self.applied = Pairs(
+                std::mem::take(&mut self.applied.0)
+                    .into_iter()
+                    .filter(|(m, _)| Some(&**m) == field_manager)
+                    .collect(),
+            );
+        }
+    }
+}
+
+impl<K> Summary<K> {
+    /// Forgets every label and annotation whose key `keep` says no to,
+    /// naming the first few of them in [`Summary::kept_off`]: a cache of
+    /// what tenants wrote then holds only what the policy lets through,
+    /// however much they put in metadata.
+    pub fn retain_metadata(&mut self, keep: &dyn Fn(&str) -> bool) {
+        let mut off = KeptOff::default();
+        self.labels = split(
+            std::mem::take(&mut self.labels),
+            keep,
+            &mut off.labels,
+            &mut off.labels_total,
+        );
+        self.annotations = split(
+            std::mem::take(&mut self.annotations),
+            keep,
+            &mut off.annotations,
+            &mut off.annotations_total,
+        );
+        self.kept_off = (off.labels_total + off.annotations_total > 0).then(|| Box::new(off));
+    }
+
+    /// The keys [`Summary::retain_metadata`] did not keep.
+    pub fn kept_off(&self) -> Option<&KeptOff> {
+        self.kept_off.as_deref()
+    }
+}
+
+/// `pairs` without the keys `keep` says no to; their names go to `named`
+/// (the first [`KeptOff::NAMED`]) and their count to `total`.
+fn split(
+    pairs: Pairs,
+    keep: &dyn Fn(&str) -> bool,
+    named: &mut Vec<String>,
+    total: &mut usize,
+) -> Pairs {
+    let (kept, off): (Vec<_>, Vec<_>) = pairs.0.into_vec().into_iter().partition(|(k, _)| keep(k));
+    *total = off.len();
+    named.extend(
+        off.into_iter()
+            .take(KeptOff::NAMED)
+            .map(|(k, _)| k.into_owned()),
+    );
+    Pairs(kept.into_boxed_slice())
+}
+
+/// The fields whose keys a summary keeps of a server-side apply.
+const APPLIED_FIELDS: [&str; 2] = ["labels", "annotations"];
+
+/// Of managedFields, only the server-side applies, each manager's owned
+/// label and annotation keys as lines of `<field>/<key>` (a fieldsV1 tree
+/// spends a JSON map node per level, and the entry around it more).
+fn applied_by_manager(entries: Option<Vec<ManagedFieldsEntry>>) -> Pairs {
+    let mut by_manager: BTreeMap<String, String> = BTreeMap::new();
+    for entry in entries.iter().flatten() {
+        let Some(manager) = entry.manager.as_deref() else {
+            continue;
+        };
+        if !applies(entry, manager) {
+            continue;
+        }
+        let keys = by_manager.entry(manager.to_owned()).or_default();
+        for field in APPLIED_FIELDS {
+            for key in owned_keys(entry, field) {
+                keys.push_str(field);
+                keys.push('/');
+                keys.push_str(key);
+                keys.push('\n');
+            }
+        }
+    }
+    Pairs::from(Some(by_manager))
+}
+
+/// Key/value pairs sorted by key, each string allocated to its length:
+/// what a label or annotation map holds, without a map node. A key of the
+/// contract ([`KNOWN_KEYS`]: on every object we make) is not allocated at
+/// all.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Pairs(Box<[(Cow<'static, str>, Box<str>)]>);
+
+/// The keys every copy and Secret carries (labels, annotations, and the
+/// field managers of [`Summary`]'s applied keys), kept by reference.
+const KNOWN_KEYS: &[&str] = &[
+    LABEL_ORIGIN_NAME,
+    LABEL_ORIGIN_NAMESPACE,
+    LABEL_ORIGIN_NS,
+    LABEL_MANAGED_BY,
+    ANNOTATION_ORIGIN_GENERATION,
+    FIELD_MANAGER_CCM,
+    FIELD_MANAGER_MANAGER,
+];
+
+/// `key`, by reference if it is one of [`KNOWN_KEYS`].
+fn key(key: String) -> Cow<'static, str> {
+    match KNOWN_KEYS.iter().find(|k| **k == key) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(key.into_boxed_str().into_string()),
+    }
+}
+
+impl Pairs {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let i = self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    /// Whether `key` is there.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The pairs, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// The pairs as a map of their own.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+impl From<Option<BTreeMap<String, String>>> for Pairs {
+    fn from(map: Option<BTreeMap<String, String>>) -> Self {
+        // A BTreeMap iterates in key order: the list is sorted as built.
+        Self(
+            map.into_iter()
+                .flatten()
+                .map(|(k, v)| (key(k), v.into_boxed_str()))
+                .collect(),
+        )
+    }
+}
+
+/// Keys only: an annotation may hold anything.
+impl std::fmt::Debug for Pairs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+impl<K: kube::Resource<DynamicType = ()>> Labelled for Summary<K> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key)
+    }
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key)
+    }
+    fn label_map(&self) -> BTreeMap<String, String> {
+        self.labels.to_map()
+    }
+    fn annotation_map(&self) -> BTreeMap<String, String> {
+        self.annotations.to_map()
+    }
+    fn applied_keys(&self, field_manager: &str, field: &str) -> BTreeSet<String> {
+        self.applied
+            .get(field_manager)
+            .into_iter()
+            .flat_map(str::lines)
+            .filter_map(|line| line.strip_prefix(field)?.strip_prefix('/'))
+            .map(str::to_owned)
+            .collect()
+    }
+    fn made_by(&self, field_manager: &str) -> bool {
+        self.applied.contains_key(field_manager)
+    }
+}
+
+impl<K: kube::Resource<DynamicType = ()>> Observed for Summary<K> {
+    fn payload_digest(&self) -> std::borrow::Cow<'_, PayloadDigest> {
+        std::borrow::Cow::Borrowed(&self.payload)
+    }
+    fn has_string_data(&self) -> bool {
+        self.has_string_data
+    }
+}
+
+impl<K> Clone for Summary<K> {
+    fn clone(&self) -> Self {
+        Self {
+            metadata: self.metadata.clone(),
+            labels: self.labels.clone(),
+            annotations: self.annotations.clone(),
+            applied: self.applied.clone(),
+            certificate: self.certificate.clone(),
+            payload: self.payload.clone(),
+            status: self.status.clone(),
+            has_string_data: self.has_string_data,
+            kept_off: self.kept_off.clone(),
+            undecodable: self.undecodable.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+/// Prints names, never values (as `SyncSecret`'s does).
+impl<K: kube::Resource<DynamicType = ()>> std::fmt::Debug for Summary<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(&format!("Summary<{}>", K::kind(&())))
+            .field("namespace", &self.metadata.namespace)
+            .field("name", &self.metadata.name)
+            .field("labels", &self.labels)
+            .field("annotations", &self.annotations)
+            .field("applied_by", &self.applied)
+            .field("payload", &self.payload)
+            .field("status", &self.status)
+            .field("undecodable", &self.undecodable)
+            .finish()
+    }
+}
+
+/// Read leniently ([`Lenient`]): an object that is not a valid `K` is
+/// summarized as [`Summary::undecodable`], so that it never fails the list
+/// or watch page it came in.
+impl<'de, K: Summarize> Deserialize<'de> for Summary<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Lenient::<K>::deserialize(deserializer).map(|read| match read {
+            Lenient::Decoded(object) => object.summary(),
+            Lenient::Undecodable(u) => Summary::undecodable(*u),
+        })
+    }
+}
+
+/// Never written: a summary holds no payload to write. (kube's finalizer
+/// helper asks for `Serialize` of what it patches, though it sends only a
+/// JSON patch of the finalizers; that is all a summary is ever patched
+/// with, besides its status.)
+impl<K: kube::Resource<DynamicType = ()>> Serialize for Summary<K> {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(format!(
+            "a cached summary of {} {}/{} holds no payload and is never written",
+            K::kind(&()),
+            self.metadata.namespace.as_deref().unwrap_or_default(),
+            self.metadata.name.as_deref().unwrap_or_default()
+        )))
+    }
+}
+
+impl<K: kube::Resource<DynamicType = ()>> kube::Resource for Summary<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+    fn api_version(dt: &()) -> Cow<'_, str> {
+        K::api_version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+impl<K> HasStatus for Summary<K> {
+    type Status = SyncSecretStatus;
+    fn status(&self) -> Option<&SyncSecretStatus> {
+        self.status.as_ref()
+    }
+    fn status_mut(&mut self) -> &mut Option<SyncSecretStatus> {
+        &mut self.status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_summary_is_decoded_from_the_wire_form_and_holds_no_value() {
+        let wire = json!({
+            "apiVersion": "kubelb.k8c.io/v1alpha1",
+            "kind": "SyncSecret",
+            "metadata": {"name": "c", "namespace": "tenant-a", "labels": {"x": "y"}},
+            "data": {"password": "aHVudGVyMg=="},
+            "stringData": {"user": "admin"},
+            "status": {"phase": "Synced"}
+        });
+        let full: SyncSecret = serde_json::from_value(wire.clone()).unwrap();
+        let summary: Summary<SyncSecret> = serde_json::from_value(wire).unwrap();
+        assert_eq!(
+            summary.payload,
+            Payload::of_sync_secret(&full).digested(),
+            "the effective payload: stringData merged over data"
+        );
+        let mut identity = full.metadata.clone();
+        let labels = identity.labels.take();
+        assert_eq!(identity.annotations.take(), None);
+        assert_eq!(summary.metadata, identity, "the metadata but its maps");
+        assert_eq!(summary.labels().get("x"), Some("y"));
+        assert_eq!(summary.label("x"), Some("y"));
+        assert_eq!(summary.labels(), &Pairs::from(labels));
+        assert!(summary.annotations().iter().next().is_none());
+        assert_eq!(summary.status, full.status);
+        let printed = format!("{summary:?}");
+        assert!(!printed.contains("hunter2") && !printed.contains("admin"));
+        assert!(printed.contains("password") && printed.contains("user"));
+        use kube::Resource;
+        assert_eq!(Summary::<SyncSecret>::plural(&()), "syncsecrets");
+        assert_eq!(Summary::<Secret>::kind(&()), "Secret");
+        assert_eq!(Summary::<Secret>::api_version(&()), "v1");
+    }
+}
+
+#[cfg(test)]
+mod pairs {
+    use super::*;
+
+    #[test]
+    fn pairs_are_found_by_key_whatever_the_order_they_were_given_in() {
+        let map: BTreeMap<String, String> = [("b", "2"), ("a", "1"), ("kubelb.k8c.io/x", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let pairs = Pairs::from(Some(map.clone()));
+        for (k, v) in &map {
+            assert_eq!(pairs.get(k), Some(v.as_str()));
+        }
+        assert_eq!(pairs.get("c"), None);
+        assert!(!pairs.contains_key(""));
+        let listed: Vec<(&str, &str)> = pairs.iter().collect();
+        assert_eq!(listed, [("a", "1"), ("b", "2"), ("kubelb.k8c.io/x", "3")]);
+        assert_eq!(Pairs::from(None), Pairs::default());
+        assert_eq!(format!("{pairs:?}"), r#"["a", "b", "kubelb.k8c.io/x"]"#);
+    }
+}
+
+#[cfg(test)]
+mod applied {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn entry(manager: &str, operation: &str, fields: Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(operation.into()),
+            api_version: Some("v1".into()),
+            fields_type: Some("FieldsV1".into()),
+            fields_v1: Some(FieldsV1(fields)),
+            time: None,
+            subresource: None,
+        }
+    }
+
+    fn secret() -> Secret {
+        let mut s = Secret::default();
+        s.metadata.managed_fields = Some(vec![
+            entry(
+                "ours",
+                "Apply",
+                json!({"f:data": {"f:a": {}}, "f:metadata": {"f:labels": {"f:x": {}, "f:kubelb.k8c.io/origin-name": {}}, "f:annotations": {"f:y": {}}, "f:finalizers": {}}}),
+            ),
+            entry(
+                "kubectl",
+                "Apply",
+                json!({"f:metadata": {"f:labels": {"f:z": {}}}}),
+            ),
+            entry("status-writer", "Update", json!({"f:status": {}})),
+        ]);
+        s
+    }
+
+    fn keys(k: &[&str]) -> BTreeSet<String> {
+        k.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_summary_reads_the_applied_keys_as_the_whole_object_does() {
+        let whole = secret();
+        let summary = whole.clone().summary();
+        assert_eq!(summary.metadata.managed_fields, None, "no tree is kept");
+        for (manager, field, want) in [
+            ("ours", "labels", keys(&["kubelb.k8c.io/origin-name", "x"])),
+            ("ours", "annotations", keys(&["y"])),
+            ("kubectl", "labels", keys(&["z"])),
+            ("kubectl", "annotations", keys(&[])),
+            ("status-writer", "labels", keys(&[])),
+        ] {
+            assert_eq!(
+                whole.applied_keys(manager, field),
+                want,
+                "{manager} {field}"
+            );
+            assert_eq!(
+                summary.applied_keys(manager, field),
+                want,
+                "{manager} {field}"
+            );
+        }
+        for (manager, made) in [("ours", true), ("kubectl", true), ("status-writer", false)] {
+            assert_eq!(whole.made_by(manager), made, "{manager}");
+            assert_eq!(summary.made_by(manager), made, "{manager}");
+        }
+    }
+
+    #[test]
+    fn a_cache_keeps_only_its_own_controllers_applies() {
+        let mut summary = secret().summary();
+        summary.keep_applied_by(Some("ours"));
+        assert!(summary.made_by("ours"));
+        assert_eq!(summary.applied_keys("ours", "annotations"), keys(&["y"]));
+        assert!(!summary.made_by("kubectl"));
+        assert!(summary.applied_keys("kubectl", "labels").is_empty());
+        summary.keep_applied_by(None);
+        assert!(!summary.made_by("ours"));
+        assert!(summary.applied_keys("ours", "labels").is_empty());
+    }
+}
+
+#[cfg(test)]
+mod kept_off {
+    use super::*;
+
+    #[test]
+    fn a_cache_keeps_only_the_allowed_metadata_and_names_what_it_dropped() {
+        let mut copy = SyncSecret::default();
+        let labels: BTreeMap<String, String> = (0..10)
+            .map(|i| (format!("l{i}"), "x".repeat(1000)))
+            .chain([("app".to_owned(), "shop".to_owned())])
+            .collect();
+        copy.metadata.labels = Some(labels);
+        copy.metadata.annotations = Some([("big".to_owned(), "y".repeat(10_000))].into());
+        let mut summary = copy.summary();
+        summary.retain_metadata(&|k| k == "app");
+        assert_eq!(summary.label("app"), Some("shop"));
+        assert_eq!(summary.labels().iter().count(), 1);
+        assert!(
+            summary.annotations().iter().next().is_none(),
+            "nothing big is held"
+        );
+        let off = summary.kept_off().unwrap();
+        assert_eq!(off.labels_total, 10);
+        assert_eq!(off.labels.len(), KeptOff::NAMED);
+        assert_eq!(off.labels[0], "l0");
+        assert_eq!(off.annotations, ["big"]);
+        summary.retain_metadata(&|_| true);
+        assert!(summary.kept_off().is_none());
+    }
+}
+
+#[cfg(test)]
+mod decisions {
+    use k8s_openapi::ByteString;
+    use syncsecret_api::contract::LAST_APPLIED_ANNOTATION;
+    use syncsecret_api::desired::{
+        desired_copy, desired_copy_metadata, desired_secret, desired_secret_metadata,
+    };
+    use syncsecret_api::policy::Policy;
+
+    use super::*;
+
+    #[test]
+    fn a_copy_as_cached_gives_the_verdict_it_gives_whole() {
+        use syncsecret_api::SyncSecretPhase;
+        use syncsecret_api::contract::ANNOTATION_ORIGIN_GENERATION;
+        use syncsecret_api::status::{mirrored, status};
+        let mut copy = SyncSecret::default();
+        copy.metadata.generation = Some(3);
+        copy.metadata.annotations =
+            Some([(ANNOTATION_ORIGIN_GENERATION.to_owned(), "5".to_owned())].into());
+        copy.status = Some(status(
+            SyncSecretPhase::Failed,
+            Some(3),
+            false,
+            "ApplySecretFailed",
+            "denied".into(),
+        ));
+        let whole = mirrored(&copy, None);
+        assert!(whole.is_some());
+        assert_eq!(mirrored(&copy.summary(), None), whole);
+    }
+
+    fn tenant() -> SyncSecret {
+        SyncSecret {
+            metadata: ObjectMeta {
+                name: Some("db".into()),
+                namespace: Some("shop".into()),
+                uid: Some("11111111-2222-3333-4444-555555555555".into()),
+                resource_version: Some("42".into()),
+                generation: Some(7),
+                finalizers: Some(vec!["kubelb.k8c.io/cleanup".into()]),
+                labels: Some([("app".to_owned(), "shop".to_owned())].into()),
+                annotations: Some(
+                    [
+                        ("note".to_owned(), "keep".to_owned()),
+                        (
+                            LAST_APPLIED_ANNOTATION.to_owned(),
+                            "{\"stringData\":{\"p\":\"secret\"}}".to_owned(),
+                        ),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            type_: Some("Opaque".into()),
+            data: Some([("user".to_owned(), ByteString(b"app".to_vec()))].into()),
+            string_data: Some([("password".to_owned(), "pw".to_owned())].into()),
+            immutable: None,
+            status: None,
+        }
+    }
+
+    #[test]
+    fn what_is_decided_from_a_cache_is_what_is_written_from_the_whole_object() {
+        let whole = tenant();
+        let cached = whole.clone().summary();
+        let copy = desired_copy(&whole, "tenant-a", None).unwrap();
+        assert_eq!(
+            desired_copy_metadata(&cached, "tenant-a", None),
+            Some(copy.metadata.clone()),
+            "the copy's metadata from the tenant object as cached"
+        );
+        assert_eq!(
+            cached.payload,
+            Payload::of_sync_secret(&copy).digested(),
+            "the tenant object's digest is its copy's"
+        );
+        let mut copy = copy;
+        copy.metadata.uid = Some("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee".into());
+        copy.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("kubernetes.io/service-account.name".into(), "x".into());
+        let policy = Policy::default();
+        let secret = desired_secret(&copy, &policy).unwrap();
+        let cached = copy.clone().summary();
+        assert_eq!(
+            desired_secret_metadata(&cached, &policy),
+            Some(secret.metadata.clone()),
+            "the Secret's metadata from the copy as cached, the policy applied"
+        );
+        assert_eq!(cached.payload, Payload::of_secret(&secret).digested());
+    }
+}

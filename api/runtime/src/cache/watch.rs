@@ -1,0 +1,329 @@
+//! The watches behind the controllers' caches, and the reads and triggers
+//! around them. A cached object is a [`Summary`], compared with what we
+//! would write and never written back; of its `managedFields` it keeps
+//! only the label and annotation keys our own field manager applied
+//! ([`Summary::keep_applied_by`]), which is all the comparisons read
+//! ([`syncsecret_api::labelled::Labelled`]). Whole, each entry would be
+//! a parsed JSON tree of several KiB once a loader, the API server and both
+//! controllers have written it.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use kube::api::GetParams;
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+
+use crate::cache::recent::RecentWrites;
+use crate::reconcile::backoff::WatchBackoff;
+
+use crate::cache::decode::Lenient;
+use crate::cache::summary::{Summarize, Summary};
+
+/// Objects per page of a watch's list. kube's default is 500: a page is
+/// held whole while it is decoded (its JSON text and every object with its
+/// full managedFields), which dominated a restarted manager's peak heap;
+/// a smaller page costs a few more list requests, once per (re)list.
+pub const LIST_PAGE_SIZE: u32 = 100;
+
+/// `config` with the list page size and watch timeout every watch of the
+/// controllers uses.
+pub fn tuned(config: watcher::Config) -> watcher::Config {
+    config.timeout(WATCH_TIMEOUT_SECS).page_size(LIST_PAGE_SIZE)
+}
+
+/// How long the API server keeps one watch request open before the watcher
+/// makes the next (from where it was; bookmarks keep that cheap). kube's
+/// default is 290 s, and a watch whose connection died unnoticed is found
+/// only after that plus 5 s; at 50 s it is found within 55 s.
+pub const WATCH_TIMEOUT_SECS: u32 = 50;
+
+/// The watch behind each of the controllers' caches, built one way
+/// ([`tuned`]): retried
+/// with [`WatchBackoff`], every failure logged (`what` names the watch),
+/// objects slimmed to what `field_manager`'s comparisons read (and, with
+/// `keep_key`, to the label and annotation keys it allows), applied to
+/// `writer`'s cache, a (re)list told as it ends ([`relisted`]), and every
+/// event shown to `recent` (which forgets our writes the cache now holds)
+/// before anything is reconciled.
+pub fn watch<K>(
+    api: Api<Summary<K>>,
+    config: watcher::Config,
+    writer: Writer<Summary<K>>,
+    field_manager: Option<&'static str>,
+    keep_key: Option<KeyFilter>,
+    recent: RecentWrites,
+    what: &'static str,
+) -> impl Stream<Item = Result<watcher::Event<Summary<K>>, watcher::Error>> + Send
+where
+    K: Summarize + 'static,
+{
+    let cached = writer.as_reader();
+    watcher(api, tuned(config))
+        .inspect_err(move |e| tracing::warn!(watch = what, "watch failed, retrying: {e}"))
+        .backoff(WatchBackoff::default())
+        .modify(move |o: &mut Summary<K>| {
+            o.keep_applied_by(field_manager);
+            if let Some(keep) = &keep_key {
+                o.retain_metadata(keep.as_ref());
+            }
+        })
+        .inspect_ok(move |event| match event {
+            watcher::Event::Init => tracing::debug!(watch = what, "listing"),
+            watcher::Event::InitDone => tracing::debug!(watch = what, "listed; watching"),
+            _ => {}
+        })
+        .reflect(writer)
+        .flat_map(relisted(cached))
+        .inspect_ok(move |event| recent.observe(event))
+}
+
+/// Which label and annotation keys a cache keeps of what tenants wrote
+/// ([`Summary::retain_metadata`]).
+pub type KeyFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Reconcile triggers, for `Controller::reconcile_on`, from another
+/// watch's objects: each mapped by `related` to the objects it concerns.
+/// What kube's `owns_stream` and `watches_stream` do, less the reason they
+/// attach to every request (the related object's type-erased reference,
+/// boxed, with its API resource's five strings), which our reconcilers
+/// never read, and which a restarted manager held for every pending
+/// request while its lists completed. The references made here carry no resource version or UID
+/// either. A watch error triggers nothing: [`watch`] logs and retries it.
+pub fn triggers<T, K, I>(
+    events: impl Stream<Item = Result<T, watcher::Error>> + Send,
+    related: impl Fn(&T) -> I + Send,
+) -> impl Stream<Item = ObjectRef<K>> + Send
+where
+    T: Send,
+    K: Resource,
+    I: IntoIterator<Item = ObjectRef<K>>,
+    I::IntoIter: Send,
+{
+    events
+        .filter_map(|e| std::future::ready(e.ok()))
+        .flat_map(move |o| futures::stream::iter(related(&o)))
+}
+
+/// The objects of kind `K` that own `obj`, in its namespace (its owner
+/// references of `K`'s kind and API version): what `owns_stream` triggers.
+pub fn owners<K: Resource<DynamicType = ()>>(obj: &impl Resource) -> Vec<ObjectRef<K>> {
+    let (kind, api_version) = (K::kind(&()), K::api_version(&()));
+    obj.owner_references()
+        .iter()
+        .filter(|o| o.kind == kind && o.api_version == api_version)
+        .map(|o| match obj.meta().namespace.as_deref() {
+            Some(namespace) => ObjectRef::new(&o.name).within(namespace),
+            None => ObjectRef::new(&o.name),
+        })
+        .collect()
+}
+
+/// The object `cached` summarizes, read whole to be written from (the
+/// caches hold no values): `None` if it is gone or was made anew (another
+/// UID) — its watch event brings the next state. Read leniently: an object
+/// that is not a valid `K` comes back [`Lenient::Undecodable`], never as a
+/// decode error (whose text would quote the value).
+///
+/// Read first from the API server's watch cache (`resourceVersion=0`: no
+/// etcd read, the cheapest request there is), which holds at least what our
+/// watch delivered; only if that answer is not the version cached here (a
+/// newer one, or a lagging API server of several) is it read again from
+/// etcd, and the latest taken.
+pub async fn whole<K>(
+    api: &Api<Lenient<K>>,
+    cached: &Summary<K>,
+) -> Result<Option<Lenient<K>>, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let name = cached.name_any();
+    let fast = match api.get_with(&name, &GetParams::any()).await {
+        Ok(o) => Some(o),
+        Err(kube::Error::Api(s)) if s.code == 404 => None,
+        Err(e) => return Err(e),
+    };
+    let same = |o: &Lenient<K>| o.uid() == cached.uid();
+    let found = match fast {
+        Some(o) if same(&o) && o.resource_version() == cached.resource_version() => Some(o),
+        _ => api.get_opt(&name).await?,
+    };
+    Ok(found.filter(same))
+}
+
+/// Items handed on one at a time (a relist's objects are cloned out of
+/// the cache as they are consumed, not all at once).
+type Lazy<K, E> =
+    futures::stream::Iter<Box<dyn Iterator<Item = Result<watcher::Event<K>, E>> + Send>>;
+
+/// What a (re)list means downstream, told once the cache holds it.
+///
+/// A list's objects reach the cache only when the list is complete (the
+/// reflector swaps the new list in at `InitDone`), but the watcher reports
+/// each as it arrives. A controller triggered by those reports reconciles
+/// against the cache as it was *before* the list: after a relist, an
+/// object changed while the watch was away (a copy deleted during an API
+/// server restart, say) was reconciled in its old state, found in order,
+/// and never looked at again (a stall the chaos run found). And an
+/// object deleted while the watch was away just vanishes from the cache:
+/// whatever waits for that deletion (the ccm releasing a tenant object's
+/// finalizer once its copy is gone) would wait until its retry backoff
+/// runs out — minutes after a long outage.
+///
+/// This stage, after the cache, holds the list's objects back and, at
+/// `InitDone`, hands on a `Delete` for each object the cache held when the
+/// list began and no longer holds, then an `Apply` for each object it now
+/// holds. It keeps only the snapshot of the cache taken when the list
+/// began (a pointer per object), not a set of references per listed
+/// object, which a restart of a large manager paid for in memory.
+fn relisted<K, E>(cached: Store<K>) -> impl FnMut(Result<watcher::Event<K>, E>) -> Lazy<K, E>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    E: Send + 'static,
+{
+    let mut before: Vec<Arc<K>> = Vec::new();
+    move |item| {
+        let out: Box<dyn Iterator<Item = Result<watcher::Event<K>, E>> + Send> = match item {
+            // The reflector swaps the list in only at `InitDone`: the
+            // cache still holds the old state here.
+            Ok(watcher::Event::Init) => {
+                before = cached.state();
+                Box::new(std::iter::once(Ok(watcher::Event::Init)))
+            }
+            Ok(watcher::Event::InitApply(_)) => Box::new(std::iter::empty()),
+            Ok(watcher::Event::InitDone) => {
+                let store = cached.clone();
+                let gone = std::mem::take(&mut before)
+                    .into_iter()
+                    .filter(move |o| store.get(&ObjectRef::from_obj(o.as_ref())).is_none())
+                    .map(|o| Ok(watcher::Event::Delete(K::clone(&o))));
+                let listed = cached
+                    .state()
+                    .into_iter()
+                    .map(|o| Ok(watcher::Event::Apply(K::clone(&o))));
+                Box::new(
+                    std::iter::once(Ok(watcher::Event::InitDone))
+                        .chain(gone)
+                        .chain(listed),
+                )
+            }
+            other => Box::new(std::iter::once(other)),
+        };
+        futures::stream::iter(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::runtime::reflector;
+
+    fn config_map(name: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("ns".into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_list_is_told_once_cached_with_what_vanished_while_the_watch_was_away() {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let (store, writer) = reflector::store::<ConfigMap>();
+        let events: Vec<Result<watcher::Event<ConfigMap>, watcher::Error>> = vec![
+            // The first list: nothing was cached, nothing is reported gone.
+            Ok(Init),
+            Ok(InitApply(config_map("a"))),
+            Ok(InitApply(config_map("b"))),
+            Ok(InitDone),
+            Ok(Apply(config_map("c"))),
+            // A relist after `410 Gone`: b and c were deleted meanwhile.
+            Ok(Init),
+            Ok(InitApply(config_map("a"))),
+            Ok(InitDone),
+        ];
+        let cached = store.clone();
+        // What a controller would be triggered with, and what the cache
+        // held when each event reached it.
+        let out: Vec<(String, usize)> = futures::stream::iter(events)
+            .reflect(writer)
+            .flat_map(relisted(store.clone()))
+            .map(|e| {
+                let told = match e {
+                    Ok(Init) => "init".to_owned(),
+                    Ok(InitDone) => "done".to_owned(),
+                    Ok(Apply(o)) => format!("apply {}", o.metadata.name.unwrap_or_default()),
+                    Ok(Delete(o)) => format!("delete {}", o.metadata.name.unwrap_or_default()),
+                    Ok(InitApply(_)) | Err(_) => "unexpected".to_owned(),
+                };
+                (told, cached.state().len())
+            })
+            .collect()
+            .await;
+        let mut told: Vec<&str> = out.iter().map(|(t, _)| t.as_str()).collect();
+        // The cache's order is a hash map's: the listed two and the two
+        // gone may come either way round.
+        told[2..4].sort_unstable();
+        told[7..9].sort_unstable();
+        assert_eq!(
+            told,
+            [
+                "init", "done", "apply a", "apply b", "apply c", "init", "done", "delete b",
+                "delete c", "apply a"
+            ]
+        );
+        // Every listed object is told once the cache holds the whole list.
+        assert_eq!(out[2].1, 2, "the first is told when both are cached");
+        assert_eq!(out[9].1, 1, "after the relist only a is cached");
+        let names: Vec<_> = store
+            .state()
+            .iter()
+            .filter_map(|o| o.metadata.name.clone())
+            .collect();
+        assert_eq!(names, ["a"]);
+    }
+
+    #[tokio::test]
+    async fn a_secret_triggers_the_copy_that_owns_it_and_a_watch_error_nothing() {
+        use k8s_openapi::api::core::v1::Secret;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        use syncsecret_api::v1alpha1::SyncSecret;
+        let owner = |api_version: &str, kind: &str, name: &str| OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            ..OwnerReference::default()
+        };
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("s".into()),
+                namespace: Some("tenant-a".into()),
+                owner_references: Some(vec![
+                    owner("kubelb.k8c.io/v1alpha1", "SyncSecret", "copy"),
+                    owner("v1", "ConfigMap", "not-a-copy"),
+                    owner("other.io/v1", "SyncSecret", "same-kind-other-group"),
+                ]),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        };
+        let events: Vec<Result<Secret, watcher::Error>> = vec![
+            Err(watcher::Error::NoResourceVersion),
+            Ok(secret),
+            Ok(Secret::default()),
+        ];
+        let triggered: Vec<ObjectRef<SyncSecret>> =
+            triggers(futures::stream::iter(events), owners::<SyncSecret>)
+                .collect()
+                .await;
+        assert_eq!(triggered, [ObjectRef::new("copy").within("tenant-a")]);
+    }
+}

@@ -1,0 +1,170 @@
+//! Failures of the plumbing, and the API server's messages made fit to
+//! show: what failed, with what to do about it, never a value.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Failures of the plumbing, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A kubeconfig file could not be read or used.
+    #[error("cannot use kubeconfig {path}: {message}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (kube's message).
+        message: String,
+    },
+    /// Neither in-cluster configuration nor a kubeconfig is available.
+    #[error("no Kubernetes configuration: {message}; pass --{flag} or set KUBECONFIG")]
+    NoConfig {
+        /// The flag that would name one.
+        flag: &'static str,
+        /// kube's message.
+        message: String,
+    },
+    /// A bind address could not be parsed.
+    #[error(
+        "--{flag}: {value:?} is not an address like ':8081' or '127.0.0.1:8081' (or '0' to disable)"
+    )]
+    BadAddress {
+        /// The flag.
+        flag: &'static str,
+        /// What was given.
+        value: String,
+    },
+    /// The admin server could not listen.
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// metrics or probes.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A call about the leader lease failed.
+    #[error("leader lease {namespace}/{name}: {source}")]
+    Lease {
+        /// The lease's namespace.
+        namespace: String,
+        /// The lease's name.
+        name: String,
+        /// The API server's error, verbatim.
+        #[source]
+        source: kube::Error,
+    },
+    /// Leadership was lost; the process stops so that the other replica leads.
+    #[error("lost the leader lease {namespace}/{name} to {holder}")]
+    LeaseLost {
+        /// The lease's namespace.
+        namespace: String,
+        /// The lease's name.
+        name: String,
+        /// Who holds it now.
+        holder: String,
+    },
+    /// The controllers stopped without being asked to (a watch ended).
+    #[error("the controllers stopped without a shutdown request")]
+    ControllerStopped,
+    /// A metric could not be registered (a bug: duplicate name).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The logging subscriber could not be installed.
+    #[error("logging: {0}")]
+    Logging(String),
+}
+
+/// The API server's own words for a failed call, with what to do where the
+/// cause is clear: RBAC forbidden names the missing verb and resource, an
+/// unreachable server says so.
+pub fn explain(error: &kube::Error) -> String {
+    match error {
+        // An admission policy's refusal is a 403 too, and says why itself.
+        kube::Error::Api(status)
+            if status.code == 403 && status.message.contains("ValidatingAdmissionPolicy") =>
+        {
+            without_invalid_values(&status.message)
+        }
+        kube::Error::Api(status)
+            if status.code == 403 && status.message.contains("exceeded quota") =>
+        {
+            format!(
+                "{} (the tenant's quota in the management cluster is full: delete SyncSecrets, or ask the platform team for more)",
+                status.message
+            )
+        }
+        kube::Error::Api(status) if status.code == 403 => format!(
+            "{} (grant this identity that verb on that resource; see config/rbac)",
+            status.message
+        ),
+        kube::Error::Api(status) => without_invalid_values(&status.message),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            format!("API server unreachable: {error}")
+        }
+        // serde's message quotes what it could not read, which may be a
+        // secret value: never shown. (Objects are read leniently, so this
+        // is an answer that is not what its request returns at all.)
+        kube::Error::SerdeError(_) => {
+            "the API server's answer could not be decoded (not shown: it may hold secret values)"
+                .to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The API server's message with the values it quotes taken out: a 422
+/// says `<field>: Invalid value: "<the value>": <why>` for a value refused
+/// by a pattern, a CEL rule or an admission policy, and the value may be a
+/// secret (core Secret validation redacts its own; a CRD's and a policy's
+/// do not).
+pub fn without_invalid_values(message: &str) -> String {
+    const MARK: &str = "Invalid value: \"";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at]);
+        out.push_str("Invalid value: (not shown)");
+        let quoted = &rest[at + MARK.len()..];
+        // Go's %q escapes a quote inside as \".
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in quoted.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        rest = end.map_or("", |e| &quoted[e + 1..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The HTTP status of a failed call, if the API server answered.
+pub fn status_code(error: &kube::Error) -> Option<u16> {
+    match error {
+        kube::Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod invalid_values {
+    use super::*;
+
+    #[test]
+    fn values_the_api_server_quotes_are_taken_out() {
+        let m = r#"SyncSecret.kubelb.k8c.io "x" is invalid: [data[k]: Invalid value: "hunter2\"x": canonical, type: Invalid value: "string": needs tls.key]"#;
+        assert_eq!(
+            without_invalid_values(m),
+            r#"SyncSecret.kubelb.k8c.io "x" is invalid: [data[k]: Invalid value: (not shown): canonical, type: Invalid value: (not shown): needs tls.key]"#
+        );
+        assert_eq!(without_invalid_values("not found"), "not found");
+    }
+}

@@ -1,0 +1,208 @@
+//! The parts of a reconcile both controllers share: kube-runtime's finalizer
+//! helper with its writes counted and its errors made ours, the reconcile
+//! counters, per-object backoff for `error_policy` ([`backoff`]), the
+//! dry-run gate ([`dry_run`]), status writes ([`status_writer`]) and events
+//! ([`events`]). What to write is decided in the controllers, from
+//! `syncsecret-api`.
+
+pub mod backoff;
+pub mod dry_run;
+pub mod events;
+pub mod status_writer;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cache::recent::RecentWrites;
+use crate::error::explain;
+use crate::metrics::{ControllerMetrics, ReconcileResult};
+use crate::reconcile::backoff::Backoffs;
+use syncsecret_api::contract::FINALIZER;
+
+/// The finalizer helper's own failures (the reconcile's are passed through).
+#[derive(Debug, thiserror::Error)]
+pub enum FinalizerError {
+    /// Adding `kubelb.k8c.io/cleanup` failed.
+    #[error("adding finalizer: {}", explain(.0))]
+    Add(#[source] kube::Error),
+    /// Removing `kubelb.k8c.io/cleanup` failed.
+    #[error("removing finalizer: {}", explain(.0))]
+    Remove(#[source] kube::Error),
+    /// The object has no name (never from a watch).
+    #[error("the object has no name")]
+    Unnamed,
+}
+
+impl FinalizerError {
+    /// A bounded name for event reasons and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Add(_) => "AddFinalizerFailed",
+            Self::Remove(_) => "RemoveFinalizerFailed",
+            Self::Unnamed => "Unnamed",
+        }
+    }
+}
+
+/// Runs `reconcile` under the `kubelb.k8c.io/cleanup` finalizer: the helper
+/// adds it to a live object (and returns; the change brings the object
+/// back), and removes it once cleanup succeeds on a deleted one. Those two
+/// patches are counted as writes of `resource` and, with `recent`,
+/// remembered until the watch cache shows them.
+pub async fn finalized<K, E, F, Fut>(
+    api: &Api<K>,
+    obj: Arc<K>,
+    metrics: &ControllerMetrics,
+    recent: Option<&RecentWrites>,
+    resource: &'static str,
+    reconcile: F,
+) -> Result<Action, E>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+    K::DynamicType: Default,
+    E: std::error::Error + From<FinalizerError> + 'static,
+    F: FnOnce(Event<K>) -> Fut,
+    Fut: Future<Output = Result<Action, E>>,
+{
+    let had_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    let deleting = obj.meta().deletion_timestamp.is_some();
+    if metrics.is_dry_run() {
+        // The helper patches the finalizer itself (adds it to a live object,
+        // removes it from a deleted one): in a dry run, record that and run
+        // the step it would run next.
+        if had_finalizer == deleting {
+            let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+            metrics.hold(
+                resource,
+                "patch",
+                &namespace,
+                &name,
+                &[FINALIZER.to_owned()],
+            );
+        }
+        let event = if deleting {
+            Event::Cleanup(obj)
+        } else {
+            Event::Apply(obj)
+        };
+        return reconcile(event).await;
+    }
+    let (namespace, name) = (obj.namespace(), obj.name_any());
+    let replaced = obj.resource_version();
+    let result = match finalizer(api, FINALIZER, obj, reconcile).await {
+        // Gone already (deleted by the API server once its last finalizer
+        // went, seen late by the cache): nothing is left to release.
+        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(s))) if s.code == 404 => {
+            return Ok(Action::await_change());
+        }
+        other => other,
+    };
+    if result.is_ok() && had_finalizer == deleting {
+        metrics.wrote(resource, "patch");
+        if let Some(recent) = recent {
+            recent.wrote(namespace.as_deref(), &name, replaced.as_deref());
+        }
+    }
+    result.map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(k) => FinalizerError::Add(k).into(),
+        finalizer::Error::RemoveFinalizer(k) => FinalizerError::Remove(k).into(),
+        finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
+            FinalizerError::Unnamed.into()
+        }
+    })
+}
+
+/// The backoff key of an object (see [`Backoffs::retain`]).
+pub fn backoff_key<K>(obj: &K) -> String
+where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    format!(
+        "{}/{}/{}",
+        K::kind(&Default::default()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Counts one reconcile of `obj` (success or error) and its duration, and
+/// resets its backoff on success.
+pub fn record<K, T, E>(
+    metrics: &ControllerMetrics,
+    backoffs: &Backoffs,
+    obj: &K,
+    started: Instant,
+    result: &Result<T, E>,
+) where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    let namespace = obj.namespace().unwrap_or_default();
+    let outcome = if result.is_ok() {
+        backoffs.succeeded(&backoff_key(obj));
+        ReconcileResult::Success
+    } else {
+        ReconcileResult::Error
+    };
+    metrics.reconciled(&namespace, outcome, started.elapsed());
+}
+
+/// `error_policy` for every controller: retry `obj` after its backoff.
+pub fn retry_later<K>(backoffs: &Backoffs, obj: &K) -> Action
+where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    Action::requeue(backoffs.failed(&backoff_key(obj)))
+}
+
+/// A task that lives only as long as its owner: aborted when dropped. The
+/// controllers' side tasks (sweep, readiness) are held this way, so that a
+/// replica that loses its lease (its controllers dropped mid-flight) leaves
+/// nothing behind that could still write.
+#[derive(Debug)]
+pub struct Scoped(tokio::task::JoinHandle<()>);
+
+impl Scoped {
+    /// Spawns `task`.
+    pub fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(task))
+    }
+}
+
+impl Drop for Scoped {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs `sweep` once `ready` says the caches have synced, then every
+/// `period` (never again if zero). Runs until its task is aborted.
+pub async fn sweep_periodically<R, S>(
+    ready: R,
+    period: std::time::Duration,
+    mut sweep: impl FnMut() -> S,
+) where
+    R: Future<Output = bool>,
+    S: Future<Output = ()>,
+{
+    if !ready.await {
+        return;
+    }
+    loop {
+        sweep().await;
+        if period.is_zero() {
+            return;
+        }
+        tokio::time::sleep(period).await;
+    }
+}

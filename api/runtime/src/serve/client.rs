@@ -1,0 +1,156 @@
+//! Kubernetes clients from flags.
+
+use std::path::Path;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::sync::watch;
+
+use crate::error::RuntimeError;
+use crate::reconcile::Scoped;
+
+/// The longest any one read from an API server may take. kube sets none, so
+/// a request whose connection silently died (an API server killed during a
+/// restart, a dropped NAT entry) would wait forever; the chaos run saw a
+/// watch stall for minutes after an API server restart. Watches are closed
+/// by the server every [`crate::cache::watch::WATCH_TIMEOUT_SECS`] (and carry
+/// bookmarks), so a healthy one never waits this long.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn bounded(mut config: Config) -> Config {
+    config.read_timeout = Some(READ_TIMEOUT);
+    // kube retries a 429, 503 or 504 by itself, silently, up to 15 times
+    // with a delay doubling from 5 ms to 1000 s: minutes in which a
+    // reconcile holds its slot and says nothing. An API server that is
+    // shutting down answers 503 to everything. Our callers retry
+    // themselves, visibly: a reconcile fails with the API server's
+    // message, says so in a status and an event, and is requeued with its
+    // own backoff; watches have theirs.
+    config.default_retry = false;
+    config
+}
+
+/// A client from an explicit kubeconfig file.
+pub async fn from_file(path: &Path) -> Result<Client, RuntimeError> {
+    let err = |message: String| RuntimeError::Kubeconfig {
+        path: path.to_owned(),
+        message,
+    };
+    let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    Client::try_from(bounded(config)).map_err(|e| err(e.to_string()))
+}
+
+/// A client for the cluster the process runs in: the kubeconfig named by
+/// `flag` if given; else the in-cluster service account; else `KUBECONFIG`
+/// (or `~/.kube/config`).
+pub async fn from_flag_or_environment(
+    path: Option<&Path>,
+    flag: &'static str,
+) -> Result<Client, RuntimeError> {
+    if let Some(p) = path {
+        return from_file(p).await;
+    }
+    let config = match Config::incluster() {
+        Ok(c) => c,
+        Err(in_cluster) => Config::from_kubeconfig(&KubeConfigOptions::default())
+            .await
+            .map_err(|e| RuntimeError::NoConfig {
+                flag,
+                message: format!("not in a cluster ({in_cluster}) and no usable kubeconfig ({e})"),
+            })?,
+    };
+    Client::try_from(bounded(config)).map_err(|e| RuntimeError::NoConfig {
+        flag,
+        message: e.to_string(),
+    })
+}
+
+/// How often a [`Reloading`] kubeconfig file is read for a replacement.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// A client from a kubeconfig file that is rebuilt whenever the file's
+/// content changes: a rotated identity or token written over it in place,
+/// or a Secret volume the kubelet updated (an atomic symlink swap, which is
+/// why the file is read on a timer rather than watched with inotify). A
+/// replacement that cannot be used (half written, bad YAML, a missing
+/// certificate file) is logged once and the previous client kept, so a
+/// rotation in progress never stops a controller.
+#[derive(Clone)]
+pub struct Reloading {
+    current: watch::Receiver<Client>,
+    _poll: std::sync::Arc<Scoped>,
+}
+
+impl Reloading {
+    /// The client from `path` as it is now (an error if it is unusable, as
+    /// [`from_file`]), then re-read every [`RELOAD_EVERY`].
+    pub async fn from_file(path: &Path) -> Result<Self, RuntimeError> {
+        let read = std::fs::read(path).map_err(|e| RuntimeError::Kubeconfig {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let client = from_file(path).await?;
+        let (tx, rx) = watch::channel(client);
+        let poll = Scoped::spawn(follow(path.to_owned(), read, tx));
+        Ok(Self {
+            current: rx,
+            _poll: std::sync::Arc::new(poll),
+        })
+    }
+
+    /// The client from the file's latest usable content.
+    pub fn current(&self) -> Client {
+        self.current.borrow().clone()
+    }
+
+    /// A receiver that sees each new client (`changed()` resolves once the
+    /// file's content has changed and the new client is built).
+    pub fn subscribe(&self) -> watch::Receiver<Client> {
+        self.current.clone()
+    }
+}
+
+/// Re-reads `path` every [`RELOAD_EVERY`]; sends a new client when its
+/// content changed and is usable. Never logs the content (it holds
+/// credentials).
+async fn follow(path: PathBuf, mut loaded: Vec<u8>, tx: watch::Sender<Client>) {
+    // The content last refused (or the read error), so that each is
+    // logged once, not every few seconds.
+    let mut refused: Option<Result<Vec<u8>, String>> = None;
+    loop {
+        tokio::time::sleep(RELOAD_EVERY).await;
+        // A few KiB from a local file: not worth a blocking-pool hop.
+        let now = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let e = e.to_string();
+                if refused.as_ref() != Some(&Err(e.clone())) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot read the kubeconfig; keeping the credentials loaded before");
+                    refused = Some(Err(e));
+                }
+                continue;
+            }
+        };
+        if now == loaded || refused.as_ref() == Some(&Ok(now.clone())) {
+            continue;
+        }
+        match from_file(&path).await {
+            Ok(client) => {
+                tracing::info!(path = %path.display(), "kubeconfig replaced; using its credentials from now on");
+                loaded = now;
+                refused = None;
+                tx.send_replace(client);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "kubeconfig replaced by one that cannot be used; keeping the credentials loaded before");
+                refused = Some(Ok(now));
+            }
+        }
+    }
+}

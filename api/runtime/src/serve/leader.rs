@@ -1,0 +1,203 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, as client-go does
+//! it: the holder renews every retry period; another replica takes over once
+//! the lease has not been renewed for its duration. Writes are guarded by
+//! resourceVersion, so two replicas can never both believe they hold it.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+
+use crate::error::RuntimeError;
+
+/// How long a lease is valid without renewal (client-go's default).
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How long the holder keeps trying to renew before it gives up leading.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+/// How often the holder renews and a candidate retries.
+pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
+
+/// One replica's view of one lease.
+pub struct LeaderLease {
+    api: Api<Lease>,
+    namespace: String,
+    name: String,
+    identity: String,
+}
+
+enum Attempt {
+    Held,
+    HeldBy(String),
+}
+
+impl LeaderLease {
+    /// A lease `namespace/name`; `identity` names this replica (pod name or
+    /// host name plus a random suffix).
+    pub fn new(client: Client, namespace: &str, name: &str, identity: String) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            identity,
+        }
+    }
+
+    /// This replica's identity.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn err(&self, source: kube::Error) -> RuntimeError {
+        RuntimeError::Lease {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Waits until this replica holds the lease. Errors (a missing
+    /// namespace, RBAC) are logged and retried: another replica may be
+    /// leading, and the operator may fix the cause.
+    pub async fn acquire(&self) {
+        let mut logged_holder = String::new();
+        loop {
+            match self.try_hold().await {
+                Ok(Attempt::Held) => {
+                    tracing::info!(lease = %self.name, namespace = %self.namespace, identity = %self.identity, "leading");
+                    return;
+                }
+                Ok(Attempt::HeldBy(holder)) => {
+                    if holder != logged_holder {
+                        tracing::info!(lease = %self.name, %holder, "waiting for the leader lease");
+                        logged_holder = holder;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot take the leader lease; retrying"),
+            }
+            tokio::time::sleep(RETRY_PERIOD).await;
+        }
+    }
+
+    /// Renews the lease every retry period; returns why leadership ended
+    /// (lost to another replica, or not renewable within the deadline).
+    pub async fn keep(&self) -> RuntimeError {
+        let mut renewed = Instant::now();
+        loop {
+            tokio::time::sleep(RETRY_PERIOD).await;
+            match self.try_hold().await {
+                Ok(Attempt::Held) => renewed = Instant::now(),
+                Ok(Attempt::HeldBy(holder)) => {
+                    return RuntimeError::LeaseLost {
+                        namespace: self.namespace.clone(),
+                        name: self.name.clone(),
+                        holder,
+                    };
+                }
+                Err(e) if renewed.elapsed() > RENEW_DEADLINE => return e,
+                Err(e) => tracing::warn!(error = %e, "cannot renew the leader lease; retrying"),
+            }
+        }
+    }
+
+    /// Gives the lease up (on shutdown) so that another replica need not
+    /// wait for it to expire.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.acquire_time = None;
+        spec.renew_time = None;
+        if let Err(e) = self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            tracing::warn!(error = %e, "could not release the leader lease; it expires on its own");
+        }
+    }
+
+    async fn try_hold(&self) -> Result<Attempt, RuntimeError> {
+        let now = Timestamp::now();
+        let duration_secs = i32::try_from(LEASE_DURATION.as_secs()).unwrap_or(15);
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(|e| self.err(e))?
+        else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    namespace: Some(self.namespace.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(duration_secs),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(Attempt::Held),
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    Ok(Attempt::HeldBy("another replica".into()))
+                }
+                Err(e) => Err(self.err(e)),
+            };
+        };
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let mine = holder == self.identity;
+        let valid_for = SignedDuration::from_secs(i64::from(
+            spec.lease_duration_seconds.unwrap_or(duration_secs),
+        ));
+        let expired = spec
+            .renew_time
+            .as_ref()
+            .is_none_or(|t| t.0 + valid_for < now);
+        if !mine && !holder.is_empty() && !expired {
+            return Ok(Attempt::HeldBy(holder));
+        }
+        if !mine {
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.holder_identity = Some(self.identity.clone());
+        spec.lease_duration_seconds = Some(duration_secs);
+        spec.renew_time = Some(MicroTime(now));
+        // The resourceVersion in `lease` makes this a compare-and-swap.
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(Attempt::Held),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                Ok(Attempt::HeldBy("another replica".into()))
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}
+
+/// A default identity: the host (pod) name and a random suffix.
+pub fn default_identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .or_else(|_| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|_| "syncsecret".to_owned());
+    format!("{host}_{}", uuid::Uuid::new_v4())
+}

@@ -1,0 +1,220 @@
+//! How both binaries run: admin server first, then (optionally) the leader
+//! lease, then the controllers until SIGTERM, all in one place.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::error::RuntimeError;
+use crate::serve::admin::{AdminState, Listeners};
+use crate::serve::health::Health;
+use crate::serve::leader::LeaderLease;
+use crate::serve::shutdown::Shutdown;
+
+async fn run_inner<F, Fut>(
+    health: &Health,
+    lease: Option<&LeaderLease>,
+    shutdown: Shutdown,
+    mut controllers: F,
+) -> Result<(), RuntimeError>
+where
+    F: FnMut(Shutdown) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(lease) = lease else {
+        health.set_leading(true);
+        drained(health, &shutdown, controllers(shutdown.clone())).await;
+        health.set_leading(false);
+        return stopped(health, &shutdown);
+    };
+    loop {
+        // A standby replica is healthy and ready: it is ready to take over.
+        health.set_ready(true);
+        tokio::select! {
+            () = lease.acquire() => {},
+            () = shutdown.clone().requested() => return Ok(()),
+        }
+        // Leading: ready again only once the watches have synced.
+        health.set_ready(false);
+        health.set_leading(true);
+        let work = drained(health, &shutdown, controllers(shutdown.clone()));
+        tokio::select! {
+            () = work => {
+                health.set_leading(false);
+                return stopped(health, &shutdown);
+            }
+            e = lease.keep() => {
+                // Not renewed in time (its API server unreachable for longer
+                // than the renew deadline, say) or taken by another replica:
+                // the controllers stop at once (dropped mid-reconcile, so
+                // that no write races a new leader) and this replica waits
+                // to lead again, without a restart.
+                health.set_leading(false);
+                tracing::warn!("leadership lost ({e}); controllers stopped until this replica leads again");
+            }
+        }
+    }
+}
+
+/// Runs `work` until it ends, or until shutdown is requested while the
+/// watches never synced: kube-runtime holds a controller's runner until its
+/// store has synced, so one whose API server cannot be reached would never
+/// finish draining. Not ready means nothing was synced, so nothing to
+/// finish: such a replica stops at once.
+async fn drained(health: &Health, shutdown: &Shutdown, work: impl Future<Output = ()>) {
+    let unsynced = async {
+        shutdown.clone().requested().await;
+        if health.ready().is_ok() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = work => {},
+        () = unsynced => tracing::info!("stopping without a drain: the watches never synced"),
+    }
+}
+
+/// The outcome once the controllers have returned: fine after SIGTERM,
+/// an error (and a failing `/healthz`) otherwise.
+fn stopped(health: &Health, shutdown: &Shutdown) -> Result<(), RuntimeError> {
+    if shutdown.is_requested() {
+        Ok(())
+    } else {
+        let e = RuntimeError::ControllerStopped;
+        health.fail(e.to_string());
+        Err(e)
+    }
+}
+
+/// A binary's flags, as far as the shared entry point needs them.
+pub trait BinaryFlags: clap::Parser {
+    /// The flags both binaries share.
+    fn common(&self) -> &crate::serve::flags::CommonFlags;
+    /// `--metrics-addr` and `--health-probe-bind-address` (their defaults
+    /// differ per binary, so each declares them).
+    fn listen(&self) -> (&str, &str);
+}
+
+/// What a binary sets up before it touches a cluster: listen addresses
+/// parsed and bound, metrics registered, probe state, its identity.
+pub struct Plumbing {
+    listeners: Listeners,
+    admin: AdminState,
+    /// The controller's counters.
+    pub metrics: crate::metrics::ControllerMetrics,
+    /// Probe state, shared with the admin server.
+    pub health: Arc<Health>,
+    /// This replica's name (Lease holder, event reporter instance).
+    pub identity: String,
+}
+
+impl Plumbing {
+    /// Parses and binds `--metrics-addr` and `--health-probe-bind-address`
+    /// (one clear error if either is bad or taken) and registers the
+    /// metrics under `prefix`.
+    pub async fn new(
+        flags: &impl BinaryFlags,
+        prefix: &str,
+        registry: prometheus::Registry,
+    ) -> Result<Self, RuntimeError> {
+        let (metrics_addr, probe_addr) = flags.listen();
+        let metrics_addr = crate::serve::flags::parse_listen_addr("metrics-addr", metrics_addr)?;
+        let probe_addr =
+            crate::serve::flags::parse_listen_addr("health-probe-bind-address", probe_addr)?;
+        let dry_run = flags.common().dry_run;
+        let listeners = Listeners::bind(metrics_addr, probe_addr).await?;
+        let mut metrics = crate::metrics::ControllerMetrics::register(prefix, &registry)?;
+        if dry_run {
+            metrics = metrics.with_dry_run(crate::reconcile::dry_run::DryRun::register(
+                prefix, &registry,
+            )?);
+            tracing::warn!(
+                "dry run: nothing will be written; pending writes are logged and counted"
+            );
+        }
+        let health = Arc::new(Health::new());
+        crate::metrics::gauges::register_health(prefix, health.clone(), &registry)?;
+        Ok(Self {
+            listeners,
+            admin: AdminState {
+                registry,
+                health: health.clone(),
+            },
+            metrics,
+            health,
+            identity: crate::serve::leader::default_identity(),
+        })
+    }
+
+    /// The registry, for metrics only one binary has.
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.admin.registry
+    }
+
+    /// The leader Lease `namespace/name` for this replica, if enabled.
+    pub fn lease(
+        &self,
+        enabled: bool,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+    ) -> Option<LeaderLease> {
+        // A Lease is a write: a dry run never takes one.
+        (enabled && !self.metrics.is_dry_run())
+            .then(|| LeaderLease::new(client.clone(), namespace, name, self.identity.clone()))
+    }
+
+    /// Runs `controllers` (given the shutdown handle to drain on) with the
+    /// admin server up the whole time. With a lease, the controllers start
+    /// only once this replica leads; if leadership is lost they are stopped
+    /// and started anew (by calling `controllers` again) once it leads
+    /// again. Returns when the controllers have drained after SIGTERM.
+    pub async fn run<F, Fut>(
+        self,
+        lease: Option<LeaderLease>,
+        controllers: F,
+    ) -> Result<(), RuntimeError>
+    where
+        F: FnMut(Shutdown) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let health: Arc<Health> = self.admin.health.clone();
+        let server = self.listeners.spawn(self.admin);
+        let shutdown = Shutdown::on_signal();
+        let result = run_inner(&health, lease.as_ref(), shutdown, controllers).await;
+        if let Some(lease) = &lease
+            && result.is_ok()
+        {
+            lease.release().await;
+        }
+        server.abort();
+        result
+    }
+}
+
+/// The body of both `main`s: parse flags (one line and exit 2 on a bad
+/// one), set up logging, build the metrics registry, run, and turn the
+/// outcome into an exit code with one `error:` line.
+pub async fn main<F, E, Fut>(
+    run: impl FnOnce(F, prometheus::Registry) -> Fut,
+) -> std::process::ExitCode
+where
+    F: BinaryFlags,
+    E: std::fmt::Display,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let flags: F = match crate::serve::flags::parse_flags() {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
+    if let Err(e) = crate::serve::logging::init(flags.common().log_format) {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    match run(flags, prometheus::Registry::new()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
