@@ -44,8 +44,10 @@ manifests: ## Regenerate config/ from the Rust types.
 fmt: ## Format the code.
 	$(CARGO) fmt --all
 
-lint: ## Formatting and clippy, as CI checks them.
+lint: ## Formatting, clippy, the declared rust-version and the dependency policy (deny.toml), as CI checks them.
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	bash hack/msrv.sh
+	bash hack/cargo-deny.sh check --hide-inclusion-graph bans licenses sources
 
 ci: lint test ## What CI runs.
