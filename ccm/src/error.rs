@@ -1,7 +1,7 @@
 //! The ccm's errors, named after the step that failed. Messages carry the
 //! API server's words (see `syncsecret_runtime::explain`) and never a payload.
 
-use syncsecret_runtime::reconcile::FinalizerError;
+use syncsecret_runtime::reconcile::{FinalizerError, Outcome};
 use syncsecret_runtime::{RuntimeError, explain};
 
 /// What went wrong in one reconcile, or at start-up.
@@ -143,9 +143,10 @@ impl Error {
             Self::ReleaseSecret { .. } => "ReleaseSecretFailed",
         }
     }
+}
 
-    /// Whether this is a wait rather than a failure.
-    pub fn is_wait(&self) -> bool {
+impl Outcome for Error {
+    fn is_wait(&self) -> bool {
         matches!(self, Self::CopyTerminating { .. })
     }
 }

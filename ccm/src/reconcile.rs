@@ -24,7 +24,7 @@ use syncsecret_runtime::cache::recent::{self, Cached};
 use syncsecret_runtime::cache::summary::Summary;
 use syncsecret_runtime::metrics::ReconcileResult;
 use syncsecret_runtime::reconcile::status_writer::write_status;
-use syncsecret_runtime::reconcile::{finalized, record, retry_later};
+use syncsecret_runtime::reconcile::{Outcome, finalized, record, retry_later};
 
 use crate::{Context, Error};
 

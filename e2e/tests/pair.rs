@@ -548,6 +548,26 @@ async fn deleting_the_tenant_object_removes_copy_and_secret_first(
         .list(&ListParams::default().labels(&format!("{LABEL_ORIGIN_NAMESPACE}=delete")))
         .await?;
     ensure!(leftovers.items.is_empty(), "copies left behind");
+    // Waiting for the copy to go is a normal step, not an error: it must
+    // not feed the SyncSecretReconcileErrors alert.
+    let text = s.pair.lock().await.ccms[0].metrics()?;
+    let count = |result: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("kubelb_ccm_sync_secret_reconcile_total{"))
+            .filter(|l| {
+                l.contains("namespace=\"delete\"") && l.contains(&format!("result=\"{result}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    ensure!(
+        count("waiting") >= 1.0,
+        "the wait for the copy was not counted as waiting"
+    );
+    ensure!(
+        count("error") == 0.0,
+        "a normal deletion was counted as an error"
+    );
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! The manager's errors, named after the step that failed. Messages carry
 //! the API server's words (see `syncsecret_runtime::explain`) and never a payload.
 
-use syncsecret_runtime::reconcile::FinalizerError;
+use syncsecret_runtime::reconcile::{FinalizerError, Outcome};
 use syncsecret_runtime::{RuntimeError, explain};
 
 /// What went wrong in one reconcile, or at start-up.
@@ -119,6 +119,9 @@ impl Error {
         }
     }
 }
+
+/// The manager never waits: deleting a Secret is done when the call is.
+impl Outcome for Error {}
 
 impl From<syncsecret_api::policy::Refusal> for Error {
     fn from(r: syncsecret_api::policy::Refusal) -> Self {

@@ -22,6 +22,9 @@ pub enum ReconcileResult {
     Error,
     /// The object is not ours to act on.
     Skipped,
+    /// The object waits for something else to happen first (a deleted
+    /// tenant object for its copy to go): a normal step, looked at again.
+    Waiting,
 }
 
 impl ReconcileResult {
@@ -30,6 +33,7 @@ impl ReconcileResult {
             Self::Success => "success",
             Self::Error => "error",
             Self::Skipped => "skipped",
+            Self::Waiting => "waiting",
         }
     }
 }

@@ -134,9 +134,18 @@ where
     )
 }
 
-/// Counts one reconcile of `obj` (success or error) and its duration, and
-/// resets its backoff on success.
-pub fn record<K, T, E>(
+/// A reconcile's error as the runtime sees it: a failure, or a wait that
+/// kube's finalizer helper needs as an `Err` (it releases on `Ok`).
+pub trait Outcome {
+    /// Whether this is a wait for something else, not a failure.
+    fn is_wait(&self) -> bool {
+        false
+    }
+}
+
+/// Counts one reconcile of `obj` (success, wait or error) and its
+/// duration, and resets its backoff on success.
+pub fn record<K, T, E: Outcome>(
     metrics: &ControllerMetrics,
     backoffs: &Backoffs,
     obj: &K,
@@ -147,11 +156,13 @@ pub fn record<K, T, E>(
     K::DynamicType: Default,
 {
     let namespace = obj.namespace().unwrap_or_default();
-    let outcome = if result.is_ok() {
-        backoffs.succeeded(&backoff_key(obj));
-        ReconcileResult::Success
-    } else {
-        ReconcileResult::Error
+    let outcome = match result {
+        Ok(_) => {
+            backoffs.succeeded(&backoff_key(obj));
+            ReconcileResult::Success
+        }
+        Err(e) if e.is_wait() => ReconcileResult::Waiting,
+        Err(_) => ReconcileResult::Error,
     };
     metrics.reconciled(&namespace, outcome, started.elapsed());
 }
