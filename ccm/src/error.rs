@@ -1,27 +1,35 @@
 //! The ccm's errors, named after the step that failed. Messages carry the
 //! API server's words (see `syncsecret_runtime::explain`) and never a payload.
 
+use syncsecret_runtime::RuntimeError;
 use syncsecret_runtime::reconcile::{FinalizerError, Outcome};
-use syncsecret_runtime::{RuntimeError, explain};
 
-/// What went wrong in one reconcile, or at start-up.
+/// What stops the ccm from starting or running on.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum StartError {
     /// The plumbing failed (flags, kubeconfig, lease, metrics).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// Reading the tenant cluster's identity (its kube-system namespace's
+    /// UID, stamped on every copy) failed, at start.
+    #[error(
+        "reading namespace kube-system in the tenant cluster (its UID tells this cluster's copies from another's)"
+    )]
+    ClusterIdentity(#[source] kube::Error),
+}
+
+/// What went wrong in one reconcile: a failure the object's status and
+/// events show, or a wait.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
     /// Adding or removing the cleanup finalizer failed.
     #[error(transparent)]
     Finalizer(#[from] FinalizerError),
-    /// Reading the tenant cluster's identity (its kube-system namespace's
-    /// UID, stamped on every copy) failed, at start.
-    #[error("reading namespace kube-system in the tenant cluster (its UID tells this cluster's copies from another's): {}", explain(.0))]
-    ClusterIdentity(#[source] kube::Error),
     /// The object has no UID or namespace yet.
     #[error("the object has no UID yet")]
     NotStored,
     /// Writing the copy in the management cluster failed.
-    #[error("applying copy {namespace}/{name} in the management cluster: {}", explain(.source))]
+    #[error("applying copy {namespace}/{name} in the management cluster")]
     ApplyCopy {
         /// Management namespace.
         namespace: String,
@@ -33,7 +41,7 @@ pub enum Error {
     },
     /// Reading the tenant object whole, to write its copy, failed (the
     /// cache holds summaries without values).
-    #[error("reading {namespace}/{name} in the tenant cluster to copy it: {}", explain(.source))]
+    #[error("reading {namespace}/{name} in the tenant cluster to copy it")]
     ReadObject {
         /// Tenant namespace.
         namespace: String,
@@ -58,7 +66,7 @@ pub enum Error {
         reason: String,
     },
     /// Reading or deleting the copy in the management cluster failed.
-    #[error("deleting copy {namespace}/{name} in the management cluster: {}", explain(.source))]
+    #[error("deleting copy {namespace}/{name} in the management cluster")]
     DeleteCopy {
         /// Management namespace.
         namespace: String,
@@ -78,7 +86,7 @@ pub enum Error {
         name: String,
     },
     /// Writing the tenant object's status failed.
-    #[error("writing status of {namespace}/{name} in the tenant cluster: {}", explain(.source))]
+    #[error("writing status of {namespace}/{name} in the tenant cluster")]
     PatchStatus {
         /// Tenant namespace.
         namespace: String,
@@ -89,7 +97,7 @@ pub enum Error {
         source: kube::Error,
     },
     /// Writing a SyncSecret for a labelled Secret failed.
-    #[error("applying SyncSecret {namespace}/{name} for its Secret: {}", explain(.source))]
+    #[error("applying SyncSecret {namespace}/{name} for its Secret")]
     ApplySyncSecret {
         /// Namespace.
         namespace: String,
@@ -101,7 +109,7 @@ pub enum Error {
     },
     /// Releasing our finalizer from a Secret no longer labelled for
     /// syncing failed.
-    #[error("releasing the finalizer of Secret {namespace}/{name}, no longer labelled for syncing: {}", explain(.source))]
+    #[error("releasing the finalizer of Secret {namespace}/{name}, no longer labelled for syncing")]
     ReleaseSecret {
         /// Namespace.
         namespace: String,
@@ -112,7 +120,7 @@ pub enum Error {
         source: kube::Error,
     },
     /// Deleting the SyncSecret of a deleted Secret failed.
-    #[error("deleting SyncSecret {namespace}/{name} of a deleted Secret: {}", explain(.source))]
+    #[error("deleting SyncSecret {namespace}/{name} of a deleted Secret")]
     DeleteSyncSecret {
         /// Namespace.
         namespace: String,
@@ -128,8 +136,6 @@ impl Error {
     /// A bounded name for event reasons and logs.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Runtime(_) => "Runtime",
-            Self::ClusterIdentity(_) => "ClusterIdentity",
             Self::NotStored => "NotStored",
             Self::Finalizer(e) => e.category(),
             Self::ReadObject { .. } => "ReadFailed",

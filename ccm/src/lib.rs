@@ -34,13 +34,14 @@ use syncsecret_runtime::metrics::gauges;
 use syncsecret_runtime::reconcile::backoff::{Backoffs, WatchBackoff};
 use syncsecret_runtime::reconcile::events::Events;
 use syncsecret_runtime::reconcile::{Scoped, sweep_periodically};
+use syncsecret_runtime::report;
 use syncsecret_runtime::serve::client;
 use syncsecret_runtime::serve::health::{Health, store_synced};
 use syncsecret_runtime::serve::reachable::Reachability;
 use syncsecret_runtime::serve::runner::Plumbing;
 use syncsecret_runtime::serve::shutdown::Shutdown;
 
-pub use error::Error;
+pub use error::{Error, StartError};
 pub use flags::Flags;
 
 /// Name of the Lease (in the tenant cluster) that elects the active replica.
@@ -146,7 +147,7 @@ impl Context {
 
 /// Touches no cluster until flags, listen addresses and kubeconfigs are
 /// known good; then runs until SIGTERM.
-pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
+pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
     let plumbing = Plumbing::new(&flags, METRICS_PREFIX, registry).await?;
     // Re-read while running: a rotated identity takes effect without a
     // restart (the controllers restart in-process with it).
@@ -242,7 +243,10 @@ impl Setup {
                 Ok(ns) => return Some(ns.uid().unwrap_or_default()),
                 Err(e) if !told => {
                     told = true;
-                    tracing::warn!("{}; retrying", Error::ClusterIdentity(e));
+                    tracing::warn!(
+                        "{}; retrying",
+                        syncsecret_runtime::report(&StartError::ClusterIdentity(e))
+                    );
                 }
                 Err(_) => {}
             }
@@ -389,7 +393,7 @@ impl Setup {
             releases = Some(Scoped::spawn(async move {
                 while let Some((namespace, name)) = gone.recv().await {
                     if let Err(e) = synchronizer::release(&release_ctx, &namespace, &name).await {
-                        tracing::warn!(%namespace, %name, reason = e.category(), "{e}; the next sweep tries again");
+                        tracing::warn!(%namespace, %name, reason = e.category(), "{}; the next sweep tries again", report(&e));
                     }
                 }
             }));

@@ -25,6 +25,7 @@ use syncsecret_runtime::cache::summary::Summary;
 use syncsecret_runtime::metrics::ReconcileResult;
 use syncsecret_runtime::reconcile::status_writer::write_status;
 use syncsecret_runtime::reconcile::{Outcome, finalized, record, retry_later};
+use syncsecret_runtime::report;
 
 use crate::{Context, Error};
 
@@ -61,9 +62,9 @@ pub async fn reconcile(obj: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Resu
     .await;
     record(&ctx.metrics, &ctx.backoffs, obj.as_ref(), started, &result);
     match &result {
-        Err(e) if e.is_wait() => tracing::info!(%namespace, %name, "{e}"),
+        Err(e) if e.is_wait() => tracing::info!(%namespace, %name, "{}", report(e)),
         Err(e) => {
-            tracing::warn!(%namespace, %name, reason = e.category(), "{e}");
+            tracing::warn!(%namespace, %name, reason = e.category(), "{}", report(e));
             let deleting = obj.meta().deletion_timestamp.is_some();
             if !deleting && !matches!(e, Error::PatchStatus { .. }) {
                 // The tenant sees why; observedGeneration keeps saying what
@@ -74,7 +75,7 @@ pub async fn reconcile(obj: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Resu
                         obj.status.as_ref().and_then(|s| s.observed_generation),
                         false,
                         e.category(),
-                        e.to_string(),
+                        report(e),
                     ),
                     obj.status.as_ref(),
                     &ctx,
@@ -89,7 +90,7 @@ pub async fn reconcile(obj: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Resu
                 }
             }
             ctx.events
-                .warning(&obj.object_ref(&()), e.category(), e.to_string())
+                .warning(&obj.object_ref(&()), e.category(), report(e))
                 .await;
         }
         Ok(_) => {}

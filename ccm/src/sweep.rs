@@ -16,6 +16,7 @@ use syncsecret_api::sweep::{from_another_cluster, orphaned_copies};
 use syncsecret_runtime::cache::summary::Summary;
 use syncsecret_runtime::explain;
 use syncsecret_runtime::reconcile::backoff_key;
+use syncsecret_runtime::report;
 
 use crate::{Context, synchronizer};
 
@@ -88,7 +89,7 @@ async fn unlabelled(ctx: &Context, labelled: &Store<Secret>) {
         .collect();
     for (namespace, name) in made {
         if let Err(e) = synchronizer::release(ctx, &namespace, &name).await {
-            tracing::warn!(%namespace, %name, reason = e.category(), "{e}");
+            tracing::warn!(%namespace, %name, reason = e.category(), "{}", report(&e));
         }
     }
 }

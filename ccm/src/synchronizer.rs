@@ -22,6 +22,7 @@ use syncsecret_api::payload::Payload;
 use syncsecret_runtime::cache::recent::{self, Cached};
 use syncsecret_runtime::cache::summary::Summary;
 use syncsecret_runtime::reconcile::{finalized, record, retry_later};
+use syncsecret_runtime::report;
 
 use crate::{Context, Error};
 
@@ -52,9 +53,9 @@ pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action,
         &result,
     );
     if let Err(e) = &result {
-        tracing::warn!(%namespace, name = %secret.name_any(), reason = e.category(), "{e}");
+        tracing::warn!(%namespace, name = %secret.name_any(), reason = e.category(), "{}", report(e));
         ctx.events
-            .warning(&secret.object_ref(&()), e.category(), e.to_string())
+            .warning(&secret.object_ref(&()), e.category(), report(e))
             .await;
     }
     result

@@ -1,18 +1,15 @@
 //! The manager's errors, named after the step that failed. Messages carry
 //! the API server's words (see `syncsecret_runtime::explain`) and never a payload.
 
+use syncsecret_runtime::RuntimeError;
 use syncsecret_runtime::reconcile::{FinalizerError, Outcome};
-use syncsecret_runtime::{RuntimeError, explain};
 
-/// What went wrong in one reconcile, or at start-up.
+/// What stops the manager from starting or running on.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum StartError {
     /// The plumbing failed (flags, kubeconfig, lease, metrics).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    /// Adding or removing the cleanup finalizer failed.
-    #[error(transparent)]
-    Finalizer(#[from] FinalizerError),
     /// A flag's value is refused (before any cluster is touched).
     #[error("{flag}: {why}")]
     Flag {
@@ -21,12 +18,21 @@ pub enum Error {
         /// Why, and what to do.
         why: String,
     },
+}
+
+/// What went wrong in one reconcile: a failure the copy's status, the
+/// tenant's and the events show.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Adding or removing the cleanup finalizer failed.
+    #[error(transparent)]
+    Finalizer(#[from] FinalizerError),
     /// The copy has no UID or namespace yet.
     #[error("the copy has no UID yet")]
     NotStored,
     /// Reading the copy whole, to write its Secret, failed (the cache holds
     /// summaries without values).
-    #[error("reading copy {namespace}/{name} to write its Secret: {}", explain(.source))]
+    #[error("reading copy {namespace}/{name} to write its Secret")]
     ReadCopy {
         /// Namespace.
         namespace: String,
@@ -50,7 +56,7 @@ pub enum Error {
         reason: String,
     },
     /// Writing the Secret failed.
-    #[error("applying Secret {namespace}/{name}: {}", explain(.source))]
+    #[error("applying Secret {namespace}/{name}")]
     ApplySecret {
         /// Namespace.
         namespace: String,
@@ -61,7 +67,7 @@ pub enum Error {
         source: kube::Error,
     },
     /// Deleting the Secret failed.
-    #[error("deleting Secret {namespace}/{name}: {}", explain(.source))]
+    #[error("deleting Secret {namespace}/{name}")]
     DeleteSecret {
         /// Namespace.
         namespace: String,
@@ -80,7 +86,7 @@ pub enum Error {
         message: String,
     },
     /// Counting the tenant's Secrets for its budget failed.
-    #[error("counting Secrets in {namespace} for the tenant budget: {}", explain(.source))]
+    #[error("counting Secrets in {namespace} for the tenant budget")]
     CountSecrets {
         /// Namespace.
         namespace: String,
@@ -89,7 +95,7 @@ pub enum Error {
         source: kube::Error,
     },
     /// Writing the copy's status failed.
-    #[error("writing status of {namespace}/{name}: {}", explain(.source))]
+    #[error("writing status of {namespace}/{name}")]
     PatchStatus {
         /// Namespace.
         namespace: String,
@@ -105,8 +111,6 @@ impl Error {
     /// A bounded name for status reasons, event reasons and logs.
     pub fn category(&self) -> &'static str {
         match self {
-            Self::Runtime(_) => "Runtime",
-            Self::Flag { .. } => "Flag",
             Self::NotStored => "NotStored",
             Self::Finalizer(e) => e.category(),
             Self::ReadCopy { .. } => "ReadCopyFailed",

@@ -38,7 +38,7 @@ use syncsecret_runtime::serve::reachable::Reachability;
 use syncsecret_runtime::serve::runner::Plumbing;
 use syncsecret_runtime::serve::shutdown::Shutdown;
 
-pub use error::Error;
+pub use error::{Error, StartError};
 pub use flags::Flags;
 
 /// Name of the Lease (in `--namespace`) that elects the active replica.
@@ -86,9 +86,9 @@ pub struct Context {
 
 /// Touches no cluster until flags, listen addresses and kubeconfig are
 /// known good; then runs until SIGTERM.
-pub async fn run(flags: Flags, registry: Registry) -> Result<(), Error> {
+pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
     syncsecret_api::contract::check_tenant_prefix(&flags.tenant_namespace_prefix, &flags.namespace)
-        .map_err(|why| Error::Flag {
+        .map_err(|why| StartError::Flag {
             flag: "--tenant-namespace-prefix",
             why,
         })?;

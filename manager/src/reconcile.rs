@@ -7,6 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use syncsecret_runtime::cache::certificate::{
     CertState, condition as certificate_condition, judge,
 };
+use syncsecret_runtime::report;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
@@ -68,7 +69,7 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
     .await;
     record(&ctx.metrics, &ctx.backoffs, copy.as_ref(), started, &result);
     if let Err(e) = &result {
-        tracing::warn!(%namespace, name = %copy.name_any(), reason = e.category(), "{e}");
+        tracing::warn!(%namespace, name = %copy.name_any(), reason = e.category(), "{}", report(e));
         let deleting = copy.meta().deletion_timestamp.is_some();
         // An event for a new verdict only: a copy refused again after a
         // restart or a retry already says so in its status.
@@ -89,13 +90,13 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
                 copy.meta().generation,
                 false,
                 e.category(),
-                for_tenant(&e.to_string()),
+                for_tenant(&report(e)),
             );
             new_verdict = write_status(&copy, verdict, &ctx).await.unwrap_or(true);
         }
         if new_verdict {
             ctx.events
-                .warning(&copy.object_ref(&()), e.category(), e.to_string())
+                .warning(&copy.object_ref(&()), e.category(), report(e))
                 .await;
         }
     }

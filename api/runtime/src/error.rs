@@ -34,7 +34,7 @@ pub enum RuntimeError {
         value: String,
     },
     /// The admin server could not listen.
-    #[error("cannot listen on {addr} for {what}: {source}")]
+    #[error("cannot listen on {addr} for {what}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -45,7 +45,7 @@ pub enum RuntimeError {
         source: std::io::Error,
     },
     /// A call about the leader lease failed.
-    #[error("leader lease {namespace}/{name}: {source}")]
+    #[error("leader lease {namespace}/{name}")]
     Lease {
         /// The lease's namespace.
         namespace: String,
@@ -69,11 +69,30 @@ pub enum RuntimeError {
     #[error("the controllers stopped without a shutdown request")]
     ControllerStopped,
     /// A metric could not be registered (a bug: duplicate name).
-    #[error("metrics: {0}")]
+    #[error("registering metrics")]
     Metrics(#[from] prometheus::Error),
     /// The logging subscriber could not be installed.
     #[error("logging: {0}")]
     Logging(String),
+}
+
+/// An error and its causes in one line, as a status, an event or a log
+/// shows it: what failed, then why. An API server's answer is shown in its
+/// own words ([`explain`]) and ends the line: what kube nests under it
+/// (a decoder's message may quote a value) is never shown.
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        if let Some(k) = e.downcast_ref::<kube::Error>() {
+            text.push_str(&explain(k));
+            break;
+        }
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// The API server's own words for a failed call, with what to do where the
@@ -151,6 +170,33 @@ pub fn status_code(error: &kube::Error) -> Option<u16> {
     match error {
         kube::Error::Api(status) => Some(status.code),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod reports {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("applying Secret ns/name")]
+    struct Apply(#[source] kube::Error);
+
+    #[test]
+    fn a_report_names_what_failed_then_the_api_servers_words_once() {
+        let status = kube::core::Status::failure("secrets \"x\" is forbidden: nope", "Forbidden")
+            .with_code(403);
+        let e = Apply(kube::Error::Api(Box::new(status)));
+        let text = report(&e);
+        assert!(
+            text.starts_with("applying Secret ns/name: secrets \"x\" is forbidden: nope"),
+            "{text}"
+        );
+        assert_eq!(text.matches("forbidden").count(), 1, "{text}");
+        assert_eq!(
+            e.to_string(),
+            "applying Secret ns/name",
+            "Display is only what failed"
+        );
     }
 }
 

@@ -22,4 +22,4 @@ pub mod metrics;
 pub mod reconcile;
 pub mod serve;
 
-pub use error::{RuntimeError, explain, status_code, without_invalid_values};
+pub use error::{RuntimeError, explain, report, status_code, without_invalid_values};

@@ -21,7 +21,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::recent::RecentWrites;
-use crate::error::explain;
 use crate::metrics::{ControllerMetrics, ReconcileResult};
 use crate::reconcile::backoff::Backoffs;
 use syncsecret_api::contract::FINALIZER;
@@ -30,10 +29,10 @@ use syncsecret_api::contract::FINALIZER;
 #[derive(Debug, thiserror::Error)]
 pub enum FinalizerError {
     /// Adding `kubelb.k8c.io/cleanup` failed.
-    #[error("adding finalizer: {}", explain(.0))]
+    #[error("adding finalizer")]
     Add(#[source] kube::Error),
     /// Removing `kubelb.k8c.io/cleanup` failed.
-    #[error("removing finalizer: {}", explain(.0))]
+    #[error("removing finalizer")]
     Remove(#[source] kube::Error),
     /// The object has no name (never from a watch).
     #[error("the object has no name")]

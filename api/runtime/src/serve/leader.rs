@@ -75,7 +75,9 @@ impl LeaderLease {
                         logged_holder = holder;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot take the leader lease; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::error::report(&e), "cannot take the leader lease; retrying")
+                }
             }
             tokio::time::sleep(RETRY_PERIOD).await;
         }
@@ -97,7 +99,9 @@ impl LeaderLease {
                     };
                 }
                 Err(e) if renewed.elapsed() > RENEW_DEADLINE => return e,
-                Err(e) => tracing::warn!(error = %e, "cannot renew the leader lease; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::error::report(&e), "cannot renew the leader lease; retrying")
+                }
             }
         }
     }
@@ -120,7 +124,7 @@ impl LeaderLease {
             .replace(&self.name, &PostParams::default(), &lease)
             .await
         {
-            tracing::warn!(error = %e, "could not release the leader lease; it expires on its own");
+            tracing::warn!(error = %crate::error::explain(&e), "could not release the leader lease; it expires on its own");
         }
     }
 

@@ -49,7 +49,10 @@ where
                 // that no write races a new leader) and this replica waits
                 // to lead again, without a restart.
                 health.set_leading(false);
-                tracing::warn!("leadership lost ({e}); controllers stopped until this replica leads again");
+                tracing::warn!(
+                    "leadership lost ({}); controllers stopped until this replica leads again",
+                    crate::error::report(&e)
+                );
             }
         }
     }
@@ -199,7 +202,7 @@ pub async fn main<F, E, Fut>(
 ) -> std::process::ExitCode
 where
     F: BinaryFlags,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
     Fut: Future<Output = Result<(), E>>,
 {
     let flags: F = match crate::serve::flags::parse_flags() {
@@ -207,13 +210,13 @@ where
         Err(code) => return code,
     };
     if let Err(e) = crate::serve::logging::init(flags.common().log_format) {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", crate::error::report(&e));
         return std::process::ExitCode::FAILURE;
     }
     match run(flags, prometheus::Registry::new()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::error::report(&e));
             std::process::ExitCode::FAILURE
         }
     }
