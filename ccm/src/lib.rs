@@ -37,8 +37,7 @@ use syncsecret_runtime::reconcile::{Scoped, sweep_periodically};
 use syncsecret_runtime::report;
 use syncsecret_runtime::serve::client;
 use syncsecret_runtime::serve::health::{Health, store_synced};
-use syncsecret_runtime::serve::reachable::Reachability;
-use syncsecret_runtime::serve::runner::Plumbing;
+use syncsecret_runtime::serve::runner::{Leading, Plumbing};
 use syncsecret_runtime::serve::shutdown::Shutdown;
 
 pub use error::{Error, StartError};
@@ -161,36 +160,23 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
         &flags.leader_election_namespace,
         LEASE_NAME,
     );
-    // Asked on every replica, leader or not: the gauge says what each sees.
-    let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
-        .map_err(syncsecret_runtime::RuntimeError::from)?
-        .reporting_to(plumbing.health.clone());
     let tenant_namespace =
         tenant_namespace_with(&flags.tenant_namespace_prefix, &flags.cluster_name);
-    let _probe = reachability.probe_with({
+    let (reachability, _probe) = plumbing.reachability(METRICS_PREFIX, {
         let (management, tenant_namespace) = (management.clone(), tenant_namespace.clone());
         move || Api::namespaced(management.current(), &tenant_namespace)
-    });
+    })?;
     tracing::info!(%tenant_namespace, synchronizer = flags.enable_secret_synchronizer, "starting");
     let setup = Setup {
         tenant,
         management,
         tenant_namespace,
-        metrics: plumbing.metrics.clone(),
-        health: plumbing.health.clone(),
-        identity: plumbing.identity.clone(),
         synchronizer: flags.enable_secret_synchronizer,
-        concurrency: flags.common.max_concurrent_reconciles,
-        sweep_period: std::time::Duration::from_secs(flags.common.orphan_sweep_period),
-        registry: plumbing.registry().clone(),
-        reachability,
+        common: plumbing.leading(&flags.common, reachability),
     };
-    // Called again each time this replica leads anew.
-    let setup = Arc::new(setup);
     plumbing
-        .run(lease, move |shutdown| {
-            let setup = setup.clone();
-            async move { setup.controllers_until_rotated(shutdown).await }
+        .run_leading(lease, setup, |setup, shutdown| async move {
+            setup.controllers_until_rotated(shutdown).await;
         })
         .await?;
     tracing::info!("stopped");
@@ -202,14 +188,8 @@ struct Setup {
     tenant: Client,
     management: client::Reloading,
     tenant_namespace: String,
-    metrics: ControllerMetrics,
-    health: Arc<Health>,
-    identity: String,
     synchronizer: bool,
-    concurrency: u16,
-    sweep_period: std::time::Duration,
-    registry: Registry,
-    reachability: Reachability,
+    common: Leading,
 }
 
 impl Setup {
@@ -226,7 +206,7 @@ impl Setup {
                 Ok(()) = rotations.changed() => {
                     // Dropped mid-reconcile, as on a lost lease: every
                     // reconcile is idempotent and starts from the caches.
-                    self.health.set_ready(false);
+                    self.common.health.set_ready(false);
                     tracing::info!("management credentials replaced; controllers restarted with them");
                 }
             }
@@ -301,13 +281,14 @@ impl Setup {
             rx.changed().await.ok()?;
             Some(((), rx))
         });
-        let config = kube::runtime::controller::Config::default().concurrency(self.concurrency);
+        let config =
+            kube::runtime::controller::Config::default().concurrency(self.common.concurrency);
         let controller = Controller::for_stream(tenant_events, tenant_objects.clone())
             .with_config(config.clone())
             .reconcile_on(cache::triggers(copy_events, origin_of))
             // Back from a management outage: everything at once, not when
             // each object's backoff runs out.
-            .reconcile_all_on(self.reachability.recoveries())
+            .reconcile_all_on(self.common.reachability.recoveries())
             // A cluster-name conflict found or gone: every status says so.
             .reconcile_all_on(conflict_changes)
             .graceful_shutdown_on(shutdown.clone().requested());
@@ -315,7 +296,7 @@ impl Setup {
             METRICS_PREFIX,
             "Tenant SyncSecrets",
             tenant_objects.clone(),
-            &self.registry,
+            &self.common.registry,
         ) {
             tracing::warn!(error = %e, "cannot export the phase gauge");
         }
@@ -323,14 +304,17 @@ impl Setup {
             METRICS_PREFIX,
             copies.clone(),
             cluster_id.clone(),
-            &self.registry,
+            &self.common.registry,
         ) {
             tracing::warn!(error = %e, "cannot export the cluster-name conflict gauge");
         }
         for (cluster, store) in [("tenant", &tenant_objects), ("management", &copies)] {
-            if let Err(e) =
-                gauges::register_undecodable(METRICS_PREFIX, cluster, store.clone(), &self.registry)
-            {
+            if let Err(e) = gauges::register_undecodable(
+                METRICS_PREFIX,
+                cluster,
+                store.clone(),
+                &self.common.registry,
+            ) {
                 tracing::warn!(error = %e, "cannot export the undecodable-objects gauge");
             }
         }
@@ -340,18 +324,18 @@ impl Setup {
             management,
             tenant_namespace: self.tenant_namespace.clone(),
             cluster_id,
-            health: self.health.clone(),
+            health: self.common.health.clone(),
             conflict_told: std::sync::atomic::AtomicBool::new(false),
             conflict,
             conflict_judged: std::sync::atomic::AtomicBool::new(false),
             copies: copies.clone(),
             tenant_objects: tenant_objects.clone(),
-            metrics: self.metrics.clone(),
+            metrics: self.common.metrics.clone(),
             events: Events::new(
                 self.tenant.clone(),
                 "syncsecret-ccm",
-                &self.identity,
-                self.metrics.clone(),
+                &self.common.identity,
+                self.common.metrics.clone(),
             ),
             backoffs: Backoffs::default(),
             recent_tenant,
@@ -360,7 +344,7 @@ impl Setup {
             asked: std::sync::Mutex::default(),
         });
 
-        let health = self.health.clone();
+        let health = self.common.health.clone();
         let mut secrets_store = None;
         let mut synchronizer = None;
         let mut releases = None;
@@ -422,7 +406,7 @@ impl Setup {
                             None => true,
                         }
                 },
-                self.sweep_period,
+                self.common.sweep_period,
                 move || sweep::orphans(ctx.clone(), labelled.clone()),
             ))
         };

@@ -33,9 +33,8 @@ use syncsecret_runtime::reconcile::backoff::Backoffs;
 use syncsecret_runtime::reconcile::events::Events;
 use syncsecret_runtime::reconcile::{Scoped, sweep_periodically};
 use syncsecret_runtime::serve::client;
-use syncsecret_runtime::serve::health::{Health, store_synced};
-use syncsecret_runtime::serve::reachable::Reachability;
-use syncsecret_runtime::serve::runner::Plumbing;
+use syncsecret_runtime::serve::health::store_synced;
+use syncsecret_runtime::serve::runner::{Leading, Plumbing};
 use syncsecret_runtime::serve::shutdown::Shutdown;
 
 pub use error::{Error, StartError};
@@ -101,21 +100,15 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
         &flags.namespace,
         LEASE_NAME,
     );
-    // Asked on every replica: after its API server comes back (a restart,
-    // an outage, RBAC not loaded yet), every copy is reconciled at once.
-    let reachability = Reachability::register(METRICS_PREFIX, "management", plumbing.registry())
-        .map_err(syncsecret_runtime::RuntimeError::from)?
-        .reporting_to(plumbing.health.clone());
-    let _probe = reachability.probe_with({
+    // After its API server comes back (a restart, an outage, RBAC not
+    // loaded yet), every copy is reconciled at once.
+    let (reachability, _probe) = plumbing.reachability(METRICS_PREFIX, {
         let client = client.clone();
         move || Api::all(client.clone())
-    });
+    })?;
     tracing::info!(prefix = %flags.tenant_namespace_prefix, "starting");
     let setup = Setup {
         client,
-        metrics: plumbing.metrics.clone(),
-        health: plumbing.health.clone(),
-        identity: plumbing.identity.clone(),
         prefix: flags.tenant_namespace_prefix.clone(),
         policy: flags.policy(),
         certificates: certs::Certificates::register(METRICS_PREFIX, plumbing.registry())
@@ -123,17 +116,11 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
         verify_failures: verify::VerifyFailures::register(METRICS_PREFIX, plumbing.registry())
             .map_err(syncsecret_runtime::RuntimeError::from)?,
         expiry_window_secs: i64::from(flags.certificate_expiry_window_days) * 86_400,
-        concurrency: flags.common.max_concurrent_reconciles,
-        sweep_period: std::time::Duration::from_secs(flags.common.orphan_sweep_period),
-        registry: plumbing.registry().clone(),
-        reachability,
+        common: plumbing.leading(&flags.common, reachability),
     };
-    // Called again each time this replica leads anew.
-    let setup = Arc::new(setup);
     plumbing
-        .run(lease, move |shutdown| {
-            let setup = setup.clone();
-            async move { setup.controller(shutdown).await }
+        .run_leading(lease, setup, |setup, shutdown| async move {
+            setup.controller(shutdown).await;
         })
         .await?;
     tracing::info!("stopped");
@@ -142,18 +129,12 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
 
 struct Setup {
     client: Client,
-    metrics: ControllerMetrics,
-    health: Arc<Health>,
-    identity: String,
     prefix: String,
     policy: Policy,
     certificates: certs::Certificates,
     verify_failures: verify::VerifyFailures,
     expiry_window_secs: i64,
-    concurrency: u16,
-    sweep_period: std::time::Duration,
-    registry: Registry,
-    reachability: Reachability,
+    common: Leading,
 }
 
 impl Setup {
@@ -193,17 +174,19 @@ impl Setup {
         )
         .applied_objects();
         let controller = Controller::for_stream(copy_events, copies_store.clone())
-            .with_config(kube::runtime::controller::Config::default().concurrency(self.concurrency))
+            .with_config(
+                kube::runtime::controller::Config::default().concurrency(self.common.concurrency),
+            )
             .reconcile_on(cache::triggers(secret_events, |s: &Summary<Secret>| {
                 cache::owners::<Summary<SyncSecret>>(s)
             }))
-            .reconcile_all_on(self.reachability.recoveries())
+            .reconcile_all_on(self.common.reachability.recoveries())
             .graceful_shutdown_on(shutdown.requested());
         if let Err(e) = gauges::register_phases(
             METRICS_PREFIX,
             "Copies in tenant namespaces",
             copies_store.clone(),
-            &self.registry,
+            &self.common.registry,
         ) {
             tracing::warn!(error = %e, "cannot export the phase gauge");
         }
@@ -211,7 +194,7 @@ impl Setup {
             METRICS_PREFIX,
             "management",
             copies_store.clone(),
-            &self.registry,
+            &self.common.registry,
         ) {
             tracing::warn!(error = %e, "cannot export the undecodable-objects gauge");
         }
@@ -226,24 +209,24 @@ impl Setup {
             expiry_window_secs: self.expiry_window_secs,
             replaced: std::sync::Mutex::default(),
             budget_locks: std::sync::Mutex::default(),
-            metrics: self.metrics.clone(),
+            metrics: self.common.metrics.clone(),
             events: Events::new(
                 self.client.clone(),
                 "syncsecret-manager",
-                &self.identity,
-                self.metrics.clone(),
+                &self.common.identity,
+                self.common.metrics.clone(),
             ),
             backoffs: Backoffs::default(),
             recent_copies,
             recent_secrets,
         });
-        let health = self.health.clone();
+        let health = self.common.health.clone();
         let sweeper = {
             let ctx = ctx.clone();
             let (copies, secrets) = (copies_store.clone(), secrets.clone());
             Scoped::spawn(sweep_periodically(
                 async move { store_synced(&copies).await && store_synced(&secrets).await },
-                self.sweep_period,
+                self.common.sweep_period,
                 move || sweep::orphans(ctx.clone()),
             ))
         };

@@ -5,9 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::error::RuntimeError;
+use crate::reconcile::Scoped;
 use crate::serve::admin::{AdminState, Listeners};
 use crate::serve::health::Health;
 use crate::serve::leader::LeaderLease;
+use crate::serve::reachable::Reachability;
 use crate::serve::shutdown::Shutdown;
 
 async fn run_inner<F, Fut>(
@@ -88,6 +90,27 @@ fn stopped(health: &Health, shutdown: &Shutdown) -> Result<(), RuntimeError> {
     }
 }
 
+/// What every controller is built from once its replica leads, the same in
+/// both binaries.
+#[derive(Clone)]
+pub struct Leading {
+    /// The controller's counters.
+    pub metrics: crate::metrics::ControllerMetrics,
+    /// Probe state.
+    pub health: Arc<Health>,
+    /// This replica's name (event reporter instance).
+    pub identity: String,
+    /// `--max-concurrent-reconciles`.
+    pub concurrency: u16,
+    /// `--orphan-sweep-period`.
+    pub sweep_period: std::time::Duration,
+    /// The registry, for gauges read from the caches.
+    pub registry: prometheus::Registry,
+    /// Whether the management cluster answers (its recoveries reconcile
+    /// everything at once).
+    pub reachability: Reachability,
+}
+
 /// A binary's flags, as far as the shared entry point needs them.
 pub trait BinaryFlags: clap::Parser {
     /// The flags both binaries share.
@@ -151,6 +174,55 @@ impl Plumbing {
     /// The registry, for metrics only one binary has.
     pub fn registry(&self) -> &prometheus::Registry {
         &self.admin.registry
+    }
+
+    /// Registers `<prefix>_management_reachable` and probes the management
+    /// cluster through `api` on every replica, leader or not (the gauge says
+    /// what each sees), while the returned handle lives.
+    pub fn reachability(
+        &self,
+        prefix: &str,
+        api: impl Fn() -> kube::Api<syncsecret_api::SyncSecret> + Send + Sync + 'static,
+    ) -> Result<(Reachability, Scoped), RuntimeError> {
+        let reachability = Reachability::register(prefix, "management", self.registry())?
+            .reporting_to(self.health.clone());
+        let probe = reachability.probe_with(api);
+        Ok((reachability, probe))
+    }
+
+    /// What the controllers are built from, from the flags both binaries
+    /// take.
+    pub fn leading(
+        &self,
+        flags: &crate::serve::flags::CommonFlags,
+        reachability: Reachability,
+    ) -> Leading {
+        Leading {
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            identity: self.identity.clone(),
+            concurrency: flags.max_concurrent_reconciles,
+            sweep_period: std::time::Duration::from_secs(flags.orphan_sweep_period),
+            registry: self.registry().clone(),
+            reachability,
+        }
+    }
+
+    /// [`Plumbing::run`], calling `controllers` with `setup` (shared) each
+    /// time this replica leads anew.
+    pub async fn run_leading<S, F, Fut>(
+        self,
+        lease: Option<LeaderLease>,
+        setup: S,
+        controllers: F,
+    ) -> Result<(), RuntimeError>
+    where
+        F: Fn(Arc<S>, Shutdown) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let setup = Arc::new(setup);
+        self.run(lease, move |shutdown| controllers(setup.clone(), shutdown))
+            .await
     }
 
     /// The leader Lease `namespace/name` for this replica, if enabled.
