@@ -2,13 +2,12 @@
 //! cluster; on deletion the copy goes first and the finalizer last.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::Event as Finalizer;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
@@ -18,13 +17,11 @@ use syncsecret_api::status::{
     with_condition,
 };
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
-use syncsecret_runtime::cache;
-use syncsecret_runtime::cache::decode::Lenient;
 use syncsecret_runtime::cache::recent::{self, Cached};
 use syncsecret_runtime::cache::summary::Summary;
-use syncsecret_runtime::metrics::ReconcileResult;
+use syncsecret_runtime::cache::{self, Unreadable};
 use syncsecret_runtime::reconcile::status_writer::write_status;
-use syncsecret_runtime::reconcile::{Outcome, finalized, record, retry_later};
+use syncsecret_runtime::reconcile::{Finalized, Outcome, retry_later};
 use syncsecret_runtime::report;
 
 use crate::{Context, Error};
@@ -32,35 +29,23 @@ use crate::{Context, Error};
 /// Reconciles one tenant SyncSecret; counts it, and reports a failure as a
 /// Warning event on the object.
 pub async fn reconcile(obj: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    if ctx
-        .recent_tenant
-        .stale(Some(&namespace), &name, Some(obj.as_ref()))
-    {
-        // We wrote this object a moment ago; the watch event of that write
-        // brings it back with what we wrote.
-        ctx.metrics
-            .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
-        return Ok(Action::await_change());
-    }
     let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
-    let result = finalized(
-        &api,
+    let c = &ctx;
+    let result = Finalized {
+        api: &api,
+        metrics: &ctx.metrics,
+        backoffs: &ctx.backoffs,
+        recent: Some(&ctx.recent_tenant),
+        resource: "syncsecrets",
+    }
+    .run(
         obj.clone(),
-        &ctx.metrics,
-        Some(&ctx.recent_tenant),
-        "syncsecrets",
-        |event| async {
-            match event {
-                Finalizer::Apply(o) => apply(&o, &ctx).await,
-                Finalizer::Cleanup(o) => cleanup(&o, &ctx).await,
-            }
-        },
+        |o| async move { apply(&o, c).await },
+        |o| async move { cleanup(&o, c).await },
     )
     .await;
-    record(&ctx.metrics, &ctx.backoffs, obj.as_ref(), started, &result);
     match &result {
         Err(e) if e.is_wait() => tracing::info!(%namespace, %name, "{}", report(e)),
         Err(e) => {
@@ -259,18 +244,14 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
 
 /// The tenant object as stored now (see `cache::whole`).
 async fn read_whole(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Option<SyncSecret>, Error> {
-    let namespace = obj.namespace().unwrap_or_default();
-    let api: Api<Lenient<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
-    match cache::whole(&api, obj).await {
-        Ok(Some(Lenient::Decoded(whole))) => Ok(Some(whole)),
-        Ok(Some(Lenient::Undecodable(u))) => Err(undecodable(obj, &u.reason)),
-        Ok(None) => Ok(None),
-        Err(source) => Err(Error::ReadObject {
-            namespace,
+    cache::whole(&ctx.tenant, obj).await.map_err(|e| match e {
+        Unreadable::Undecodable(reason) => undecodable(obj, &reason),
+        Unreadable::Read(source) => Error::ReadObject {
+            namespace: obj.namespace().unwrap_or_default(),
             name: obj.name_any(),
             source,
-        }),
-    }
+        },
+    })
 }
 
 fn undecodable(obj: &Summary<SyncSecret>, reason: &str) -> Error {

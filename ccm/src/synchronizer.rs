@@ -5,12 +5,10 @@
 //! Secrets are ever listed, cached or touched.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -21,37 +19,29 @@ use syncsecret_api::labelled::Labelled;
 use syncsecret_api::payload::Payload;
 use syncsecret_runtime::cache::recent::{self, Cached};
 use syncsecret_runtime::cache::summary::Summary;
-use syncsecret_runtime::reconcile::{finalized, record, retry_later};
+use syncsecret_runtime::reconcile::{Finalized, retry_later};
 use syncsecret_runtime::report;
 
 use crate::{Context, Error};
 
 /// Reconciles one labelled Secret.
 pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
     let namespace = secret.namespace().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(ctx.tenant.clone(), &namespace);
-    let result = finalized(
-        &api,
+    let c = &ctx;
+    let result = Finalized {
+        api: &api,
+        metrics: &ctx.metrics,
+        backoffs: &ctx.backoffs,
+        recent: None,
+        resource: "secrets",
+    }
+    .run(
         secret.clone(),
-        &ctx.metrics,
-        None,
-        "secrets",
-        |event| async {
-            match event {
-                Finalizer::Apply(s) => apply(&s, &ctx).await,
-                Finalizer::Cleanup(s) => cleanup(&s, &ctx).await,
-            }
-        },
+        |s| async move { apply(&s, c).await },
+        |s| async move { cleanup(&s, c).await },
     )
     .await;
-    record(
-        &ctx.metrics,
-        &ctx.backoffs,
-        secret.as_ref(),
-        started,
-        &result,
-    );
     if let Err(e) = &result {
         tracing::warn!(%namespace, name = %secret.name_any(), reason = e.category(), "{}", report(e));
         ctx.events

@@ -12,7 +12,6 @@ use syncsecret_runtime::report;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME, secret_name};
@@ -21,14 +20,13 @@ use syncsecret_api::labelled::Labelled;
 use syncsecret_api::payload::{Payload, PayloadDigest};
 use syncsecret_api::status::{REASON_SYNCED, for_tenant, status, synced_message, with_condition};
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
-use syncsecret_runtime::cache;
-use syncsecret_runtime::cache::decode::Lenient;
 use syncsecret_runtime::cache::recent::{self, Cached};
 use syncsecret_runtime::cache::summary::{Summarize, Summary};
+use syncsecret_runtime::cache::{self, Unreadable};
 use syncsecret_runtime::explain;
 use syncsecret_runtime::metrics::ReconcileResult;
 use syncsecret_runtime::reconcile::status_writer;
-use syncsecret_runtime::reconcile::{finalized, record, retry_later};
+use syncsecret_runtime::reconcile::{Finalized, retry_later};
 
 use crate::{Context, Error};
 
@@ -42,32 +40,21 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
             .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
         return Ok(Action::await_change());
     }
-    if ctx
-        .recent_copies
-        .stale(Some(&namespace), &copy.name_any(), Some(copy.as_ref()))
-    {
-        // We wrote this copy a moment ago; the watch event of that write
-        // brings it back with what we wrote.
-        ctx.metrics
-            .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
-        return Ok(Action::await_change());
-    }
     let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalized(
-        &api,
+    let c = &ctx;
+    let result = Finalized {
+        api: &api,
+        metrics: &ctx.metrics,
+        backoffs: &ctx.backoffs,
+        recent: Some(&ctx.recent_copies),
+        resource: "syncsecrets",
+    }
+    .run(
         copy.clone(),
-        &ctx.metrics,
-        Some(&ctx.recent_copies),
-        "syncsecrets",
-        |event| async {
-            match event {
-                Finalizer::Apply(c) => apply(&c, &ctx).await,
-                Finalizer::Cleanup(c) => cleanup(&c, &ctx).await,
-            }
-        },
+        |o| async move { apply(&o, c).await },
+        |o| async move { cleanup(&o, c).await },
     )
     .await;
-    record(&ctx.metrics, &ctx.backoffs, copy.as_ref(), started, &result);
     if let Err(e) = &result {
         tracing::warn!(%namespace, name = %copy.name_any(), reason = e.category(), "{}", report(e));
         let deleting = copy.meta().deletion_timestamp.is_some();
@@ -289,18 +276,14 @@ async fn read_whole(
     copy: &Summary<SyncSecret>,
     ctx: &Context,
 ) -> Result<Option<SyncSecret>, Error> {
-    let namespace = copy.namespace().unwrap_or_default();
-    let api: Api<Lenient<SyncSecret>> = Api::namespaced(ctx.client.clone(), &namespace);
-    match cache::whole(&api, copy).await {
-        Ok(Some(Lenient::Decoded(whole))) => Ok(Some(whole)),
-        Ok(Some(Lenient::Undecodable(u))) => Err(undecodable(copy, &u.reason)),
-        Ok(None) => Ok(None),
-        Err(source) => Err(Error::ReadCopy {
-            namespace,
+    cache::whole(&ctx.client, copy).await.map_err(|e| match e {
+        Unreadable::Undecodable(reason) => undecodable(copy, &reason),
+        Unreadable::Read(source) => Error::ReadCopy {
+            namespace: copy.namespace().unwrap_or_default(),
             name: copy.name_any(),
             source,
-        }),
-    }
+        },
+    })
 }
 
 fn undecodable(copy: &Summary<SyncSecret>, reason: &str) -> Error {

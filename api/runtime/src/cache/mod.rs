@@ -12,5 +12,6 @@ pub mod summary;
 pub mod watch;
 
 pub use watch::{
-    KeyFilter, LIST_PAGE_SIZE, WATCH_TIMEOUT_SECS, owners, triggers, tuned, watch, whole,
+    KeyFilter, LIST_PAGE_SIZE, Unreadable, WATCH_TIMEOUT_SECS, owners, triggers, tuned, watch,
+    whole,
 };

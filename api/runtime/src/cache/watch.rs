@@ -132,7 +132,34 @@ pub fn owners<K: Resource<DynamicType = ()>>(obj: &impl Resource) -> Vec<ObjectR
 /// watch delivered; only if that answer is not the version cached here (a
 /// newer one, or a lagging API server of several) is it read again from
 /// etcd, and the latest taken.
-pub async fn whole<K>(
+pub async fn whole<K>(client: &kube::Client, cached: &Summary<K>) -> Result<Option<K>, Unreadable>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<Lenient<K>> =
+        Api::namespaced(client.clone(), &cached.namespace().unwrap_or_default());
+    match whole_lenient(&api, cached).await {
+        Ok(Some(Lenient::Decoded(whole))) => Ok(Some(whole)),
+        Ok(Some(Lenient::Undecodable(u))) => Err(Unreadable::Undecodable(u.reason)),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Unreadable::Read(e)),
+    }
+}
+
+/// Why an object could not be read whole.
+#[derive(Debug)]
+pub enum Unreadable {
+    /// The read failed.
+    Read(kube::Error),
+    /// It is not a valid `K`: which field, and what it should be (never
+    /// its value).
+    Undecodable(String),
+}
+
+async fn whole_lenient<K>(
     api: &Api<Lenient<K>>,
     cached: &Summary<K>,
 ) -> Result<Option<Lenient<K>>, kube::Error>

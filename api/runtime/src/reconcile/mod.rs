@@ -50,6 +50,71 @@ impl FinalizerError {
     }
 }
 
+/// How a controller runs each of its objects: where they live, its
+/// counters and backoffs, the recent writes of the cache it reads them
+/// from, and the resource its finalizer patches count as.
+pub struct Finalized<'a, K> {
+    /// The objects' API.
+    pub api: &'a Api<K>,
+    /// The controller's counters.
+    pub metrics: &'a ControllerMetrics,
+    /// Its per-object retry delays.
+    pub backoffs: &'a Backoffs,
+    /// Our writes of these objects the cache has not shown yet.
+    pub recent: Option<&'a RecentWrites>,
+    /// What a finalizer patch counts as (`syncsecrets`, `secrets`).
+    pub resource: &'static str,
+}
+
+impl<K> Finalized<'_, K>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+    K::DynamicType: Default,
+{
+    /// One reconcile of `obj`: skipped (and counted so) while the cache
+    /// still shows what our last write of it replaced, since the watch
+    /// event of that write brings it back; else `apply` on a live object
+    /// or `cleanup` on a deleted one, under the cleanup finalizer
+    /// ([`finalized`]), counted with its outcome ([`record`]).
+    pub async fn run<E, A, AF, C, CF>(&self, obj: Arc<K>, apply: A, cleanup: C) -> Result<Action, E>
+    where
+        E: std::error::Error + From<FinalizerError> + Outcome + 'static,
+        A: FnOnce(Arc<K>) -> AF,
+        AF: Future<Output = Result<Action, E>>,
+        C: FnOnce(Arc<K>) -> CF,
+        CF: Future<Output = Result<Action, E>>,
+    {
+        let started = Instant::now();
+        let namespace = obj.namespace();
+        if let Some(recent) = self.recent
+            && recent.stale(namespace.as_deref(), &obj.name_any(), Some(obj.as_ref()))
+        {
+            self.metrics.reconciled(
+                &namespace.unwrap_or_default(),
+                ReconcileResult::Skipped,
+                started.elapsed(),
+            );
+            return Ok(Action::await_change());
+        }
+        let result = finalized(
+            self.api,
+            obj.clone(),
+            self.metrics,
+            self.recent,
+            self.resource,
+            |event| async move {
+                match event {
+                    Event::Apply(o) => apply(o).await,
+                    Event::Cleanup(o) => cleanup(o).await,
+                }
+            },
+        )
+        .await;
+        record(self.metrics, self.backoffs, obj.as_ref(), started, &result);
+        result
+    }
+}
+
 /// Runs `reconcile` under the `kubelb.k8c.io/cleanup` finalizer: the helper
 /// adds it to a live object (and returns; the change brings the object
 /// back), and removes it once cleanup succeeds on a deleted one. Those two
