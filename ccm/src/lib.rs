@@ -96,6 +96,10 @@ pub struct Context {
     pub asked: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
+/// Entries of [`Context::asked`] above this many trigger a purge of those
+/// past `PENDING_AFTER`.
+const ASKED_PURGE_ABOVE: usize = 1024;
+
 impl Context {
     /// Whether this is the first time `obj`'s wait is announced (and
     /// remembers that it now is).
@@ -116,9 +120,15 @@ impl Context {
             .await
     }
 
-    /// Remembers that the copy named `copy` was written just now.
+    /// Remembers that the copy named `copy` was written just now. An entry
+    /// matters only until `PENDING_AFTER` has passed (then the copy's
+    /// creation gives the same verdict), so older ones go: an object
+    /// deleted before its verdict leaves nothing behind for long.
     pub fn asked(&self, copy: &str) {
         if let Ok(mut a) = self.asked.lock() {
+            if a.len() >= ASKED_PURGE_ABOVE {
+                a.retain(|_, at| at.elapsed() < reconcile::PENDING_AFTER);
+            }
             a.insert(copy.to_owned(), Instant::now());
         }
     }

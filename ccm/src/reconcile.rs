@@ -165,7 +165,7 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
         };
         let desired = desired_copy(&whole, &ctx.tenant_namespace, Some(&ctx.cluster_id))
             .ok_or(Error::NotStored)?;
-        if live.as_ref().is_some_and(|l| l.has_string_data) {
+        let merged = if live.as_ref().is_some_and(|l| l.has_string_data) {
             // Someone else's stringData on the copy: not ours to own, so an
             // apply would leave it (and the tenant limits refuse a copy
             // with it). A copy carries data only: it goes first.
@@ -173,16 +173,23 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
                 field_manager: Some(FIELD_MANAGER_CCM.to_owned()),
                 ..PatchParams::default()
             };
-            let merged = api
+            let written = api
                 .patch(&copy, &params, &Patch::Merge(json!({"stringData": null})))
                 .await
                 .map_err(apply_err)?;
             ctx.metrics.wrote("syncsecrets", "patch");
             // Both writes are ours until the cache shows the second: the
             // first one's watch event must not look like someone else's.
-            ctx.recent_copies
-                .wrote_over_as(&ctx.tenant_namespace, &copy, live.as_deref(), &merged);
-        }
+            ctx.recent_copies.wrote_over_as(
+                &ctx.tenant_namespace,
+                &copy,
+                live.as_deref(),
+                &written,
+            );
+            Some(written)
+        } else {
+            None
+        };
         let applied = api
             .patch(
                 &copy,
@@ -192,8 +199,9 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
             .await
             .map_err(apply_err)?;
         ctx.metrics.wrote("syncsecrets", "patch");
+        let replaced = merged.as_ref().or(live.as_deref());
         ctx.recent_copies
-            .wrote_over_as(&ctx.tenant_namespace, &copy, live.as_deref(), &applied);
+            .wrote_over_as(&ctx.tenant_namespace, &copy, replaced, &applied);
         ctx.asked(&copy);
         let verb = if live.is_some() { "updated" } else { "created" };
         tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy {verb}");
@@ -285,7 +293,7 @@ fn with_conflict(
 
 /// How long a new object may wait for the manager's verdict before its
 /// status says `Pending`.
-const PENDING_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const PENDING_AFTER: Duration = Duration::from_secs(5);
 
 /// Writes the tenant status (only if it changed) and tells the user about a
 /// new verdict with an event.
