@@ -113,9 +113,17 @@ impl RecentWrites {
         });
         if entry.at.elapsed() >= TTL {
             entry.replaced.clear();
+            entry.written = None;
         }
         entry.replaced.push(replaced.map(str::to_owned));
-        entry.written = written.and_then(|w| w.parse().ok());
+        // The newest version our writes are known to have made: writes of
+        // one object by two reconcilers may be recorded out of order, and
+        // one whose answer is not at hand (a finalizer patch) says nothing.
+        let written = written.and_then(|w| w.parse::<u64>().ok());
+        entry.written = match (entry.written, written) {
+            (Some(known), Some(new)) => Some(known.max(new)),
+            (known, new) => known.or(new),
+        };
         entry.at = Instant::now();
     }
 
@@ -340,6 +348,20 @@ mod tests {
         recent.observe(&watcher::Event::Apply(ours.clone()));
         assert!(!recent.stale(Some("ns"), "a", Some(&theirs)));
         assert!(!recent.stale(Some("ns"), "a", Some(&ours)));
+    }
+
+    #[test]
+    fn writes_recorded_out_of_order_keep_the_newest_version() {
+        let recent = RecentWrites::default();
+        let (before, first, second) = (obj("1"), obj("2"), obj("3"));
+        recent.wrote_over_as("ns", "a", Some(&first), &second);
+        recent.wrote_over_as("ns", "a", Some(&before), &first);
+        // A write whose answer is not at hand (a finalizer patch).
+        recent.wrote(Some("ns"), "a", Some("3"));
+        recent.observe(&watcher::Event::Apply(first.clone()));
+        assert!(recent.stale(Some("ns"), "a", Some(&first)));
+        recent.observe(&watcher::Event::Apply(second.clone()));
+        assert!(!recent.stale(Some("ns"), "a", Some(&second)));
     }
 
     #[test]
