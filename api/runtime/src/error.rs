@@ -81,6 +81,9 @@ pub enum RuntimeError {
 /// own words ([`explain`]) and ends the line: what kube nests under it
 /// (a decoder's message may quote a value) is never shown.
 pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(k) = error.downcast_ref::<kube::Error>() {
+        return explain(k);
+    }
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(e) = cause {
@@ -197,6 +200,9 @@ mod reports {
             "applying Secret ns/name",
             "Display is only what failed"
         );
+        // An API error on its own is shown in the API server's words too.
+        let Apply(k) = e;
+        assert_eq!(report(&k), explain(&k));
     }
 }
 
