@@ -112,6 +112,8 @@ mod tests {
         assert_eq!(decode("QR==").as_deref(), Ok(&b"A"[..]));
         assert_eq!(decode("QUJ=").as_deref(), Ok(&b"AB"[..]));
         assert_eq!(decode("aGVs\nbG8=").as_deref(), Ok(&b"hello"[..]));
+        assert_eq!(decode("aGVs\nbG8=\r\n").as_deref(), Ok(&b"hello"[..]));
+        assert_eq!(decode("QQ=\n=").as_deref(), Ok(&b"A"[..]));
         assert_eq!(decode("").as_deref(), Ok(&b""[..]));
         for bad in [
             "dg",

@@ -639,6 +639,47 @@ mod decisions {
     use super::*;
 
     #[test]
+    fn the_sweep_finds_the_same_orphans_in_a_cache_as_in_whole_copies() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        use syncsecret_api::contract::{LABEL_ORIGIN_NAME, LABEL_ORIGIN_NS};
+        use syncsecret_api::sweep::orphaned_copies;
+        let copy = |uid: &str, origin: &str, by: &str| {
+            let mut c = SyncSecret::default();
+            c.metadata.name = Some(uid.into());
+            c.metadata.labels = Some(
+                [
+                    (LABEL_ORIGIN_NAME.to_owned(), origin.to_owned()),
+                    (LABEL_ORIGIN_NS.to_owned(), "shop".to_owned()),
+                ]
+                .into(),
+            );
+            c.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+                manager: Some(by.into()),
+                operation: Some("Apply".into()),
+                ..Default::default()
+            }]);
+            c
+        };
+        let whole = vec![
+            copy("uid-live", "live", "syncsecret-ccm"),
+            copy("uid-gone", "gone", "syncsecret-ccm"),
+            copy("uid-foreign", "gone", "someone-else"),
+        ];
+        let tenant = |_: &str, name: &str| (name == "live").then(|| "uid-live".to_owned());
+        let mut cached: Vec<Summary<SyncSecret>> =
+            whole.iter().cloned().map(Summarize::summary).collect();
+        for c in &mut cached {
+            c.keep_applied_by(Some("syncsecret-ccm"));
+        }
+        let found = orphaned_copies(&whole, tenant, "syncsecret-ccm", "this");
+        assert_eq!(found, vec!["uid-gone".to_owned()]);
+        assert_eq!(
+            orphaned_copies(&cached, tenant, "syncsecret-ccm", "this"),
+            found
+        );
+    }
+
+    #[test]
     fn a_copy_as_cached_gives_the_verdict_it_gives_whole() {
         use syncsecret_api::SyncSecretPhase;
         use syncsecret_api::contract::ANNOTATION_ORIGIN_GENERATION;

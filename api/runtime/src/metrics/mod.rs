@@ -57,7 +57,7 @@ impl ControllerMetrics {
         let reconcile_total = IntCounterVec::new(
             Opts::new(
                 format!("{prefix}_sync_secret_reconcile_total"),
-                "SyncSecret reconciles by namespace and result (success, error, skipped).",
+                "SyncSecret reconciles by namespace and result (success, error, skipped, waiting).",
             ),
             &["namespace", "result"],
         )?;
