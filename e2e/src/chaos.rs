@@ -98,7 +98,7 @@ pub struct Config {
 
 /// What the run found; every "must be 0" field is 0 in a good run.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Summary {
+pub struct Findings {
     /// The seed, to repeat the schedule.
     pub seed: u64,
     /// Tenant objects created over the run.
@@ -154,7 +154,7 @@ pub struct OutageSeen {
     pub unexplained: Vec<String>,
 }
 
-impl Summary {
+impl Findings {
     /// Whether every "must be 0" count is 0.
     pub fn clean(&self) -> bool {
         self.lost_updates == 0
@@ -167,7 +167,7 @@ impl Summary {
     }
 }
 
-impl fmt::Display for Summary {
+impl fmt::Display for Findings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "chaos summary (seed {})", self.seed)?;
         writeln!(f, "  objects created        {}", self.objects)?;
@@ -288,7 +288,7 @@ impl Op {
 type Expected = BTreeMap<(usize, String), String>;
 
 /// Runs the chaos run on a pair of its own and returns its summary.
-pub async fn run(cfg: &Config) -> Result<Summary, HarnessError> {
+pub async fn run(cfg: &Config) -> Result<Findings, HarnessError> {
     let names: Vec<String> = (1..=cfg.tenants).map(|i| format!("chaos{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut pair = Pair::start_with(&refs, &Launch::default()).await?;
@@ -296,9 +296,9 @@ pub async fn run(cfg: &Config) -> Result<Summary, HarnessError> {
         ensure_namespace(t, NAMESPACE).await?;
     }
     let mut rng = Rng::new(cfg.seed);
-    let mut summary = Summary {
+    let mut summary = Findings {
         seed: cfg.seed,
-        ..Summary::default()
+        ..Findings::default()
     };
     let mut expected = Expected::new();
     let values: Arc<Mutex<Vec<String>>> = Arc::default();
