@@ -629,7 +629,6 @@ mod kept_off {
 
 #[cfg(test)]
 mod decisions {
-    use k8s_openapi::ByteString;
     use syncsecret_api::contract::LAST_APPLIED_ANNOTATION;
     use syncsecret_api::desired::{
         desired_copy, desired_copy_metadata, desired_secret, desired_secret_metadata,
@@ -700,34 +699,24 @@ mod decisions {
         assert_eq!(mirrored(&copy.summary(), None), whole);
     }
 
+    /// A tenant object with labels, annotations (one kubectl's), data and
+    /// stringData: everything the copy's metadata and payload come from.
     fn tenant() -> SyncSecret {
-        SyncSecret {
-            metadata: ObjectMeta {
-                name: Some("db".into()),
-                namespace: Some("shop".into()),
-                uid: Some("11111111-2222-3333-4444-555555555555".into()),
-                resource_version: Some("42".into()),
-                generation: Some(7),
-                finalizers: Some(vec!["kubelb.k8c.io/cleanup".into()]),
-                labels: Some([("app".to_owned(), "shop".to_owned())].into()),
-                annotations: Some(
-                    [
-                        ("note".to_owned(), "keep".to_owned()),
-                        (
-                            LAST_APPLIED_ANNOTATION.to_owned(),
-                            "{\"stringData\":{\"p\":\"secret\"}}".to_owned(),
-                        ),
-                    ]
-                    .into(),
-                ),
-                ..Default::default()
+        let object = serde_json::json!({
+            "apiVersion": "kubelb.k8c.io/v1alpha1",
+            "kind": "SyncSecret",
+            "metadata": {
+                "name": "db", "namespace": "shop", "generation": 7,
+                "uid": "11111111-2222-3333-4444-555555555555", "resourceVersion": "42",
+                "finalizers": ["kubelb.k8c.io/cleanup"],
+                "labels": {"app": "shop"},
+                "annotations": {"note": "keep", (LAST_APPLIED_ANNOTATION): "{}"},
             },
-            type_: Some("Opaque".into()),
-            data: Some([("user".to_owned(), ByteString(b"app".to_vec()))].into()),
-            string_data: Some([("password".to_owned(), "pw".to_owned())].into()),
-            immutable: None,
-            status: None,
-        }
+            "type": "Opaque",
+            "data": {"user": "YXBw"},
+            "stringData": {"password": "pw"},
+        });
+        serde_json::from_value(object).unwrap()
     }
 
     #[test]

@@ -120,7 +120,7 @@ where
 /// back), and removes it once cleanup succeeds on a deleted one. Those two
 /// patches are counted as writes of `resource` and, with `recent`,
 /// remembered until the watch cache shows them.
-pub async fn finalized<K, E, F, Fut>(
+async fn finalized<K, E, F, Fut>(
     api: &Api<K>,
     obj: Arc<K>,
     metrics: &ControllerMetrics,
@@ -209,7 +209,7 @@ pub trait Outcome {
 
 /// Counts one reconcile of `obj` (success, wait or error) and its
 /// duration, and resets its backoff on success.
-pub fn record<K, T, E: Outcome>(
+fn record<K, T, E: Outcome>(
     metrics: &ControllerMetrics,
     backoffs: &Backoffs,
     obj: &K,
