@@ -132,9 +132,8 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// A bounded name for event reasons and logs.
-    pub fn category(&self) -> &'static str {
+impl Outcome for Error {
+    fn category(&self) -> &'static str {
         match self {
             Self::NotStored => "NotStored",
             Self::Finalizer(e) => e.category(),
@@ -149,9 +148,7 @@ impl Error {
             Self::ReleaseSecret { .. } => "ReleaseSecretFailed",
         }
     }
-}
 
-impl Outcome for Error {
     fn is_wait(&self) -> bool {
         matches!(self, Self::CopyTerminating { .. })
     }

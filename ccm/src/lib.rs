@@ -33,7 +33,8 @@ use syncsecret_runtime::metrics::ControllerMetrics;
 use syncsecret_runtime::metrics::gauges;
 use syncsecret_runtime::reconcile::backoff::{Backoffs, WatchBackoff};
 use syncsecret_runtime::reconcile::events::Events;
-use syncsecret_runtime::reconcile::{Scoped, sweep_periodically};
+use syncsecret_runtime::reconcile::writer::Writer;
+use syncsecret_runtime::reconcile::{Outcome, Scoped, sweep_periodically};
 use syncsecret_runtime::report;
 use syncsecret_runtime::serve::client;
 use syncsecret_runtime::serve::health::{Health, store_synced};
@@ -101,6 +102,19 @@ pub struct Context {
 const ASKED_PURGE_ABOVE: usize = 1024;
 
 impl Context {
+    /// Writes copies in the tenant's management namespace.
+    pub fn copy_writer(&self) -> Writer<'_, Summary<SyncSecret>> {
+        let api = Api::namespaced(self.management.clone(), &self.tenant_namespace);
+        Writer::new(api, "syncsecrets", &self.metrics).remembering(Some(&self.recent_copies))
+    }
+
+    /// Writes tenant SyncSecrets in `namespace` (theirs and the
+    /// synchronizer's).
+    pub fn tenant_writer(&self, namespace: &str) -> Writer<'_, Summary<SyncSecret>> {
+        let api = Api::namespaced(self.tenant.clone(), namespace);
+        Writer::new(api, "syncsecrets", &self.metrics).remembering(Some(&self.recent_tenant))
+    }
+
     /// Whether this is the first time `obj`'s wait is announced (and
     /// remembers that it now is).
     pub fn first_wait(&self, obj: &Summary<SyncSecret>) -> bool {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -20,17 +19,17 @@ use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 use syncsecret_runtime::cache::recent::{self, Cached};
 use syncsecret_runtime::cache::summary::Summary;
 use syncsecret_runtime::cache::{self, Unreadable};
-use syncsecret_runtime::reconcile::status_writer::write_status;
+use syncsecret_runtime::reconcile::failure::Failure;
+use syncsecret_runtime::reconcile::writer::Deleted;
 use syncsecret_runtime::reconcile::{Finalized, Outcome, retry_later};
 use syncsecret_runtime::report;
 
 use crate::{Context, Error};
 
-/// Reconciles one tenant SyncSecret; counts it, and reports a failure as a
-/// Warning event on the object.
+/// Reconciles one tenant SyncSecret; counts it, and reports a failure in
+/// its status and as a Warning event.
 pub async fn reconcile(obj: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
     let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
     let c = &ctx;
     let result = Finalized {
@@ -46,39 +45,26 @@ pub async fn reconcile(obj: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Resu
         |o| async move { cleanup(&o, c).await },
     )
     .await;
-    match &result {
-        Err(e) if e.is_wait() => tracing::info!(%namespace, %name, "{}", report(e)),
-        Err(e) => {
-            tracing::warn!(%namespace, %name, reason = e.category(), "{}", report(e));
-            let deleting = obj.meta().deletion_timestamp.is_some();
-            if !deleting && !matches!(e, Error::PatchStatus { .. }) {
-                // The tenant sees why; observedGeneration keeps saying what
-                // the management cluster last held.
-                let failed = with_conflict(
-                    status(
-                        SyncSecretPhase::Failed,
-                        obj.status.as_ref().and_then(|s| s.observed_generation),
-                        false,
-                        e.category(),
-                        report(e),
-                    ),
-                    obj.status.as_ref(),
-                    &ctx,
-                );
-                // An event for a new verdict only (see the manager).
-                let new_verdict = verdict_differs(obj.status.as_ref(), &failed);
-                let wrote = write_status(&api, &obj, failed, &ctx.metrics, &ctx.recent_tenant)
-                    .await
-                    .unwrap_or(true);
-                if !wrote || !new_verdict {
-                    return result;
-                }
-            }
-            ctx.events
-                .warning(&obj.object_ref(&()), e.category(), report(e))
+    if let Err(e) = &result {
+        let mut failure = Failure::of(obj.as_ref(), e);
+        let deleting = obj.meta().deletion_timestamp.is_some();
+        if !deleting && !e.is_wait() && !matches!(e, Error::PatchStatus { .. }) {
+            // The tenant sees why; observedGeneration keeps saying what
+            // the management cluster last held.
+            let generation = obj.status.as_ref().and_then(|s| s.observed_generation);
+            let failed = status(
+                SyncSecretPhase::Failed,
+                generation,
+                false,
+                e.category(),
+                report(e),
+            );
+            let failed = with_conflict(failed, obj.status.as_ref(), &ctx);
+            failure = failure
+                .in_status(&ctx.tenant_writer(&namespace), failed)
                 .await;
         }
-        Ok(_) => {}
+        failure.tell(&ctx.events).await;
     }
     result
 }
@@ -111,15 +97,6 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
     let desired = desired_copy_metadata(obj, &ctx.tenant_namespace, Some(&ctx.cluster_id))
         .ok_or(Error::NotStored)?;
     let copy = copy_name(obj).ok_or(Error::NotStored)?;
-    // Copies are read as summaries: the tenant's identity may have written
-    // one in any shape the CRD lets through.
-    let api: Api<Summary<SyncSecret>> =
-        Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
-    let apply_err = |source| Error::ApplyCopy {
-        namespace: ctx.tenant_namespace.clone(),
-        name: copy.clone(),
-        source,
-    };
     let live = match ctx.lookup_copy(&copy).await {
         // Our last write is not in the cache yet: its watch event brings
         // this object back (the requeue only guards against a missed one).
@@ -129,112 +106,120 @@ async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error
         // management cluster slow or unreachable since the start) is never
         // taken for an absent copy: a restart must not rewrite what is
         // already there.
-        Cached::Unknown => api.get_opt(&copy).await.map_err(apply_err)?.map(Arc::new),
+        Cached::Unknown => read_copy(&copy, ctx)
+            .await
+            .map_err(|source| apply_failed(&copy, ctx, source))?,
     };
-    if live
-        .as_ref()
-        .is_some_and(|l| l.meta().deletion_timestamp.is_some())
-    {
+    match live {
         // Someone deleted the copy; once the manager has let it go, the copy
         // watch brings us back to create it anew.
+        Some(l) if l.meta().deletion_timestamp.is_some() => Ok(Action::await_change()),
+        Some(l) if !copy_needs_write(l.as_ref(), &desired, &obj.payload, FIELD_MANAGER_CCM) => {
+            mirror_verdict(obj, &copy, &l, ctx).await
+        }
+        live => write_copy(obj, &copy, live.as_deref(), ctx).await,
+    }
+}
+
+/// Reads a copy (its summary: the tenant's identity may have written one
+/// in any shape the CRD lets through).
+async fn read_copy(
+    copy: &str,
+    ctx: &Context,
+) -> Result<Option<Arc<Summary<SyncSecret>>>, kube::Error> {
+    let api: Api<Summary<SyncSecret>> =
+        Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
+    Ok(api.get_opt(copy).await?.map(Arc::new))
+}
+
+fn apply_failed(copy: &str, ctx: &Context, source: kube::Error) -> Error {
+    Error::ApplyCopy {
+        namespace: ctx.tenant_namespace.clone(),
+        name: copy.to_owned(),
+        source,
+    }
+}
+
+/// Writes the copy from the tenant object as stored now (`live`: the copy
+/// as cached). The manager's verdict usually follows within milliseconds
+/// and the copy's watch event brings us back, so a new object is marked
+/// Pending only if it waits longer.
+async fn write_copy(
+    obj: &Summary<SyncSecret>,
+    copy: &str,
+    live: Option<&Summary<SyncSecret>>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let Some(whole) = read_whole(obj, ctx).await? else {
+        // Deleted or made anew since it was cached: its watch event brings
+        // the next state.
         return Ok(Action::await_change());
-    }
-    let needs_write = live
-        .as_ref()
-        .is_none_or(|l| copy_needs_write(l.as_ref(), &desired, &obj.payload, FIELD_MANAGER_CCM));
-    let held = needs_write && {
-        let mut changed = obj
-            .payload
-            .changes_from(live.as_deref().map(|l| &l.payload));
-        if changed.is_empty() {
-            changed.push("metadata".to_owned());
-        }
-        ctx.metrics.hold(
-            "syncsecrets",
-            "patch",
-            &ctx.tenant_namespace,
-            &copy,
-            &changed,
-        )
     };
-    if needs_write && !held {
-        let Some(whole) = read_whole(obj, ctx).await? else {
-            // Deleted or made anew since it was cached: its watch event
-            // brings the next state.
-            return Ok(Action::await_change());
-        };
-        let desired = desired_copy(&whole, &ctx.tenant_namespace, Some(&ctx.cluster_id))
-            .ok_or(Error::NotStored)?;
-        let merged = if live.as_ref().is_some_and(|l| l.has_string_data) {
-            // Someone else's stringData on the copy: not ours to own, so an
-            // apply would leave it (and the tenant limits refuse a copy
-            // with it). A copy carries data only: it goes first.
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER_CCM.to_owned()),
-                ..PatchParams::default()
-            };
-            let written = api
-                .patch(&copy, &params, &Patch::Merge(json!({"stringData": null})))
+    let desired = desired_copy(&whole, &ctx.tenant_namespace, Some(&ctx.cluster_id))
+        .ok_or(Error::NotStored)?;
+    let mut changed = obj.payload.changes_from(live.map(|l| &l.payload));
+    if changed.is_empty() {
+        changed.push("metadata".to_owned());
+    }
+    let writer = ctx.copy_writer();
+    let failed = |source| apply_failed(copy, ctx, source);
+    let merged = match live {
+        // Someone else's stringData on the copy: not ours to own, so an
+        // apply would leave it (and the tenant limits refuse a copy with
+        // it). A copy carries data only: it goes first.
+        Some(l) if l.has_string_data => {
+            let drop = json!({"stringData": null});
+            let before = Some(l.meta());
+            writer
+                .merge(copy, FIELD_MANAGER_CCM, drop, before, &changed)
                 .await
-                .map_err(apply_err)?;
-            ctx.metrics.wrote("syncsecrets", "patch");
-            // Both writes are ours until the cache shows the second: the
-            // first one's watch event must not look like someone else's.
-            ctx.recent_copies.wrote_over_as(
-                &ctx.tenant_namespace,
-                &copy,
-                live.as_deref(),
-                &written,
-            );
-            Some(written)
-        } else {
-            None
-        };
-        let applied = api
-            .patch(
-                &copy,
-                &PatchParams::apply(FIELD_MANAGER_CCM).force(),
-                &Patch::Apply(&desired),
-            )
-            .await
-            .map_err(apply_err)?;
-        ctx.metrics.wrote("syncsecrets", "patch");
-        let replaced = merged.as_ref().or(live.as_deref());
-        ctx.recent_copies
-            .wrote_over_as(&ctx.tenant_namespace, &copy, replaced, &applied);
-        ctx.asked(&copy);
-        let verb = if live.is_some() { "updated" } else { "created" };
-        tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy {verb}");
-        // A new object's first sync is told by its `Synced` event; an
-        // update changes no phase, so it gets an event of its own.
-        if live.is_some() {
-            ctx.events
-                .normal(
-                    &obj.object_ref(&()),
-                    "CopyUpdated",
-                    format!(
-                        "copy {}/{copy} updated in the management cluster",
-                        ctx.tenant_namespace
-                    ),
-                )
-                .await;
+                .map_err(failed)?
         }
-    }
-    // Status comes home: the manager's verdict on the copy as it is now.
-    // A copy just written has none yet: the manager's verdict usually
-    // follows within milliseconds and the copy's watch event brings us
-    // back, so a new object is marked Pending only if it waits longer.
-    let Some(live) = live.filter(|_| !needs_write) else {
-        return Ok(Action::requeue(PENDING_AFTER));
+        _ => None,
     };
-    match mirrored(live.as_ref(), obj.metadata.generation) {
+    // Both writes are ours until the cache shows the second: the first
+    // one's watch event must not look like someone else's.
+    let before = merged
+        .as_ref()
+        .map(Resource::meta)
+        .or(live.map(Resource::meta));
+    let applied = writer.apply(copy, FIELD_MANAGER_CCM, &desired, before, &changed);
+    if applied.await.map_err(failed)?.is_none() {
+        return Ok(Action::requeue(PENDING_AFTER));
+    }
+    ctx.asked(copy);
+    let verb = if live.is_some() { "updated" } else { "created" };
+    tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy {verb}");
+    // A new object's first sync is told by its `Synced` event; an update
+    // changes no phase, so it gets an event of its own.
+    if live.is_some() {
+        let note = format!(
+            "copy {}/{copy} updated in the management cluster",
+            ctx.tenant_namespace
+        );
+        ctx.events
+            .normal(&obj.object_ref(&()), "CopyUpdated", note)
+            .await;
+    }
+    Ok(Action::requeue(PENDING_AFTER))
+}
+
+/// Status comes home: the manager's verdict on the copy as it is now, or
+/// Pending for a new object once it has waited `PENDING_AFTER` for one.
+async fn mirror_verdict(
+    obj: &Summary<SyncSecret>,
+    copy: &str,
+    live: &Summary<SyncSecret>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    match mirrored(live, obj.metadata.generation) {
         Some(verdict) => {
-            ctx.answered(&copy);
+            ctx.answered(copy);
             mirror(obj, verdict, ctx).await?;
         }
         None if obj.status.is_none() => {
             let waited = ctx
-                .asked_ago(&copy)
+                .asked_ago(copy)
                 .or_else(|| {
                     let created = live.metadata.creation_timestamp.as_ref()?;
                     Duration::try_from(Timestamp::now().duration_since(created.0)).ok()
@@ -303,11 +288,12 @@ async fn mirror(
     ctx: &Context,
 ) -> Result<(), Error> {
     let namespace = obj.namespace().unwrap_or_default();
-    let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
     let before = phase(obj.status.as_ref());
     let verdict = with_conflict(verdict, obj.status.as_ref(), ctx);
     let new_verdict = verdict_differs(obj.status.as_ref(), &verdict);
-    let wrote = write_status(&api, obj, verdict.clone(), &ctx.metrics, &ctx.recent_tenant)
+    let wrote = ctx
+        .tenant_writer(&namespace)
+        .status(obj, verdict.clone())
         .await
         .map_err(|source| Error::PatchStatus {
             namespace: namespace.clone(),
@@ -371,9 +357,7 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
     let Some(copy) = copy_name(obj) else {
         return Ok(Action::await_change());
     };
-    let api: Api<Summary<SyncSecret>> =
-        Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
-    let err = |source| Error::DeleteCopy {
+    let failed = |source| Error::DeleteCopy {
         namespace: ctx.tenant_namespace.clone(),
         name: copy.clone(),
         source,
@@ -390,46 +374,34 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
         // keeps stale would leave the tenant object Terminating with
         // nothing saying why. A cache that has not finished listing is
         // waited for first (`LIST_WAIT` at most), then asked too.
-        Cached::Stale | Cached::Unknown => api.get_opt(&copy).await.map_err(err)?.map(Arc::new),
+        Cached::Stale | Cached::Unknown => read_copy(&copy, ctx).await.map_err(failed)?,
     };
-    match &live {
-        None => {
-            ctx.forget_wait(obj);
-            ctx.answered(&copy);
-            return Ok(Action::await_change());
-        }
+    let deleted = match &live {
+        None => Deleted::Gone,
         Some(live) if live.meta().deletion_timestamp.is_some() => {
             announce_wait(obj, live, ctx).await;
-            return Err(waiting());
+            Deleted::Terminating
         }
-        Some(_) => {}
-    }
-    if ctx
-        .metrics
-        .hold("syncsecrets", "delete", &ctx.tenant_namespace, &copy, &[])
-    {
-        return Err(waiting());
-    }
-    match api.delete(&copy, &DeleteParams::default()).await {
-        Ok(either) => {
-            ctx.metrics.wrote("syncsecrets", "delete");
-            ctx.recent_copies
-                .wrote_over(&ctx.tenant_namespace, &copy, live.as_deref());
-            tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy deleted");
-            if either.is_right() {
-                ctx.forget_wait(obj);
-                Ok(Action::await_change())
-            } else {
-                // It has the manager's finalizer: wait for it to go. The copy
-                // watch wakes us when it does (usually within milliseconds);
-                // the recheck is a backstop, and announces a long wait.
-                Err(waiting())
+        Some(live) => {
+            let before = Some(live.meta());
+            let writer = ctx.copy_writer();
+            let deleted = writer.delete(&copy, before, &[]);
+            let deleted = deleted.await.map_err(failed)?;
+            if deleted != Deleted::Held {
+                tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy deleted");
             }
+            deleted
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => {
+    };
+    match deleted {
+        Deleted::Gone => {
             ctx.forget_wait(obj);
+            ctx.answered(&copy);
             Ok(Action::await_change())
         }
-        Err(e) => Err(err(e)),
+        // It has the manager's finalizer: wait for it to go. The copy
+        // watch wakes us when it does (usually within milliseconds); the
+        // recheck is a backstop, and announces a long wait.
+        Deleted::Terminating | Deleted::Held => Err(waiting()),
     }
 }

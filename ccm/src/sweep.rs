@@ -6,16 +6,14 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::DeleteParams;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Resource, ResourceExt};
-use syncsecret_api::SyncSecret;
+use kube::{Resource, ResourceExt};
 use syncsecret_api::contract::FIELD_MANAGER_CCM;
 use syncsecret_api::labelled::Labelled;
 use syncsecret_api::sweep::{from_another_cluster, orphaned_copies};
-use syncsecret_runtime::cache::summary::Summary;
 use syncsecret_runtime::explain;
-use syncsecret_runtime::reconcile::backoff_key;
+use syncsecret_runtime::reconcile::writer::Deleted;
+use syncsecret_runtime::reconcile::{Outcome, backoff_key};
 use syncsecret_runtime::report;
 
 use crate::{Context, synchronizer};
@@ -46,24 +44,15 @@ pub async fn orphans(ctx: Arc<Context>, labelled: Option<Store<Secret>>) {
         .filter(|c| from_another_cluster(c.as_ref(), &ctx.cluster_id))
         .count();
     tell_conflict(&ctx, foreign).await;
-    let api: Api<Summary<SyncSecret>> =
-        Api::namespaced(ctx.management.clone(), &ctx.tenant_namespace);
+    let writer = ctx.copy_writer();
+    let why = ["(orphan)".to_owned()];
     for name in orphans {
-        if ctx.metrics.hold(
-            "syncsecrets",
-            "delete",
-            &ctx.tenant_namespace,
-            &name,
-            &["(orphan)".to_owned()],
-        ) {
-            continue;
-        }
-        match api.delete(&name, &DeleteParams::default()).await {
+        match writer.delete(&name, None, &why).await {
+            Ok(Deleted::Held) => {}
             Ok(_) => {
                 ctx.metrics.orphan_deleted("syncsecrets");
                 tracing::info!(namespace = %ctx.tenant_namespace, %name, "orphaned copy deleted: its tenant object is gone");
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => {
                 tracing::warn!(namespace = %ctx.tenant_namespace, %name, "cannot delete orphaned copy: {}", explain(&e))
             }

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -19,8 +18,9 @@ use syncsecret_api::labelled::Labelled;
 use syncsecret_api::payload::Payload;
 use syncsecret_runtime::cache::recent::{self, Cached};
 use syncsecret_runtime::cache::summary::Summary;
+use syncsecret_runtime::reconcile::failure::Failure;
+use syncsecret_runtime::reconcile::writer::{Deleted, Writer};
 use syncsecret_runtime::reconcile::{Finalized, retry_later};
-use syncsecret_runtime::report;
 
 use crate::{Context, Error};
 
@@ -43,10 +43,7 @@ pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action,
     )
     .await;
     if let Err(e) = &result {
-        tracing::warn!(%namespace, name = %secret.name_any(), reason = e.category(), "{}", report(e));
-        ctx.events
-            .warning(&secret.object_ref(&()), e.category(), report(e))
-            .await;
+        Failure::of(secret.as_ref(), e).tell(&ctx.events).await;
     }
     result
 }
@@ -96,54 +93,30 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let changed = digest.changes_from(live.as_deref().map(|l| &l.payload));
-    if ctx
-        .metrics
-        .hold("syncsecrets", "patch", &namespace, &name, &changed)
-    {
-        return Ok(Action::await_change());
+    let before = live.as_deref().map(Resource::meta);
+    let writer = ctx.tenant_writer(&namespace);
+    let applied = writer.apply(&name, FIELD_MANAGER_CCM, &desired, before, &changed);
+    let applied = applied.await.map_err(|source| Error::ApplySyncSecret {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    })?;
+    if applied.is_some() {
+        tracing::info!(%namespace, %name, "SyncSecret applied from its Secret");
     }
-    let applied = api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER_CCM).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-        .map_err(|source| Error::ApplySyncSecret {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            source,
-        })?;
-    ctx.metrics.wrote("syncsecrets", "patch");
-    // A write that changed nothing brings no watch event to clear it.
-    if live
-        .as_ref()
-        .is_none_or(|l| l.resource_version() != applied.resource_version())
-    {
-        ctx.recent_tenant
-            .wrote_over_as(&namespace, &name, live.as_deref(), &applied);
-    }
-    tracing::info!(%namespace, %name, "SyncSecret applied from its Secret");
     Ok(Action::await_change())
 }
 
 async fn cleanup(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
     let namespace = secret.namespace().unwrap_or_default();
     let name = secret.name_any();
-    if ctx
-        .metrics
-        .hold("syncsecrets", "delete", &namespace, &name, &[])
-    {
-        return Ok(Action::await_change());
-    }
-    let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), &namespace);
-    match api.delete(&name, &DeleteParams::default()).await {
+    let writer = ctx.tenant_writer(&namespace);
+    match writer.delete(&name, None, &[]).await {
+        Ok(Deleted::Held) => Ok(Action::await_change()),
         Ok(_) => {
-            ctx.metrics.wrote("syncsecrets", "delete");
             tracing::info!(%namespace, %name, "SyncSecret deleted with its Secret");
             Ok(Action::await_change())
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
         Err(source) => Err(Error::DeleteSyncSecret {
             namespace,
             name,
@@ -179,27 +152,23 @@ pub async fn release(ctx: &Context, namespace: &str, name: &str) -> Result<(), E
     if !finalizers.iter().any(|f| f == FINALIZER) {
         return Ok(());
     }
-    if ctx
-        .metrics
-        .hold("secrets", "patch", namespace, name, &[FINALIZER.to_owned()])
-    {
-        return Ok(());
-    }
     let rest: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
     // The resourceVersion makes this an update of exactly what was read:
     // a concurrent change fails it (409) and the next event or sweep
     // looks again.
     let patch =
         json!({"metadata": {"finalizers": rest, "resourceVersion": secret.resource_version()}});
-    secrets
-        .patch_metadata(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::ReleaseSecret {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-            source,
-        })?;
-    ctx.metrics.wrote("secrets", "patch");
+    let writer = Writer::new(secrets, "secrets", &ctx.metrics);
+    let why = [FINALIZER.to_owned()];
+    let released = writer.merge(name, FIELD_MANAGER_CCM, patch, None, &why);
+    let released = released.await.map_err(|source| Error::ReleaseSecret {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        source,
+    })?;
+    if released.is_none() {
+        return Ok(());
+    }
     tracing::info!(%namespace, %name, "Secret no longer labelled for syncing: its SyncSecret deleted, finalizer released");
     Ok(())
 }
@@ -235,20 +204,13 @@ async fn delete_made_sync_secret(ctx: &Context, namespace: &str, name: &str) -> 
     if !made {
         return Ok(());
     }
-    if ctx
-        .metrics
-        .hold("syncsecrets", "delete", namespace, name, &[])
-    {
-        return Ok(());
-    }
-    let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.tenant.clone(), namespace);
-    match api.delete(name, &DeleteParams::default()).await {
+    let writer = ctx.tenant_writer(namespace);
+    match writer.delete(name, None, &[]).await {
+        Ok(Deleted::Held) => Ok(()),
         Ok(_) => {
-            ctx.metrics.wrote("syncsecrets", "delete");
             tracing::info!(%namespace, %name, "SyncSecret deleted: its Secret is no longer labelled for syncing");
             Ok(())
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(source) => Err(Error::DeleteSyncSecret {
             namespace: namespace.to_owned(),
             name: name.to_owned(),

@@ -107,9 +107,9 @@ pub enum Error {
     },
 }
 
-impl Error {
-    /// A bounded name for status reasons, event reasons and logs.
-    pub fn category(&self) -> &'static str {
+/// The manager never waits: deleting a Secret is done when the call is.
+impl Outcome for Error {
+    fn category(&self) -> &'static str {
         match self {
             Self::NotStored => "NotStored",
             Self::Finalizer(e) => e.category(),
@@ -123,9 +123,6 @@ impl Error {
         }
     }
 }
-
-/// The manager never waits: deleting a Secret is done when the call is.
-impl Outcome for Error {}
 
 impl From<syncsecret_api::policy::Refusal> for Error {
     fn from(r: syncsecret_api::policy::Refusal) -> Self {

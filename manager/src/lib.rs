@@ -31,6 +31,7 @@ use syncsecret_runtime::metrics::ControllerMetrics;
 use syncsecret_runtime::metrics::gauges;
 use syncsecret_runtime::reconcile::backoff::Backoffs;
 use syncsecret_runtime::reconcile::events::Events;
+use syncsecret_runtime::reconcile::writer::Writer;
 use syncsecret_runtime::reconcile::{Scoped, sweep_periodically};
 use syncsecret_runtime::serve::client;
 use syncsecret_runtime::serve::health::store_synced;
@@ -81,6 +82,22 @@ pub struct Context {
     pub recent_copies: RecentWrites,
     /// Our writes of Secrets not yet cached.
     pub recent_secrets: RecentWrites,
+}
+
+impl Context {
+    /// Writes copies (their status) in `namespace`.
+    pub fn copy_writer(&self, namespace: &str) -> Writer<'_, Summary<SyncSecret>> {
+        let api = Api::namespaced(self.client.clone(), namespace);
+        Writer::new(api, "syncsecrets", &self.metrics).remembering(Some(&self.recent_copies))
+    }
+
+    /// Writes Secrets in `namespace`; those the Secrets' cache holds (with
+    /// the origin label: `cached`) are remembered until it shows them.
+    pub fn secret_writer(&self, namespace: &str, cached: bool) -> Writer<'_, Secret> {
+        let api = Api::namespaced(self.client.clone(), namespace);
+        let recent = cached.then_some(&self.recent_secrets);
+        Writer::new(api, "secrets", &self.metrics).remembering(recent)
+    }
 }
 
 /// Touches no cluster until flags, listen addresses and kubeconfig are

@@ -10,7 +10,7 @@ use syncsecret_runtime::cache::certificate::{
 use syncsecret_runtime::report;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -19,14 +19,15 @@ use syncsecret_api::desired::{desired_secret, desired_secret_metadata, secret_ne
 use syncsecret_api::labelled::Labelled;
 use syncsecret_api::payload::{Payload, PayloadDigest};
 use syncsecret_api::status::{REASON_SYNCED, for_tenant, status, synced_message, with_condition};
-use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
+use syncsecret_api::{SyncSecret, SyncSecretPhase};
 use syncsecret_runtime::cache::recent::{self, Cached};
 use syncsecret_runtime::cache::summary::{Summarize, Summary};
 use syncsecret_runtime::cache::{self, Unreadable};
 use syncsecret_runtime::explain;
 use syncsecret_runtime::metrics::ReconcileResult;
-use syncsecret_runtime::reconcile::status_writer;
-use syncsecret_runtime::reconcile::{Finalized, retry_later};
+use syncsecret_runtime::reconcile::failure::Failure;
+use syncsecret_runtime::reconcile::writer::Deleted;
+use syncsecret_runtime::reconcile::{Finalized, Outcome, retry_later};
 
 use crate::{Context, Error};
 
@@ -56,36 +57,24 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
     )
     .await;
     if let Err(e) = &result {
-        tracing::warn!(%namespace, name = %copy.name_any(), reason = e.category(), "{}", report(e));
-        let deleting = copy.meta().deletion_timestamp.is_some();
-        // An event for a new verdict only: a copy refused again after a
-        // restart or a retry already says so in its status.
-        let mut new_verdict = true;
+        let mut failure = Failure::of(copy.as_ref(), e);
         if !matches!(e, Error::PatchStatus { .. }) {
             // A deletion that does not go through says why in the copy's
             // status too (the happy path writes no status: the copy is
             // gone a moment later).
-            let phase = if deleting {
-                SyncSecretPhase::Terminating
-            } else {
-                SyncSecretPhase::Failed
+            let phase = match copy.meta().deletion_timestamp {
+                Some(_) => SyncSecretPhase::Terminating,
+                None => SyncSecretPhase::Failed,
             };
             // The tenant's identity reads copies: capped, and naming no
-            // management identity (the log line above has it all).
-            let verdict = status(
-                phase,
-                copy.meta().generation,
-                false,
-                e.category(),
-                for_tenant(&report(e)),
-            );
-            new_verdict = write_status(&copy, verdict, &ctx).await.unwrap_or(true);
-        }
-        if new_verdict {
-            ctx.events
-                .warning(&copy.object_ref(&()), e.category(), report(e))
+            // management identity (the log line has it all).
+            let message = for_tenant(&report(e));
+            let failed = status(phase, copy.meta().generation, false, e.category(), message);
+            failure = failure
+                .in_status(&ctx.copy_writer(&namespace), failed)
                 .await;
         }
+        failure.tell(&ctx.events).await;
     }
     result
 }
@@ -95,25 +84,8 @@ pub fn error_policy(copy: Arc<Summary<SyncSecret>>, _error: &Error, ctx: Arc<Con
     retry_later(&ctx.backoffs, copy.as_ref())
 }
 
-/// Writes the copy's status if it differs from the live one.
-async fn write_status(
-    copy: &Summary<SyncSecret>,
-    desired: SyncSecretStatus,
-    ctx: &Context,
-) -> Result<bool, Error> {
-    let namespace = copy.namespace().unwrap_or_default();
-    let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.client.clone(), &namespace);
-    status_writer::write_status(&api, copy, desired, &ctx.metrics, &ctx.recent_copies)
-        .await
-        .map_err(|source| Error::PatchStatus {
-            namespace,
-            name: copy.name_any(),
-            source,
-        })
-}
-
-/// Creates or updates the Secret (nothing when it already holds the
-/// content), then records `Synced` in the status (nothing when already so).
+/// Makes the copy's Secret hold its content (nothing when it already
+/// does), then records `Synced` in the status (nothing when already so).
 ///
 /// Whether to write is decided from the caches (the Secret's metadata as it
 /// would be, the copy's payload digest); the copy is read whole only to
@@ -127,40 +99,16 @@ async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Erro
     let desired = desired_secret_metadata(copy, &ctx.policy).ok_or(Error::NotStored)?;
     let namespace = copy.namespace().unwrap_or_default();
     let name = secret_name(copy).ok_or(Error::NotStored)?;
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let apply_err = |source| Error::ApplySecret {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        source,
-    };
     // Only Secrets with the origin label are watched and cached: a copy
     // made by hand without one has its Secret read every time.
     let cached = desired
         .labels
         .as_ref()
         .is_some_and(|l| l.contains_key(LABEL_ORIGIN_NAME));
-    let key = ObjectRef::new(&name).within(&namespace);
-    let found = if cached {
-        ctx.recent_secrets
-            .lookup_listed(&ctx.secrets, &key, recent::LIST_WAIT)
-            .await
-    } else {
-        ctx.recent_secrets.lookup(&ctx.secrets, &key)
-    };
-    let live = match found {
+    let Some(live) = live_secret(&namespace, &name, cached, ctx).await? else {
         // Our last write is not in the cache yet: its watch event brings
         // this copy back (the requeue only guards against a missed one).
-        Cached::Stale => return Ok(Action::requeue(recent::TTL)),
-        Cached::Known(Some(live)) => Some(live),
-        Cached::Known(None) if cached => None,
-        // A cache that has not finished listing within `LIST_WAIT` (the
-        // Secrets' list slow, or forbidden) is never taken for an absent
-        // Secret: a restart must not rewrite what is already there.
-        Cached::Known(None) | Cached::Unknown => api
-            .get_opt(&name)
-            .await
-            .map_err(apply_err)?
-            .map(|s| Arc::new(s.summary())),
+        return Ok(Action::requeue(recent::TTL));
     };
     // A Secret's type never changes, nor an immutable one's content: such a
     // Secret is deleted and made anew (once per generation, never in a loop).
@@ -171,58 +119,113 @@ async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Erro
         }
         other => other,
     };
-    let needs_write = live.as_ref().is_none_or(|l| {
+    if live.as_ref().is_none_or(|l| {
         secret_needs_write(l.as_ref(), &desired, &copy.payload, FIELD_MANAGER_MANAGER)
-    });
-    let held = needs_write && {
-        let changed = copy
-            .payload
-            .changes_from(live.as_deref().map(|l| &l.payload));
-        ctx.metrics
-            .hold("secrets", "patch", &namespace, &name, &changed)
-    };
-    if needs_write && !held {
-        let Some(whole) = read_whole(copy, ctx).await? else {
-            // Deleted or made anew since it was cached: its watch event
-            // brings the next state.
-            return Ok(Action::await_change());
-        };
-        // What is written is the copy as stored now (it may be newer than
-        // the cache): it passes the same checks.
-        let payload = Payload::of_sync_secret(&whole);
-        ctx.policy.check(&payload.type_, payload.size())?;
-        let desired = desired_secret(&whole, &ctx.policy).ok_or(Error::NotStored)?;
-        // Held until the write is done, so that two new objects of one
-        // tenant cannot both fit the last place of its budget.
-        let _budget = check_budget(ctx, &api, &namespace, payload.size(), live.as_deref()).await?;
-        let stored = api
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER_MANAGER).force(),
-                &Patch::Apply(&desired),
-            )
-            .await
-            .map_err(apply_err)?;
-        ctx.metrics.wrote("secrets", "patch");
-        if cached {
-            ctx.recent_secrets
-                .wrote_over_as(&namespace, &name, live.as_deref(), &stored);
-        }
-        ctx.verify_failures.check(&namespace, &desired, &stored)?;
-        let verb = if live.is_some() { "updated" } else { "created" };
-        tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "secret {verb}");
-        // A new Secret is told by the copy turning `Synced` (and the tenant
-        // object's `Synced` event); an update changes no phase.
-        if live.is_some() {
-            ctx.events
-                .normal(
-                    &copy.object_ref(&()),
-                    "SecretUpdated",
-                    format!("Secret {namespace}/{name} updated"),
-                )
-                .await;
-        }
+    }) && !write_secret(copy, &name, live.as_deref(), cached, ctx).await?
+    {
+        // Deleted or made anew since it was cached: its watch event brings
+        // the next state.
+        return Ok(Action::await_change());
     }
+    mark_synced(copy, &name, ctx).await
+}
+
+/// The Secret `namespace/name` as it is (`None`: absent), from the cache
+/// where it holds it; `None` back while the cache still shows what our
+/// last write of it replaced.
+async fn live_secret(
+    namespace: &str,
+    name: &str,
+    cached: bool,
+    ctx: &Context,
+) -> Result<Option<Option<Arc<Summary<Secret>>>>, Error> {
+    let key = ObjectRef::new(name).within(namespace);
+    let found = if cached {
+        ctx.recent_secrets
+            .lookup_listed(&ctx.secrets, &key, recent::LIST_WAIT)
+            .await
+    } else {
+        ctx.recent_secrets.lookup(&ctx.secrets, &key)
+    };
+    Ok(Some(match found {
+        Cached::Stale => return Ok(None),
+        Cached::Known(Some(live)) => Some(live),
+        Cached::Known(None) if cached => None,
+        // A cache that has not finished listing within `LIST_WAIT` (the
+        // Secrets' list slow, or forbidden) is never taken for an absent
+        // Secret: a restart must not rewrite what is already there.
+        Cached::Known(None) | Cached::Unknown => {
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+            let read = api.get_opt(name).await;
+            let read = read.map_err(|source| apply_failed(namespace, name, source))?;
+            read.map(|s| Arc::new(s.summary()))
+        }
+    }))
+}
+
+fn apply_failed(namespace: &str, name: &str, source: kube::Error) -> Error {
+    Error::ApplySecret {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        source,
+    }
+}
+
+/// Writes the Secret `name` from the copy as stored now (`live`: the
+/// Secret as last seen); false if the copy is gone or made anew since it
+/// was cached.
+async fn write_secret(
+    copy: &Summary<SyncSecret>,
+    name: &str,
+    live: Option<&Summary<Secret>>,
+    cached: bool,
+    ctx: &Context,
+) -> Result<bool, Error> {
+    let Some(whole) = read_whole(copy, ctx).await? else {
+        return Ok(false);
+    };
+    // What is written is the copy as stored now (it may be newer than the
+    // cache): it passes the same checks.
+    let payload = Payload::of_sync_secret(&whole);
+    ctx.policy.check(&payload.type_, payload.size())?;
+    let desired = desired_secret(&whole, &ctx.policy).ok_or(Error::NotStored)?;
+    let namespace = copy.namespace().unwrap_or_default();
+    let writer = ctx.secret_writer(&namespace, cached);
+    // Held until the write is done, so that two new objects of one tenant
+    // cannot both fit the last place of its budget.
+    let _budget = check_budget(ctx, &namespace, payload.size(), live).await?;
+    let changed = copy.payload.changes_from(live.map(|l| &l.payload));
+    let before = live.map(Resource::meta);
+    let stored = writer.apply(name, FIELD_MANAGER_MANAGER, &desired, before, &changed);
+    let stored = stored
+        .await
+        .map_err(|source| apply_failed(&namespace, name, source))?;
+    let Some(stored) = stored else {
+        return Ok(true);
+    };
+    ctx.verify_failures.check(&namespace, &desired, &stored)?;
+    let verb = if live.is_some() { "updated" } else { "created" };
+    tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "secret {verb}");
+    // A new Secret is told by the copy turning `Synced` (and the tenant
+    // object's `Synced` event); an update changes no phase.
+    if live.is_some() {
+        let note = format!("Secret {namespace}/{name} updated");
+        ctx.events
+            .normal(&copy.object_ref(&()), "SecretUpdated", note)
+            .await;
+    }
+    Ok(true)
+}
+
+/// Records `Synced` (with the certificate's condition, if it holds one)
+/// in the copy's status. A certificate turns from valid to expiring to
+/// expired with time alone: the copy is looked at again when it next does.
+async fn mark_synced(
+    copy: &Summary<SyncSecret>,
+    name: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let namespace = copy.namespace().unwrap_or_default();
     let generation = copy.meta().generation;
     let now = Timestamp::now().as_second();
     let certificate = copy
@@ -241,15 +244,21 @@ async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Erro
             generation,
             true,
             REASON_SYNCED,
-            synced_message(&namespace, &name, copy.kept_off()),
+            synced_message(&namespace, name, copy.kept_off()),
         ),
         certificate
             .as_ref()
             .and_then(|c| certificate_condition(c, generation)),
     );
-    write_status(copy, synced, ctx).await?;
-    // A certificate turns from valid to expiring to expired with time alone:
-    // look again when it next changes state.
+    let writer = ctx.copy_writer(&namespace);
+    writer
+        .status(copy, synced)
+        .await
+        .map_err(|source| Error::PatchStatus {
+            namespace: namespace.clone(),
+            name: copy.name_any(),
+            source,
+        })?;
     Ok(match certificate {
         Some(Ok(info)) if info.state != CertState::Expired => {
             let next = if info.state == CertState::Valid {
@@ -318,38 +327,21 @@ async fn replace(
             ),
         });
     }
-    if ctx.metrics.hold(
-        "secrets",
-        "delete",
-        &namespace,
+    let writer = ctx.secret_writer(&namespace, live.label(LABEL_ORIGIN_NAME).is_some());
+    let why = ["(replace)".to_owned()];
+    let deleted = writer.delete_exactly(
         &name,
-        &["(replace)".to_owned()],
-    ) {
+        live.uid().unwrap_or_default(),
+        Some(live.meta()),
+        &why,
+    );
+    let deleted = deleted.await.map_err(|source| Error::DeleteSecret {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    })?;
+    if deleted == Deleted::Held {
         return Ok(());
-    }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let params = DeleteParams {
-        preconditions: live.uid().map(|uid| Preconditions {
-            uid: Some(uid),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&name, &params).await {
-        Ok(_) => {
-            ctx.metrics.wrote("secrets", "delete");
-            if live.label(LABEL_ORIGIN_NAME).is_some() {
-                ctx.recent_secrets.wrote_over(&namespace, &name, Some(live));
-            }
-        }
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(source) => {
-            return Err(Error::DeleteSecret {
-                namespace,
-                name,
-                source,
-            });
-        }
     }
     tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "immutable Secret replaced");
     ctx.events
@@ -367,7 +359,6 @@ async fn replace(
 /// growing Secret that would not fit. Returns the held lock.
 async fn check_budget(
     ctx: &Context,
-    api: &Api<Secret>,
     namespace: &str,
     size: usize,
     live: Option<&Summary<Secret>>,
@@ -381,6 +372,7 @@ async fn check_budget(
         Err(_) => Arc::default(),
     };
     let guard = lock.lock_owned().await;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let ours = api
         .list(&ListParams::default().labels(LABEL_ORIGIN_NAME))
         .await
@@ -422,20 +414,13 @@ async fn cleanup(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Er
     if let Ok(mut replaced) = ctx.replaced.lock() {
         replaced.remove(&name);
     }
-    if ctx
-        .metrics
-        .hold("secrets", "delete", &namespace, &name, &[])
-    {
-        return Ok(Action::await_change());
-    }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    match api.delete(&name, &DeleteParams::default()).await {
+    let writer = ctx.secret_writer(&namespace, false);
+    match writer.delete(&name, None, &[]).await {
+        Ok(Deleted::Held) => Ok(Action::await_change()),
         Ok(_) => {
-            ctx.metrics.wrote("secrets", "delete");
             tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "secret deleted");
             Ok(Action::await_change())
         }
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
         Err(source) => {
             tracing::debug!(%namespace, secret = %name, "delete failed: {}", explain(&source));
             Err(Error::DeleteSecret {

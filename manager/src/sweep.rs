@@ -5,13 +5,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::DeleteParams;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use syncsecret_api::contract::FIELD_MANAGER_MANAGER;
 use syncsecret_api::sweep::orphaned_secrets;
 use syncsecret_runtime::explain;
 use syncsecret_runtime::reconcile::backoff_key;
+use syncsecret_runtime::reconcile::writer::Deleted;
 
 use crate::Context;
 
@@ -38,23 +37,15 @@ pub async fn orphans(ctx: Arc<Context>) {
         &copy_uids,
         FIELD_MANAGER_MANAGER,
     );
+    let why = ["(orphan)".to_owned()];
     for (namespace, name) in orphans {
-        if ctx.metrics.hold(
-            "secrets",
-            "delete",
-            &namespace,
-            &name,
-            &["(orphan)".to_owned()],
-        ) {
-            continue;
-        }
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        match api.delete(&name, &DeleteParams::default()).await {
+        let writer = ctx.secret_writer(&namespace, false);
+        match writer.delete(&name, None, &why).await {
+            Ok(Deleted::Held) => {}
             Ok(_) => {
                 ctx.metrics.orphan_deleted("secrets");
                 tracing::info!(%namespace, %name, "orphaned Secret deleted: its copy is gone");
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => {
                 tracing::warn!(%namespace, %name, "cannot delete orphaned Secret: {}", explain(&e))
             }

@@ -108,7 +108,8 @@ impl ControllerMetrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Turns this controller into a dry run: see [`Self::hold`].
+    /// Turns this controller into a dry run: every write is held (see
+    /// [`crate::reconcile::writer`]).
     pub fn with_dry_run(mut self, dry_run: crate::reconcile::dry_run::DryRun) -> Self {
         self.dry_run = Some(std::sync::Arc::new(dry_run));
         self
@@ -121,8 +122,8 @@ impl ControllerMetrics {
 
     /// Asks before every write: in a dry run, records and logs it (with the
     /// names of the keys that differ) and answers true, meaning "do not
-    /// write"; otherwise false.
-    pub fn hold(
+    /// write"; otherwise false. Only the writer and events ask.
+    pub(crate) fn hold(
         &self,
         resource: &'static str,
         verb: &'static str,
@@ -146,17 +147,17 @@ impl ControllerMetrics {
         self.orphans_deleted_total.with_label_values(&[resource]);
     }
 
-    /// Counts one orphan deleted by the sweep (also a write).
+    /// Counts one orphan the sweep deleted (its write is counted by the
+    /// writer).
     pub fn orphan_deleted(&self, resource: &'static str) {
         self.orphans_deleted_total
             .with_label_values(&[resource])
             .inc();
-        self.wrote(resource, "delete");
     }
 
-    /// Counts one write (`resource`: syncsecrets, secrets, events, leases;
-    /// `verb`: create, patch, update, delete).
-    pub fn wrote(&self, resource: &'static str, verb: &'static str) {
+    /// Counts one write (`resource`: syncsecrets, secrets, events;
+    /// `verb`: create, patch, delete). Only the writer and events count.
+    pub(crate) fn wrote(&self, resource: &'static str, verb: &'static str) {
         self.writes_total.with_label_values(&[resource, verb]).inc();
     }
 }

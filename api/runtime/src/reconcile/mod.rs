@@ -1,14 +1,15 @@
 //! The parts of a reconcile both controllers share: kube-runtime's finalizer
 //! helper with its writes counted and its errors made ours, the reconcile
 //! counters, per-object backoff for `error_policy` ([`backoff`]), the
-//! dry-run gate ([`dry_run`]), status writes ([`status_writer`]) and events
+//! dry-run gate ([`dry_run`]), every write ([`writer`]) and events
 //! ([`events`]). What to write is decided in the controllers, from
 //! `syncsecret-api`.
 
 pub mod backoff;
 pub mod dry_run;
 pub mod events;
-pub mod status_writer;
+pub mod failure;
+pub mod writer;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 use crate::cache::recent::RecentWrites;
 use crate::metrics::{ControllerMetrics, ReconcileResult};
 use crate::reconcile::backoff::Backoffs;
+use crate::reconcile::writer::Writer;
 use syncsecret_api::contract::FINALIZER;
 
 /// The finalizer helper's own failures (the reconcile's are passed through).
@@ -137,19 +139,14 @@ where
 {
     let had_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
     let deleting = obj.meta().deletion_timestamp.is_some();
+    // The helper patches the finalizer itself (adds it to a live object,
+    // removes it from a deleted one); the writer counts and remembers it.
+    let writer = Writer::new(api.clone(), resource, metrics).remembering(recent);
+    let name = obj.name_any();
     if metrics.is_dry_run() {
-        // The helper patches the finalizer itself (adds it to a live object,
-        // removes it from a deleted one): in a dry run, record that and run
-        // the step it would run next.
+        // In a dry run: record the patch and run the step it would run next.
         if had_finalizer == deleting {
-            let (namespace, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-            metrics.hold(
-                resource,
-                "patch",
-                &namespace,
-                &name,
-                &[FINALIZER.to_owned()],
-            );
+            writer.held(resource, "patch", &name, &[FINALIZER.to_owned()]);
         }
         let event = if deleting {
             Event::Cleanup(obj)
@@ -158,7 +155,6 @@ where
         };
         return reconcile(event).await;
     }
-    let (namespace, name) = (obj.namespace(), obj.name_any());
     let replaced = obj.resource_version();
     let result = match finalizer(api, FINALIZER, obj, reconcile).await {
         // Gone already (deleted by the API server once its last finalizer
@@ -169,10 +165,7 @@ where
         other => other,
     };
     if result.is_ok() && had_finalizer == deleting {
-        metrics.wrote(resource, "patch");
-        if let Some(recent) = recent {
-            recent.wrote(namespace.as_deref(), &name, replaced.as_deref());
-        }
+        writer.done(resource, "patch", &name, replaced.as_deref(), None);
     }
     result.map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
@@ -201,6 +194,9 @@ where
 /// A reconcile's error as the runtime sees it: a failure, or a wait that
 /// kube's finalizer helper needs as an `Err` (it releases on `Ok`).
 pub trait Outcome {
+    /// A bounded name for event reasons and logs.
+    fn category(&self) -> &'static str;
+
     /// Whether this is a wait for something else, not a failure.
     fn is_wait(&self) -> bool {
         false

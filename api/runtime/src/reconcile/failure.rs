@@ -1,0 +1,76 @@
+//! Telling a failed reconcile, the same way in all three reconcilers: a
+//! log line; the failed status on the object, where it has one; a Warning
+//! event for a new verdict. A wait is logged and nothing more.
+
+use std::fmt::Debug;
+
+use kube::core::object::HasStatus;
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use syncsecret_api::status::verdict_differs;
+use syncsecret_api::v1alpha1::SyncSecretStatus;
+
+use crate::error::report;
+use crate::reconcile::Outcome;
+use crate::reconcile::events::Events;
+use crate::reconcile::writer::Writer;
+
+/// A failed reconcile of one object, being told.
+pub struct Failure<'a, K, E> {
+    obj: &'a K,
+    error: &'a E,
+    /// Whether the event would say something the object does not show yet.
+    new_verdict: bool,
+}
+
+impl<'a, K, E> Failure<'a, K, E>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    E: Outcome + std::error::Error + 'static,
+{
+    /// Logs `error` (the whole chain, once) against `obj`.
+    pub fn of(obj: &'a K, error: &'a E) -> Self {
+        let namespace = obj.namespace().unwrap_or_default();
+        let name = obj.name_any();
+        if error.is_wait() {
+            tracing::info!(%namespace, %name, "{}", report(error));
+        } else {
+            tracing::warn!(%namespace, %name, reason = error.category(), "{}", report(error));
+        }
+        Self {
+            obj,
+            error,
+            new_verdict: !error.is_wait(),
+        }
+    }
+
+    /// Writes `failed` into the object's status. The event follows only
+    /// if that is a new verdict and was written (or could not be: then the
+    /// event is all the user gets); a dry run writes neither.
+    pub async fn in_status(mut self, writer: &Writer<'_, K>, failed: SyncSecretStatus) -> Self
+    where
+        K: HasStatus<Status = SyncSecretStatus>,
+    {
+        if !self.new_verdict {
+            return self;
+        }
+        let new = verdict_differs(self.obj.status(), &failed);
+        let wrote = writer.status(self.obj, failed).await.unwrap_or(true);
+        self.new_verdict = new && wrote;
+        self
+    }
+
+    /// Sends the Warning event (reason: the error's category; note: the
+    /// chain) unless the object already says so.
+    pub async fn tell(self, events: &Events) {
+        if self.new_verdict {
+            events
+                .warning(
+                    &self.obj.object_ref(&()),
+                    self.error.category(),
+                    report(self.error),
+                )
+                .await;
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The one way the controllers write an object. A [`Writer`] holds each
+//! write in a dry run (recorded with the keys that differ), counts the ones
+//! it makes, remembers them until the watch cache shows them, takes a
+//! delete's 404 for done, and hands back the API's error unchanged for the
+//! caller to name the step that failed. What to write is decided before,
+//! from `syncsecret-api`.
+
+use std::fmt::Debug;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::core::object::HasStatus;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use syncsecret_api::status::{status_differs, with_transition_time};
+use syncsecret_api::v1alpha1::SyncSecretStatus;
+
+use crate::cache::recent::RecentWrites;
+use crate::metrics::ControllerMetrics;
+
+/// Writes objects of one API (one kind, one namespace or all).
+pub struct Writer<'a, K> {
+    api: Api<K>,
+    resource: &'static str,
+    metrics: &'a ControllerMetrics,
+    recent: Option<&'a RecentWrites>,
+}
+
+/// What a delete came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// A dry run: nothing was written.
+    Held,
+    /// The object is gone (or was already: a 404).
+    Gone,
+    /// Deleted, but a finalizer holds it: it goes once that is removed.
+    Terminating,
+}
+
+impl<'a, K> Writer<'a, K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    /// Writes through `api`, counted as writes of `resource` (the label of
+    /// `<prefix>_writes_total`: `syncsecrets`, `secrets`).
+    pub fn new(api: Api<K>, resource: &'static str, metrics: &'a ControllerMetrics) -> Self {
+        Self {
+            api,
+            resource,
+            metrics,
+            recent: None,
+        }
+    }
+
+    /// Remembers each write in `recent` until the watch cache shows it.
+    /// Only for objects that cache holds: an entry nothing clears would
+    /// make the object look stale for a whole TTL.
+    pub fn remembering(mut self, recent: Option<&'a RecentWrites>) -> Self {
+        self.recent = recent;
+        self
+    }
+
+    fn namespace(&self) -> &str {
+        self.api.namespace().unwrap_or_default()
+    }
+
+    /// Whether a dry run holds this write; it is then recorded and logged
+    /// with the names of the keys that differ (`changed`).
+    pub(crate) fn held(
+        &self,
+        resource: &'static str,
+        verb: &'static str,
+        name: &str,
+        changed: &[String],
+    ) -> bool {
+        self.metrics
+            .hold(resource, verb, self.namespace(), name, changed)
+    }
+
+    /// Counts a write made and remembers it: `before` is the version it
+    /// replaced (`None`: a create), `after` the version it made, if known.
+    pub(crate) fn done(
+        &self,
+        resource: &'static str,
+        verb: &'static str,
+        name: &str,
+        before: Option<&str>,
+        after: Option<&str>,
+    ) {
+        self.metrics.wrote(resource, verb);
+        // A write that changed nothing makes no version and brings no watch
+        // event to clear its entry.
+        if after.is_some() && after == before {
+            return;
+        }
+        if let Some(recent) = self.recent {
+            recent.wrote_to(Some(self.namespace()), name, before, after);
+        }
+    }
+
+    /// Server-side applies `desired` as `field_manager`, taking over any
+    /// field another manager holds. `before` is the object as last seen
+    /// (`None` when absent), `changed` what differs from it. `None` back
+    /// means a dry run held it.
+    pub async fn apply<S: Serialize + Debug>(
+        &self,
+        name: &str,
+        field_manager: &str,
+        desired: &S,
+        before: Option<&ObjectMeta>,
+        changed: &[String],
+    ) -> Result<Option<K>, kube::Error> {
+        let params = PatchParams::apply(field_manager).force();
+        self.patch(name, &params, &Patch::Apply(desired), before, changed)
+            .await
+    }
+
+    /// A JSON merge patch of `name`, written as `field_manager` (see
+    /// [`Writer::apply`]).
+    pub async fn merge(
+        &self,
+        name: &str,
+        field_manager: &str,
+        patch: serde_json::Value,
+        before: Option<&ObjectMeta>,
+        changed: &[String],
+    ) -> Result<Option<K>, kube::Error> {
+        let params = PatchParams {
+            field_manager: Some(field_manager.to_owned()),
+            ..PatchParams::default()
+        };
+        self.patch(name, &params, &Patch::Merge(patch), before, changed)
+            .await
+    }
+
+    async fn patch<P: Serialize + Debug>(
+        &self,
+        name: &str,
+        params: &PatchParams,
+        patch: &Patch<P>,
+        before: Option<&ObjectMeta>,
+        changed: &[String],
+    ) -> Result<Option<K>, kube::Error> {
+        if self.held(self.resource, "patch", name, changed) {
+            return Ok(None);
+        }
+        let written = self.api.patch(name, params, patch).await?;
+        self.done(
+            self.resource,
+            "patch",
+            name,
+            version(before).as_deref(),
+            written.resource_version().as_deref(),
+        );
+        Ok(Some(written))
+    }
+
+    /// Deletes `name`; `before` is the object as last seen (only then is
+    /// the delete remembered), `why` says in a dry run what it is for.
+    pub async fn delete(
+        &self,
+        name: &str,
+        before: Option<&ObjectMeta>,
+        why: &[String],
+    ) -> Result<Deleted, kube::Error> {
+        self.delete_with(name, &DeleteParams::default(), before, why)
+            .await
+    }
+
+    /// [`Writer::delete`] of exactly the object with UID `uid`: one made
+    /// anew meanwhile stays.
+    pub async fn delete_exactly(
+        &self,
+        name: &str,
+        uid: String,
+        before: Option<&ObjectMeta>,
+        why: &[String],
+    ) -> Result<Deleted, kube::Error> {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        self.delete_with(name, &params, before, why).await
+    }
+
+    async fn delete_with(
+        &self,
+        name: &str,
+        params: &DeleteParams,
+        before: Option<&ObjectMeta>,
+        why: &[String],
+    ) -> Result<Deleted, kube::Error> {
+        if self.held(self.resource, "delete", name, why) {
+            return Ok(Deleted::Held);
+        }
+        match self.api.delete(name, params).await {
+            Ok(either) => {
+                let after = either.as_ref().left().and_then(|o| o.resource_version());
+                match before {
+                    Some(before) => self.done(
+                        self.resource,
+                        "delete",
+                        name,
+                        version(Some(before)).as_deref(),
+                        after.as_deref(),
+                    ),
+                    None => self.metrics.wrote(self.resource, "delete"),
+                }
+                Ok(if either.is_left() {
+                    Deleted::Terminating
+                } else {
+                    Deleted::Gone
+                })
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Deleted::Gone),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<K> Writer<'_, K>
+where
+    K: Resource + HasStatus<Status = SyncSecretStatus> + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    /// Patches `desired` into the status of `obj` if it differs from the
+    /// live one, keeping the condition's transition time when its verdict
+    /// stands; returns whether it wrote (counted as `syncsecrets/status`).
+    pub async fn status(&self, obj: &K, desired: SyncSecretStatus) -> Result<bool, kube::Error> {
+        const RESOURCE: &str = "syncsecrets/status";
+        if !status_differs(obj.status(), &desired) {
+            return Ok(false);
+        }
+        let name = obj.name_any();
+        if self.held(RESOURCE, "patch", &name, &["status".to_owned()]) {
+            return Ok(false);
+        }
+        let stamped = with_transition_time(obj.status(), desired, Timestamp::now());
+        let written = self
+            .api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": stamped })),
+            )
+            .await?;
+        self.done(
+            RESOURCE,
+            "patch",
+            &name,
+            obj.resource_version().as_deref(),
+            written.resource_version().as_deref(),
+        );
+        Ok(true)
+    }
+}
+
+fn version(meta: Option<&ObjectMeta>) -> Option<String> {
+    meta.map(|m| m.resource_version.clone().unwrap_or_default())
+}
