@@ -265,3 +265,230 @@ where
 fn version(meta: Option<&ObjectMeta>) -> Option<String> {
     meta.map(|m| m.resource_version.clone().unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The writer's bookkeeping against a scripted API server: each test
+    //! says what the server answers and checks what was sent, counted and
+    //! remembered.
+
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::Full;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::Client;
+    use prometheus::Registry;
+    use serde_json::json;
+
+    use super::*;
+    use crate::reconcile::dry_run::DryRun;
+
+    /// Requests the server saw, as `METHOD path`.
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    /// A client whose server answers every request with `status` and `body`.
+    fn server(status: u16, body: serde_json::Value) -> (Client, Seen) {
+        let seen = Seen::default();
+        let log = seen.clone();
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            log.lock()
+                .unwrap()
+                .push(format!("{} {}", req.method(), req.uri().path()));
+            let body = body.to_string();
+            async move {
+                http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Full::new(bytes::Bytes::from(body)))
+            }
+        });
+        (Client::new(service, "ns"), seen)
+    }
+
+    fn config_map(rv: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "a", "namespace": "ns", "resourceVersion": rv}})
+    }
+
+    fn meta(rv: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("a".into()),
+            namespace: Some("ns".into()),
+            resource_version: Some(rv.into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn cached(rv: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: meta(rv),
+            ..ConfigMap::default()
+        }
+    }
+
+    fn metrics(registry: &Registry) -> ControllerMetrics {
+        ControllerMetrics::register("t", registry).unwrap()
+    }
+
+    /// The sum of a metric's samples, as a scrape shows it.
+    fn sum(registry: &Registry, metric: &str) -> f64 {
+        let mut text = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut text,
+        )
+        .unwrap();
+        String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn writes(registry: &Registry) -> f64 {
+        sum(registry, "t_writes_total")
+    }
+
+    #[tokio::test]
+    async fn an_apply_is_counted_and_remembered_until_the_cache_shows_it() {
+        let (client, seen) = server(200, config_map("8"));
+        let registry = Registry::new();
+        let metrics = metrics(&registry);
+        let recent = RecentWrites::default();
+        let writer = Writer::new(
+            Api::<ConfigMap>::namespaced(client, "ns"),
+            "configmaps",
+            &metrics,
+        )
+        .remembering(Some(&recent));
+        let written = writer
+            .apply("a", "us", &json!({}), Some(&meta("5")), &[])
+            .await
+            .unwrap();
+        assert_eq!(written.unwrap().resource_version().as_deref(), Some("8"));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["PATCH /api/v1/namespaces/ns/configmaps/a"]
+        );
+        assert_eq!(writes(&registry), 1.0);
+        assert!(recent.stale(Some("ns"), "a", Some(&cached("5"))));
+        assert!(!recent.stale(Some("ns"), "a", Some(&cached("8"))));
+    }
+
+    #[tokio::test]
+    async fn a_write_that_changed_nothing_is_not_remembered() {
+        let (client, _) = server(200, config_map("5"));
+        let registry = Registry::new();
+        let metrics = metrics(&registry);
+        let recent = RecentWrites::default();
+        let writer = Writer::new(
+            Api::<ConfigMap>::namespaced(client, "ns"),
+            "configmaps",
+            &metrics,
+        )
+        .remembering(Some(&recent));
+        writer
+            .apply("a", "us", &json!({}), Some(&meta("5")), &[])
+            .await
+            .unwrap();
+        // No version was made, so no watch event would ever clear it.
+        assert!(!recent.stale(Some("ns"), "a", Some(&cached("5"))));
+        assert_eq!(writes(&registry), 1.0);
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_sends_nothing() {
+        let (client, seen) = server(500, json!({}));
+        let registry = Registry::new();
+        let dry_run = DryRun::register("t", &registry).unwrap();
+        let metrics = metrics(&registry).with_dry_run(dry_run);
+        let recent = RecentWrites::default();
+        let writer = Writer::new(
+            Api::<ConfigMap>::namespaced(client, "ns"),
+            "configmaps",
+            &metrics,
+        )
+        .remembering(Some(&recent));
+        let (desired, changed) = (json!({}), ["k".to_owned()]);
+        let applied = writer.apply("a", "us", &desired, None, &changed);
+        assert!(applied.await.unwrap().is_none());
+        let deleted = writer.delete("a", Some(&meta("5")), &[]).await.unwrap();
+        assert_eq!(deleted, Deleted::Held);
+        assert!(seen.lock().unwrap().is_empty());
+        assert_eq!(writes(&registry), 0.0);
+        assert!(!recent.stale(Some("ns"), "a", Some(&cached("5"))));
+        let pending = sum(&registry, "t_dry_run_pending_writes");
+        assert_eq!(pending, 2.0, "one pending patch and one pending delete");
+    }
+
+    #[tokio::test]
+    async fn deleting_what_is_gone_is_done_and_no_write() {
+        let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                          "message": "configmaps \"a\" not found", "reason": "NotFound", "code": 404});
+        let (client, seen) = server(404, gone);
+        let registry = Registry::new();
+        let metrics = metrics(&registry);
+        let writer = Writer::new(
+            Api::<ConfigMap>::namespaced(client, "ns"),
+            "configmaps",
+            &metrics,
+        );
+        let deleted = writer.delete("a", None, &[]).await.unwrap();
+        assert_eq!(deleted, Deleted::Gone);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["DELETE /api/v1/namespaces/ns/configmaps/a"]
+        );
+        assert_eq!(writes(&registry), 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_delete_a_finalizer_holds_is_terminating() {
+        let mut terminating = config_map("9");
+        terminating["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        terminating["metadata"]["finalizers"] = json!(["kubelb.k8c.io/cleanup"]);
+        let (client, _) = server(200, terminating);
+        let registry = Registry::new();
+        let metrics = metrics(&registry);
+        let recent = RecentWrites::default();
+        let writer = Writer::new(
+            Api::<ConfigMap>::namespaced(client, "ns"),
+            "configmaps",
+            &metrics,
+        )
+        .remembering(Some(&recent));
+        let deleted = writer.delete("a", Some(&meta("5")), &[]).await.unwrap();
+        assert_eq!(deleted, Deleted::Terminating);
+        assert_eq!(writes(&registry), 1.0);
+        assert!(recent.stale(Some("ns"), "a", Some(&cached("5"))));
+        assert!(!recent.stale(Some("ns"), "a", Some(&cached("9"))));
+    }
+
+    #[tokio::test]
+    async fn the_api_error_comes_back_as_it_was() {
+        let refused = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                             "message": "admission webhook \"x\" denied the request: no", "reason": "Forbidden", "code": 403});
+        let (client, _) = server(403, refused);
+        let registry = Registry::new();
+        let metrics = metrics(&registry);
+        let writer = Writer::new(
+            Api::<ConfigMap>::namespaced(client, "ns"),
+            "configmaps",
+            &metrics,
+        );
+        let err = writer
+            .merge("a", "us", json!({"data": null}), None, &[])
+            .await
+            .unwrap_err();
+        match err {
+            kube::Error::Api(s) => {
+                assert_eq!(s.code, 403);
+                assert_eq!(s.message, "admission webhook \"x\" denied the request: no");
+            }
+            other => panic!("not the API's answer: {other:?}"),
+        }
+        assert_eq!(writes(&registry), 0.0);
+    }
+}
