@@ -144,6 +144,7 @@ fn apply_failed(copy: &str, ctx: &Context, source: kube::Error) -> Error {
 /// as cached). The manager's verdict usually follows within milliseconds
 /// and the copy's watch event brings us back, so a new object is marked
 /// Pending only if it waits longer.
+#[tracing::instrument(skip_all, fields(copy = %copy))]
 async fn write_copy(
     obj: &Summary<SyncSecret>,
     copy: &str,
@@ -353,6 +354,7 @@ async fn announce_wait(obj: &Summary<SyncSecret>, copy: &Summary<SyncSecret>, ct
 
 /// Deletes the copy and succeeds only once it is gone from the management
 /// cluster (a 404 means gone), so that the finalizer is released last.
+#[tracing::instrument(skip_all)]
 async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error> {
     let Some(copy) = copy_name(obj) else {
         return Ok(Action::await_change());

@@ -21,6 +21,7 @@ use crate::{Context, synchronizer};
 /// One sweep; failures are logged and left for the next one. With the
 /// Secret synchronizer on (`labelled`: the Secrets it syncs), SyncSecrets
 /// it made whose Secret is no longer labelled are released too.
+#[tracing::instrument(name = "sweep", skip_all, fields(namespace = %ctx.tenant_namespace))]
 pub async fn orphans(ctx: Arc<Context>, labelled: Option<Store<Secret>>) {
     forget_gone(&ctx, labelled.as_ref());
     if let Some(labelled) = labelled {

@@ -132,6 +132,7 @@ async fn cleanup(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
 /// deleting the Secret later does not hang. Also called by the sweep for
 /// every SyncSecret we made whose Secret is not among the labelled ones
 /// (a label taken off while the ccm was down, or during a relist).
+#[tracing::instrument(skip_all, fields(namespace = %namespace, name = %name))]
 pub async fn release(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.tenant.clone(), namespace);
     let read_err = |source| Error::ReadObject {

@@ -174,6 +174,7 @@ fn apply_failed(namespace: &str, name: &str, source: kube::Error) -> Error {
 /// Writes the Secret `name` from the copy as stored now (`live`: the
 /// Secret as last seen); false if the copy is gone or made anew since it
 /// was cached.
+#[tracing::instrument(skip_all, fields(secret = %name))]
 async fn write_secret(
     copy: &Summary<SyncSecret>,
     name: &str,
@@ -306,6 +307,7 @@ fn undecodable(copy: &Summary<SyncSecret>, reason: &str) -> Error {
 /// Deletes `live` (only that very object: a UID precondition) so that it
 /// can be made anew, says so in an event, and refuses a second replacement
 /// for the same generation of the copy.
+#[tracing::instrument(skip_all, fields(secret = %live.name_any()))]
 async fn replace(
     copy: &Summary<SyncSecret>,
     live: &Summary<Secret>,
@@ -401,6 +403,7 @@ fn owned_by_a_copy(secret: &Secret) -> bool {
 
 /// Deletes the Secret (a 404 means gone); the ownerReference makes the
 /// garbage collector the backstop should this never run.
+#[tracing::instrument(skip_all)]
 async fn cleanup(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error> {
     let namespace = copy.namespace().unwrap_or_default();
     ctx.certificates.observe(

@@ -17,6 +17,7 @@ use crate::Context;
 /// One sweep; failures are logged and left for the next one. Also forgets
 /// what the manager keeps per copy (backoff, replacement, certificate) for
 /// copies no longer cached.
+#[tracing::instrument(name = "sweep", skip_all)]
 pub async fn orphans(ctx: Arc<Context>) {
     ctx.metrics.sweeping("secrets");
     let copies = ctx.copies.state();

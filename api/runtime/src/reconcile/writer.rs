@@ -106,6 +106,7 @@ where
     /// field another manager holds. `before` is the object as last seen
     /// (`None` when absent), `changed` what differs from it. `None` back
     /// means a dry run held it.
+    #[tracing::instrument(level = "debug", skip_all, fields(resource = self.resource, namespace = self.namespace(), name = %name))]
     pub async fn apply<S: Serialize + Debug>(
         &self,
         name: &str,
@@ -121,6 +122,7 @@ where
 
     /// A JSON merge patch of `name`, written as `field_manager` (see
     /// [`Writer::apply`]).
+    #[tracing::instrument(level = "debug", skip_all, fields(resource = self.resource, namespace = self.namespace(), name = %name))]
     pub async fn merge(
         &self,
         name: &str,
@@ -161,6 +163,7 @@ where
 
     /// Deletes `name`; `before` is the object as last seen (only then is
     /// the delete remembered), `why` says in a dry run what it is for.
+    #[tracing::instrument(level = "debug", skip_all, fields(resource = self.resource, namespace = self.namespace(), name = %name))]
     pub async fn delete(
         &self,
         name: &str,
@@ -173,6 +176,7 @@ where
 
     /// [`Writer::delete`] of exactly the object with UID `uid`: one made
     /// anew meanwhile stays.
+    #[tracing::instrument(level = "debug", skip_all, fields(resource = self.resource, namespace = self.namespace(), name = %name))]
     pub async fn delete_exactly(
         &self,
         name: &str,
@@ -233,6 +237,7 @@ where
     /// Patches `desired` into the status of `obj` if it differs from the
     /// live one, keeping the condition's transition time when its verdict
     /// stands; returns whether it wrote (counted as `syncsecrets/status`).
+    #[tracing::instrument(level = "debug", skip_all, fields(namespace = self.namespace(), name = %obj.name_any()))]
     pub async fn status(&self, obj: &K, desired: SyncSecretStatus) -> Result<bool, kube::Error> {
         const RESOURCE: &str = "syncsecrets/status";
         if !status_differs(obj.status(), &desired) {
