@@ -151,6 +151,14 @@ async fn write_copy(
     live: Option<&Summary<SyncSecret>>,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    let mut changed = obj.payload.changes_from(live.map(|l| &l.payload));
+    if changed.is_empty() {
+        changed.push("metadata".to_owned());
+    }
+    let writer = ctx.copy_writer();
+    if writer.holds("patch", copy, &changed) {
+        return Ok(Action::requeue(PENDING_AFTER));
+    }
     let Some(whole) = read_whole(obj, ctx).await? else {
         // Deleted or made anew since it was cached: its watch event brings
         // the next state.
@@ -158,11 +166,6 @@ async fn write_copy(
     };
     let desired = desired_copy(&whole, &ctx.tenant_namespace, Some(&ctx.cluster_id))
         .ok_or(Error::NotStored)?;
-    let mut changed = obj.payload.changes_from(live.map(|l| &l.payload));
-    if changed.is_empty() {
-        changed.push("metadata".to_owned());
-    }
-    let writer = ctx.copy_writer();
     let failed = |source| apply_failed(copy, ctx, source);
     let merged = match live {
         // Someone else's stringData on the copy: not ours to own, so an
@@ -379,7 +382,7 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
         Cached::Stale | Cached::Unknown => read_copy(&copy, ctx).await.map_err(failed)?,
     };
     let deleted = match &live {
-        None => Deleted::Gone,
+        None => Deleted::Absent,
         Some(live) if live.meta().deletion_timestamp.is_some() => {
             announce_wait(obj, live, ctx).await;
             Deleted::Terminating
@@ -389,14 +392,14 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
             let writer = ctx.copy_writer();
             let deleted = writer.delete(&copy, before, &[]);
             let deleted = deleted.await.map_err(failed)?;
-            if deleted != Deleted::Held {
+            if matches!(deleted, Deleted::Gone | Deleted::Terminating) {
                 tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy deleted");
             }
             deleted
         }
     };
     match deleted {
-        Deleted::Gone => {
+        Deleted::Gone | Deleted::Absent => {
             ctx.forget_wait(obj);
             ctx.answered(&copy);
             Ok(Action::await_change())

@@ -49,7 +49,7 @@ pub async fn orphans(ctx: Arc<Context>, labelled: Option<Store<Secret>>) {
     let why = ["(orphan)".to_owned()];
     for name in orphans {
         match writer.delete(&name, None, &why).await {
-            Ok(Deleted::Held) => {}
+            Ok(Deleted::Held | Deleted::Absent) => {}
             Ok(_) => {
                 ctx.metrics.orphan_deleted("syncsecrets");
                 tracing::info!(namespace = %ctx.tenant_namespace, %name, "orphaned copy deleted: its tenant object is gone");

@@ -112,7 +112,7 @@ async fn cleanup(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
     let name = secret.name_any();
     let writer = ctx.tenant_writer(&namespace);
     match writer.delete(&name, None, &[]).await {
-        Ok(Deleted::Held) => Ok(Action::await_change()),
+        Ok(Deleted::Held | Deleted::Absent) => Ok(Action::await_change()),
         Ok(_) => {
             tracing::info!(%namespace, %name, "SyncSecret deleted with its Secret");
             Ok(Action::await_change())
@@ -161,7 +161,7 @@ pub async fn release(ctx: &Context, namespace: &str, name: &str) -> Result<(), E
         json!({"metadata": {"finalizers": rest, "resourceVersion": secret.resource_version()}});
     let writer = Writer::new(secrets, "secrets", &ctx.metrics);
     let why = [FINALIZER.to_owned()];
-    let released = writer.merge(name, FIELD_MANAGER_CCM, patch, None, &why);
+    let released = writer.merge_metadata(name, patch, None, &why);
     let released = released.await.map_err(|source| Error::ReleaseSecret {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
@@ -207,7 +207,7 @@ async fn delete_made_sync_secret(ctx: &Context, namespace: &str, name: &str) -> 
     }
     let writer = ctx.tenant_writer(namespace);
     match writer.delete(name, None, &[]).await {
-        Ok(Deleted::Held) => Ok(()),
+        Ok(Deleted::Held | Deleted::Absent) => Ok(()),
         Ok(_) => {
             tracing::info!(%namespace, %name, "SyncSecret deleted: its Secret is no longer labelled for syncing");
             Ok(())

@@ -182,6 +182,12 @@ async fn write_secret(
     cached: bool,
     ctx: &Context,
 ) -> Result<bool, Error> {
+    let namespace = copy.namespace().unwrap_or_default();
+    let writer = ctx.secret_writer(&namespace, cached);
+    let changed = copy.payload.changes_from(live.map(|l| &l.payload));
+    if writer.holds("patch", name, &changed) {
+        return Ok(true);
+    }
     let Some(whole) = read_whole(copy, ctx).await? else {
         return Ok(false);
     };
@@ -190,12 +196,9 @@ async fn write_secret(
     let payload = Payload::of_sync_secret(&whole);
     ctx.policy.check(&payload.type_, payload.size())?;
     let desired = desired_secret(&whole, &ctx.policy).ok_or(Error::NotStored)?;
-    let namespace = copy.namespace().unwrap_or_default();
-    let writer = ctx.secret_writer(&namespace, cached);
     // Held until the write is done, so that two new objects of one tenant
     // cannot both fit the last place of its budget.
     let _budget = check_budget(ctx, &namespace, payload.size(), live).await?;
-    let changed = copy.payload.changes_from(live.map(|l| &l.payload));
     let before = live.map(Resource::meta);
     let stored = writer.apply(name, FIELD_MANAGER_MANAGER, &desired, before, &changed);
     let stored = stored
@@ -331,12 +334,7 @@ async fn replace(
     }
     let writer = ctx.secret_writer(&namespace, live.label(LABEL_ORIGIN_NAME).is_some());
     let why = ["(replace)".to_owned()];
-    let deleted = writer.delete_exactly(
-        &name,
-        live.uid().unwrap_or_default(),
-        Some(live.meta()),
-        &why,
-    );
+    let deleted = writer.delete_exactly(&name, live.meta(), &why);
     let deleted = deleted.await.map_err(|source| Error::DeleteSecret {
         namespace: namespace.clone(),
         name: name.clone(),
@@ -419,7 +417,7 @@ async fn cleanup(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Er
     }
     let writer = ctx.secret_writer(&namespace, false);
     match writer.delete(&name, None, &[]).await {
-        Ok(Deleted::Held) => Ok(Action::await_change()),
+        Ok(Deleted::Held | Deleted::Absent) => Ok(Action::await_change()),
         Ok(_) => {
             tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "secret deleted");
             Ok(Action::await_change())

@@ -42,7 +42,7 @@ pub async fn orphans(ctx: Arc<Context>) {
     for (namespace, name) in orphans {
         let writer = ctx.secret_writer(&namespace, false);
         match writer.delete(&name, None, &why).await {
-            Ok(Deleted::Held) => {}
+            Ok(Deleted::Held | Deleted::Absent) => {}
             Ok(_) => {
                 ctx.metrics.orphan_deleted("secrets");
                 tracing::info!(%namespace, %name, "orphaned Secret deleted: its copy is gone");

@@ -9,7 +9,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
 use kube::core::object::HasStatus;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -34,8 +34,10 @@ pub struct Writer<'a, K> {
 pub enum Deleted {
     /// A dry run: nothing was written.
     Held,
-    /// The object is gone (or was already: a 404).
+    /// Deleted: the object is gone.
     Gone,
+    /// It was gone already (a 404): nothing was written.
+    Absent,
     /// Deleted, but a finalizer holds it: it goes once that is removed.
     Terminating,
 }
@@ -102,6 +104,13 @@ where
         }
     }
 
+    /// Asks before a write that needs reading first: in a dry run, records
+    /// it (as [`Writer::apply`] would) and answers true, so that nothing is
+    /// read for a write that is not made.
+    pub fn holds(&self, verb: &'static str, name: &str, changed: &[String]) -> bool {
+        self.held(self.resource, verb, name, changed)
+    }
+
     /// Server-side applies `desired` as `field_manager`, taking over any
     /// field another manager holds. `before` is the object as last seen
     /// (`None` when absent), `changed` what differs from it. `None` back
@@ -139,6 +148,34 @@ where
             .await
     }
 
+    /// A JSON merge patch of `name`'s metadata only: the answer carries no
+    /// payload (see [`Writer::apply`]).
+    #[tracing::instrument(level = "debug", skip_all, fields(resource = self.resource, namespace = self.namespace(), name = %name))]
+    pub async fn merge_metadata(
+        &self,
+        name: &str,
+        patch: serde_json::Value,
+        before: Option<&ObjectMeta>,
+        changed: &[String],
+    ) -> Result<Option<PartialObjectMeta<K>>, kube::Error> {
+        if self.held(self.resource, "patch", name, changed) {
+            return Ok(None);
+        }
+        let params = PatchParams::default();
+        let written = self
+            .api
+            .patch_metadata(name, &params, &Patch::Merge(patch))
+            .await?;
+        self.done(
+            self.resource,
+            "patch",
+            name,
+            version(before).as_deref(),
+            written.metadata.resource_version.as_deref(),
+        );
+        Ok(Some(written))
+    }
+
     async fn patch<P: Serialize + Debug>(
         &self,
         name: &str,
@@ -174,24 +211,23 @@ where
             .await
     }
 
-    /// [`Writer::delete`] of exactly the object with UID `uid`: one made
-    /// anew meanwhile stays.
+    /// [`Writer::delete`] of exactly the object `before` is (its UID):
+    /// one made anew meanwhile stays.
     #[tracing::instrument(level = "debug", skip_all, fields(resource = self.resource, namespace = self.namespace(), name = %name))]
     pub async fn delete_exactly(
         &self,
         name: &str,
-        uid: String,
-        before: Option<&ObjectMeta>,
+        before: &ObjectMeta,
         why: &[String],
     ) -> Result<Deleted, kube::Error> {
         let params = DeleteParams {
-            preconditions: Some(Preconditions {
+            preconditions: before.uid.clone().map(|uid| Preconditions {
                 uid: Some(uid),
                 resource_version: None,
             }),
             ..DeleteParams::default()
         };
-        self.delete_with(name, &params, before, why).await
+        self.delete_with(name, &params, Some(before), why).await
     }
 
     async fn delete_with(
@@ -223,7 +259,7 @@ where
                     Deleted::Gone
                 })
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Deleted::Gone),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(Deleted::Absent),
             Err(e) => Err(e),
         }
     }
@@ -441,7 +477,7 @@ mod tests {
             &metrics,
         );
         let deleted = writer.delete("a", None, &[]).await.unwrap();
-        assert_eq!(deleted, Deleted::Gone);
+        assert_eq!(deleted, Deleted::Absent);
         assert_eq!(
             *seen.lock().unwrap(),
             ["DELETE /api/v1/namespaces/ns/configmaps/a"]
