@@ -16,6 +16,18 @@ pub enum StartError {
         "reading namespace kube-system in the tenant cluster (its UID tells this cluster's copies from another's)"
     )]
     ClusterIdentity(#[source] kube::Error),
+    /// `--check-management-access`: the management identity may not list
+    /// SyncSecrets in its tenant namespace.
+    #[error(
+        "listing SyncSecrets in namespace {namespace} of the management cluster as the identity of --kubelb-kubeconfig"
+    )]
+    ManagementAccess {
+        /// The tenant namespace.
+        namespace: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// What went wrong in one reconcile: a failure the object's status and

@@ -14,16 +14,16 @@ pub struct Flags {
     /// Name of this tenant cluster; the tenant namespace prefix is put in
     /// front when missing. It names the tenant's namespace in the
     /// management cluster.
-    #[arg(long, env = "CLUSTER_NAME")]
+    #[arg(long, env = "SYNCSECRET_CLUSTER_NAME")]
     pub cluster_name: String,
 
     /// Prefix of tenant namespaces in the management cluster, as the
     /// manager's --tenant-namespace-prefix.
-    #[arg(long, env = "TENANT_NAMESPACE_PREFIX", default_value = syncsecret_api::contract::TENANT_NAMESPACE_PREFIX, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    #[arg(long, env = "SYNCSECRET_TENANT_NAMESPACE_PREFIX", default_value = syncsecret_api::contract::TENANT_NAMESPACE_PREFIX, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub tenant_namespace_prefix: String,
 
     /// Kubeconfig of the management (KubeLB) cluster.
-    #[arg(long, env = "KUBELB_KUBECONFIG")]
+    #[arg(long, env = "SYNCSECRET_KUBELB_KUBECONFIG")]
     pub kubelb_kubeconfig: PathBuf,
 
     /// Kubeconfig of this tenant cluster [default: in-cluster configuration,
@@ -32,21 +32,36 @@ pub struct Flags {
     pub kubeconfig: Option<PathBuf>,
 
     /// Address of the /metrics endpoint (`0` disables it).
-    #[arg(long, env = "METRICS_ADDR", default_value = ":9445")]
+    #[arg(long, env = "SYNCSECRET_METRICS_ADDR", default_value = ":9445")]
     pub metrics_addr: String,
 
     /// Address of the /healthz and /readyz probes (`0` disables them).
-    #[arg(long, env = "HEALTH_PROBE_BIND_ADDRESS", default_value = ":8081")]
+    #[arg(
+        long,
+        env = "SYNCSECRET_HEALTH_PROBE_BIND_ADDRESS",
+        default_value = ":8081"
+    )]
     pub health_probe_bind_address: String,
 
     /// Namespace of the tenant cluster that holds the leader Lease.
-    #[arg(long, env = "LEADER_ELECTION_NAMESPACE", default_value = "kube-system")]
+    #[arg(
+        long,
+        env = "SYNCSECRET_LEADER_ELECTION_NAMESPACE",
+        default_value = "kube-system"
+    )]
     pub leader_election_namespace: String,
 
     /// Also turn Secrets labelled kubelb.k8c.io/managed-by=kubelb into
     /// SyncSecrets of the same name.
-    #[arg(long, env = "ENABLE_SECRET_SYNCHRONIZER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, env = "SYNCSECRET_ENABLE_SECRET_SYNCHRONIZER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enable_secret_synchronizer: bool,
+
+    /// Check that the identity of --kubelb-kubeconfig may list SyncSecrets
+    /// in this tenant's namespace of the management cluster, say so and
+    /// exit (non-zero if it may not); nothing else runs. The chart's `helm
+    /// test` runs this.
+    #[arg(long)]
+    pub check_management_access: bool,
 
     /// Leader election, concurrency, log format.
     #[command(flatten)]

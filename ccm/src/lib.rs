@@ -171,6 +171,9 @@ impl Context {
 /// Touches no cluster until flags, listen addresses and kubeconfigs are
 /// known good; then runs until SIGTERM.
 pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
+    if flags.check_management_access {
+        return check_management_access(&flags).await;
+    }
     let plumbing = Plumbing::new(&flags, METRICS_PREFIX, registry).await?;
     // Re-read while running: a rotated identity takes effect without a
     // restart (the controllers restart in-process with it).
@@ -204,6 +207,25 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
         })
         .await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// `--check-management-access`: one list of at most one SyncSecret in the
+/// tenant namespace, as the management identity.
+async fn check_management_access(flags: &Flags) -> Result<(), StartError> {
+    let management = client::from_file(&flags.kubelb_kubeconfig).await?;
+    let namespace = tenant_namespace_with(&flags.tenant_namespace_prefix, &flags.cluster_name);
+    let api: Api<SyncSecret> = Api::namespaced(management, &namespace);
+    api.list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(|source| StartError::ManagementAccess {
+            namespace: namespace.clone(),
+            source,
+        })?;
+    println!(
+        "ok: the identity of {} may list SyncSecrets in namespace {namespace} of the management cluster",
+        flags.kubelb_kubeconfig.display()
+    );
     Ok(())
 }
 

@@ -18,8 +18,8 @@ fn run(bin: &str, args: &[&str]) -> Output {
         .args(args)
         // Flags can come from the environment; keep the test's own out.
         .env_remove("KUBECONFIG")
-        .env_remove("CLUSTER_NAME")
-        .env_remove("KUBELB_KUBECONFIG")
+        .env_remove("SYNCSECRET_CLUSTER_NAME")
+        .env_remove("SYNCSECRET_KUBELB_KUBECONFIG")
         .output()
         .unwrap()
 }

@@ -17,20 +17,28 @@ pub struct Flags {
     pub kubeconfig: Option<PathBuf>,
 
     /// Address of the /metrics endpoint (`0` disables it).
-    #[arg(long, env = "METRICS_ADDR", default_value = ":9443")]
+    #[arg(long, env = "SYNCSECRET_METRICS_ADDR", default_value = ":9443")]
     pub metrics_addr: String,
 
     /// Address of the /healthz and /readyz probes (`0` disables them).
-    #[arg(long, env = "HEALTH_PROBE_BIND_ADDRESS", default_value = ":8081")]
+    #[arg(
+        long,
+        env = "SYNCSECRET_HEALTH_PROBE_BIND_ADDRESS",
+        default_value = ":8081"
+    )]
     pub health_probe_bind_address: String,
 
     /// Namespace the manager runs in; it holds the leader Lease.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "kubelb")]
+    #[arg(long, env = "SYNCSECRET_NAMESPACE", default_value = "kubelb")]
     pub namespace: String,
 
     /// Namespaces whose names start with this are tenant namespaces; copies
     /// elsewhere are left alone and counted as skipped (KubeLB's convention).
-    #[arg(long, env = "TENANT_NAMESPACE_PREFIX", default_value = "tenant-")]
+    #[arg(
+        long,
+        env = "SYNCSECRET_TENANT_NAMESPACE_PREFIX",
+        default_value = "tenant-"
+    )]
     pub tenant_namespace_prefix: String,
 
     /// Only these Secret types are synced (comma-separated). The default
@@ -38,7 +46,7 @@ pub struct Flags {
     /// management-cluster controller acts on.
     #[arg(
         long,
-        env = "ALLOWED_SECRET_TYPES",
+        env = "SYNCSECRET_ALLOWED_SECRET_TYPES",
         value_delimiter = ',',
         default_value = "Opaque,kubernetes.io/tls,kubernetes.io/dockerconfigjson,kubernetes.io/dockercfg,kubernetes.io/basic-auth,kubernetes.io/ssh-auth"
     )]
@@ -47,7 +55,7 @@ pub struct Flags {
     /// Label and annotation keys a tenant may put on its Secrets here
     /// (comma-separated; `prefix*` for prefixes). Default: none; the
     /// origin labels are set by the manager either way.
-    #[arg(long, env = "ALLOWED_METADATA", value_delimiter = ',')]
+    #[arg(long, env = "SYNCSECRET_ALLOWED_METADATA", value_delimiter = ',')]
     pub allowed_metadata: Vec<String>,
 
     /// KubeLB's behaviour: sync every Secret type but the denied ones, and
@@ -57,13 +65,13 @@ pub struct Flags {
     /// helm.sh/release.v1 with Helm's labels), a replicator's or
     /// reflector's source (their annotations), anything a policy engine
     /// selects by label.
-    #[arg(long, env = "UNSAFE_COPY_ALL_TYPES_AND_METADATA")]
+    #[arg(long, env = "SYNCSECRET_UNSAFE_COPY_ALL_TYPES_AND_METADATA")]
     pub unsafe_copy_all_types_and_metadata: bool,
 
     /// These Secret types are never synced (comma-separated).
     #[arg(
         long,
-        env = "DENIED_SECRET_TYPES",
+        env = "SYNCSECRET_DENIED_SECRET_TYPES",
         value_delimiter = ',',
         default_value = "kubernetes.io/service-account-token"
     )]
@@ -73,20 +81,24 @@ pub struct Flags {
     /// allows them, besides kubernetes.io/service-account.* and kubectl's
     /// last-applied configuration (comma-separated; `prefix*` for
     /// prefixes).
-    #[arg(long, env = "DROP_METADATA", value_delimiter = ',')]
+    #[arg(long, env = "SYNCSECRET_DROP_METADATA", value_delimiter = ',')]
     pub drop_metadata: Vec<String>,
 
     /// Most Secrets per tenant namespace (0: no limit).
-    #[arg(long, env = "MAX_SECRETS_PER_TENANT", default_value_t = 0)]
+    #[arg(long, env = "SYNCSECRET_MAX_SECRETS_PER_TENANT", default_value_t = 0)]
     pub max_secrets_per_tenant: usize,
 
     /// Most bytes of Secret data per tenant namespace (0: no limit).
-    #[arg(long, env = "MAX_BYTES_PER_TENANT", default_value_t = 0)]
+    #[arg(long, env = "SYNCSECRET_MAX_BYTES_PER_TENANT", default_value_t = 0)]
     pub max_bytes_per_tenant: usize,
 
     /// A kubernetes.io/tls certificate expiring within this many days gets
     /// the CertificateExpiring condition.
-    #[arg(long, env = "CERTIFICATE_EXPIRY_WINDOW_DAYS", default_value_t = 14)]
+    #[arg(
+        long,
+        env = "SYNCSECRET_CERTIFICATE_EXPIRY_WINDOW_DAYS",
+        default_value_t = 14
+    )]
     pub certificate_expiry_window_days: u32,
 
     /// Leader election, concurrency, log format.

@@ -221,6 +221,8 @@ pub(super) async fn prometheus_has_data_for_every_dashboard_query_and_alert(
         }
         for p in panels(b) {
             for (q, _) in p.queries {
+                // As Grafana runs it with "All" namespaces chosen.
+                let q = q.replace("$namespace", ".*");
                 exprs.push((format!("panel {:?} ({})", p.title, b.name()), q));
             }
         }

@@ -118,6 +118,16 @@ pub fn alerts(b: Binary) -> Vec<Alert> {
             ),
         },
         Alert {
+            name: "SyncSecretManagementUnreachable",
+            expr: format!("{p}_management_reachable == 0"),
+            for_: "5m",
+            severity: "critical",
+            summary: format!(
+                "{} replica {{{{ $labels.instance }}}} has not reached the management cluster for 5 minutes",
+                b.name()
+            ),
+        },
+        Alert {
             name: "SyncSecretNoLeader",
             expr: format!("max by (job) ({p}_leader) < 1 or absent({p}_leader)"),
             for_: "5m",
@@ -198,6 +208,11 @@ fn panel(
     }
 }
 
+/// The dashboards' namespace variable, in the selector of every query over
+/// a metric with a namespace label (Grafana puts `.*` for "All"; a query
+/// run elsewhere replaces it with a regex itself).
+pub const NS: &str = r#"namespace=~"$namespace""#;
+
 /// The panels of one binary's dashboard.
 pub fn panels(b: Binary) -> Vec<Panel> {
     let p = b.prefix();
@@ -208,7 +223,7 @@ pub fn panels(b: Binary) -> Vec<Panel> {
             "Reconciles by namespace",
             "ops",
             &[(
-                format!("sum by (namespace) (rate({reconciles}[5m]))"),
+                format!("sum by (namespace) (rate({reconciles}{{{NS}}}[5m]))"),
                 "{{namespace}}",
             )],
         ),
@@ -218,7 +233,7 @@ pub fn panels(b: Binary) -> Vec<Panel> {
             // Zero rather than "no data" where reconciles run without errors.
             &[(
                 format!(
-                    r#"sum by (namespace) (rate({reconciles}{{result="error"}}[5m])) or (sum by (namespace) (rate({reconciles}[5m])) * 0)"#
+                    r#"sum by (namespace) (rate({reconciles}{{result="error",{NS}}}[5m])) or (sum by (namespace) (rate({reconciles}{{{NS}}}[5m])) * 0)"#
                 ),
                 "{{namespace}}",
             )],
@@ -228,11 +243,11 @@ pub fn panels(b: Binary) -> Vec<Panel> {
             "s",
             &[
                 (
-                    format!("histogram_quantile(0.5, sum by (le) (rate({duration}[5m])))"),
+                    format!("histogram_quantile(0.5, sum by (le) (rate({duration}{{{NS}}}[5m])))"),
                     "p50",
                 ),
                 (
-                    format!("histogram_quantile(0.99, sum by (le) (rate({duration}[5m])))"),
+                    format!("histogram_quantile(0.99, sum by (le) (rate({duration}{{{NS}}}[5m])))"),
                     "p99",
                 ),
             ],
@@ -248,7 +263,10 @@ pub fn panels(b: Binary) -> Vec<Panel> {
         panel(
             format!("{} by phase", capitalised(b.objects())),
             "short",
-            &[(format!("sum by (phase) ({p}_sync_secrets)"), "{{phase}}")],
+            &[(
+                format!("sum by (phase) ({p}_sync_secrets{{{NS}}})"),
+                "{{phase}}",
+            )],
         ),
         panel(
             "Leader and readiness by replica",
@@ -272,6 +290,14 @@ pub fn panels(b: Binary) -> Vec<Panel> {
                 "{{resource}}",
             )],
         ),
+        panel(
+            "Management cluster reachable by replica",
+            "short",
+            &[(
+                format!("min by (instance) ({p}_management_reachable)"),
+                "{{instance}}",
+            )],
+        ),
     ];
     if b == Binary::Manager {
         out.extend([
@@ -279,7 +305,7 @@ pub fn panels(b: Binary) -> Vec<Panel> {
                 "TLS certificates by state",
                 "short",
                 &[(
-                    format!("sum by (state) ({p}_certificates)"),
+                    format!("sum by (state) ({p}_certificates{{{NS}}})"),
                     "{{state}}",
                 )],
             ),
@@ -288,7 +314,7 @@ pub fn panels(b: Binary) -> Vec<Panel> {
                 "d",
                 &[(
                     format!(
-                        "(min by (namespace) ({p}_certificate_earliest_expiry_timestamp_seconds) - time()) / 86400"
+                        "(min by (namespace) ({p}_certificate_earliest_expiry_timestamp_seconds{{{NS}}}) - time()) / 86400"
                     ),
                     "{{namespace}}",
                 )],
@@ -298,7 +324,7 @@ pub fn panels(b: Binary) -> Vec<Panel> {
                 "short",
                 &[(
                     format!(
-                        "sum by (namespace) (increase({p}_write_verify_failures_total[1h]))"
+                        "sum by (namespace) (increase({p}_write_verify_failures_total{{{NS}}}[1h]))"
                     ),
                     "{{namespace}}",
                 )],
@@ -358,12 +384,26 @@ pub fn dashboard(b: Binary) -> Value {
         "editable": true,
         "refresh": "30s",
         "time": { "from": "now-1h", "to": "now" },
-        "templating": { "list": [{
-            "name": "datasource",
-            "label": "Data source",
-            "type": "datasource",
-            "query": "prometheus",
-        }]},
+        "templating": { "list": [
+            {
+                "name": "datasource",
+                "label": "Data source",
+                "type": "datasource",
+                "query": "prometheus",
+            },
+            {
+                "name": "namespace",
+                "label": "Namespace",
+                "type": "query",
+                "datasource": datasource,
+                "query": { "query": format!("label_values({}_sync_secrets, namespace)", b.prefix()), "refId": "namespaces" },
+                "refresh": 2,
+                "multi": true,
+                "includeAll": true,
+                "allValue": ".*",
+                "current": { "text": "All", "value": "$__all" },
+            },
+        ]},
         "panels": panels,
     })
 }
@@ -371,6 +411,27 @@ pub fn dashboard(b: Binary) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_panel_by_namespace_follows_the_namespace_variable() {
+        for b in Binary::ALL {
+            let d = dashboard(b);
+            let vars: Vec<&str> = d["templating"]["list"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|v| v["name"].as_str())
+                .collect();
+            assert_eq!(vars, ["datasource", "namespace"]);
+            for p in panels(b) {
+                for (q, _) in &p.queries {
+                    if q.contains("namespace") {
+                        assert!(q.contains(NS), "{}: {q}", p.title);
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn every_alert_has_a_runbook_section() {

@@ -232,6 +232,28 @@ pub fn register_foreign_copies(
     register_replacing(registry, || make(store.clone()))
 }
 
+/// The commit a build was made from: `SYNCSECRET_COMMIT` at build time
+/// (`make image` sets it), else `unknown`.
+pub const COMMIT: &str = match option_env!("SYNCSECRET_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+/// Registers `<prefix>_build_info{version,commit}`, always 1: joined on,
+/// it tells which build each replica runs.
+pub fn register_build_info(prefix: &str, registry: &Registry) -> Result<(), prometheus::Error> {
+    let info = IntGaugeVec::new(
+        Opts::new(
+            format!("{prefix}_build_info"),
+            "Always 1; its labels say which version and commit this replica runs.",
+        ),
+        &["version", "commit"],
+    )?;
+    info.with_label_values(&[env!("CARGO_PKG_VERSION"), COMMIT])
+        .set(1);
+    registry.register(Box::new(info))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! Per-object exponential backoff for `error_policy`: the first retry after
 //! a second, doubling up to five minutes, reset by a success. And the
-//! backoff of the watches themselves ([`WatchBackoff`]).
+//! backoff of the watches themselves ([`WatchBackoff`]). Every delay is
+//! jittered ([`jittered`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -40,7 +41,7 @@ impl Iterator for WatchBackoff {
     fn next(&mut self) -> Option<Duration> {
         let now = self.next;
         self.next = (now * 2).min(Self::MAX);
-        Some(now)
+        Some(jittered(now))
     }
 }
 
@@ -48,6 +49,19 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.next = Self::FIRST;
     }
+}
+
+/// `delay` less a random part of its half: many clients that failed
+/// together (every tenant's ccm after a management outage) then retry
+/// spread over the second half of the delay, not all at once.
+pub fn jittered(delay: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each RandomState holds fresh random keys: a random number without a
+    // dependency for it.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(delay.subsec_nanos());
+    let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    delay.mul_f64(0.5 + fraction / 2.0)
 }
 
 /// Failure counts by object key (`namespace/name`).
@@ -70,7 +84,7 @@ impl Backoffs {
         let factor = 1u32
             .checked_shl(n.saturating_sub(1).min(16))
             .unwrap_or(u32::MAX);
-        BASE.saturating_mul(factor).min(MAX)
+        jittered(BASE.saturating_mul(factor).min(MAX))
     }
 
     /// Forgets every key `keep` says no to (objects gone from the caches:
@@ -108,17 +122,32 @@ mod tests {
         use kube::runtime::utils::Backoff as _;
         let mut b = WatchBackoff::default();
         let delays: Vec<Duration> = b.by_ref().take(7).collect();
-        assert_eq!(delays[0], Duration::from_millis(250));
-        assert_eq!(delays[1], Duration::from_millis(500));
+        let within = |d: Duration, of: Duration| d >= of / 2 && d <= of;
+        assert!(within(delays[0], Duration::from_millis(250)), "{delays:?}");
+        assert!(within(delays[1], Duration::from_millis(500)), "{delays:?}");
         assert!(delays.iter().all(|d| *d <= WatchBackoff::MAX));
-        assert_eq!(delays[6], WatchBackoff::MAX);
+        assert!(within(delays[6], WatchBackoff::MAX), "{delays:?}");
         b.reset();
-        assert_eq!(b.next(), Some(WatchBackoff::FIRST));
+        assert!(within(b.next().unwrap(), WatchBackoff::FIRST));
+    }
+
+    #[test]
+    fn retries_of_many_clients_spread_over_the_second_half_of_the_delay() {
+        let delay = Duration::from_secs(8);
+        let draws: Vec<Duration> = (0..1000).map(|_| jittered(delay)).collect();
+        assert!(draws.iter().all(|d| *d >= delay / 2 && *d <= delay));
+        // Spread, not bunched: every quarter of the range gets some.
+        for q in 0..4u32 {
+            let (lo, hi) = (delay / 2 + delay / 8 * q, delay / 2 + delay / 8 * (q + 1));
+            let n = draws.iter().filter(|d| **d >= lo && **d < hi).count();
+            assert!(n > 150, "quarter {q}: {n} of 1000");
+        }
     }
 
     #[test]
     fn failures_of_objects_gone_are_forgotten() {
         let b = Backoffs::default();
+        b.failed("SyncSecret/a/x");
         b.failed("SyncSecret/a/x");
         b.failed("SyncSecret/a/y");
         b.retain(|k| k.ends_with("/x"));
@@ -128,20 +157,21 @@ mod tests {
 
     #[test]
     fn doubles_per_failure_caps_and_resets() {
+        // Each delay is jittered into the second half of its nominal value.
+        let about = |d: Duration, nominal: Duration| d >= nominal / 2 && d <= nominal;
         let b = Backoffs::default();
-        assert_eq!(b.failed("a/x"), Duration::from_secs(1));
-        assert_eq!(b.failed("a/x"), Duration::from_secs(2));
-        assert_eq!(b.failed("a/x"), Duration::from_secs(4));
-        assert_eq!(
-            b.failed("a/y"),
-            Duration::from_secs(1),
+        assert!(about(b.failed("a/x"), Duration::from_secs(1)));
+        assert!(about(b.failed("a/x"), Duration::from_secs(2)));
+        assert!(about(b.failed("a/x"), Duration::from_secs(4)));
+        assert!(
+            about(b.failed("a/y"), Duration::from_secs(1)),
             "objects back off independently"
         );
         for _ in 0..20 {
             b.failed("a/x");
         }
-        assert_eq!(b.failed("a/x"), MAX);
+        assert!(about(b.failed("a/x"), MAX));
         b.succeeded("a/x");
-        assert_eq!(b.failed("a/x"), Duration::from_secs(1));
+        assert!(about(b.failed("a/x"), Duration::from_secs(1)));
     }
 }

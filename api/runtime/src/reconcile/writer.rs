@@ -367,8 +367,40 @@ mod tests {
         }
     }
 
-    fn metrics(registry: &Registry) -> ControllerMetrics {
-        ControllerMetrics::register("t", registry).unwrap()
+    /// A registry with a controller's metrics, and its recent writes.
+    struct Fixture {
+        registry: Registry,
+        metrics: ControllerMetrics,
+        recent: RecentWrites,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let registry = Registry::new();
+            let metrics = ControllerMetrics::register("t", &registry).unwrap();
+            Self {
+                registry,
+                metrics,
+                recent: RecentWrites::default(),
+            }
+        }
+
+        fn dry_run() -> Self {
+            let mut f = Self::new();
+            let dry_run = DryRun::register("t", &f.registry).unwrap();
+            f.metrics = f.metrics.with_dry_run(dry_run);
+            f
+        }
+
+        /// A writer of ConfigMaps in `ns` through `client`, remembering.
+        fn writer(&self, client: Client) -> Writer<'_, ConfigMap> {
+            Writer::new(Api::namespaced(client, "ns"), "configmaps", &self.metrics)
+                .remembering(Some(&self.recent))
+        }
+
+        fn writes(&self) -> f64 {
+            sum(&self.registry, "t_writes_total")
+        }
     }
 
     /// The sum of a metric's samples, as a scrape shows it.
@@ -388,22 +420,11 @@ mod tests {
             .sum()
     }
 
-    fn writes(registry: &Registry) -> f64 {
-        sum(registry, "t_writes_total")
-    }
-
     #[tokio::test]
     async fn an_apply_is_counted_and_remembered_until_the_cache_shows_it() {
         let (client, seen) = server(200, config_map("8"));
-        let registry = Registry::new();
-        let metrics = metrics(&registry);
-        let recent = RecentWrites::default();
-        let writer = Writer::new(
-            Api::<ConfigMap>::namespaced(client, "ns"),
-            "configmaps",
-            &metrics,
-        )
-        .remembering(Some(&recent));
+        let f = Fixture::new();
+        let writer = f.writer(client);
         let written = writer
             .apply("a", "us", &json!({}), Some(&meta("5")), &[])
             .await
@@ -413,54 +434,39 @@ mod tests {
             *seen.lock().unwrap(),
             ["PATCH /api/v1/namespaces/ns/configmaps/a"]
         );
-        assert_eq!(writes(&registry), 1.0);
-        assert!(recent.stale(Some("ns"), "a", Some(&cached("5"))));
-        assert!(!recent.stale(Some("ns"), "a", Some(&cached("8"))));
+        assert_eq!(f.writes(), 1.0);
+        assert!(f.recent.stale(Some("ns"), "a", Some(&cached("5"))));
+        assert!(!f.recent.stale(Some("ns"), "a", Some(&cached("8"))));
     }
 
     #[tokio::test]
     async fn a_write_that_changed_nothing_is_not_remembered() {
         let (client, _) = server(200, config_map("5"));
-        let registry = Registry::new();
-        let metrics = metrics(&registry);
-        let recent = RecentWrites::default();
-        let writer = Writer::new(
-            Api::<ConfigMap>::namespaced(client, "ns"),
-            "configmaps",
-            &metrics,
-        )
-        .remembering(Some(&recent));
+        let f = Fixture::new();
+        let writer = f.writer(client);
         writer
             .apply("a", "us", &json!({}), Some(&meta("5")), &[])
             .await
             .unwrap();
         // No version was made, so no watch event would ever clear it.
-        assert!(!recent.stale(Some("ns"), "a", Some(&cached("5"))));
-        assert_eq!(writes(&registry), 1.0);
+        assert!(!f.recent.stale(Some("ns"), "a", Some(&cached("5"))));
+        assert_eq!(f.writes(), 1.0);
     }
 
     #[tokio::test]
     async fn a_dry_run_sends_nothing() {
         let (client, seen) = server(500, json!({}));
-        let registry = Registry::new();
-        let dry_run = DryRun::register("t", &registry).unwrap();
-        let metrics = metrics(&registry).with_dry_run(dry_run);
-        let recent = RecentWrites::default();
-        let writer = Writer::new(
-            Api::<ConfigMap>::namespaced(client, "ns"),
-            "configmaps",
-            &metrics,
-        )
-        .remembering(Some(&recent));
+        let f = Fixture::dry_run();
+        let writer = f.writer(client);
         let (desired, changed) = (json!({}), ["k".to_owned()]);
         let applied = writer.apply("a", "us", &desired, None, &changed);
         assert!(applied.await.unwrap().is_none());
         let deleted = writer.delete("a", Some(&meta("5")), &[]).await.unwrap();
         assert_eq!(deleted, Deleted::Held);
         assert!(seen.lock().unwrap().is_empty());
-        assert_eq!(writes(&registry), 0.0);
-        assert!(!recent.stale(Some("ns"), "a", Some(&cached("5"))));
-        let pending = sum(&registry, "t_dry_run_pending_writes");
+        assert_eq!(f.writes(), 0.0);
+        assert!(!f.recent.stale(Some("ns"), "a", Some(&cached("5"))));
+        let pending = sum(&f.registry, "t_dry_run_pending_writes");
         assert_eq!(pending, 2.0, "one pending patch and one pending delete");
     }
 
@@ -469,20 +475,15 @@ mod tests {
         let gone = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                           "message": "configmaps \"a\" not found", "reason": "NotFound", "code": 404});
         let (client, seen) = server(404, gone);
-        let registry = Registry::new();
-        let metrics = metrics(&registry);
-        let writer = Writer::new(
-            Api::<ConfigMap>::namespaced(client, "ns"),
-            "configmaps",
-            &metrics,
-        );
+        let f = Fixture::new();
+        let writer = f.writer(client);
         let deleted = writer.delete("a", None, &[]).await.unwrap();
         assert_eq!(deleted, Deleted::Absent);
         assert_eq!(
             *seen.lock().unwrap(),
             ["DELETE /api/v1/namespaces/ns/configmaps/a"]
         );
-        assert_eq!(writes(&registry), 0.0);
+        assert_eq!(f.writes(), 0.0);
     }
 
     #[tokio::test]
@@ -491,20 +492,13 @@ mod tests {
         terminating["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         terminating["metadata"]["finalizers"] = json!(["kubelb.k8c.io/cleanup"]);
         let (client, _) = server(200, terminating);
-        let registry = Registry::new();
-        let metrics = metrics(&registry);
-        let recent = RecentWrites::default();
-        let writer = Writer::new(
-            Api::<ConfigMap>::namespaced(client, "ns"),
-            "configmaps",
-            &metrics,
-        )
-        .remembering(Some(&recent));
+        let f = Fixture::new();
+        let writer = f.writer(client);
         let deleted = writer.delete("a", Some(&meta("5")), &[]).await.unwrap();
         assert_eq!(deleted, Deleted::Terminating);
-        assert_eq!(writes(&registry), 1.0);
-        assert!(recent.stale(Some("ns"), "a", Some(&cached("5"))));
-        assert!(!recent.stale(Some("ns"), "a", Some(&cached("9"))));
+        assert_eq!(f.writes(), 1.0);
+        assert!(f.recent.stale(Some("ns"), "a", Some(&cached("5"))));
+        assert!(!f.recent.stale(Some("ns"), "a", Some(&cached("9"))));
     }
 
     #[tokio::test]
@@ -512,13 +506,8 @@ mod tests {
         let refused = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                              "message": "admission webhook \"x\" denied the request: no", "reason": "Forbidden", "code": 403});
         let (client, _) = server(403, refused);
-        let registry = Registry::new();
-        let metrics = metrics(&registry);
-        let writer = Writer::new(
-            Api::<ConfigMap>::namespaced(client, "ns"),
-            "configmaps",
-            &metrics,
-        );
+        let f = Fixture::new();
+        let writer = f.writer(client);
         let err = writer
             .merge("a", "us", json!({"data": null}), None, &[])
             .await
@@ -530,6 +519,6 @@ mod tests {
             }
             other => panic!("not the API's answer: {other:?}"),
         }
-        assert_eq!(writes(&registry), 0.0);
+        assert_eq!(f.writes(), 0.0);
     }
 }

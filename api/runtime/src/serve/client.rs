@@ -39,11 +39,32 @@ pub async fn from_file(path: &Path) -> Result<Client, RuntimeError> {
         path: path.to_owned(),
         message,
     };
-    let kc = Kubeconfig::read_from(path).map_err(|e| err(e.to_string()))?;
+    let kc = Kubeconfig::read_from(path).map_err(|e| err(without_content(&e)))?;
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .map_err(|e| err(e.to_string()))?;
-    Client::try_from(bounded(config)).map_err(|e| err(e.to_string()))
+        .map_err(|e| err(without_content(&e)))?;
+    Client::try_from(bounded(config)).map_err(|e| err(without_content(&e)))
+}
+
+/// A kubeconfig error without the file's content: the YAML parser prints
+/// the lines around a syntax error (a token, a key) and quotes a value of
+/// the wrong type. Its first line, with every quoted part left out.
+fn without_content(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let mut out = String::with_capacity(first.len());
+    let mut quoted = false;
+    for c in first.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("(not shown)");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A client for the cluster the process runs in: the kubeconfig named by
@@ -62,7 +83,10 @@ pub async fn from_flag_or_environment(
             .await
             .map_err(|e| RuntimeError::NoConfig {
                 flag,
-                message: format!("not in a cluster ({in_cluster}) and no usable kubeconfig ({e})"),
+                message: format!(
+                    "not in a cluster ({in_cluster}) and no usable kubeconfig ({})",
+                    without_content(&e)
+                ),
             })?,
     };
     Client::try_from(bounded(config)).map_err(|e| RuntimeError::NoConfig {
@@ -152,5 +176,38 @@ async fn follow(path: PathBuf, mut loaded: Vec<u8>, tx: watch::Sender<Client>) {
                 refused = Some(Ok(now));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_broken_kubeconfig_is_reported_without_its_content() {
+        let dir = std::env::temp_dir().join(format!("kubeconfig-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, body) in [
+            // A syntax error next to a token: the parser quotes the lines.
+            (
+                "indent",
+                "apiVersion: v1\nkind: Config\nusers:\n- name: u\n  user:\n    token: SECRET-TOKEN-VALUE\n   bad: indent\n",
+            ),
+            // A value of the wrong type: the parser quotes the value.
+            (
+                "type",
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\n    insecure-skip-tls-verify: SECRET-TOKEN-VALUE\n",
+            ),
+        ] {
+            let path = dir.join(name);
+            std::fs::write(&path, body).unwrap();
+            let Err(e) = from_file(&path).await else {
+                panic!("{name}: a broken kubeconfig was accepted");
+            };
+            let said = crate::error::report(&e);
+            assert!(said.contains(&path.display().to_string()), "{name}: {said}");
+            assert!(!said.contains("SECRET-TOKEN-VALUE"), "{name}: {said}");
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

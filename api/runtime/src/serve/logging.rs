@@ -6,9 +6,10 @@ use tracing_subscriber::EnvFilter;
 use crate::error::RuntimeError;
 
 /// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// One human-readable line per event.
+    #[value(alias = "text")]
     Human,
     /// One JSON object per line.
     Json,
@@ -25,16 +26,24 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber; the level comes from `RUST_LOG`
-/// (default `info`), less what [`shown`] withholds. Panics are reported by
-/// where they happened only ([`report_panic`]).
-pub fn init(format: LogFormat) -> Result<(), RuntimeError> {
+/// Installs the global subscriber; the level comes from `level`
+/// (`--log-level`), else `RUST_LOG`, else `info`, less what [`shown`]
+/// withholds. Panics are reported by where they happened only
+/// ([`report_panic`]).
+pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), RuntimeError> {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let filter = match level {
+        Some(level) => filter_of(level).map_err(RuntimeError::Logging)?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    // Colours only on a terminal: a pod's log is a file.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let output = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let output = match format {
         LogFormat::Human => output.boxed(),
         LogFormat::Json => output.json().flatten_event(true).boxed(),
@@ -47,6 +56,21 @@ pub fn init(format: LogFormat) -> Result<(), RuntimeError> {
         .map_err(|e| RuntimeError::Logging(e.to_string()))?;
     std::panic::set_hook(Box::new(report_panic));
     Ok(())
+}
+
+/// The filter `--log-level` asks for: a level alone, or a filter with
+/// targets as `RUST_LOG` takes it. A bare word that is no level is refused
+/// (`EnvFilter` would take it for a target and log nothing of ours).
+fn filter_of(level: &str) -> Result<EnvFilter, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bare = !level.contains(['=', ',']);
+    if bare && !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "--log-level {level:?}: use one of {}, or a filter such as info,syncsecret_runtime=debug",
+            LEVELS.join(", ")
+        ));
+    }
+    EnvFilter::try_new(level).map_err(|e| format!("--log-level {level:?}: {e}"))
 }
 
 /// The one target whose events quote answers: kube's client logs a whole
@@ -92,6 +116,24 @@ mod tests {
     use tracing::metadata::Kind;
 
     use super::*;
+
+    #[test]
+    fn a_log_level_is_a_level_or_a_filter() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "info,syncsecret_runtime=debug",
+            "kube=warn",
+        ] {
+            assert!(filter_of(ok).is_ok(), "{ok}");
+        }
+        let e = filter_of("verbose").unwrap_err();
+        assert!(
+            e.contains("use one of off, error, warn, info, debug, trace"),
+            "{e}"
+        );
+    }
 
     struct Site;
     impl tracing::Callsite for Site {

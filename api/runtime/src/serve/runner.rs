@@ -159,6 +159,12 @@ impl Plumbing {
         }
         let health = Arc::new(Health::new());
         crate::metrics::gauges::register_health(prefix, health.clone(), &registry)?;
+        crate::metrics::gauges::register_build_info(prefix, &registry)?;
+        // CPU seconds, resident memory, open files and start time, as every
+        // Prometheus client exports them (process_*).
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(Self {
             listeners,
             admin: AdminState {
@@ -281,7 +287,8 @@ where
         Ok(f) => f,
         Err(code) => return code,
     };
-    if let Err(e) = crate::serve::logging::init(flags.common().log_format) {
+    let common = flags.common();
+    if let Err(e) = crate::serve::logging::init(common.log_format, common.log_level.as_deref()) {
         eprintln!("error: {}", crate::error::report(&e));
         return std::process::ExitCode::FAILURE;
     }
