@@ -7,7 +7,7 @@ CARGO ?= cargo
 # kubectl and helm; see hack/tools.sh and hack/versions.env.
 WITH_TOOLS = env_lines=$$(hack/tools.sh env) && eval "$$env_lines" &&
 
-.PHONY: help tools demo up test unit bench chaos manifests fmt lint ci
+.PHONY: help tools demo up test unit bench chaos image manifests fmt lint ci
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
@@ -21,8 +21,9 @@ demo: ## Start a management and a tenant cluster, show a SyncSecret there, stop.
 up: ## Keep a local management and tenant cluster running until Ctrl-C.
 	$(WITH_TOOLS) $(CARGO) run -q -p syncsecret-e2e --bin syncsecret-up
 
-test: ## Run every test (unit, generated-YAML drift, e2e on the real control plane).
+test: ## Run every test (unit, generated-YAML drift, e2e on the real control plane, the images as containers).
 	$(CARGO) test -p syncsecret-api
+	$(WITH_TOOLS) hack/image.sh
 	$(WITH_TOOLS) $(CARGO) test --workspace -- --nocapture
 
 unit: ## The fast tier: unit, property and generated-YAML drift tests; no control plane.
@@ -37,6 +38,9 @@ bench: ## Benchmark (release builds, 1k/10k objects over 1/4 tenants); appends t
 CHAOS_ARGS ?=
 chaos: ## Chaos run (release builds; kill -9, API server restarts, etcd compaction; ~10 min); prints one summary.
 	$(WITH_TOOLS) $(CARGO) run --release -q -p syncsecret-e2e --bin syncsecret-chaos -- $(CHAOS_ARGS)
+
+image: ## Both controllers as OCI images built here, nothing pulled (podman; localhost/syncsecret/<binary>:dev).
+	$(WITH_TOOLS) hack/image.sh $(IMAGE_TAG)
 
 manifests: ## Regenerate config/ from the Rust types.
 	$(CARGO) run -q -p syncsecret-runtime --bin syncsecret-manifests

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds (once) and locates the binaries of the real control plane the tests,
 # the demo and the benchmarks run on: etcd, kube-apiserver,
-# kube-controller-manager, kubectl and helm; plus Prometheus and promtool, and
-# the prometheus-operator CRDs for ServiceMonitor and PrometheusRule.
+# kube-controller-manager, kubectl and helm; plus Prometheus and promtool,
+# the prometheus-operator CRDs for ServiceMonitor and PrometheusRule, and
+# podman with runc for the images and the container tests.
 #
 #   hack/tools.sh install   build or fetch whatever is missing
 #   hack/tools.sh env       install, then print `export TEST_ASSET_...=` lines
-#                           (and PROMETHEUS, PROMTOOL, PROMETHEUS_OPERATOR_CRDS)
+#                           (and PROMETHEUS, PROMTOOL, PROMETHEUS_OPERATOR_CRDS,
+#                           CONTAINERS_CONF, CONTAINERS_STORAGE_CONF)
 #                           (use: eval "$(hack/tools.sh env)")
 #
 # Versions come from hack/versions.env and nowhere else. Binaries are built from
@@ -281,6 +283,35 @@ install_prometheus() {
     done
 }
 
+# podman and runc from Debian's packages, for `make image` and the container
+# tests. They run with hack/podman/containers.conf and a storage
+# configuration written into the cache; a user's own CONTAINERS_CONF and
+# CONTAINERS_STORAGE_CONF win.
+install_podman() {
+    if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
+        command -v apt-get >/dev/null ||
+            die "no apt-get: install podman and runc yourself (podman ${PODMAN_DEB_VERSION%%+*}, runc ${RUNC_DEB_VERSION%%+*} are tested)"
+        log "installing podman $PODMAN_DEB_VERSION and runc $RUNC_DEB_VERSION from Debian (once)"
+        local pkgs=("podman=$PODMAN_DEB_VERSION" "runc=$RUNC_DEB_VERSION")
+        if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >&2; then
+            log "apt-get install failed; running apt-get update and trying again"
+            as_root apt-get update -q >&2 || die "apt-get update failed"
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${pkgs[@]}" >&2 ||
+                die "could not install ${pkgs[*]} (apt-cache policy podman runc shows what Debian serves; update hack/versions.env)"
+        fi
+    fi
+    # A user's own storage configuration wins.
+    [ -z "${CONTAINERS_STORAGE_CONF:-}" ] || return 0
+    mkdir -p "$cache/podman"
+    # vfs: no overlay mounts needed, which a container-in-a-sandbox may lack.
+    cat >"$cache/podman/storage.conf" <<CONF
+[storage]
+driver = "vfs"
+graphroot = "$cache/podman/storage"
+runroot = "$cache/podman/run"
+CONF
+}
+
 # Copies the ServiceMonitor and PrometheusRule CRDs out of the
 # prometheus-operator Go module (the proxy serves its whole tree).
 fetch_operator_crds() {
@@ -321,6 +352,7 @@ install() {
     build_k8s
     build_helm
     install_prometheus
+    install_podman
     fetch_operator_crds
     exec 9>&-
 }
@@ -331,6 +363,8 @@ print_env() {
         echo "export $(asset_var "$b")=$(resolve "$b")"
     done
     echo "export PROMETHEUS_OPERATOR_CRDS=${PROMETHEUS_OPERATOR_CRDS:-$cache/prometheus-operator-crds/$PROMETHEUS_OPERATOR_VERSION}"
+    echo "export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/podman/containers.conf}"
+    echo "export CONTAINERS_STORAGE_CONF=${CONTAINERS_STORAGE_CONF:-$cache/podman/storage.conf}"
 }
 
 case ${1:-} in

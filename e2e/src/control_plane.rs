@@ -39,6 +39,11 @@ impl Cluster {
         &self.server
     }
 
+    /// The PEM of this cluster's CA (what a pod finds in its `ca.crt`).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca.cert_pem
+    }
+
     /// The admin kubeconfig (user `admin`, group `system:masters`).
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig

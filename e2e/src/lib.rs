@@ -16,6 +16,7 @@ pub mod helm;
 pub mod kube_util;
 pub mod leaks;
 pub mod pair;
+pub mod podman;
 pub mod process;
 pub mod prometheus;
 

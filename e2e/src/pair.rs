@@ -284,18 +284,7 @@ impl ControllerProcess {
 
     /// The body of `GET path` on `port`, or the HTTP status line on failure.
     fn get(port: u16, path: &str) -> Result<(bool, String), String> {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
-        let ok = buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200");
-        let body = buf
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((ok, body))
+        http_get(port, path)
     }
 
     /// The text of `/metrics`.
@@ -421,6 +410,23 @@ pub fn sum_samples(text: &str, metric: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// `GET http://127.0.0.1:<port><path>`: whether it answered 200, and the
+/// body.
+pub fn http_get(port: u16, path: &str) -> Result<(bool, String), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).map_err(|e| e.to_string())?;
+    let ok = buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200");
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((ok, body))
 }
 
 /// The running pair and its clusters.

@@ -189,6 +189,75 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
             vec![],
             vec!["syncsecret-manager-leader-election"],
         ),
+        (
+            // A tenant's namespace outlives the release.
+            "syncsecret-manager",
+            vec!["tenants={shop}", "createTenantNamespaces=true"],
+            vec!["kind: Namespace", "helm.sh/resource-policy: keep"],
+            vec![],
+        ),
+        (
+            // Another ServiceAccount name: the pod runs as it, every
+            // binding and the tenant limits' exemption name it.
+            "syncsecret-manager",
+            vec!["serviceAccount.name=sync-mgr", "tenants={shop}"],
+            vec![
+                "serviceAccountName: sync-mgr",
+                "- kind: ServiceAccount\n  name: sync-mgr",
+                "system:serviceaccount:kubelb:sync-mgr",
+            ],
+            vec!["- kind: ServiceAccount\n  name: demo-syncsecret-manager"],
+        ),
+        (
+            "syncsecret-ccm",
+            [&ccm_base[..], &["serviceAccount.name=sync-ccm"]].concat(),
+            vec![
+                "serviceAccountName: sync-ccm",
+                "- kind: ServiceAccount\n  name: sync-ccm",
+            ],
+            vec!["- kind: ServiceAccount\n  name: demo-syncsecret-ccm"],
+        ),
+        (
+            // What platform teams set on every workload.
+            "syncsecret-ccm",
+            [
+                &ccm_base[..],
+                &[
+                    "imagePullSecrets[0].name=registry",
+                    "podAnnotations.team=platform",
+                    "podLabels.tier=control",
+                    "priorityClassName=system-cluster-critical",
+                    "extraEnv[0].name=HTTPS_PROXY",
+                    "extraEnv[0].value=http://proxy:3128",
+                    "logLevel=debug",
+                    "nameOverride=sync",
+                ],
+            ]
+            .concat(),
+            vec![
+                "- name: registry",
+                "team: platform",
+                "tier: control",
+                "priorityClassName: system-cluster-critical",
+                "name: HTTPS_PROXY",
+                "--log-level=debug",
+                "name: demo-sync",
+            ],
+            vec![],
+        ),
+        (
+            // `helm test`: the controller's own access check, as a Pod.
+            "syncsecret-ccm",
+            ccm_base.to_vec(),
+            vec!["helm.sh/hook: test", "--check-management-access"],
+            vec![],
+        ),
+        (
+            "syncsecret-manager",
+            vec!["metrics.serviceMonitor.enabled=true"],
+            vec!["honorLabels: true"],
+            vec![],
+        ),
     ];
     for (chart, values, present, absent) in cases {
         let dir = repo_root().join("charts").join(chart);
@@ -211,11 +280,51 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
         } else {
             "management"
         };
-        let accepted = server_dry_run(cp.cluster(cluster).unwrap().kubeconfig(), &rendered);
+        // `helm test` Pods run after the install, when the ServiceAccount
+        // they name exists; a dry run of the whole chart has none yet. The
+        // container test runs the test Pod for real.
+        let installed: String = rendered
+            .split("\n---")
+            .filter(|doc| !doc.contains("helm.sh/hook: test"))
+            .map(|doc| format!("---{}\n", doc.trim_start_matches("---")))
+            .collect();
+        let accepted = server_dry_run(cp.cluster(cluster).unwrap().kubeconfig(), &installed);
         println!(
             "{chart} {values:?}: {} objects accepted by the {cluster} cluster (server dry run)",
             accepted.lines().count()
         );
+    }
+}
+
+#[test]
+fn a_misspelled_value_is_refused_by_the_schema() {
+    for (chart, typo, says) in [
+        (
+            "syncsecret-manager",
+            "imagee.tag=x",
+            "additional properties 'imagee' not allowed",
+        ),
+        (
+            "syncsecret-manager",
+            "metrics.prot=1",
+            "additional properties 'prot' not allowed",
+        ),
+        ("syncsecret-ccm", "logLevel=verbose", "logLevel"),
+    ] {
+        let dir = repo_root().join("charts").join(chart);
+        let set = format!("--set={typo}");
+        let mut args = vec!["template", "demo", dir.to_str().unwrap(), &set];
+        if chart == "syncsecret-ccm" {
+            args.extend([
+                "--set=clusterName=shop",
+                "--set=kubelbKubeconfig.secretName=k",
+            ]);
+        }
+        let err = syncsecret_e2e::helm::helm(&args)
+            .expect_err(typo)
+            .to_string();
+        assert!(err.contains(says), "{chart} {typo}: {err}");
+        println!("{chart} --set {typo}: refused ({says})");
     }
 }
 

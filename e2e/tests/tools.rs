@@ -51,6 +51,8 @@ fn kubebuilder_assets_and_test_asset_variables_are_used_as_they_are() {
         .env("PROMETHEUS", &prometheus)
         .env("PROMTOOL", &promtool)
         .env("PROMETHEUS_OPERATOR_CRDS", &crds)
+        .env("CONTAINERS_CONF", "/etc/containers/mine.conf")
+        .env("CONTAINERS_STORAGE_CONF", "/etc/containers/my-storage.conf")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -72,6 +74,11 @@ fn kubebuilder_assets_and_test_asset_variables_are_used_as_they_are() {
     assert_eq!(env["PROMETHEUS"], prometheus.display().to_string());
     assert_eq!(env["PROMTOOL"], promtool.display().to_string());
     assert_eq!(env["PROMETHEUS_OPERATOR_CRDS"], crds);
+    assert_eq!(env["CONTAINERS_CONF"], "/etc/containers/mine.conf");
+    assert_eq!(
+        env["CONTAINERS_STORAGE_CONF"],
+        "/etc/containers/my-storage.conf"
+    );
     // Nothing but the lock file was written into the cache.
     let written: Vec<_> = std::fs::read_dir(cache.path())
         .unwrap()
