@@ -6,6 +6,11 @@ CARGO ?= cargo
 # Builds (once) and points at etcd, kube-apiserver, kube-controller-manager,
 # kubectl and helm; see hack/tools.sh and hack/versions.env.
 WITH_TOOLS = env_lines=$$(hack/tools.sh env) && eval "$$env_lines" &&
+# The demo's share: the control plane and helm, no Prometheus, no podman.
+WITH_DEMO_TOOLS = env_lines=$$(hack/tools.sh env demo) && eval "$$env_lines" &&
+# The controllers, built where the demo looks for them, with cargo's progress
+# shown (the first build takes minutes).
+BUILD_CONTROLLERS = echo '[demo] building the controllers (cargo)' && $(CARGO) build -p syncsecret-ccm -p syncsecret-manager &&
 
 .PHONY: help tools demo up test unit bench chaos image manifests fmt lint ci
 
@@ -16,10 +21,10 @@ tools: ## Build the control-plane binaries into the cache (once).
 	hack/tools.sh install
 
 demo: ## Start a management and a tenant cluster, show a SyncSecret there, stop.
-	$(WITH_TOOLS) $(CARGO) run -q -p syncsecret-e2e --bin syncsecret-up -- --demo
+	$(WITH_DEMO_TOOLS) $(BUILD_CONTROLLERS) $(CARGO) run -p syncsecret-e2e --bin syncsecret-up -- --demo
 
 up: ## Keep a local management and tenant cluster running until Ctrl-C.
-	$(WITH_TOOLS) $(CARGO) run -q -p syncsecret-e2e --bin syncsecret-up
+	$(WITH_DEMO_TOOLS) $(BUILD_CONTROLLERS) $(CARGO) run -p syncsecret-e2e --bin syncsecret-up
 
 test: ## Run every test (unit, generated-YAML drift, e2e on the real control plane, the images as containers).
 	$(CARGO) test -p syncsecret-api

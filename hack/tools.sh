@@ -5,11 +5,14 @@
 # the prometheus-operator CRDs for ServiceMonitor and PrometheusRule, and
 # podman with runc for the images and the container tests.
 #
-#   hack/tools.sh install   build or fetch whatever is missing
-#   hack/tools.sh env       install, then print `export TEST_ASSET_...=` lines
-#                           (and PROMETHEUS, PROMTOOL, PROMETHEUS_OPERATOR_CRDS,
-#                           CONTAINERS_CONF, CONTAINERS_STORAGE_CONF)
-#                           (use: eval "$(hack/tools.sh env)")
+#   hack/tools.sh install [demo]   build or fetch whatever is missing
+#   hack/tools.sh env [demo]       install, then print `export TEST_ASSET_...=`
+#                                  lines (and PROMETHEUS, PROMTOOL,
+#                                  PROMETHEUS_OPERATOR_CRDS, CONTAINERS_CONF,
+#                                  CONTAINERS_STORAGE_CONF)
+#                                  (use: eval "$(hack/tools.sh env)")
+# `demo` limits both to what `make demo` and `make up` run: etcd, the three
+# Kubernetes binaries and helm; no Prometheus, no podman.
 #
 # Versions come from hack/versions.env and nowhere else. Binaries are built from
 # Go modules with the machine's `go` into
@@ -134,9 +137,19 @@ go_build() {
     local dir=$1 dest=$2 ldflags=$3; shift 3
     local tmp
     tmp=$(mktemp -d "$dest.tmp.XXXXXX")
-    local pkg
+    local pkg pid start=$SECONDS
     for pkg in "$@"; do
-        (cd "$dir" && go build -mod=mod -trimpath -ldflags "-s -w $ldflags" -o "$tmp/${pkg%%=*}" "${pkg#*=}")
+        (cd "$dir" && go build -mod=mod -trimpath -ldflags "-s -w $ldflags" -o "$tmp/${pkg%%=*}" "${pkg#*=}") &
+        pid=$!
+        # go build prints nothing until it is done, minutes later: say that it
+        # is still working, and for how long.
+        while kill -0 "$pid" 2>/dev/null; do
+            sleep 1
+            if (((SECONDS - start) % 30 == 0)); then
+                log "  ... still building ${pkg%%=*}: $((SECONDS - start)) s so far"
+            fi
+        done
+        wait "$pid" || die "go build of ${pkg#*=} failed (its output is above)"
     done
     for pkg in "$@"; do mv "$tmp/${pkg%%=*}" "$dest/${pkg%%=*}"; done
     rmdir "$tmp"
@@ -342,33 +355,48 @@ fetch_operator_crds() {
     mv "$tmp" "$dest"
 }
 
+# What a profile needs: everything, or (demo) the control plane and helm.
+steps() {
+    case $1 in
+        all) echo "build_etcd build_k8s build_helm install_prometheus install_podman fetch_operator_crds" ;;
+        demo) echo "build_etcd build_k8s build_helm" ;;
+    esac
+}
+
 install() {
+    local profile=$1 step n=0 total
     check_assets
     mkdir -p "$cache"
     # One build at a time, even from two terminals.
     exec 9>"$cache/.lock"
     flock 9
-    build_etcd
-    build_k8s
-    build_helm
-    install_prometheus
-    install_podman
-    fetch_operator_crds
+    total=$(steps "$profile" | wc -w)
+    for step in $(steps "$profile"); do
+        n=$((n + 1))
+        log "[$n/$total] ${step//_/ }"
+        "$step"
+    done
     exec 9>&-
 }
 
 print_env() {
     local b
     for b in $binaries; do
+        if [ "$1" = demo ]; then
+            case $b in prometheus | promtool) continue ;; esac
+        fi
         echo "export $(asset_var "$b")=$(resolve "$b")"
     done
+    [ "$1" = all ] || return 0
     echo "export PROMETHEUS_OPERATOR_CRDS=${PROMETHEUS_OPERATOR_CRDS:-$cache/prometheus-operator-crds/$PROMETHEUS_OPERATOR_VERSION}"
     echo "export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/podman/containers.conf}"
     echo "export CONTAINERS_STORAGE_CONF=${CONTAINERS_STORAGE_CONF:-$cache/podman/storage.conf}"
 }
 
+profile=${2:-all}
+case $profile in all | demo) ;; *) echo "usage: $0 install|env [demo]" >&2; exit 2 ;; esac
 case ${1:-} in
-    install) install ;;
-    env) install; print_env ;;
-    *) echo "usage: $0 install|env" >&2; exit 2 ;;
+    install) install "$profile" ;;
+    env) install "$profile"; print_env "$profile" ;;
+    *) echo "usage: $0 install|env [demo]" >&2; exit 2 ;;
 esac

@@ -103,3 +103,55 @@ fn a_test_asset_variable_naming_nothing_is_an_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_demo_profile_installs_only_the_control_plane_and_helm() {
+    // Everything the demo runs is provided; nothing else is. The full
+    // profile would write podman's storage configuration and the
+    // prometheus-operator CRDs into this empty cache.
+    let cache = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo_root().join("hack/tools.sh"))
+        .args(["env", "demo"])
+        .env("SYNCSECRET_CACHE", cache.path())
+        .env_remove("KUBEBUILDER_ASSETS")
+        .env_remove("PROMETHEUS")
+        .env_remove("PROMTOOL")
+        .env_remove("PROMETHEUS_OPERATOR_CRDS")
+        .env_remove("CONTAINERS_CONF")
+        .env_remove("CONTAINERS_STORAGE_CONF");
+    for var in [
+        "TEST_ASSET_ETCD",
+        "TEST_ASSET_KUBE_APISERVER",
+        "TEST_ASSET_KUBE_CONTROLLER_MANAGER",
+        "TEST_ASSET_KUBECTL",
+        "TEST_ASSET_HELM",
+    ] {
+        cmd.env(var, asset(var).unwrap());
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("[3/3] build helm") && !stderr.contains("[4/"),
+        "the demo profile ran other steps: {stderr}"
+    );
+    let env = exports(&String::from_utf8_lossy(&out.stdout));
+    let names: Vec<&str> = env.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "TEST_ASSET_ETCD",
+            "TEST_ASSET_HELM",
+            "TEST_ASSET_KUBECTL",
+            "TEST_ASSET_KUBE_APISERVER",
+            "TEST_ASSET_KUBE_CONTROLLER_MANAGER"
+        ]
+    );
+    let written: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock")
+        .collect();
+    assert!(written.is_empty(), "cache got {written:?}");
+}

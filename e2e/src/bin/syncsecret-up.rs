@@ -10,8 +10,19 @@ use syncsecret_e2e::pair::Pair;
 #[tokio::main]
 async fn main() -> ExitCode {
     let demo_only = std::env::args().any(|a| a == "--demo");
+    let start = std::time::Instant::now();
+    println!(
+        "[demo] starting a management and a tenant cluster (etcd, kube-apiserver, \
+         kube-controller-manager each) and both controllers; about 30 s"
+    );
     let pair = match Pair::start(&["tenant1"]).await {
-        Ok(p) => p,
+        Ok(p) => {
+            println!(
+                "[demo] both clusters and controllers ready in {} s",
+                start.elapsed().as_secs()
+            );
+            p
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
