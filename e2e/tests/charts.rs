@@ -193,8 +193,40 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
             // A tenant's namespace outlives the release.
             "syncsecret-manager",
             vec!["tenants={shop}", "createTenantNamespaces=true"],
-            vec!["kind: Namespace", "helm.sh/resource-policy: keep"],
+            vec![
+                "kind: Namespace",
+                "# A tenant's namespace holds its Secrets: helm uninstall keeps it.\n  annotations:\n    helm.sh/resource-policy: keep",
+            ],
             vec![],
+        ),
+        (
+            // The CRD is a template, so that `helm upgrade` upgrades it;
+            // kept on uninstall by default (deleting it deletes every
+            // SyncSecret).
+            "syncsecret-ccm",
+            ccm_base.to_vec(),
+            vec![
+                "kind: CustomResourceDefinition\nmetadata:\n  annotations:\n    helm.sh/resource-policy: keep",
+            ],
+            vec![],
+        ),
+        (
+            "syncsecret-ccm",
+            [&ccm_base[..], &["crds.install=false"]].concat(),
+            vec!["Deployment"],
+            vec!["CustomResourceDefinition"],
+        ),
+        (
+            "syncsecret-manager",
+            vec!["crds.keep=false"],
+            vec!["kind: CustomResourceDefinition"],
+            vec!["helm.sh/resource-policy"],
+        ),
+        (
+            "syncsecret-manager",
+            vec!["crds.install=false"],
+            vec!["Deployment"],
+            vec!["CustomResourceDefinition"],
         ),
         (
             // Another ServiceAccount name: the pod runs as it, every
@@ -294,6 +326,99 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
             accepted.lines().count()
         );
     }
+}
+
+#[tokio::test]
+async fn the_crd_is_part_of_the_release_and_outlives_it() {
+    // The harness installs the CRD without Helm, as KubeLB's chart or a
+    // hand-applied one would be.
+    let cp = ControlPlane::start(&["tenant"]).await.unwrap();
+    let cluster = cp.cluster("tenant").unwrap();
+    let kubeconfig = cluster.kubeconfig().to_str().unwrap().to_owned();
+    let dir = repo_root().join("charts/syncsecret-ccm");
+    let dir = dir.to_str().unwrap();
+    let install = |extra: &[&str]| {
+        let mut args = vec![
+            "upgrade",
+            "--install",
+            "syncsecret-ccm",
+            dir,
+            "--namespace",
+            "kube-system",
+            "--kubeconfig",
+            &kubeconfig,
+            "--set=clusterName=shop",
+            "--set=kubelbKubeconfig.secretName=kubelb-kubeconfig",
+        ];
+        args.extend_from_slice(extra);
+        syncsecret_e2e::helm::helm(&args)
+    };
+    let refused = install(&[]).expect_err("helm took a CRD it does not own");
+    println!("without --take-ownership: {refused}");
+    assert!(
+        refused.to_string().contains("CustomResourceDefinition")
+            && refused.to_string().contains("syncsecrets.kubelb.k8c.io"),
+        "{refused}"
+    );
+    install(&["--take-ownership"]).unwrap();
+    let crd = |what: &str| {
+        kubectl(
+            cluster.kubeconfig(),
+            &[
+                "get",
+                "crd",
+                "syncsecrets.kubelb.k8c.io",
+                "-o",
+                &format!("jsonpath={what}"),
+            ],
+            None,
+        )
+    };
+    assert_eq!(
+        crd("{.metadata.annotations.meta\\.helm\\.sh/release-name}").unwrap(),
+        "syncsecret-ccm"
+    );
+    let sample = repo_root().join("config/samples/opaque.yaml");
+    kubectl(
+        cluster.kubeconfig(),
+        &["apply", "-f", sample.to_str().unwrap()],
+        None,
+    )
+    .unwrap();
+    // An upgrade applies the CRD with the rest of the release.
+    install(&["--set=logLevel=debug"]).unwrap();
+    let manifest = syncsecret_e2e::helm::helm(&[
+        "get",
+        "manifest",
+        "syncsecret-ccm",
+        "--namespace",
+        "kube-system",
+        "--kubeconfig",
+        &kubeconfig,
+    ])
+    .unwrap();
+    assert!(manifest.contains("kind: CustomResourceDefinition"));
+    syncsecret_e2e::helm::helm(&[
+        "uninstall",
+        "syncsecret-ccm",
+        "--namespace",
+        "kube-system",
+        "--kubeconfig",
+        &kubeconfig,
+    ])
+    .unwrap();
+    // Kept, and with it every SyncSecret.
+    assert_eq!(
+        crd("{.metadata.name}").unwrap(),
+        "syncsecrets.kubelb.k8c.io"
+    );
+    let left = kubectl(
+        cluster.kubeconfig(),
+        &["get", "syncsecrets", "-A", "-o", "name"],
+        None,
+    )
+    .unwrap();
+    assert!(left.contains("syncsecret.kubelb.k8c.io/"), "{left}");
 }
 
 #[test]
