@@ -440,12 +440,36 @@ mod tests {
             "/../../docs/runbooks.md"
         ))
         .unwrap();
+        // The anchor GitHub gives a heading: lower case, spaces as `-`,
+        // other punctuation dropped.
+        let slug = |heading: &str| -> String {
+            heading
+                .trim()
+                .to_lowercase()
+                .chars()
+                .filter_map(|c| match c {
+                    ' ' => Some('-'),
+                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+                    _ => None,
+                })
+                .collect()
+        };
+        let anchors: Vec<String> = runbooks
+            .lines()
+            .filter_map(|l| l.strip_prefix("## "))
+            .map(slug)
+            .collect();
+        let page = format!("{}/blob/main/{RUNBOOKS}#", env!("CARGO_PKG_REPOSITORY"));
+        assert!(page.starts_with("https://github.com/"), "{page}");
         for b in Binary::ALL {
             for a in alerts(b) {
+                let url = a.runbook_url();
+                let anchor = url
+                    .strip_prefix(&page)
+                    .unwrap_or_else(|| panic!("{url} is not on {page}"));
                 assert!(
-                    runbooks.contains(&format!("\n## {}\n", a.name)),
-                    "docs/runbooks.md has no section `## {}`",
-                    a.name
+                    anchors.iter().any(|h| h == anchor),
+                    "{url}: docs/runbooks.md has no heading with the anchor {anchor}"
                 );
             }
         }
