@@ -57,12 +57,17 @@ pub fn kubectl(
 }
 
 /// `helm template <chart> charts/<chart>` (release named as the chart) in
-/// `namespace`, with `--set` values.
+/// `namespace`, with `--set` values, the image `make image` builds unless
+/// they name another.
 pub fn template(chart: &str, namespace: &str, sets: &[&str]) -> Result<String, HarnessError> {
     let dir = repo_root().join("charts").join(chart);
     let dir = dir.to_string_lossy();
     let mut args = vec!["template", chart, &dir, "--namespace", namespace];
-    let sets: Vec<String> = sets.iter().map(|s| format!("--set={s}")).collect();
+    let local = format!("image.repository=localhost/syncsecret/{chart}");
+    let sets: Vec<String> = std::iter::once(local.as_str())
+        .chain(sets.iter().copied())
+        .map(|s| format!("--set={s}"))
+        .collect();
     args.extend(sets.iter().map(String::as_str));
     helm(&args)
 }

@@ -295,7 +295,10 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
         let dir = repo_root().join("charts").join(chart);
         let dir = dir.to_str().unwrap();
         let mut args = vec!["lint", "--strict", dir];
-        let sets: Vec<String> = values.iter().map(|v| format!("--set={v}")).collect();
+        let image = format!("--set=image.repository=registry.example.com/syncsecret/{chart}");
+        let sets: Vec<String> = std::iter::once(image)
+            .chain(values.iter().map(|v| format!("--set={v}")))
+            .collect();
         args.extend(sets.iter().map(String::as_str));
         helm(&args);
         let mut args = vec!["template", "demo", dir, "--namespace", NAMESPACE];
@@ -347,6 +350,7 @@ async fn the_crd_is_part_of_the_release_and_outlives_it() {
             "kube-system",
             "--kubeconfig",
             &kubeconfig,
+            "--set=image.repository=registry.example.com/syncsecret/syncsecret-ccm",
             "--set=clusterName=shop",
             "--set=kubelbKubeconfig.secretName=kubelb-kubeconfig",
         ];
@@ -387,26 +391,19 @@ async fn the_crd_is_part_of_the_release_and_outlives_it() {
     .unwrap();
     // An upgrade applies the CRD with the rest of the release.
     install(&["--set=logLevel=debug"]).unwrap();
-    let manifest = syncsecret_e2e::helm::helm(&[
-        "get",
-        "manifest",
-        "syncsecret-ccm",
-        "--namespace",
-        "kube-system",
-        "--kubeconfig",
-        &kubeconfig,
-    ])
-    .unwrap();
-    assert!(manifest.contains("kind: CustomResourceDefinition"));
-    syncsecret_e2e::helm::helm(&[
-        "uninstall",
-        "syncsecret-ccm",
-        "--namespace",
-        "kube-system",
-        "--kubeconfig",
-        &kubeconfig,
-    ])
-    .unwrap();
+    let release = |verb: &[&str]| {
+        let mut args = verb.to_vec();
+        args.extend([
+            "syncsecret-ccm",
+            "--namespace",
+            "kube-system",
+            "--kubeconfig",
+        ]);
+        args.push(&kubeconfig);
+        syncsecret_e2e::helm::helm(&args).unwrap()
+    };
+    assert!(release(&["get", "manifest"]).contains("kind: CustomResourceDefinition"));
+    release(&["uninstall"]);
     // Kept, and with it every SyncSecret.
     assert_eq!(
         crd("{.metadata.name}").unwrap(),
@@ -460,11 +457,39 @@ fn the_ccm_chart_refuses_to_render_without_its_required_values() {
             "template",
             "demo",
             repo_root().join("charts/syncsecret-ccm").to_str().unwrap(),
+            "--set=image.repository=registry.example.com/syncsecret/syncsecret-ccm",
         ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("clusterName is required"));
+}
+
+#[test]
+fn neither_chart_renders_without_an_image_repository() {
+    // No image is published, and a default in a registry namespace we do
+    // not hold would run whatever someone else pushed there.
+    for (chart, extra) in [
+        (
+            "syncsecret-ccm",
+            vec![
+                "--set=clusterName=shop",
+                "--set=kubelbKubeconfig.secretName=k",
+            ],
+        ),
+        ("syncsecret-manager", vec![]),
+    ] {
+        let dir = repo_root().join("charts").join(chart);
+        let mut args = vec!["template", "demo", dir.to_str().unwrap()];
+        args.extend(extra);
+        let err = syncsecret_e2e::helm::helm(&args)
+            .expect_err(chart)
+            .to_string();
+        assert!(
+            err.contains("image.repository is required") && err.contains("make image"),
+            "{chart}: {err}"
+        );
+    }
 }
 
 #[test]
@@ -479,6 +504,7 @@ fn neither_chart_renders_with_an_empty_tenant_namespace_prefix() {
             "demo",
             dir.to_str().unwrap(),
             "--set=tenantNamespacePrefix=",
+            "--set=image.repository=registry.example.com/syncsecret/x",
         ];
         args.extend(extra);
         let out = Command::new(asset("TEST_ASSET_HELM").unwrap())

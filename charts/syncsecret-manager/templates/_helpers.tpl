@@ -52,3 +52,10 @@ The pod template's labels: podLabels, then the selector labels over them
 {{- $selector := include "syncsecret-manager.selectorLabels" . | fromYaml -}}
 {{- toYaml (merge $selector (deepCopy .Values.podLabels)) -}}
 {{- end -}}
+
+{{/* The image: no default repository, since none is published yet; a
+default in a registry namespace we do not hold would run whatever someone
+else pushed there. */}}
+{{- define "syncsecret-manager.image" -}}
+{{ required "image.repository is required: no syncsecret image is published yet; build one with make image, push it to your registry and set image.repository (docs/install.md#images)" .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
