@@ -8,6 +8,8 @@ CARGO ?= cargo
 WITH_TOOLS = env_lines=$$(hack/tools.sh env) && eval "$$env_lines" &&
 # The demo's share: the control plane and helm, no Prometheus, no podman.
 WITH_DEMO_TOOLS = env_lines=$$(hack/tools.sh env demo) && eval "$$env_lines" &&
+# podman and runc alone, for make image.
+WITH_IMAGE_TOOLS = env_lines=$$(hack/tools.sh env image) && eval "$$env_lines" &&
 # The controllers, built where the demo looks for them, with cargo's progress
 # shown (the first build takes minutes).
 BUILD_CONTROLLERS = echo '[demo] building the controllers (cargo)' && $(CARGO) build -p syncsecret-ccm -p syncsecret-manager &&
@@ -45,7 +47,7 @@ chaos: ## Chaos run (release builds; kill -9, API server restarts, etcd compacti
 	$(WITH_TOOLS) $(CARGO) run --release -q -p syncsecret-e2e --bin syncsecret-chaos -- $(CHAOS_ARGS)
 
 image: ## Both controllers as OCI images built here, nothing pulled (podman; localhost/syncsecret/<binary>:dev).
-	$(WITH_TOOLS) hack/image.sh $(IMAGE_TAG)
+	$(WITH_IMAGE_TOOLS) hack/image.sh $(IMAGE_TAG)
 
 manifests: ## Regenerate config/ from the Rust types.
 	$(CARGO) run -q -p syncsecret-runtime --bin syncsecret-manifests

@@ -5,14 +5,17 @@
 # the prometheus-operator CRDs for ServiceMonitor and PrometheusRule, and
 # podman with runc for the images and the container tests.
 #
-#   hack/tools.sh install [demo]   build or fetch whatever is missing
-#   hack/tools.sh env [demo]       install, then print `export TEST_ASSET_...=`
+#   hack/tools.sh install [PROFILE]   build or fetch whatever is missing
+#   hack/tools.sh env [PROFILE]       install, then print `export TEST_ASSET_...=`
 #                                  lines (and PROMETHEUS, PROMTOOL,
 #                                  PROMETHEUS_OPERATOR_CRDS, CONTAINERS_CONF,
 #                                  CONTAINERS_STORAGE_CONF)
 #                                  (use: eval "$(hack/tools.sh env)")
 # `demo` limits both to what `make demo` and `make up` run: etcd, the three
-# Kubernetes binaries and helm; no Prometheus, no podman.
+# Kubernetes binaries and helm; no Prometheus, no podman. `image` is podman
+# and runc alone (make image, and `podman push` of what it built). `release` is what
+# hack/release.sh runs: helm, podman, cosign (COSIGN) and cargo-cyclonedx
+# (CARGO_CYCLONEDX); a user's own binaries win, as above.
 #
 # Versions come from hack/versions.env and nowhere else. Binaries are built from
 # Go modules with the machine's `go` into
@@ -42,7 +45,6 @@ export GOFLAGS=-buildvcs=false
 log() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
 
-command -v go >/dev/null || die "Go is not installed; the control plane is built from Go modules (https://go.dev/doc/install)"
 
 # The env var a user can set for a binary, as envtest names them (Prometheus's
 # by their own names).
@@ -112,6 +114,7 @@ resolve() {
 
 # A field of `go mod download -json MODULE@VERSION` (GoMod, Info, ...).
 mod_field() {
+    command -v go >/dev/null || die "Go is not installed; the control plane is built from Go modules (https://go.dev/doc/install)"
     go mod download -json "$1" | sed -n "s/^[[:space:]]*\"$2\": \"\(.*\)\",\{0,1\}$/\1/p"
 }
 
@@ -137,19 +140,24 @@ go_build() {
     local dir=$1 dest=$2 ldflags=$3; shift 3
     local tmp
     tmp=$(mktemp -d "$dest.tmp.XXXXXX")
-    local pkg pid start=$SECONDS
+    local pkg pid start=$SECONDS next=30
     for pkg in "$@"; do
         (cd "$dir" && go build -mod=mod -trimpath -ldflags "-s -w $ldflags" -o "$tmp/${pkg%%=*}" "${pkg#*=}") &
         pid=$!
+        # A background job ignores Ctrl-C; stop the build with the script,
+        # or it would keep running and holding the cache lock.
+        trap 'kill "$pid" 2>/dev/null; rm -rf "$tmp"; exit 130' INT TERM
         # go build prints nothing until it is done, minutes later: say that it
         # is still working, and for how long.
         while kill -0 "$pid" 2>/dev/null; do
             sleep 1
-            if (((SECONDS - start) % 30 == 0)); then
+            if ((SECONDS - start >= next)); then
                 log "  ... still building ${pkg%%=*}: $((SECONDS - start)) s so far"
+                next=$((next + 30))
             fi
         done
         wait "$pid" || die "go build of ${pkg#*=} failed (its output is above)"
+        trap - INT TERM
     done
     for pkg in "$@"; do mv "$tmp/${pkg%%=*}" "$dest/${pkg%%=*}"; done
     rmdir "$tmp"
@@ -192,35 +200,55 @@ build_k8s() {
     log "built ${want[*]} in $((SECONDS - start)) s"
 }
 
+# Builds one main package of a Go module into dest, through a wrapper
+# module of its own, so that one tool's dependency versions never move
+# another's: build_tool NAME VERSION MODULE PACKAGE LDFLAGS DEST.
+build_tool() {
+    local name=$1 version=$2 module=$3 package=$4 ldflags=$5 dest=$6
+    log "building $name $version from Go modules (once)"
+    local start=$SECONDS gomod
+    gomod=$(mod_field "$module@$version" GoMod)
+    [ -f "$gomod" ] || die "could not download $module@$version (is the Go module proxy reachable?)"
+    write_wrapper "$cache/src/$name-$version" "$module" "$version" "$gomod" </dev/null
+    mkdir -p "$dest"
+    go_build "$cache/src/$name-$version" "$dest" "$ldflags" "$name=$package"
+    log "built $name in $((SECONDS - start)) s"
+}
+
 build_etcd() {
     local dest
     dest=$(cache_dir etcd)
     [ -n "$(provided etcd)" ] || [ -x "$dest/etcd" ] && return 0
-    log "building etcd $ETCD_VERSION from Go modules (once)"
-    local start=$SECONDS gomod
-    gomod=$(mod_field "go.etcd.io/etcd/server/v3@$ETCD_VERSION" GoMod)
-    [ -f "$gomod" ] || die "could not download go.etcd.io/etcd/server/v3@$ETCD_VERSION"
-    write_wrapper "$cache/src/etcd-$ETCD_VERSION" go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "$gomod" </dev/null
-    mkdir -p "$dest"
-    go_build "$cache/src/etcd-$ETCD_VERSION" "$dest" "" "etcd=go.etcd.io/etcd/server/v3"
-    log "built etcd in $((SECONDS - start)) s"
+    build_tool etcd "$ETCD_VERSION" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3 "" "$dest"
 }
 
 build_helm() {
-    local dest
+    local dest major=${HELM_VERSION%%.*}
     dest=$(cache_dir helm)
     [ -n "$(provided helm)" ] || [ -x "$dest/helm" ] && return 0
-    log "building helm $HELM_VERSION from Go modules (once)"
-    local start=$SECONDS gomod major=${HELM_VERSION%%.*}
-    gomod=$(mod_field "helm.sh/helm/$major@$HELM_VERSION" GoMod)
-    [ -f "$gomod" ] || die "could not download helm.sh/helm/$major@$HELM_VERSION"
-    write_wrapper "$cache/src/helm-$HELM_VERSION" "helm.sh/helm/$major" "$HELM_VERSION" "$gomod" </dev/null
     local p="helm.sh/helm/$major/internal/version"
-    mkdir -p "$dest"
-    go_build "$cache/src/helm-$HELM_VERSION" "$dest" \
-        "-X $p.version=$HELM_VERSION -X $p.metadata= -X $p.gitTreeState=clean" \
-        "helm=helm.sh/helm/$major/cmd/helm"
-    log "built helm in $((SECONDS - start)) s"
+    build_tool helm "$HELM_VERSION" "helm.sh/helm/$major" "helm.sh/helm/$major/cmd/helm" \
+        "-X $p.version=$HELM_VERSION -X $p.metadata= -X $p.gitTreeState=clean" "$dest"
+}
+
+# cosign, for hack/release.sh's signatures.
+build_cosign() {
+    local dest="$cache/cosign/$COSIGN_VERSION" major=${COSIGN_VERSION%%.*}
+    [ -n "${COSIGN:-}" ] || [ -x "$dest/cosign" ] && return 0
+    build_tool cosign "$COSIGN_VERSION" "github.com/sigstore/cosign/$major" "github.com/sigstore/cosign/$major/cmd/cosign" \
+        "-X sigs.k8s.io/release-utils/version.gitVersion=$COSIGN_VERSION" "$dest"
+}
+
+# cargo-cyclonedx, for hack/release.sh's SBOMs.
+install_cyclonedx() {
+    local dest="$cache/cargo-cyclonedx/$CARGO_CYCLONEDX_VERSION"
+    [ -n "${CARGO_CYCLONEDX:-}" ] || [ -x "$dest/bin/cargo-cyclonedx" ] && return 0
+    command -v cargo >/dev/null || die "no cargo: install Rust (https://rustup.rs)"
+    log "building cargo-cyclonedx $CARGO_CYCLONEDX_VERSION with cargo install (once)"
+    local start=$SECONDS
+    cargo install --quiet --locked --root "$dest" --version "$CARGO_CYCLONEDX_VERSION" cargo-cyclonedx >&2 ||
+        die "cargo install cargo-cyclonedx@$CARGO_CYCLONEDX_VERSION failed (is crates.io reachable?)"
+    log "built cargo-cyclonedx in $((SECONDS - start)) s"
 }
 
 # Runs a command as root: directly, or through sudo.
@@ -360,6 +388,8 @@ steps() {
     case $1 in
         all) echo "build_etcd build_k8s build_helm install_prometheus install_podman fetch_operator_crds" ;;
         demo) echo "build_etcd build_k8s build_helm" ;;
+        image) echo "install_podman" ;;
+        release) echo "build_helm install_podman build_cosign install_cyclonedx" ;;
     esac
 }
 
@@ -369,7 +399,10 @@ install() {
     mkdir -p "$cache"
     # One build at a time, even from two terminals.
     exec 9>"$cache/.lock"
-    flock 9
+    if ! flock -n 9; then
+        log "another hack/tools.sh holds $cache/.lock (a build in another shell?); waiting for it"
+        flock 9
+    fi
     total=$(steps "$profile" | wc -w)
     for step in $(steps "$profile"); do
         n=$((n + 1))
@@ -381,6 +414,19 @@ install() {
 
 print_env() {
     local b
+    if [ "$1" = image ]; then
+        echo "export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/podman/containers.conf}"
+        echo "export CONTAINERS_STORAGE_CONF=${CONTAINERS_STORAGE_CONF:-$cache/podman/storage.conf}"
+        return 0
+    fi
+    if [ "$1" = release ]; then
+        echo "export TEST_ASSET_HELM=$(resolve helm)"
+        echo "export COSIGN=${COSIGN:-$cache/cosign/$COSIGN_VERSION/cosign}"
+        echo "export CARGO_CYCLONEDX=${CARGO_CYCLONEDX:-$cache/cargo-cyclonedx/$CARGO_CYCLONEDX_VERSION/bin/cargo-cyclonedx}"
+        echo "export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/podman/containers.conf}"
+        echo "export CONTAINERS_STORAGE_CONF=${CONTAINERS_STORAGE_CONF:-$cache/podman/storage.conf}"
+        return 0
+    fi
     for b in $binaries; do
         if [ "$1" = demo ]; then
             case $b in prometheus | promtool) continue ;; esac
@@ -394,9 +440,9 @@ print_env() {
 }
 
 profile=${2:-all}
-case $profile in all | demo) ;; *) echo "usage: $0 install|env [demo]" >&2; exit 2 ;; esac
+case $profile in all | demo | image | release) ;; *) echo "usage: $0 install|env [demo|image|release]" >&2; exit 2 ;; esac
 case ${1:-} in
     install) install "$profile" ;;
     env) install "$profile"; print_env "$profile" ;;
-    *) echo "usage: $0 install|env [demo]" >&2; exit 2 ;;
+    *) echo "usage: $0 install|env [demo|image|release]" >&2; exit 2 ;;
 esac
