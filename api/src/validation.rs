@@ -6,7 +6,7 @@
 //! (`ValidateSecret`, `ValidateSecretUpdate` in k8s.io/kubernetes
 //! pkg/apis/core/validation): key syntax, the keys each well-known type
 //! needs, and immutability. What CEL cannot check within its cost budget is
-//! reported by the controllers instead (see the README's failure table).
+//! reported by the controllers instead (see docs/failure-modes.md).
 
 use schemars::{Schema, SchemaGenerator, json_schema};
 use serde_json::{Value, json};

@@ -76,9 +76,24 @@ impl Alert {
         format!(
             "{}/blob/main/{RUNBOOKS}#{}",
             env!("CARGO_PKG_REPOSITORY"),
-            self.name.to_lowercase()
+            anchor(self.name)
         )
     }
+}
+
+/// The anchor GitHub gives a markdown heading: lower case, spaces as `-`,
+/// other punctuation dropped.
+pub fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The alerts about one binary.
@@ -440,24 +455,10 @@ mod tests {
             "/../../docs/runbooks.md"
         ))
         .unwrap();
-        // The anchor GitHub gives a heading: lower case, spaces as `-`,
-        // other punctuation dropped.
-        let slug = |heading: &str| -> String {
-            heading
-                .trim()
-                .to_lowercase()
-                .chars()
-                .filter_map(|c| match c {
-                    ' ' => Some('-'),
-                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-                    _ => None,
-                })
-                .collect()
-        };
         let anchors: Vec<String> = runbooks
             .lines()
             .filter_map(|l| l.strip_prefix("## "))
-            .map(slug)
+            .map(anchor)
             .collect();
         let page = format!("{}/blob/main/{RUNBOOKS}#", env!("CARGO_PKG_REPOSITORY"));
         assert!(page.starts_with("https://github.com/"), "{page}");
