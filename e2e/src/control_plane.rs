@@ -236,6 +236,9 @@ pub struct Options {
     /// Metadata level for both, with the files in `config/management/`
     /// (what docs/security.md tells a platform team to run).
     pub hardened: bool,
+    /// No SyncSecret CRD in any cluster: the clusters as a user's are
+    /// before a chart installs it.
+    pub without_crd: bool,
 }
 
 /// etcd, the API servers and kube-controller-manager, as local processes.
@@ -387,7 +390,9 @@ impl ControlPlane {
             // Before kube-controller-manager starts, so that its garbage
             // collector knows SyncSecrets from its first discovery (it
             // re-reads discovery only every 30 s).
-            install_crd(&client).await?;
+            if !options.without_crd {
+                install_crd(&client).await?;
+            }
         }
 
         let mgmt_name = plane.management().name.clone();

@@ -109,6 +109,18 @@ impl Identity {
             port,
         })
     }
+
+    /// A token of ServiceAccount `account` in `namespace` of `cluster`,
+    /// from the TokenRequest API, written into `dir`.
+    pub async fn of_service_account(
+        cluster: &crate::control_plane::Cluster,
+        namespace: &str,
+        account: &str,
+        dir: &Path,
+    ) -> Result<Self, HarnessError> {
+        let token = cluster.service_account_token(namespace, account).await?;
+        Self::write(dir, cluster.server(), &token, cluster.ca_pem(), namespace)
+    }
 }
 
 /// Writes `files` into `dir` as a kubelet writes a Secret volume's keys:
@@ -159,6 +171,49 @@ pub struct Running {
 }
 
 impl Running {
+    /// Runs the pod of `pod_spec` as a kubelet would in `namespace` of
+    /// `cluster`: with a token of the ServiceAccount it names (written
+    /// under `dir`) and `secrets` as its Secret volumes. Returns once every
+    /// probe it declares answers 200.
+    pub async fn launch(
+        cluster: &crate::control_plane::Cluster,
+        pod_spec: &PodSpec,
+        pod: &str,
+        namespace: &str,
+        dir: &Path,
+        secrets: &BTreeMap<String, PathBuf>,
+    ) -> Result<Self, HarnessError> {
+        let account = pod_spec.service_account_name.as_deref().ok_or_else(|| {
+            HarnessError::Usage("the rendered pod names no ServiceAccount".into())
+        })?;
+        let identity = Identity::of_service_account(
+            cluster,
+            namespace,
+            account,
+            &dir.join(format!("{pod}-serviceaccount")),
+        )
+        .await?;
+        let running = Self::start(pod_spec, pod, &identity, secrets)?;
+        for (path, port) in running.probes()? {
+            crate::kube_util::eventually(
+                &format!("{pod} {path} on :{port}"),
+                std::time::Duration::from_secs(60),
+                || async {
+                    if !running.running().map_err(|e| e.to_string())? {
+                        return Err(format!("exited:\n{}", running.logs()));
+                    }
+                    match crate::pair::http_get(port, &path) {
+                        Ok((true, _)) => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    }
+                },
+            )
+            .await?;
+            println!("    {pod}: {path} answers on the declared port {port}");
+        }
+        Ok(running)
+    }
+
     /// Starts the container of `pod_spec` as pod `pod`: its Secret volumes
     /// from `secrets` (volume name → directory of materialized keys).
     pub fn start(

@@ -27,7 +27,7 @@ use syncsecret_api::{SyncSecret, SyncSecretPhase};
 use syncsecret_e2e::control_plane::{ControlPlane, free_port};
 use syncsecret_e2e::helm;
 use syncsecret_e2e::kube_util::eventually;
-use syncsecret_e2e::pair::{CCM_NAMESPACE, MANAGER_NAMESPACE, ensure_namespace, http_get};
+use syncsecret_e2e::pair::{CCM_NAMESPACE, MANAGER_NAMESPACE, ensure_namespace};
 use syncsecret_e2e::podman::{self, Identity, Running};
 use syncsecret_runtime::generate::rbac::{CCM_ROLE, MANAGER_ROLE};
 
@@ -43,31 +43,6 @@ fn image(binary: &str) -> anyhow::Result<String> {
         format!("no image {reference}: build it with `make image` (make test does)")
     })?;
     Ok(image)
-}
-
-/// Waits until every probe `container` declares answers 200.
-async fn probes_answer(container: &Running) -> anyhow::Result<()> {
-    for (path, port) in container.probes()? {
-        eventually(
-            &format!("{} {path} on :{port}", container.name),
-            WAIT,
-            || async {
-                if !container.running().map_err(|e| e.to_string())? {
-                    return Err(format!("exited:\n{}", container.logs()));
-                }
-                match http_get(port, &path) {
-                    Ok((true, _)) => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
-            },
-        )
-        .await?;
-        println!(
-            "    {}: {path} answers on the declared port {port}",
-            container.name
-        );
-    }
-    Ok(())
 }
 
 /// A second identity for the ccm in the management cluster (its own
@@ -122,22 +97,15 @@ async fn the_charts_pods_run_as_containers_and_a_syncsecret_travels() -> anyhow:
     ];
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let pod_spec = podman::deployment(&helm::template(MANAGER_ROLE, MANAGER_NAMESPACE, &sets)?)?;
-    let token = mgmt
-        .service_account_token(MANAGER_NAMESPACE, MANAGER_ROLE)
-        .await?;
-    let identity = Identity::write(
-        &dir.path().join("manager-serviceaccount"),
-        mgmt.server(),
-        &token,
-        mgmt.ca_pem(),
-        MANAGER_NAMESPACE,
-    )?;
-    let manager = Running::start(
+    let manager = Running::launch(
+        mgmt,
         &pod_spec,
         "syncsecret-manager-0",
-        &identity,
+        MANAGER_NAMESPACE,
+        dir.path(),
         &BTreeMap::new(),
-    )?;
+    )
+    .await?;
 
     // The ccm: its chart's RBAC in the tenant cluster, the management
     // kubeconfig as the Secret the chart mounts, its pod's token.
@@ -183,22 +151,16 @@ async fn the_charts_pods_run_as_containers_and_a_syncsecret_travels() -> anyhow:
     let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
     let ccm_chart = helm::template(CCM_ROLE, CCM_NAMESPACE, &sets)?;
     let pod_spec = podman::deployment(&ccm_chart)?;
-    let token = tenant
-        .service_account_token(CCM_NAMESPACE, CCM_ROLE)
-        .await?;
-    let identity = Identity::write(
-        &dir.path().join("ccm-serviceaccount"),
-        tenant.server(),
-        &token,
-        tenant.ca_pem(),
-        CCM_NAMESPACE,
-    )?;
     let volumes = [("kubelb-kubeconfig".to_owned(), mounted.clone())].into();
-    let ccm = Running::start(&pod_spec, "syncsecret-ccm-0", &identity, &volumes)?;
-
-    for container in [&manager, &ccm] {
-        probes_answer(container).await?;
-    }
+    let ccm = Running::launch(
+        tenant,
+        &pod_spec,
+        "syncsecret-ccm-0",
+        CCM_NAMESPACE,
+        dir.path(),
+        &volumes,
+    )
+    .await?;
 
     // A SyncSecret travels: the tenant's object becomes a Secret in its
     // namespace of the management cluster, and shows Synced.
@@ -307,6 +269,13 @@ async fn the_charts_pods_run_as_containers_and_a_syncsecret_travels() -> anyhow:
     // kubeconfig may list SyncSecrets in the tenant namespace; with an
     // identity that may not, it fails and says why.
     let test_pod = podman::test_pod(&ccm_chart)?;
+    let identity = Identity::of_service_account(
+        tenant,
+        CCM_NAMESPACE,
+        CCM_ROLE,
+        &dir.path().join("ccm-test-serviceaccount"),
+    )
+    .await?;
     let check = Running::start(&test_pod, "syncsecret-ccm-test", &identity, &volumes)?;
     let code = check.wait()?;
     let said = check.logs();

@@ -224,7 +224,10 @@ async fn a_hostile_tenant_cannot_stop_or_read_another() {
     let mut pair = Pair::start_on(
         &["good", "evil", "evil-second"],
         &Launch::default(),
-        Options { hardened: true },
+        Options {
+            hardened: true,
+            ..Options::default()
+        },
     )
     .await
     .expect("the pair starts");

@@ -21,6 +21,17 @@ fn exports(stdout: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The cache holds nothing but tools.sh's lock file: nothing was built or
+/// fetched into it.
+fn nothing_but_the_lock_in(cache: &std::path::Path) {
+    let written: Vec<_> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock")
+        .collect();
+    assert!(written.is_empty(), "cache got {written:?}");
+}
+
 #[test]
 fn kubebuilder_assets_and_test_asset_variables_are_used_as_they_are() {
     // An envtest-style bundle: etcd, kube-apiserver, kubectl (no
@@ -80,12 +91,7 @@ fn kubebuilder_assets_and_test_asset_variables_are_used_as_they_are() {
         "/etc/containers/my-storage.conf"
     );
     // Nothing but the lock file was written into the cache.
-    let written: Vec<_> = std::fs::read_dir(cache.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".lock")
-        .collect();
-    assert!(written.is_empty(), "cache got {written:?}");
+    nothing_but_the_lock_in(cache.path());
 }
 
 #[test]
@@ -148,10 +154,5 @@ fn the_demo_profile_installs_only_the_control_plane_and_helm() {
             "TEST_ASSET_KUBE_CONTROLLER_MANAGER"
         ]
     );
-    let written: Vec<_> = std::fs::read_dir(cache.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".lock")
-        .collect();
-    assert!(written.is_empty(), "cache got {written:?}");
+    nothing_but_the_lock_in(cache.path());
 }

@@ -117,6 +117,16 @@ pub fn explain(error: &kube::Error) -> String {
                 status.message
             )
         }
+        // Right after the CRD is installed, until kube-controller-manager
+        // has counted the new kind for a quota: not a missing grant.
+        kube::Error::Api(status)
+            if status.code == 403 && status.message.contains("status unknown for quota") =>
+        {
+            format!(
+                "{} (the management cluster has not counted SyncSecrets for the tenant's quota yet, as after a first install: kube-controller-manager does within its --resource-quota-sync-period, 5 minutes by default; this syncs by itself)",
+                status.message
+            )
+        }
         kube::Error::Api(status) if status.code == 403 => format!(
             "{} (grant this identity that verb on that resource; see config/rbac)",
             status.message
@@ -203,6 +213,18 @@ mod reports {
         // An API error on its own is shown in the API server's words too.
         let Apply(k) = e;
         assert_eq!(report(&k), explain(&k));
+    }
+
+    #[test]
+    fn a_quota_not_yet_counted_is_not_called_a_missing_grant() {
+        let status = kube::core::Status::failure(
+            "syncsecrets.kubelb.k8c.io \"u\" is forbidden: status unknown for quota: syncsecret-tenant, resources: count/syncsecrets.kubelb.k8c.io",
+            "Forbidden",
+        )
+        .with_code(403);
+        let text = explain(&kube::Error::Api(Box::new(status)));
+        assert!(text.contains("syncs by itself"), "{text}");
+        assert!(!text.contains("grant this identity"), "{text}");
     }
 }
 

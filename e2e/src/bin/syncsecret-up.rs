@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
     let start = std::time::Instant::now();
     println!(
         "[demo] starting a management and a tenant cluster (etcd, kube-apiserver, \
-         kube-controller-manager each) and both controllers; about 30 s"
+         kube-controller-manager each) and both controllers; a few seconds"
     );
     let pair = match Pair::start(&["tenant1"]).await {
         Ok(p) => {
