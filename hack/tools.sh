@@ -8,7 +8,8 @@
 #   hack/tools.sh install [PROFILE]   build or fetch whatever is missing
 #   hack/tools.sh env [PROFILE]       install, then print `export TEST_ASSET_...=`
 #                                  lines (and PROMETHEUS, PROMTOOL,
-#                                  PROMETHEUS_OPERATOR_CRDS, CONTAINERS_CONF,
+#                                  PROMETHEUS_OPERATOR_CRDS,
+#                                  PROMETHEUS_OPERATOR_CONFIG, CONTAINERS_CONF,
 #                                  CONTAINERS_STORAGE_CONF)
 #                                  (use: eval "$(hack/tools.sh env)")
 # `demo` limits both to what `make demo` and `make up` run: etcd, the three
@@ -72,6 +73,9 @@ check_assets() {
             die "$var=${!var} is not an executable file"
         fi
     done
+    if [ -n "${PROMETHEUS_OPERATOR_CONFIG:-}" ] && [ ! -x "$PROMETHEUS_OPERATOR_CONFIG" ]; then
+        die "PROMETHEUS_OPERATOR_CONFIG=$PROMETHEUS_OPERATOR_CONFIG is not an executable file"
+    fi
     if [ -n "${PROMETHEUS_OPERATOR_CRDS:-}" ]; then
         for f in $crd_files; do
             [ -f "$PROMETHEUS_OPERATOR_CRDS/$f" ] ||
@@ -239,6 +243,29 @@ build_cosign() {
         "-X sigs.k8s.io/release-utils/version.gitVersion=$COSIGN_VERSION" "$dest"
 }
 
+# hack/prometheus-operator-config: the scrape configuration
+# prometheus-operator generates for a ServiceMonitor, from the operator's
+# own Go module (e2e/tests/servicemonitor.rs). Rebuilt when main.go changes.
+promcfg_dir() {
+    echo "$cache/prometheus-operator-config/$PROMETHEUS_OPERATOR_VERSION-$(sha256sum "$here/prometheus-operator-config/main.go" | cut -c1-12)"
+}
+
+build_promcfg() {
+    local dest src module=github.com/prometheus-operator/prometheus-operator
+    dest=$(promcfg_dir)
+    [ -n "${PROMETHEUS_OPERATOR_CONFIG:-}" ] || [ -x "$dest/prometheus-operator-config" ] && return 0
+    log "building prometheus-operator-config against $module $PROMETHEUS_OPERATOR_VERSION (once)"
+    local start=$SECONDS gomod
+    gomod=$(mod_field "$module@$PROMETHEUS_OPERATOR_VERSION" GoMod)
+    [ -f "$gomod" ] || die "could not download $module@$PROMETHEUS_OPERATOR_VERSION (is the Go module proxy reachable?)"
+    src="$cache/src/prometheus-operator-config-$PROMETHEUS_OPERATOR_VERSION"
+    write_wrapper "$src" "$module" "$PROMETHEUS_OPERATOR_VERSION" "$gomod" </dev/null
+    cp "$here/prometheus-operator-config/main.go" "$src/main.go"
+    mkdir -p "$dest"
+    go_build "$src" "$dest" "" "prometheus-operator-config=."
+    log "built prometheus-operator-config in $((SECONDS - start)) s"
+}
+
 # cargo-cyclonedx, for hack/release.sh's SBOMs.
 install_cyclonedx() {
     local dest="$cache/cargo-cyclonedx/$CARGO_CYCLONEDX_VERSION"
@@ -386,7 +413,7 @@ fetch_operator_crds() {
 # What a profile needs: everything, or (demo) the control plane and helm.
 steps() {
     case $1 in
-        all) echo "build_etcd build_k8s build_helm install_prometheus install_podman fetch_operator_crds" ;;
+        all) echo "build_etcd build_k8s build_helm install_prometheus install_podman fetch_operator_crds build_promcfg" ;;
         demo) echo "build_etcd build_k8s build_helm" ;;
         image) echo "install_podman" ;;
         release) echo "build_helm install_podman build_cosign install_cyclonedx" ;;
@@ -435,6 +462,7 @@ print_env() {
     done
     [ "$1" = all ] || return 0
     echo "export PROMETHEUS_OPERATOR_CRDS=${PROMETHEUS_OPERATOR_CRDS:-$cache/prometheus-operator-crds/$PROMETHEUS_OPERATOR_VERSION}"
+    echo "export PROMETHEUS_OPERATOR_CONFIG=${PROMETHEUS_OPERATOR_CONFIG:-$(promcfg_dir)/prometheus-operator-config}"
     echo "export CONTAINERS_CONF=${CONTAINERS_CONF:-$here/podman/containers.conf}"
     echo "export CONTAINERS_STORAGE_CONF=${CONTAINERS_STORAGE_CONF:-$cache/podman/storage.conf}"
 }

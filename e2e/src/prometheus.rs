@@ -34,7 +34,6 @@ impl Prometheus {
     /// file `config/prometheus/alerts.yaml`, scraping the targets written by
     /// [`Self::set_targets`] every second.
     pub fn start(dir: &Path) -> Result<Self, HarnessError> {
-        let bin = asset("PROMETHEUS")?;
         let dir = dir.join("prometheus");
         std::fs::create_dir_all(&dir).map_err(|e| HarnessError::io(&dir, e))?;
         let targets_file = dir.join("targets.json");
@@ -47,6 +46,19 @@ impl Prometheus {
             rules = rules.display(),
             targets = targets_file.display()
         );
+        Self::spawn(&dir, &config, targets_file)
+    }
+
+    /// Starts Prometheus in `dir` with `config` as its whole configuration
+    /// (prometheus-operator's, say); [`Self::set_targets`] then writes a
+    /// file nothing reads.
+    pub fn start_with_config(dir: &Path, config: &str) -> Result<Self, HarnessError> {
+        std::fs::create_dir_all(dir).map_err(|e| HarnessError::io(dir, e))?;
+        Self::spawn(dir, config, dir.join("unused-targets.json"))
+    }
+
+    fn spawn(dir: &Path, config: &str, targets_file: PathBuf) -> Result<Self, HarnessError> {
+        let bin = asset("PROMETHEUS")?;
         let config_file = dir.join("prometheus.yml");
         write(&config_file, config)?;
         let port = free_port()?;

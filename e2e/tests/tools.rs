@@ -49,6 +49,7 @@ fn kubebuilder_assets_and_test_asset_variables_are_used_as_they_are() {
     let helm = asset("TEST_ASSET_HELM").unwrap();
     let (prometheus, promtool) = (asset("PROMETHEUS").unwrap(), asset("PROMTOOL").unwrap());
     let crds = std::env::var("PROMETHEUS_OPERATOR_CRDS").expect("PROMETHEUS_OPERATOR_CRDS");
+    let promcfg = asset("PROMETHEUS_OPERATOR_CONFIG").unwrap();
     let out = Command::new("bash")
         .arg(repo_root().join("hack/tools.sh"))
         .arg("env")
@@ -62,6 +63,7 @@ fn kubebuilder_assets_and_test_asset_variables_are_used_as_they_are() {
         .env("PROMETHEUS", &prometheus)
         .env("PROMTOOL", &promtool)
         .env("PROMETHEUS_OPERATOR_CRDS", &crds)
+        .env("PROMETHEUS_OPERATOR_CONFIG", &promcfg)
         .env("CONTAINERS_CONF", "/etc/containers/mine.conf")
         .env("CONTAINERS_STORAGE_CONF", "/etc/containers/my-storage.conf")
         .output()
@@ -85,6 +87,10 @@ fn kubebuilder_assets_and_test_asset_variables_are_used_as_they_are() {
     assert_eq!(env["PROMETHEUS"], prometheus.display().to_string());
     assert_eq!(env["PROMTOOL"], promtool.display().to_string());
     assert_eq!(env["PROMETHEUS_OPERATOR_CRDS"], crds);
+    assert_eq!(
+        env["PROMETHEUS_OPERATOR_CONFIG"],
+        promcfg.display().to_string()
+    );
     assert_eq!(env["CONTAINERS_CONF"], "/etc/containers/mine.conf");
     assert_eq!(
         env["CONTAINERS_STORAGE_CONF"],
@@ -124,6 +130,7 @@ fn the_demo_profile_installs_only_the_control_plane_and_helm() {
         .env_remove("PROMETHEUS")
         .env_remove("PROMTOOL")
         .env_remove("PROMETHEUS_OPERATOR_CRDS")
+        .env_remove("PROMETHEUS_OPERATOR_CONFIG")
         .env_remove("CONTAINERS_CONF")
         .env_remove("CONTAINERS_STORAGE_CONF");
     for var in [
