@@ -33,9 +33,10 @@ while [ $# -gt 0 ]; do
         *) die "unknown argument $1 (usage: hack/release.sh [--push REGISTRY] [--unreleased])" ;;
     esac
 done
+tree=$(git status --porcelain) || die "git status failed: is this a git checkout git trusts?"
 if [ -n "$registry" ]; then
     # What is published says which commit it is: only a clean tree is.
-    [ -z "$(git status --porcelain)" ] || die "--push needs a clean tree: commit or stash first"
+    [ -z "$tree" ] || die "--push needs a clean tree: commit or stash first"
     [ -n "${COSIGN_KEY:-}" ] || die "--push needs COSIGN_KEY: a throwaway key's signatures in a registry would look real and prove nothing"
 fi
 if [ -n "${COSIGN_KEY:-}" ] && [ -z "${COSIGN_PASSWORD+set}" ]; then
@@ -46,7 +47,7 @@ env_lines=$(hack/tools.sh env release)
 eval "$env_lines"
 helm=$TEST_ASSET_HELM
 
-version=$(cargo metadata --no-deps --format-version 1 |
+version=$(cargo metadata --locked --no-deps --format-version 1 |
     python3 -c 'import json, sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "syncsecret-ccm"))')
 if ! grep -q "^## \[$version\]" CHANGELOG.md; then
     [ -n "$unreleased" ] && grep -q "^## Unreleased ($version)" CHANGELOG.md ||
@@ -54,14 +55,14 @@ if ! grep -q "^## \[$version\]" CHANGELOG.md; then
     log "note: CHANGELOG.md still calls $version Unreleased (--unreleased): a dry run, not a release"
 fi
 revision=$(git rev-parse HEAD)
-[ -z "$(git status --porcelain)" ] || log "note: the tree has uncommitted changes; the local images say so (-dirty)"
+[ -z "$tree" ] || log "note: the tree has uncommitted changes; the local images say so (-dirty)"
 dist=dist/$version
 rm -rf "$dist"
 mkdir -p "$dist"
 work=$(mktemp -d)
 # SBOM files cargo-cyclonedx writes beside each crate, and the scratch
 # directory, go whatever happens.
-trap 'rm -rf "$work"; find . -name sbom.json -not -path "./target/*" -delete' EXIT
+trap 'rm -rf "$work"; rm -f api/sbom.json api/runtime/sbom.json ccm/sbom.json manager/sbom.json e2e/sbom.json' EXIT
 log "release $version at $revision into $dist/"
 
 # 1. Charts, linted as CI lints them. Published ones point at the registry
@@ -87,7 +88,9 @@ done
 for bin in syncsecret-ccm syncsecret-manager; do
     crate_dir=${bin#syncsecret-}
     mv "$crate_dir/sbom.json" "$dist/$bin-$version.cdx.json"
-    log "SBOM $dist/$bin-$version.cdx.json ($(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["components"]))' "$dist/$bin-$version.cdx.json") components)"
+    components=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["components"]))' "$dist/$bin-$version.cdx.json") ||
+        die "$dist/$bin-$version.cdx.json is not a CycloneDX SBOM"
+    log "SBOM $dist/$bin-$version.cdx.json ($components components)"
 done
 
 # 3. Images, last of the builds: nothing is pushed before the rest passed.

@@ -2,8 +2,10 @@
 # Builds (once) and locates the binaries of the real control plane the tests,
 # the demo and the benchmarks run on: etcd, kube-apiserver,
 # kube-controller-manager, kubectl and helm; plus Prometheus and promtool,
-# the prometheus-operator CRDs for ServiceMonitor and PrometheusRule, and
-# podman with runc for the images and the container tests.
+# the prometheus-operator CRDs for ServiceMonitor and PrometheusRule,
+# prometheus-operator-config (the operator's own scrape configuration, for
+# the ServiceMonitor test), and podman with runc for the images and the
+# container tests.
 #
 #   hack/tools.sh install [PROFILE]   build or fetch whatever is missing
 #   hack/tools.sh env [PROFILE]       install, then print `export TEST_ASSET_...=`
@@ -146,11 +148,13 @@ go_build() {
     tmp=$(mktemp -d "$dest.tmp.XXXXXX")
     local pkg pid start=$SECONDS next=30
     for pkg in "$@"; do
-        (cd "$dir" && go build -mod=mod -trimpath -ldflags "-s -w $ldflags" -o "$tmp/${pkg%%=*}" "${pkg#*=}") &
-        pid=$!
         # A background job ignores Ctrl-C; stop the build with the script,
         # or it would keep running and holding the cache lock.
-        trap 'kill "$pid" 2>/dev/null; rm -rf "$tmp"; exit 130' INT TERM
+        pid=""
+        trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null; rm -rf "$tmp"; exit 130' INT
+        trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null; rm -rf "$tmp"; exit 143' TERM
+        (cd "$dir" && exec go build -mod=mod -trimpath -ldflags "-s -w $ldflags" -o "$tmp/${pkg%%=*}" "${pkg#*=}") &
+        pid=$!
         # go build prints nothing until it is done, minutes later: say that it
         # is still working, and for how long.
         while kill -0 "$pid" 2>/dev/null; do
@@ -160,7 +164,7 @@ go_build() {
                 next=$((next + 30))
             fi
         done
-        wait "$pid" || die "go build of ${pkg#*=} failed (its output is above)"
+        wait "$pid" || { rm -rf "$tmp"; die "go build of ${pkg#*=} failed (its output is above)"; }
         trap - INT TERM
     done
     for pkg in "$@"; do mv "$tmp/${pkg%%=*}" "$dest/${pkg%%=*}"; done
@@ -247,8 +251,17 @@ build_cosign() {
 # prometheus-operator generates for a ServiceMonitor, from the operator's
 # own Go module (e2e/tests/servicemonitor.rs). Rebuilt when main.go changes.
 promcfg_dir() {
-    echo "$cache/prometheus-operator-config/$PROMETHEUS_OPERATOR_VERSION-$(sha256sum "$here/prometheus-operator-config/main.go" | cut -c1-12)"
+    local sum
+    sum=$(sha256sum "$here/prometheus-operator-config/main.go") ||
+        die "no $here/prometheus-operator-config/main.go"
+    echo "$cache/prometheus-operator-config/$PROMETHEUS_OPERATOR_VERSION-${sum:0:12}"
 }
+
+# A PROMETHEUS_OPERATOR_CONFIG that an earlier `env` printed (a build in
+# the cache) is ours, not the user's: rebuilt when main.go changed.
+if [ -n "${PROMETHEUS_OPERATOR_CONFIG:-}" ]; then
+    case $PROMETHEUS_OPERATOR_CONFIG in "$cache"/prometheus-operator-config/*) unset PROMETHEUS_OPERATOR_CONFIG ;; esac
+fi
 
 build_promcfg() {
     local dest src module=github.com/prometheus-operator/prometheus-operator
@@ -410,7 +423,8 @@ fetch_operator_crds() {
     mv "$tmp" "$dest"
 }
 
-# What a profile needs: everything, or (demo) the control plane and helm.
+# What a profile needs: everything (all), the control plane and helm
+# (demo), podman (image), or what hack/release.sh runs (release).
 steps() {
     case $1 in
         all) echo "build_etcd build_k8s build_helm install_prometheus install_podman fetch_operator_crds build_promcfg" ;;

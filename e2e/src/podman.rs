@@ -160,6 +160,28 @@ pub async fn materialize_secret(
     materialize(dir, data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())))
 }
 
+/// Every Secret volume of `pod_spec`, as a kubelet mounts it: the Secret
+/// it names, read from `namespace`, materialized under `dir`; volume name
+/// to directory. A Secret that does not exist is an error, as it keeps a
+/// real pod from starting.
+pub async fn secret_volumes(
+    client: &Client,
+    namespace: &str,
+    pod_spec: &PodSpec,
+    dir: &Path,
+) -> Result<BTreeMap<String, PathBuf>, HarnessError> {
+    let mut volumes = BTreeMap::new();
+    for v in pod_spec.volumes.iter().flatten() {
+        let Some(name) = v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) else {
+            continue;
+        };
+        let path = dir.join(format!("volume-{}", v.name));
+        materialize_secret(client, namespace, name, &path).await?;
+        volumes.insert(v.name.clone(), path);
+    }
+    Ok(volumes)
+}
+
 /// A running container, removed on drop.
 pub struct Running {
     /// The container's name.

@@ -130,7 +130,7 @@ fn run(block: &str, dir: &Path, kubeconfig: &Path) -> anyhow::Result<String> {
 }
 
 /// The pod of a release, as Helm installed it, run as the kubelet would:
-/// with its ServiceAccount's token and its Secret volumes.
+/// with its ServiceAccount's token and the Secrets its volumes name.
 async fn run_release_pod(
     cluster: &Cluster,
     release: &str,
@@ -138,16 +138,18 @@ async fn run_release_pod(
     dir: &Path,
     kubeconfig: &Path,
     context: &str,
-    volumes: &BTreeMap<String, std::path::PathBuf>,
-) -> anyhow::Result<Running> {
+) -> anyhow::Result<(Running, BTreeMap<String, std::path::PathBuf>)> {
     let manifest = run(
         &format!("helm --kube-context {context} get manifest {release} -n {namespace}"),
         dir,
         kubeconfig,
     )?;
     let pod = podman::deployment(&manifest)?;
+    let client = cluster.client().await?;
+    let volumes = podman::secret_volumes(&client, namespace, &pod, &dir.join(release)).await?;
     let name = format!("readme-{release}");
-    Ok(Running::launch(cluster, &pod, &name, namespace, dir, volumes).await?)
+    let running = Running::launch(cluster, &pod, &name, namespace, dir, &volumes).await?;
+    Ok((running, volumes))
 }
 
 #[tokio::test]
@@ -188,17 +190,13 @@ async fn the_readme_install_works_as_written() -> anyhow::Result<()> {
     // The README pushes the images to the user's registry and the kubelet
     // pulls them from there: tagged here under that name instead.
     let registry = "registry.example.com/syncsecret";
-    let _tags = Tags(
-        ["syncsecret-manager", "syncsecret-ccm"]
-            .iter()
-            .map(|bin| {
-                let name = format!("{registry}/{bin}:dev");
-                podman::podman(&["tag", &format!("localhost/syncsecret/{bin}:dev"), &name])
-                    .map(|_| name)
-                    .context("no local image: build it with `make image` (make test does)")
-            })
-            .collect::<anyhow::Result<_>>()?,
-    );
+    let mut tags = Tags(Vec::new());
+    for bin in ["syncsecret-manager", "syncsecret-ccm"] {
+        let name = format!("{registry}/{bin}:dev");
+        podman::podman(&["tag", &format!("localhost/syncsecret/{bin}:dev"), &name])
+            .context("no local image: build it with `make image` (make test does)")?;
+        tags.0.push(name);
+    }
 
     // No kubelet here: the pods run with podman, each on its own ports (a
     // pod network would give each its own; this host network cannot).
@@ -216,31 +214,25 @@ async fn the_readme_install_works_as_written() -> anyhow::Result<()> {
             &contexts,
         )?;
     }
-    let manager = run_release_pod(
+    let (manager, _) = run_release_pod(
         mgmt,
         "syncsecret-manager",
         "kubelb",
         dir.path(),
         &contexts,
         "mgmt",
-        &BTreeMap::new(),
     )
     .await?;
-    let shop_client = shop.client().await?;
-    let mounted = dir.path().join("kubelb-kubeconfig");
-    podman::materialize_secret(&shop_client, "kube-system", "kubelb-kubeconfig", &mounted).await?;
-    let volumes: BTreeMap<String, std::path::PathBuf> =
-        [("kubelb-kubeconfig".to_owned(), mounted)].into();
-    let ccm = run_release_pod(
+    let (ccm, volumes) = run_release_pod(
         shop,
         "syncsecret-ccm",
         "kube-system",
         dir.path(),
         &contexts,
         "shop",
-        &volumes,
     )
     .await?;
+    let shop_client = shop.client().await?;
 
     // "See it working": `helm test` is its hook Pod, run the same way; the
     // rest as written.
@@ -253,7 +245,12 @@ async fn the_readme_install_works_as_written() -> anyhow::Result<()> {
     let (helm_test, rest): (Vec<&str>, Vec<&str>) = working[0]
         .lines()
         .partition(|l| l.starts_with("helm ") && l.contains(" test "));
-    ensure!(helm_test.len() == 1, "no helm test line: {helm_test:?}");
+    ensure!(
+        helm_test.len() == 1
+            && helm_test[0]
+                .starts_with("helm --kube-context shop test -n kube-system syncsecret-ccm "),
+        "the README's helm test is not the one run here: {helm_test:?}"
+    );
     let hooks = run(
         "helm --kube-context shop get hooks syncsecret-ccm -n kube-system",
         dir.path(),
@@ -289,25 +286,53 @@ async fn the_readme_install_works_as_written() -> anyhow::Result<()> {
     // server refuses copies until it has ("status unknown for quota"):
     // the sample syncs on a retry (docs/failure-modes.md).
     let applied = std::time::Instant::now();
+    let said = std::sync::Mutex::new(std::collections::BTreeSet::new());
     eventually("the sample Synced", Duration::from_secs(600), || async {
         let o = objects
             .get("db-credentials")
             .await
             .map_err(|e| e.to_string())?;
-        let phase = o.status.and_then(|s| s.phase);
-        (phase == Some(SyncSecretPhase::Synced))
+        let status = o.status.unwrap_or_default();
+        for c in status.conditions.iter().flatten() {
+            said.lock().unwrap().insert(c.message.clone());
+        }
+        (status.phase == Some(SyncSecretPhase::Synced))
             .then_some(())
-            .ok_or_else(|| format!("{phase:?}"))
+            .ok_or_else(|| format!("{:?}", status.phase))
     })
     .await
     .with_context(|| format!("manager:\n{}\nccm:\n{}", manager.logs(), ccm.logs()))?;
+    // What the tenant read meanwhile: the quota's wait explained, never
+    // called a missing grant.
+    for m in said.lock().unwrap().iter() {
+        ensure!(
+            !m.contains("grant this identity"),
+            "the tenant was told: {m}"
+        );
+        if m.contains("status unknown for quota") {
+            ensure!(
+                m.contains("retried automatically"),
+                "the tenant was told: {m}"
+            );
+            println!("meanwhile the tenant read: {m}");
+        }
+    }
     println!(
         "the sample synced {} s after it was applied",
         applied.elapsed().as_secs()
     );
     let shown = run(&show.join("\n"), dir.path(), &contexts)?;
+    // The Secret the tenant's MESSAGE names is the one the management
+    // cluster lists.
+    let secret = shown
+        .split("Secret tenant-shop/")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .with_context(|| format!("no Secret named in:\n{shown}"))?;
     ensure!(
-        shown.contains("db-credentials") && shown.contains("Synced") && shown.contains("secret/"),
+        shown.contains("db-credentials")
+            && shown.contains("Synced")
+            && shown.contains(&format!("secret/{secret} ")),
         "See it working does not show the sample synced:\n{shown}"
     );
     Ok(())

@@ -42,7 +42,9 @@ use syncsecret_runtime::generate::rbac::MANAGER_ROLE;
 fn host_address() -> anyhow::Result<IpAddr> {
     // Connecting a UDP socket sends nothing; it only picks the route.
     let socket = UdpSocket::bind("0.0.0.0:0")?;
-    socket.connect("10.255.255.255:9")?;
+    socket.connect("10.255.255.255:9").context(
+        "no route from this machine to another address: Endpoints need a non-loopback one",
+    )?;
     let ip = socket.local_addr()?.ip();
     ensure!(
         !ip.is_loopback() && !ip.is_unspecified(),
@@ -129,7 +131,18 @@ fn endpoint_targets(service: &Value, endpoints: &Value) -> Value {
 /// discovery replaced by the file `targets`.
 fn operator_config(monitor: &Value, targets: &std::path::Path) -> anyhow::Result<String> {
     let bin = asset("PROMETHEUS_OPERATOR_CONFIG")?;
+    // The configuration for the Prometheus that will read it.
+    let version = Command::new(asset("PROMETHEUS")?)
+        .arg("--version")
+        .output()?;
+    let version = String::from_utf8_lossy(&version.stdout)
+        .split_whitespace()
+        .nth(2)
+        // Debian's says "2.42.0+ds".
+        .map(|v| format!("v{}", v.split('+').next().unwrap_or(v)))
+        .context("prometheus --version said no version")?;
     let mut child = Command::new(&bin)
+        .arg(&version)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -165,8 +178,15 @@ fn operator_config(monitor: &Value, targets: &std::path::Path) -> anyhow::Result
             j.remove("scrape_timeout");
         }
         let j = job.as_object_mut().context("a job that is not a map")?;
-        j.remove("kubernetes_sd_configs")
+        let sd = j
+            .remove("kubernetes_sd_configs")
             .context("a job without Kubernetes discovery")?;
+        // What is replaced is what the file stands for: the endpoints of
+        // the manager's namespace.
+        ensure!(
+            sd == json!([{"role": "endpoints", "namespaces": {"names": [MANAGER_NAMESPACE]}}]),
+            "the operator discovers otherwise than the file stands for: {sd}"
+        );
         j.insert(
             "file_sd_configs".into(),
             json!([{"files": [targets.display().to_string()], "refresh_interval": "1s"}]),

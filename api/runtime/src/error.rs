@@ -123,7 +123,7 @@ pub fn explain(error: &kube::Error) -> String {
             if status.code == 403 && status.message.contains("status unknown for quota") =>
         {
             format!(
-                "{} (the management cluster has not counted SyncSecrets for the tenant's quota yet, as after a first install: kube-controller-manager does within its --resource-quota-sync-period, 5 minutes by default; this syncs by itself)",
+                "{} (the quota controller has not yet counted this kind for that quota, as right after a CRD or a quota is first installed; it usually does within 6 to 7 minutes (kube-controller-manager's --resource-quota-sync-period, 5 minutes by default, then a retry) and this is retried automatically; if it lasts longer, the platform team should look at kube-controller-manager's quota controller)",
                 status.message
             )
         }
@@ -223,7 +223,7 @@ mod reports {
         )
         .with_code(403);
         let text = explain(&kube::Error::Api(Box::new(status)));
-        assert!(text.contains("syncs by itself"), "{text}");
+        assert!(text.contains("retried automatically"), "{text}");
         assert!(!text.contains("grant this identity"), "{text}");
     }
 }
