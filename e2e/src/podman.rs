@@ -39,7 +39,10 @@ pub fn podman(args: &[&str]) -> Result<String, HarnessError> {
 }
 
 /// The first document of `kind` among a chart's rendered documents.
-fn first_of<T: serde::de::DeserializeOwned>(rendered: &str, kind: &str) -> Result<T, HarnessError> {
+pub fn first_of<T: serde::de::DeserializeOwned>(
+    rendered: &str,
+    kind: &str,
+) -> Result<T, HarnessError> {
     let line = format!("kind: {kind}");
     rendered
         .split("\n---")

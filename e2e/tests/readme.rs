@@ -93,25 +93,22 @@ fn kubeconfig(clusters: &[(&str, &Cluster)], path: &Path) {
 /// Runs a block as one bash script in `dir` (which links the repository's
 /// charts/ and config/), with the README's contexts and the tools on PATH.
 fn run(block: &str, dir: &Path, kubeconfig: &Path) -> anyhow::Result<String> {
-    let tools: Vec<String> = ["TEST_ASSET_KUBECTL", "TEST_ASSET_HELM"]
-        .iter()
-        .map(|v| {
-            let bin = asset(v).unwrap();
-            // The README says `kubectl` and `helm`: link them by that name.
-            let name = if *v == "TEST_ASSET_KUBECTL" {
-                "kubectl"
-            } else {
-                "helm"
-            };
-            let link = dir.join("bin").join(name);
-            if !link.exists() {
-                std::fs::create_dir_all(dir.join("bin")).unwrap();
-                std::os::unix::fs::symlink(&bin, &link).unwrap();
-            }
-            dir.join("bin").display().to_string()
-        })
-        .collect();
-    let path = format!("{}:{}", tools[0], std::env::var("PATH").unwrap_or_default());
+    // The README says `kubectl` and `helm`: linked by those names.
+    let bin = dir.join("bin");
+    for (var, name) in [
+        ("TEST_ASSET_KUBECTL", "kubectl"),
+        ("TEST_ASSET_HELM", "helm"),
+    ] {
+        if !bin.join(name).exists() {
+            std::fs::create_dir_all(&bin)?;
+            std::os::unix::fs::symlink(asset(var)?, bin.join(name))?;
+        }
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     println!("$ {}", block.trim().replace('\n', "\n$ "));
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", block])

@@ -34,6 +34,7 @@ use syncsecret_e2e::asset;
 use syncsecret_e2e::helm;
 use syncsecret_e2e::kube_util::eventually;
 use syncsecret_e2e::pair::{MANAGER_NAMESPACE, Pair, ensure_namespace};
+use syncsecret_e2e::podman::first_of;
 use syncsecret_e2e::prometheus::Prometheus;
 use syncsecret_runtime::generate::rbac::MANAGER_ROLE;
 
@@ -51,15 +52,6 @@ fn host_address() -> anyhow::Result<IpAddr> {
         "this machine has no address but loopback ({ip}): Endpoints cannot name one"
     );
     Ok(ip)
-}
-
-/// The document of `kind` in a rendered chart.
-fn document(rendered: &str, kind: &str) -> anyhow::Result<Value> {
-    rendered
-        .split("\n---")
-        .filter_map(|d| serde_yaml_ng::from_str::<Value>(d).ok())
-        .find(|v| v["kind"] == kind)
-        .with_context(|| format!("the chart rendered no {kind}"))
 }
 
 /// A label name as Prometheus's discovery writes one: every character but
@@ -240,7 +232,7 @@ async fn the_metrics_keep_their_namespace_label_through_the_operators_relabellin
             &format!("metrics.port={port}"),
         ],
     )?;
-    let mut service = document(&rendered, "Service")?;
+    let mut service = first_of::<Value>(&rendered, "Service")?;
     service["spec"]
         .as_object_mut()
         .context("a Service without spec")?
@@ -268,7 +260,7 @@ async fn the_metrics_keep_their_namespace_label_through_the_operators_relabellin
         .patch(&name, &apply, &Patch::Apply(&addresses))
         .await?;
 
-    let monitor = document(&rendered, "ServiceMonitor")?;
+    let monitor = first_of::<Value>(&rendered, "ServiceMonitor")?;
     ensure!(
         monitor["spec"]["endpoints"][0]["honorLabels"] == json!(true),
         "the chart's ServiceMonitor does not honour labels: {monitor:?}"
