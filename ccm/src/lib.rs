@@ -91,15 +91,43 @@ pub struct Context {
     /// Tenant objects (by UID) whose long wait for their copy's deletion
     /// has been announced with an event.
     pub announced_waits: std::sync::Mutex<std::collections::HashSet<String>>,
-    /// Copies (by name) written and not yet answered by the manager, with
-    /// when: a new object's `Pending` clock runs from our write, not from
-    /// the copy's creation (an adopted or updated copy is old).
-    pub asked: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Copies written and not yet answered by the manager, and when it
+    /// last answered one: what decides whether a new object is `Pending`.
+    pub asked: std::sync::Mutex<Asked>,
 }
 
-/// Entries of [`Context::asked`] above this many trigger a purge of those
-/// past `PENDING_AFTER`.
+/// The copies this process wrote (by name) and not yet answered by the
+/// manager, with when: a new object's `Pending` clock runs from our write,
+/// not from the copy's creation (an adopted or updated copy is old).
+#[derive(Debug)]
+pub struct Asked {
+    at: std::collections::HashMap<String, Instant>,
+    /// When the manager last answered one of them.
+    last_answer: Option<Instant>,
+    /// Size of `at` at which entries past [`ASKED_FORGET`] are purged
+    /// next: twice what was left by the last purge, so that purging costs
+    /// nothing per write however many copies wait.
+    purge_above: usize,
+}
+
+impl Default for Asked {
+    fn default() -> Self {
+        Self {
+            at: std::collections::HashMap::new(),
+            last_answer: None,
+            purge_above: ASKED_PURGE_ABOVE,
+        }
+    }
+}
+
+/// [`Asked::at`] is purged of entries older than [`ASKED_FORGET`] once it
+/// holds at least this many.
 const ASKED_PURGE_ABOVE: usize = 1024;
+
+/// How long an unanswered write is remembered: far longer than any queue
+/// of the manager's, so that the answer still counts as one when it comes;
+/// an object deleted before its verdict leaves nothing behind for longer.
+const ASKED_FORGET: Duration = Duration::from_secs(600);
 
 impl Context {
     /// Writes copies in the tenant's management namespace.
@@ -134,30 +162,48 @@ impl Context {
             .await
     }
 
-    /// Remembers that the copy named `copy` was written just now. An entry
-    /// matters only until `PENDING_AFTER` has passed (then the copy's
-    /// creation gives the same verdict), so older ones go: an object
-    /// deleted before its verdict leaves nothing behind for long.
+    /// Remembers that the copy named `copy` was written just now.
     pub fn asked(&self, copy: &str) {
         if let Ok(mut a) = self.asked.lock() {
-            if a.len() >= ASKED_PURGE_ABOVE {
-                a.retain(|_, at| at.elapsed() < reconcile::PENDING_AFTER);
+            if a.at.len() >= a.purge_above {
+                a.at.retain(|_, at| at.elapsed() < ASKED_FORGET);
+                a.purge_above = (2 * a.at.len()).max(ASKED_PURGE_ABOVE);
             }
-            a.insert(copy.to_owned(), Instant::now());
+            a.at.insert(copy.to_owned(), Instant::now());
         }
     }
 
     /// How long ago this process wrote the copy named `copy`, if the
     /// manager has not answered since.
     pub fn asked_ago(&self, copy: &str) -> Option<Duration> {
-        self.asked.lock().ok()?.get(copy).map(Instant::elapsed)
+        self.asked.lock().ok()?.at.get(copy).map(Instant::elapsed)
     }
 
-    /// Forgets the write of `copy` (answered, or the copy is gone).
+    /// The manager's verdict on `copy` is in: if it answers a write of
+    /// ours, the manager is at work on this tenant's copies.
     pub fn answered(&self, copy: &str) {
-        if let Ok(mut a) = self.asked.lock() {
-            a.remove(copy);
+        if let Ok(mut a) = self.asked.lock()
+            && a.at.remove(copy).is_some()
+        {
+            a.last_answer = Some(Instant::now());
         }
+    }
+
+    /// Forgets the write of `copy` (the copy is gone).
+    pub fn forget_asked(&self, copy: &str) {
+        if let Ok(mut a) = self.asked.lock() {
+            a.at.remove(copy);
+        }
+    }
+
+    /// Whether the manager has answered a write of ours within `within`:
+    /// its queue moves, and an object without a verdict waits its turn.
+    pub fn manager_answering(&self, within: Duration) -> bool {
+        self.asked
+            .lock()
+            .ok()
+            .and_then(|a| a.last_answer)
+            .is_some_and(|at| at.elapsed() < within)
     }
 
     /// Forgets `obj`'s wait (its copy is gone).

@@ -194,8 +194,8 @@ async fn write_copy(
     ctx.asked(copy);
     let verb = if live.is_some() { "updated" } else { "created" };
     tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy {verb}");
-    // A new object's first sync is told by its `Synced` event; an update
-    // changes no phase, so it gets an event of its own.
+    // An update changes no phase, so it gets an event of its own (a new
+    // object's first sync is told by its status).
     if live.is_some() {
         let note = format!(
             "copy {}/{copy} updated in the management cluster",
@@ -209,7 +209,8 @@ async fn write_copy(
 }
 
 /// Status comes home: the manager's verdict on the copy as it is now, or
-/// Pending for a new object once it has waited `PENDING_AFTER` for one.
+/// Pending for a new object once it has waited `PENDING_AFTER` for one
+/// and the manager has answered none of our writes for as long.
 async fn mirror_verdict(
     obj: &Summary<SyncSecret>,
     copy: &str,
@@ -231,6 +232,13 @@ async fn mirror_verdict(
                 .unwrap_or(PENDING_AFTER);
             if waited < PENDING_AFTER {
                 return Ok(Action::requeue(PENDING_AFTER - waited));
+            }
+            // The manager answers our other writes: this one waits its
+            // turn in a queue that moves (thousands created at once), and
+            // `Pending` would be one more write for each of them. Only a
+            // manager that has answered nothing for as long is late.
+            if ctx.manager_answering(PENDING_AFTER) {
+                return Ok(Action::requeue(PENDING_AFTER));
             }
             mirror(obj, pending(), ctx).await?;
         }
@@ -280,8 +288,9 @@ fn with_conflict(
     with_condition(status, condition)
 }
 
-/// How long a new object may wait for the manager's verdict before its
-/// status says `Pending`.
+/// How long a new object may wait for the manager's verdict, with the
+/// manager answering none of our writes meanwhile, before its status says
+/// `Pending`.
 pub(crate) const PENDING_AFTER: Duration = Duration::from_secs(5);
 
 /// Writes the tenant status (only if it changed) and tells the user about a
@@ -309,7 +318,10 @@ async fn mirror(
     };
     let reference = obj.object_ref(&());
     match verdict.phase {
-        Some(SyncSecretPhase::Synced) if wrote && before != verdict.phase => {
+        // A first sync is told by the status alone (one write fewer per
+        // object); a `Synced` event marks a change of a phase the user may
+        // have seen: from `Pending` or `Failed`.
+        Some(SyncSecretPhase::Synced) if wrote && before.is_some() && before != verdict.phase => {
             ctx.events
                 .normal(&reference, "Synced", condition.message.clone())
                 .await;
@@ -401,7 +413,7 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
     match deleted {
         Deleted::Gone | Deleted::Absent => {
             ctx.forget_wait(obj);
-            ctx.answered(&copy);
+            ctx.forget_asked(&copy);
             Ok(Action::await_change())
         }
         // It has the manager's finalizer: wait for it to go. The copy

@@ -1,6 +1,7 @@
 //! The benchmark at N = 200 over two tenants, so that it cannot rot: it
-//! asserts only correctness (everything converged, every paced update
-//! arrived, no write after a restart, both floors ran), never time.
+//! asserts correctness (everything converged, every paced update arrived,
+//! no write after a restart, both floors ran) and the write budget per
+//! object, counts, never time.
 
 #![allow(
     clippy::unwrap_used,
@@ -91,4 +92,29 @@ async fn a_short_benchmark_converges_and_is_quiet_after_a_restart() {
         .filter_map(|(_, v)| v.as_f64())
         .sum();
     assert!(secret_writes >= 1.0, "{per:?}");
+
+    // The write budget: what our controllers write per object, beyond the
+    // loader's own create and delete (docs/benchmarks.md, issue 21). A
+    // create: the tenant finalizer, the copy (born with the manager's
+    // finalizer), the Secret, the copy's status, the tenant's status. A
+    // deletion: the copy, the Secret, both finalizers released.
+    let (create, delete) = (
+        r["writes_per_object"]["create"].as_f64().unwrap(),
+        r["writes_per_object"]["delete"].as_f64().unwrap(),
+    );
+    println!("writes per object: create {create:.3}, delete {delete:.3}");
+    assert!(
+        create <= CREATE_BUDGET,
+        "{create:.3} writes per created object, over the budget of {CREATE_BUDGET}: {per:?}"
+    );
+    assert!(
+        delete <= DELETE_BUDGET,
+        "{delete:.3} writes per deleted object, over the budget of {DELETE_BUDGET}: {:?}",
+        r["delete_requests_per_object"]
+    );
 }
+
+/// Our writes per created object, the loader's create not counted.
+const CREATE_BUDGET: f64 = 5.0;
+/// Our writes per deleted object, the loader's delete not counted.
+const DELETE_BUDGET: f64 = 4.0;

@@ -235,6 +235,7 @@ async fn phases(
     let restart_costs = cost_now(pair);
 
     // 5. Bulk delete: until nothing is left in either cluster.
+    let before_delete = all_requests(pair).await?;
     let t1 = Instant::now();
     for_each_concurrently(items.clone(), cfg.concurrency, |t, n| {
         let api = apis[t].clone();
@@ -250,6 +251,10 @@ async fn phases(
         })
         .await?;
     let delete = t1.elapsed();
+    // The tenant objects' finalizer release is the last write of a
+    // deletion; an event may trail it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let delete_requests = delta(&before_delete, &all_requests(pair).await?);
 
     // 6. The floor: the same final objects (copy and Secret per object)
     // written straight to the management cluster by a plain client, with
@@ -271,10 +276,14 @@ async fn phases(
         None
     };
 
-    let per_object: BTreeMap<String, f64> = create_requests
-        .iter()
-        .map(|(k, v)| (k.clone(), v / n as f64))
-        .collect();
+    let per_object = |requests: &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
+        requests
+            .iter()
+            .map(|(k, v)| (k.clone(), v / n as f64))
+            .collect()
+    };
+    let (create_per_object, delete_per_object) =
+        (per_object(&create_requests), per_object(&delete_requests));
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     Ok(json!({
         "objects": n,
@@ -308,6 +317,25 @@ async fn phases(
         },
         "cost": costs,
         "cost_after_restart": restart_costs,
-        "requests_per_object": per_object,
+        "requests_per_object": create_per_object,
+        "delete_requests_per_object": delete_per_object,
+        "writes_per_object": {
+            "create": writes_beyond(&create_per_object, LOADER_CREATE),
+            "delete": writes_beyond(&delete_per_object, LOADER_DELETE),
+        },
     }))
+}
+
+/// The loader's own request per object in each phase, not ours.
+const LOADER_CREATE: &str = "tenant syncsecrets POST";
+const LOADER_DELETE: &str = "tenant syncsecrets DELETE";
+
+/// The write requests per object but the loader's own (`loader`).
+fn writes_beyond(per_object: &BTreeMap<String, f64>, loader: &str) -> f64 {
+    let all: f64 = per_object
+        .iter()
+        .filter(|(k, _)| is_write(k))
+        .map(|(_, v)| v)
+        .sum();
+    all - per_object.get(loader).copied().unwrap_or(0.0)
 }

@@ -156,12 +156,21 @@ fn row(r: &Value) -> String {
             )
         })
         .collect();
-    let per_object: Vec<String> = r["requests_per_object"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
-        .collect();
+    let listed = |key: &str, writes_only: bool| -> String {
+        r[key]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !writes_only || !is_read(k))
+            .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
+            .collect::<Vec<_>>()
+            .join("<br>")
+    };
+    let writes = |phase: &str| {
+        r["writes_per_object"][phase]
+            .as_f64()
+            .map_or("-".to_owned(), |w| format!("{w:.2}"))
+    };
     let quiet: f64 = r["after_restart"]["api_writes"]
         .as_object()
         .into_iter()
@@ -169,7 +178,7 @@ fn row(r: &Value) -> String {
         .filter_map(|(_, v)| v.as_f64())
         .fold(0.0, |a, b| a + b);
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} | {} | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} / {} | {} | {} | {} / {} | {} | {} |\n",
         r["objects"],
         r["tenants"],
         s(&r["create"]["converged_ms"]),
@@ -186,8 +195,16 @@ fn row(r: &Value) -> String {
         f(&r["latency_ms"]["max"]),
         quiet,
         costs.join("<br>"),
-        per_object.join("<br>"),
+        writes("create"),
+        writes("delete"),
+        listed("requests_per_object", false),
+        listed("delete_requests_per_object", true),
     )
+}
+
+/// Whether a request key (`cluster resource VERB`) is a read.
+fn is_read(key: &str) -> bool {
+    [" GET", " LIST", " WATCH"].iter().any(|v| key.ends_with(v))
 }
 
 /// The rows of the CPU table of one result: ours, the floor and the
@@ -395,8 +412,8 @@ async fn main() -> ExitCode {
             "\n### {date}: {label} (commit {commit})\n\n\
              {machine}, {rustc}. \
              Loader concurrency {conc}; {updates} paced updates every {pace} ms. Written by `make bench`.\n\n\
-             | objects | tenants | converge s | floor s | ratio | contract floor s | ratio | delete s | floor delete s | contract floor delete s | latency p50 / p90 / p99 / max ms | writes after restart | peak RSS / CPU | API requests per object |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}{cpu_table}",
+             | objects | tenants | converge s | floor s | ratio | contract floor s | ratio | delete s | floor delete s | contract floor delete s | latency p50 / p90 / p99 / max ms | writes after restart | peak RSS / CPU | our writes per object, create / delete | API requests per object, create | API writes per object, delete |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}{cpu_table}",
             cpu_table = if cpu_table_rows.is_empty() {
                 String::new()
             } else {

@@ -80,6 +80,8 @@ pub(super) async fn a_secret_the_api_server_refuses_is_failed_in_both_clusters(
         )
         .await?;
     tenant_shows(s, 0, "refused", "registry", SyncSecretPhase::Synced).await?;
+    // The way back from Failed is a change the user saw: it gets an event.
+    has_event(&tenant_client(s, 0).await, "refused", "registry", "Synced").await?;
     Ok(())
 }
 
