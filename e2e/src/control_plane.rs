@@ -218,8 +218,27 @@ fn write(path: &Path, content: impl AsRef<[u8]>) -> Result<(), HarnessError> {
     std::fs::write(path, content).map_err(|e| HarnessError::io(path, e))
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, for a server to bind.
+///
+/// Drawn below the kernel's ephemeral range (32768 and up by default), not
+/// from it with port 0: outgoing connections (the API servers' to etcd,
+/// every client's) take their local ports from that range, and one took a
+/// port picked so before etcd could bind it. Each test process starts at
+/// its own place in the range, then counts up.
 pub fn free_port() -> Result<u16, HarnessError> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(FIRST + offset).unwrap_or(u16::MAX);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0")
         .map_err(|e| HarnessError::io(Path::new("127.0.0.1:0"), e))?;
     let port = l
