@@ -189,15 +189,18 @@ impl Context {
         }
     }
 
-    /// Forgets the write of `copy` (the copy is gone).
-    pub fn forget_asked(&self, copy: &str) {
+    /// The copy `copy` is gone: forgets our write of it, and counts it
+    /// as the manager at work (it released the copy's finalizer).
+    pub fn copy_gone(&self, copy: &str) {
         if let Ok(mut a) = self.asked.lock() {
             a.at.remove(copy);
+            a.last_answer = Some(Instant::now());
         }
     }
 
-    /// Whether the manager has answered a write of ours within `within`:
-    /// its queue moves, and an object without a verdict waits its turn.
+    /// Whether the manager has answered a write of ours (or let a copy
+    /// go) within `within`: its queue moves, and an object waiting for it
+    /// waits its turn.
     pub fn manager_answering(&self, within: Duration) -> bool {
         self.asked
             .lock()
@@ -348,7 +351,7 @@ impl Setup {
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
             copies_writer,
             Some(FIELD_MANAGER_CCM),
-            None,
+            cache::Kept::default(),
             recent_copies.clone(),
             "copies",
         )
@@ -362,7 +365,7 @@ impl Setup {
             watcher::Config::default(),
             tenant_writer,
             Some(FIELD_MANAGER_CCM),
-            None,
+            cache::Kept::default(),
             recent_tenant.clone(),
             "tenant syncsecrets",
         )

@@ -336,10 +336,11 @@ async fn mirror(
     Ok(())
 }
 
-/// How long a copy may be terminating before the tenant object gets an
-/// event saying its deletion waits for the management cluster. The manager
-/// usually removes a copy within milliseconds; an event for every deletion
-/// would be one more write per object for nothing.
+/// How long a copy may be terminating, with the manager letting no other
+/// copy go meanwhile, before the tenant object gets an event saying its
+/// deletion waits for the management cluster. The manager usually removes
+/// a copy within milliseconds; an event for every deletion would be one
+/// more write per object for nothing.
 const ANNOUNCE_WAIT_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Once per deletion, when the copy has been terminating for a while: a
@@ -351,7 +352,10 @@ async fn announce_wait(obj: &Summary<SyncSecret>, copy: &Summary<SyncSecret>, ct
         .as_ref()
         .map(|t| k8s_openapi::jiff::Timestamp::now().duration_since(t.0));
     let long = since.is_some_and(|d| d.as_secs_f64() >= ANNOUNCE_WAIT_AFTER.as_secs_f64());
-    if !long || !ctx.first_wait(obj) {
+    // A manager that lets other copies go works through a backlog (many
+    // deleted at once): this one waits its turn, and an event each would
+    // be one more write per object.
+    if !long || ctx.manager_answering(ANNOUNCE_WAIT_AFTER) || !ctx.first_wait(obj) {
         return;
     }
     ctx.events
@@ -413,7 +417,7 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
     match deleted {
         Deleted::Gone | Deleted::Absent => {
             ctx.forget_wait(obj);
-            ctx.forget_asked(&copy);
+            ctx.copy_gone(&copy);
             Ok(Action::await_change())
         }
         // It has the manager's finalizer: wait for it to go. The copy

@@ -119,6 +119,9 @@ pub struct Launch {
     pub manager_args: Vec<String>,
     /// Extra flags for our ccm.
     pub ccm_args: Vec<String>,
+    /// Each tenant's quota of copies (the manager chart's
+    /// `tenantLimits.copies`); `None`: the chart's default.
+    pub tenant_copies: Option<u32>,
 }
 
 impl ControllerProcess {
@@ -483,11 +486,18 @@ impl Pair {
         // manager chart also renders each tenant's access (its namespace,
         // ServiceAccount and Role in the management cluster).
         let tenant_list = format!("tenants={{{}}}", tenant_names.join(","));
+        let mut sets = vec![tenant_list, "createTenantNamespaces=true".to_owned()];
+        sets.extend(
+            launch
+                .tenant_copies
+                .map(|n| format!("tenantLimits.copies={n}")),
+        );
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
         helm::apply_access(
             mgmt.kubeconfig(),
             rbac::MANAGER_ROLE,
             MANAGER_NAMESPACE,
-            &[&tenant_list, "createTenantNamespaces=true"],
+            &sets,
         )?;
         let manager_identity = mgmt
             .service_account_kubeconfig(MANAGER_NAMESPACE, rbac::MANAGER_ROLE)

@@ -167,7 +167,7 @@ impl Setup {
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
             writer,
             Some(FIELD_MANAGER_MANAGER),
-            None,
+            cache::Kept::default(),
             recent_secrets.clone(),
             "secrets",
         )
@@ -182,10 +182,13 @@ impl Setup {
             None,
             // Of what a tenant put in a copy's metadata, only what the
             // policy lets through is held: memory bounded by the policy.
-            Some({
-                let policy = self.policy.clone();
-                Arc::new(move |k: &str| policy.caches_key(k)) as cache::KeyFilter
-            }),
+            cache::Kept {
+                keys: Some({
+                    let policy = self.policy.clone();
+                    Arc::new(move |k: &str| policy.caches_key(k)) as cache::KeyFilter
+                }),
+                namespaces: None,
+            },
             recent_copies.clone(),
             "copies",
         )

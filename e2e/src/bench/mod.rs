@@ -88,7 +88,14 @@ pub async fn run(cfg: &Config) -> Result<Value, HarnessError> {
     let names: Vec<String> = (1..=cfg.tenants).map(|t| format!("bench{t}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let started = Instant::now();
-    let mut pair = Pair::start_with(&refs, &cfg.launch).await?;
+    // Room in each tenant's quota for every object of the run (the
+    // chart's default of 1,000 copies would cap a 10,000-object tenant).
+    let per_tenant = u32::try_from(cfg.objects / cfg.tenants.max(1)).unwrap_or(u32::MAX);
+    let launch = Launch {
+        tenant_copies: Some(per_tenant.max(1000)),
+        ..cfg.launch.clone()
+    };
+    let mut pair = Pair::start_with(&refs, &launch).await?;
     let plane_start = started.elapsed();
     if cfg.leak_scan {
         pair.record_written();

@@ -340,6 +340,7 @@ async fn main() -> ExitCode {
         ccm: flags.ccm_cmd.clone(),
         manager_args: flags.manager_args.clone(),
         ccm_args: flags.ccm_args.clone(),
+        tenant_copies: None,
     };
     let date = command("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]);
     let commit = command("git", &["rev-parse", "--short", "HEAD"]);

@@ -12,6 +12,6 @@ pub mod summary;
 pub mod watch;
 
 pub use watch::{
-    KeyFilter, LIST_PAGE_SIZE, Unreadable, WATCH_TIMEOUT_SECS, owners, triggers, tuned, watch,
-    whole,
+    Kept, KeyFilter, LIST_PAGE_SIZE, Unreadable, WATCH_TIMEOUT_SECS, owners, triggers, tuned,
+    watch, whole,
 };

@@ -45,15 +45,16 @@ pub const WATCH_TIMEOUT_SECS: u32 = 50;
 /// with [`WatchBackoff`], every failure logged (`what` names the watch),
 /// objects slimmed to what `field_manager`'s comparisons read (and, with
 /// `keep_key`, to the label and annotation keys it allows), applied to
-/// `writer`'s cache, a (re)list told as it ends ([`relisted`]), and every
-/// event shown to `recent` (which forgets our writes the cache now holds)
-/// before anything is reconciled.
+/// `writer`'s cache (only the objects and keys `kept` lets through), a
+/// (re)list told as it ends ([`relisted`]), and every event shown to
+/// `recent` (which forgets our writes the cache now holds) before anything
+/// is reconciled.
 pub fn watch<K>(
     api: Api<Summary<K>>,
     config: watcher::Config,
     writer: Writer<Summary<K>>,
     field_manager: Option<&'static str>,
-    keep_key: Option<KeyFilter>,
+    kept: Kept,
     recent: RecentWrites,
     what: &'static str,
 ) -> impl Stream<Item = Result<watcher::Event<Summary<K>>, watcher::Error>> + Send
@@ -61,12 +62,25 @@ where
     K: Summarize + 'static,
 {
     let cached = writer.as_reader();
+    let Kept { keys, namespaces } = kept;
     watcher(api, tuned(config))
         .inspect_err(move |e| tracing::warn!(watch = what, "watch failed, retrying: {e}"))
         .backoff(WatchBackoff::default())
+        .try_filter(move |event| {
+            let kept = match (&namespaces, event) {
+                (
+                    Some(keep),
+                    watcher::Event::Apply(o)
+                    | watcher::Event::InitApply(o)
+                    | watcher::Event::Delete(o),
+                ) => keep(o.meta().namespace.as_deref().unwrap_or_default()),
+                _ => true,
+            };
+            std::future::ready(kept)
+        })
         .modify(move |o: &mut Summary<K>| {
             o.keep_applied_by(field_manager);
-            if let Some(keep) = &keep_key {
+            if let Some(keep) = &keys {
                 o.retain_metadata(keep.as_ref());
             }
         })
@@ -81,8 +95,19 @@ where
 }
 
 /// Which label and annotation keys a cache keeps of what tenants wrote
-/// ([`Summary::retain_metadata`]).
+/// ([`Summary::retain_metadata`]), or which namespaces' objects it holds.
 pub type KeyFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What a cache keeps beyond what its comparisons read: all of it unless
+/// told otherwise.
+#[derive(Clone, Default)]
+pub struct Kept {
+    /// Of the label and annotation keys tenants wrote, these only.
+    pub keys: Option<KeyFilter>,
+    /// Objects in these namespaces only (a sharded manager's share); the
+    /// others are dropped as they arrive, never cached or reconciled.
+    pub namespaces: Option<KeyFilter>,
+}
 
 /// Reconcile triggers, for `Controller::reconcile_on`, from another
 /// watch's objects: each mapped by `related` to the objects it concerns.
