@@ -15,6 +15,7 @@ pub mod desired;
 pub mod labelled;
 pub mod payload;
 pub mod policy;
+pub mod shard;
 pub mod status;
 pub mod sweep;
 pub mod v1alpha1;

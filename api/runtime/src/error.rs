@@ -65,6 +65,24 @@ pub enum RuntimeError {
         /// Who holds it now.
         holder: String,
     },
+    /// The shard Leases could not be listed (a sharded manager reads them
+    /// to know which namespaces it acts on).
+    #[error("listing the shard Leases in {namespace}")]
+    ShardLeases {
+        /// The manager's namespace.
+        namespace: String,
+        /// The API server's error, verbatim.
+        #[source]
+        source: kube::Error,
+    },
+    /// This replica no longer holds its shard's Lease.
+    #[error("this replica does not hold the shard Lease {namespace}/{name}")]
+    NotHolding {
+        /// The lease's namespace.
+        namespace: String,
+        /// The lease's name.
+        name: String,
+    },
     /// The controllers stopped without being asked to (a watch ended).
     #[error("the controllers stopped without a shutdown request")]
     ControllerStopped,

@@ -160,22 +160,20 @@ impl LeaderLease {
                 Err(e) => Err(self.err(e)),
             };
         };
+        let live = holder(&lease, now).map(|(h, _)| h.to_owned());
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        let holder = spec.holder_identity.clone().unwrap_or_default();
-        let mine = holder == self.identity;
-        let valid_for = SignedDuration::from_secs(i64::from(
-            spec.lease_duration_seconds.unwrap_or(duration_secs),
-        ));
-        let expired = spec
-            .renew_time
-            .as_ref()
-            .is_none_or(|t| t.0 + valid_for < now);
-        if !mine && !holder.is_empty() && !expired {
-            return Ok(Attempt::HeldBy(holder));
-        }
-        if !mine {
-            spec.acquire_time = Some(MicroTime(now));
-            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        match live {
+            Some(h) if h != self.identity => return Ok(Attempt::HeldBy(h)),
+            Some(_) => {}
+            // Taken anew, or ours again after it lapsed: a new acquireTime,
+            // which is what shards are ordered by (`syncsecret_api::shard`).
+            None => {
+                spec.acquire_time = Some(MicroTime(now));
+                if !mine {
+                    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                }
+            }
         }
         spec.holder_identity = Some(self.identity.clone());
         spec.lease_duration_seconds = Some(duration_secs);
@@ -193,6 +191,24 @@ impl LeaderLease {
             Err(e) => Err(self.err(e)),
         }
     }
+}
+
+/// Who holds `lease` at `now`, and since when (`acquireTime`): `None` if
+/// nobody does (released, never taken) or it has not been renewed within
+/// its duration.
+pub fn holder(lease: &Lease, now: Timestamp) -> Option<(&str, Timestamp)> {
+    let spec = lease.spec.as_ref()?;
+    let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+    let default_secs = i32::try_from(LEASE_DURATION.as_secs()).unwrap_or(15);
+    let valid_for = SignedDuration::from_secs(i64::from(
+        spec.lease_duration_seconds.unwrap_or(default_secs),
+    ));
+    let renewed = spec.renew_time.as_ref()?.0;
+    if renewed + valid_for < now {
+        return None;
+    }
+    let since = spec.acquire_time.as_ref().map_or(renewed, |t| t.0);
+    Some((holder, since))
 }
 
 /// A default identity: the host (pod) name and a random suffix.

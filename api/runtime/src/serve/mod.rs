@@ -11,4 +11,5 @@ pub mod leader;
 pub mod logging;
 pub mod reachable;
 pub mod runner;
+pub mod shards;
 pub mod shutdown;
