@@ -99,34 +99,68 @@ pub struct Context {
 /// The copies this process wrote (by name) and not yet answered by the
 /// manager, with when: a new object's `Pending` clock runs from our write,
 /// not from the copy's creation (an adopted or updated copy is old).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Asked {
-    at: std::collections::HashMap<String, Instant>,
+    at: Since,
     /// When the manager last answered one of them.
     last_answer: Option<Instant>,
-    /// Size of `at` at which entries past [`ASKED_FORGET`] are purged
-    /// next: twice what was left by the last purge, so that purging costs
-    /// nothing per write however many copies wait.
+    /// Copies this process saw terminating (held by the manager's
+    /// finalizer): only their going counts as the manager at work, not
+    /// that of a copy it never held.
+    terminating: Since,
+}
+
+impl Asked {
+    /// See [`Context::copy_gone`].
+    fn gone(&mut self, copy: &str) {
+        self.at.at.remove(copy);
+        if self.terminating.at.remove(copy).is_some() {
+            self.last_answer = Some(Instant::now());
+        }
+    }
+}
+
+/// Names with the moment each was put in, forgotten after
+/// [`ASKED_FORGET`]: far longer than any queue of the manager's, so that
+/// an answer still counts when it comes, while an object deleted before
+/// its verdict leaves nothing behind for longer.
+#[derive(Debug)]
+struct Since {
+    at: std::collections::HashMap<String, Instant>,
+    /// Size at which entries past [`ASKED_FORGET`] are purged next: twice
+    /// what was left by the last purge, so that purging costs nothing per
+    /// insert however many wait.
     purge_above: usize,
 }
 
-impl Default for Asked {
+impl Default for Since {
     fn default() -> Self {
         Self {
             at: std::collections::HashMap::new(),
-            last_answer: None,
             purge_above: ASKED_PURGE_ABOVE,
         }
     }
 }
 
-/// [`Asked::at`] is purged of entries older than [`ASKED_FORGET`] once it
+impl Since {
+    /// Puts `name` in as of now (or keeps its first moment, `keep`).
+    fn put(&mut self, name: &str, keep: bool) {
+        if self.at.len() >= self.purge_above {
+            self.at.retain(|_, at| at.elapsed() < ASKED_FORGET);
+            self.purge_above = (2 * self.at.len()).max(ASKED_PURGE_ABOVE);
+        }
+        let at = self.at.entry(name.to_owned()).or_insert_with(Instant::now);
+        if !keep {
+            *at = Instant::now();
+        }
+    }
+}
+
+/// A [`Since`] is purged of entries older than [`ASKED_FORGET`] once it
 /// holds at least this many.
 const ASKED_PURGE_ABOVE: usize = 1024;
 
-/// How long an unanswered write is remembered: far longer than any queue
-/// of the manager's, so that the answer still counts as one when it comes;
-/// an object deleted before its verdict leaves nothing behind for longer.
+/// How long an entry of a [`Since`] is remembered.
 const ASKED_FORGET: Duration = Duration::from_secs(600);
 
 impl Context {
@@ -165,36 +199,47 @@ impl Context {
     /// Remembers that the copy named `copy` was written just now.
     pub fn asked(&self, copy: &str) {
         if let Ok(mut a) = self.asked.lock() {
-            if a.at.len() >= a.purge_above {
-                a.at.retain(|_, at| at.elapsed() < ASKED_FORGET);
-                a.purge_above = (2 * a.at.len()).max(ASKED_PURGE_ABOVE);
-            }
-            a.at.insert(copy.to_owned(), Instant::now());
+            a.at.put(copy, false);
         }
     }
 
     /// How long ago this process wrote the copy named `copy`, if the
     /// manager has not answered since.
     pub fn asked_ago(&self, copy: &str) -> Option<Duration> {
-        self.asked.lock().ok()?.at.get(copy).map(Instant::elapsed)
+        self.asked
+            .lock()
+            .ok()?
+            .at
+            .at
+            .get(copy)
+            .map(Instant::elapsed)
     }
 
     /// The manager's verdict on `copy` is in: if it answers a write of
     /// ours, the manager is at work on this tenant's copies.
     pub fn answered(&self, copy: &str) {
         if let Ok(mut a) = self.asked.lock()
-            && a.at.remove(copy).is_some()
+            && a.at.at.remove(copy).is_some()
         {
             a.last_answer = Some(Instant::now());
         }
     }
 
-    /// The copy `copy` is gone: forgets our write of it, and counts it
-    /// as the manager at work (it released the copy's finalizer).
+    /// Remembers that the copy named `copy` was seen terminating.
+    pub fn saw_terminating(&self, copy: &str) {
+        if let Ok(mut a) = self.asked.lock() {
+            a.terminating.put(copy, true);
+        }
+    }
+
+    /// The copy `copy` is gone: forgets our write of it. If this process
+    /// saw it terminating, the manager released its finalizer: that counts
+    /// as the manager at work. A copy that went without it (never held by
+    /// the manager: refused by a quota, or deleted while it had no
+    /// finalizer) says nothing of the manager.
     pub fn copy_gone(&self, copy: &str) {
         if let Ok(mut a) = self.asked.lock() {
-            a.at.remove(copy);
-            a.last_answer = Some(Instant::now());
+            a.gone(copy);
         }
     }
 
@@ -533,4 +578,47 @@ impl Setup {
 fn origin_of(copy: &Summary<SyncSecret>) -> Option<ObjectRef<Summary<SyncSecret>>> {
     let (namespace, name) = syncsecret_api::sweep::origin(copy)?;
     Some(ObjectRef::new(&name).within(&namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use super::*;
+
+    #[test]
+    fn only_a_copy_seen_terminating_counts_as_the_manager_at_work() {
+        let mut a = Asked::default();
+        a.at.put("refused", false);
+        // Gone without ever being held (a quota refused it, or it had no
+        // finalizer): nothing said of the manager.
+        a.gone("refused");
+        assert!(a.last_answer.is_none());
+        assert!(a.at.at.is_empty());
+        a.terminating.put("held", true);
+        a.gone("held");
+        assert!(a.last_answer.is_some());
+        assert!(a.terminating.at.is_empty());
+    }
+
+    #[test]
+    fn since_keeps_the_first_moment_when_asked_and_purges_old_entries() {
+        let mut s = Since::default();
+        s.put("x", true);
+        let first = s.at["x"];
+        s.put("x", true);
+        assert_eq!(s.at["x"], first);
+        s.put("x", false);
+        assert!(s.at["x"] >= first);
+        // Past the purge size, entries older than ASKED_FORGET go.
+        let old = Instant::now().checked_sub(ASKED_FORGET + Duration::from_secs(1));
+        if let Some(old) = old {
+            for i in 0..ASKED_PURGE_ABOVE {
+                s.at.insert(format!("old-{i}"), old);
+            }
+            s.put("new", false);
+            assert_eq!(s.at.len(), 2, "x and new stay");
+            assert_eq!(s.purge_above, ASKED_PURGE_ABOVE);
+        }
+    }
 }

@@ -236,9 +236,11 @@ async fn mirror_verdict(
             // The manager answers our other writes: this one waits its
             // turn in a queue that moves (thousands created at once), and
             // `Pending` would be one more write for each of them. Only a
-            // manager that has answered nothing for as long is late.
-            if ctx.manager_answering(PENDING_AFTER) {
-                return Ok(Action::requeue(PENDING_AFTER));
+            // manager that has answered nothing for as long is late, or
+            // one that leaves this very copy unanswered past the cap
+            // (answering the others is no proof it ever gets to this one).
+            if waited < PENDING_CAP && ctx.manager_answering(PENDING_AFTER) {
+                return Ok(Action::requeue(PENDING_AFTER.min(PENDING_CAP - waited)));
             }
             mirror(obj, pending(), ctx).await?;
         }
@@ -292,6 +294,10 @@ fn with_conflict(
 /// manager answering none of our writes meanwhile, before its status says
 /// `Pending`.
 pub(crate) const PENDING_AFTER: Duration = Duration::from_secs(5);
+
+/// How long a new object may wait for the manager's verdict before its
+/// status says `Pending`, however busy the manager is with other copies.
+pub(crate) const PENDING_CAP: Duration = Duration::from_secs(60);
 
 /// Writes the tenant status (only if it changed) and tells the user about a
 /// new verdict with an event.
@@ -400,6 +406,7 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
     let deleted = match &live {
         None => Deleted::Absent,
         Some(live) if live.meta().deletion_timestamp.is_some() => {
+            ctx.saw_terminating(&copy);
             announce_wait(obj, live, ctx).await;
             Deleted::Terminating
         }
@@ -408,6 +415,9 @@ async fn cleanup(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Err
             let writer = ctx.copy_writer();
             let deleted = writer.delete(&copy, before, &[]);
             let deleted = deleted.await.map_err(failed)?;
+            if deleted == Deleted::Terminating {
+                ctx.saw_terminating(&copy);
+            }
             if matches!(deleted, Deleted::Gone | Deleted::Terminating) {
                 tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy deleted");
             }

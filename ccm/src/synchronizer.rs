@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, FINALIZER, LABEL_MANAGED_BY, MANAGED_BY_KUBELB};
 use syncsecret_api::desired::{desired_sync_secret_from_secret, metadata_differs};
@@ -149,19 +148,8 @@ pub async fn release(ctx: &Context, namespace: &str, name: &str) -> Result<(), E
     let Some(secret) = secret else {
         return Ok(());
     };
-    let finalizers = secret.finalizers();
-    if !finalizers.iter().any(|f| f == FINALIZER) {
-        return Ok(());
-    }
-    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
-    // The resourceVersion makes this an update of exactly what was read:
-    // a concurrent change fails it (409) and the next event or sweep
-    // looks again.
-    let patch =
-        json!({"metadata": {"finalizers": rest, "resourceVersion": secret.resource_version()}});
     let writer = Writer::new(secrets, "secrets", &ctx.metrics);
-    let why = [FINALIZER.to_owned()];
-    let released = writer.merge_metadata(name, patch, None, &why);
+    let released = writer.release_finalizer(&secret.metadata, FINALIZER);
     let released = released.await.map_err(|source| Error::ReleaseSecret {
         namespace: namespace.to_owned(),
         name: name.to_owned(),

@@ -14,7 +14,7 @@ use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME, secret_name};
+use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, FINALIZER, LABEL_ORIGIN_NAME, secret_name};
 use syncsecret_api::desired::{desired_secret, desired_secret_metadata, secret_needs_write};
 use syncsecret_api::labelled::Labelled;
 use syncsecret_api::payload::{Payload, PayloadDigest};
@@ -25,8 +25,9 @@ use syncsecret_runtime::cache::summary::{Summarize, Summary};
 use syncsecret_runtime::cache::{self, Unreadable};
 use syncsecret_runtime::explain;
 use syncsecret_runtime::metrics::ReconcileResult;
+use syncsecret_runtime::reconcile::FinalizerError;
 use syncsecret_runtime::reconcile::failure::Failure;
-use syncsecret_runtime::reconcile::writer::Deleted;
+use syncsecret_runtime::reconcile::writer::{Deleted, Writer};
 use syncsecret_runtime::reconcile::{Finalized, Outcome, retry_later};
 
 use crate::{Context, Error};
@@ -39,7 +40,7 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
     if !namespace.starts_with(&ctx.tenant_namespace_prefix) {
         ctx.metrics
             .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
-        return Ok(Action::await_change());
+        return let_go(&copy, &namespace, ctx.as_ref()).await;
     }
     let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.client.clone(), &namespace);
     let c = &ctx;
@@ -77,6 +78,33 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
         failure.tell(&ctx.events).await;
     }
     result
+}
+
+/// A copy outside the tenant namespaces is not ours to sync, but the ccm
+/// gives every copy our finalizer at birth: a deleted one is let go at
+/// once, or it (and its namespace) would wait for a cleanup that never
+/// comes. A Secret the manager made for it earlier goes with it through
+/// its ownerReference.
+async fn let_go(
+    copy: &Summary<SyncSecret>,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    if copy.meta().deletion_timestamp.is_none() {
+        return Ok(Action::await_change());
+    }
+    let api = Api::namespaced(ctx.client.clone(), namespace);
+    let writer = Writer::<Summary<SyncSecret>>::new(api, "syncsecrets", &ctx.metrics);
+    match writer.release_finalizer(copy.meta(), FINALIZER).await {
+        Ok(released) => {
+            if released.is_some() {
+                tracing::info!(%namespace, copy = %copy.name_any(), "copy outside the tenant namespaces let go");
+            }
+            Ok(Action::await_change())
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+        Err(e) => Err(FinalizerError::Remove(e).into()),
+    }
 }
 
 /// Retries a failed copy with per-object exponential backoff.

@@ -84,6 +84,7 @@ fn main() -> std::process::ExitCode {
         refusals::service_account_tokens_and_oversize_secrets_are_refused,
         refusals::a_tenant_at_its_budget_gets_over_budget_on_the_next_one_only,
         refusals::content_changed_on_admission_is_caught_and_named,
+        refusals::a_copy_outside_the_tenant_namespaces_is_skipped_and_let_go,
         repair::tampering_in_the_management_cluster_is_repaired,
         repair::orphans_left_while_a_controller_was_down_are_swept,
         certificates::certificates_show_their_expiry_in_conditions_and_gauges,

@@ -10,9 +10,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use syncsecret_api::contract::{LABEL_ORIGIN_NAME, tenant_namespace};
+use syncsecret_api::contract::{FINALIZER, LABEL_ORIGIN_NAME, tenant_namespace};
 use syncsecret_api::{SyncSecret, SyncSecretPhase};
 use syncsecret_e2e::kube_util::{eventually, has_event};
+use syncsecret_e2e::pair::ensure_namespace;
 
 use super::support::{
     create, data_of, delete_all, gone, kubectl_mgmt, management, mgmt_kubeconfig, sync_secret,
@@ -296,4 +297,54 @@ pub(super) async fn stop_tampering(s: &Shared, ns: &str, name: &str) -> anyhow::
     tenant.delete(name, &DeleteParams::default()).await?;
     gone(&tenant, name).await?;
     Ok(())
+}
+
+/// A copy outside the tenant namespaces (`--tenant-namespace-prefix`) is
+/// not synced; born with the manager's finalizer, as the ccm makes every
+/// copy, it is still let go when deleted, not left Terminating.
+pub(super) async fn a_copy_outside_the_tenant_namespaces_is_skipped_and_let_go(
+    s: &Shared,
+) -> anyhow::Result<()> {
+    let mgmt = management(s).await;
+    let ns = "not-a-tenant";
+    ensure_namespace(&mgmt, ns).await?;
+    let copies: Api<SyncSecret> = Api::namespaced(mgmt.clone(), ns);
+    let mut copy = sync_secret("stray");
+    copy.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+    copy.metadata.namespace = Some(ns.to_owned());
+    let copy = copies.create(&PostParams::default(), &copy).await?;
+    eventually("the manager skips the stray copy", WAIT, || async {
+        let metrics = s.pair.lock().await.manager.metrics();
+        let metrics = metrics.map_err(|e| e.to_string())?;
+        let skipped: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("kubelb_manager_sync_secret_reconcile_total{"))
+            .filter(|l| l.contains(&format!("namespace=\"{ns}\"")))
+            .filter(|l| l.contains("result=\"skipped\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if skipped > 0.0 {
+            Ok(())
+        } else {
+            Err("not reconciled yet".to_owned())
+        }
+    })
+    .await?;
+    let secrets: Api<Secret> = Api::namespaced(mgmt.clone(), ns);
+    let made = secrets.list(&ListParams::default()).await?;
+    ensure!(
+        made.items
+            .iter()
+            .all(|s| s.name_any() != copy.uid().unwrap()),
+        "a Secret was made outside the tenant namespaces"
+    );
+    // Live, it keeps its finalizer: only a deleted one is let go.
+    let live = copies.get("stray").await?;
+    ensure!(
+        live.finalizers() == [FINALIZER.to_owned()],
+        "{:?}",
+        live.finalizers()
+    );
+    copies.delete("stray", &DeleteParams::default()).await?;
+    gone(&copies, "stray").await
 }

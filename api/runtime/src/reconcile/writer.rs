@@ -176,6 +176,27 @@ where
         Ok(Some(written))
     }
 
+    /// Takes `finalizer` off the object `meta` describes: a merge patch of
+    /// its other finalizers, guarded by its resourceVersion so that a
+    /// concurrent change fails it (409) and the next event looks again.
+    /// `None` back: it had no such finalizer, or a dry run held the patch.
+    pub async fn release_finalizer(
+        &self,
+        meta: &ObjectMeta,
+        finalizer: &str,
+    ) -> Result<Option<PartialObjectMeta<K>>, kube::Error> {
+        let finalizers = meta.finalizers.as_deref().unwrap_or_default();
+        if !finalizers.iter().any(|f| f == finalizer) {
+            return Ok(None);
+        }
+        let rest: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
+        let patch =
+            json!({"metadata": {"finalizers": rest, "resourceVersion": meta.resource_version}});
+        let name = meta.name.as_deref().unwrap_or_default();
+        self.merge_metadata(name, patch, None, &[finalizer.to_owned()])
+            .await
+    }
+
     async fn patch<P: Serialize + Debug>(
         &self,
         name: &str,
