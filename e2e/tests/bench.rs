@@ -48,8 +48,9 @@ async fn a_short_benchmark_converges_and_is_quiet_after_a_restart() {
     // listed, not by reading each one.
     let requests = r["after_restart"]["api_requests"].as_object().unwrap();
     for read in ["management syncsecrets GET", "management secrets GET"] {
+        // A read that failed (a 404) is keyed with its code after the verb.
         assert!(
-            !requests.contains_key(read),
+            !requests.keys().any(|k| k.starts_with(read)),
             "a restarted controller read objects one by one: {requests:?}"
         );
     }

@@ -11,7 +11,9 @@ use crate::HarnessError;
 use crate::pair::Pair;
 
 /// `apiserver_request_total` of one API server, by `resource[/subresource]`
-/// and verb, for our resources only.
+/// and verb, for our resources only. Requests the server did not accept
+/// (a 409 conflict, a 429 or 503 on a loaded machine) are counted apart,
+/// with their code after the verb (`syncsecrets PATCH 409`).
 pub(super) async fn requests(client: &Client) -> Result<BTreeMap<String, f64>, HarnessError> {
     let req = http::Request::get("/metrics")
         .body(Vec::new())
@@ -37,11 +39,15 @@ pub(super) async fn requests(client: &Client) -> Result<BTreeMap<String, f64>, H
             continue;
         }
         let sub = label("subresource");
-        let key = if sub.is_empty() {
+        let mut key = if sub.is_empty() {
             format!("{resource} {}", label("verb"))
         } else {
             format!("{resource}/{sub} {}", label("verb"))
         };
+        let code = label("code");
+        if !code.starts_with('2') {
+            key = format!("{key} {code}");
+        }
         *out.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
     }
     Ok(out)
@@ -72,10 +78,18 @@ pub(super) fn delta(
         .collect()
 }
 
+const WRITE_VERBS: [&str; 5] = ["POST", "PUT", "PATCH", "DELETE", "APPLY"];
+
+/// Whether `key` (of [`requests`]) counts write requests, accepted or not.
 pub(super) fn is_write(key: &str) -> bool {
-    ["POST", "PUT", "PATCH", "DELETE", "APPLY"]
-        .iter()
-        .any(|v| key.ends_with(&format!(" {v}")))
+    key.split(' ').any(|word| WRITE_VERBS.contains(&word))
+}
+
+/// Whether `key` counts writes the API server accepted.
+pub(super) fn is_accepted_write(key: &str) -> bool {
+    key.rsplit(' ')
+        .next()
+        .is_some_and(|verb| WRITE_VERBS.contains(&verb))
 }
 
 /// Peak RSS (KiB) and CPU seconds of a process, from /proc.
@@ -188,4 +202,24 @@ pub(super) fn cost_now(pair: &Pair) -> Vec<Value> {
             Some(json!({ "process": c.name(), "peak_rss_mib": rss_kib as f64 / 1024.0, "cpu_seconds": cpu }))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_writes_are_writes_but_not_accepted_ones() {
+        for (key, write, accepted) in [
+            ("management syncsecrets APPLY", true, true),
+            ("tenant syncsecrets/status PATCH 409", true, false),
+            ("management secrets DELETE 404", true, false),
+            ("management secrets GET", false, false),
+            ("management secrets GET 404", false, false),
+            ("tenant events POST", true, true),
+        ] {
+            assert_eq!(is_write(key), write, "{key}");
+            assert_eq!(is_accepted_write(key), accepted, "{key}");
+        }
+    }
 }
