@@ -89,10 +89,14 @@ pub fn shard_of_lease(base: &str, name: &str) -> Option<Shard> {
     }
     let rest = name.strip_prefix(base)?.strip_prefix('-')?;
     let (index, count) = rest.split_once("-of-")?;
+    // Only the spelling `lease_name` writes: no sign, no leading zero, so
+    // that one shard has one Lease name.
     let parse = |s: &str| {
-        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse::<u32>().ok())
-            .flatten()
+        (!s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && (s == "0" || !s.starts_with('0')))
+        .then(|| s.parse::<u32>().ok())
+        .flatten()
     };
     Shard::new(parse(index)?, parse(count)?).filter(|s| *s != Shard::ALL)
 }
@@ -258,6 +262,9 @@ mod tests {
             "syncsecret-manager--1-of-2",
             "syncsecret-manager-+1-of-2",
             "syncsecret-manager-1-of-",
+            "syncsecret-manager-01-of-2",
+            "syncsecret-manager-1-of-02",
+            "syncsecret-manager-00-of-2",
             "syncsecret-manager-1",
             "syncsecret-managerx-1-of-2",
             "other-1-of-2",

@@ -1,8 +1,20 @@
-//! A sharded manager's view of the other shards: every live shard Lease in
-//! its namespace, and so which tenant namespaces it acts on now
+//! A manager's view of the shards: every live shard Lease in its
+//! namespace, and so which tenant namespaces it acts on now
 //! ([`syncsecret_api::shard::Ownership`]). Read by a list every retry
 //! period while it leads; a change restarts its controllers with the new
 //! view (their caches hold only what it acts on).
+//!
+//! Whether another shard's Lease is live is judged as client-go judges a
+//! leader's: by when this process saw its holder or renewTime change, on
+//! its own monotonic clock, never by comparing another machine's
+//! timestamps with this one's clock. A Lease first seen counts as just
+//! renewed, so a newcomer waits up to one Lease duration for a shard that
+//! has in fact gone. The order of claims (`acquireTime`) is read from the
+//! stored Leases, so every shard sees the same order whatever the skew.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
@@ -11,7 +23,7 @@ use kube::{Api, Client, ResourceExt};
 use syncsecret_api::shard::{Claim, Ownership, Shard, lease_name, shard_of_lease};
 
 use crate::error::RuntimeError;
-use crate::serve::leader::{RETRY_PERIOD, holder};
+use crate::serve::leader::{LEASE_DURATION, RETRY_PERIOD};
 
 /// The shard Leases of one manager installation (named from `base`, in
 /// one namespace), as seen by the holder of one of them.
@@ -21,6 +33,7 @@ pub struct ShardLeases {
     base: String,
     shard: Shard,
     identity: String,
+    seen: Mutex<Sightings>,
 }
 
 impl ShardLeases {
@@ -33,6 +46,7 @@ impl ShardLeases {
             base: base.to_owned(),
             shard,
             identity: identity.to_owned(),
+            seen: Mutex::default(),
         }
     }
 
@@ -47,31 +61,26 @@ impl ShardLeases {
                 namespace: self.namespace.clone(),
                 source,
             })?;
-        let now = Timestamp::now();
-        let mut mine = None;
-        let mut live = Vec::new();
-        for lease in &leases.items {
-            let Some(shard) = shard_of_lease(&self.base, &lease.name_any()) else {
-                continue;
-            };
-            let Some((held_by, since)) = holder(lease, now) else {
-                continue;
-            };
-            let claim = Claim {
-                shard,
-                since,
-                lease: lease.name_any(),
-            };
-            if shard == self.shard && held_by == self.identity {
-                mine = Some(claim.clone());
-            }
-            live.push(claim);
-        }
-        let mine = mine.ok_or_else(|| RuntimeError::NotHolding {
-            namespace: self.namespace.clone(),
-            name: lease_name(&self.base, self.shard),
-        })?;
-        Ok(Ownership::among(&mine, &live))
+        let ours: Vec<(Shard, &Lease)> = leases
+            .items
+            .iter()
+            .filter_map(|l| Some((shard_of_lease(&self.base, &l.name_any())?, l)))
+            .collect();
+        let live = match self.seen.lock() {
+            Ok(mut seen) => seen.live(&ours, Instant::now()),
+            Err(_) => Vec::new(),
+        };
+        let own = lease_name(&self.base, self.shard);
+        let mine = live
+            .iter()
+            .find(|(c, holder)| c.lease == own && *holder == self.identity)
+            .map(|(c, _)| c.clone())
+            .ok_or_else(|| RuntimeError::NotHolding {
+                namespace: self.namespace.clone(),
+                name: own,
+            })?;
+        let claims: Vec<Claim> = live.into_iter().map(|(c, _)| c).collect();
+        Ok(Ownership::among(&mine, &claims))
     }
 
     /// Returns the next view that differs from `from`, looking every retry
@@ -88,5 +97,152 @@ impl ShardLeases {
                 }
             }
         }
+    }
+}
+
+/// What each shard Lease looked like when last listed, and when this
+/// process saw it change.
+#[derive(Default)]
+struct Sightings(HashMap<String, Sighting>);
+
+struct Sighting {
+    /// Holder and renewTime as stored: a change of either is a renewal.
+    stamp: (String, Option<Timestamp>),
+    /// When this process saw `stamp` change (or the Lease first).
+    changed: Instant,
+}
+
+impl Sightings {
+    /// The live claims among `leases` (with their holders) as of `now`,
+    /// remembering what each looked like. A Lease is live while it has a
+    /// holder and changed within its duration, by this process's clock.
+    fn live(&mut self, leases: &[(Shard, &Lease)], now: Instant) -> Vec<(Claim, String)> {
+        self.0
+            .retain(|name, _| leases.iter().any(|(_, l)| l.name_any() == *name));
+        let mut live = Vec::new();
+        for (shard, lease) in leases {
+            let Some(spec) = lease.spec.as_ref() else {
+                continue;
+            };
+            let holder = spec.holder_identity.clone().unwrap_or_default();
+            let renewed = spec.renew_time.as_ref().map(|t| t.0);
+            let stamp = (holder.clone(), renewed);
+            let name = lease.name_any();
+            let sighting = self.0.entry(name.clone()).or_insert(Sighting {
+                stamp: stamp.clone(),
+                changed: now,
+            });
+            if sighting.stamp != stamp {
+                *sighting = Sighting {
+                    stamp,
+                    changed: now,
+                };
+            }
+            let valid_for = spec
+                .lease_duration_seconds
+                .and_then(|s| u64::try_from(s).ok())
+                .map_or(LEASE_DURATION, Duration::from_secs);
+            if holder.is_empty() || now.duration_since(sighting.changed) >= valid_for {
+                continue;
+            }
+            // Taken before anything was stored (not by our code): first of
+            // all, so that the others wait for it to lapse.
+            let since = spec
+                .acquire_time
+                .as_ref()
+                .map(|t| t.0)
+                .or(renewed)
+                .unwrap_or(Timestamp::UNIX_EPOCH);
+            let claim = Claim {
+                shard: *shard,
+                since,
+                lease: name,
+            };
+            live.push((claim, holder));
+        }
+        live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn lease(name: &str, holder: &str, acquired: i64, renewed: i64) -> Lease {
+        let at = |s| Some(MicroTime(Timestamp::from_second(s).unwrap()));
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.to_owned()),
+                lease_duration_seconds: Some(15),
+                acquire_time: at(acquired),
+                renew_time: at(renewed),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    fn holders(live: &[(Claim, String)]) -> Vec<&str> {
+        live.iter().map(|(_, h)| h.as_str()).collect()
+    }
+
+    #[test]
+    fn liveness_is_judged_by_what_this_process_saw_change() {
+        let (a, b) = (Shard::new(0, 2).unwrap(), Shard::new(1, 2).unwrap());
+        let mut seen = Sightings::default();
+        let t0 = Instant::now();
+        // Stored times far in the past (a skewed clock, or a dead shard):
+        // first seen, each still counts as just renewed.
+        let (la, lb) = (
+            lease("m-0-of-2", "x", 10, 20),
+            lease("m-1-of-2", "y", 10, 20),
+        );
+        let live = seen.live(&[(a, &la), (b, &lb)], t0);
+        assert_eq!(holders(&live), ["x", "y"]);
+        // One renews (its renewTime moves); the other stands still.
+        let la2 = lease("m-0-of-2", "x", 10, 22);
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(
+            holders(&seen.live(&[(a, &la2), (b, &lb)], later)),
+            ["x", "y"]
+        );
+        let past = t0 + Duration::from_secs(16);
+        assert_eq!(holders(&seen.live(&[(a, &la2), (b, &lb)], past)), ["x"]);
+        // Stored times far in the future do not keep a Lease alive either.
+        let mut seen = Sightings::default();
+        let future = lease("m-1-of-2", "y", 10, 4_000_000_000);
+        assert_eq!(holders(&seen.live(&[(b, &future)], t0)), ["y"]);
+        assert!(seen.live(&[(b, &future)], past).is_empty());
+    }
+
+    #[test]
+    fn a_released_or_vanished_lease_is_not_live_and_a_new_holder_is() {
+        let s = Shard::new(0, 2).unwrap();
+        let mut seen = Sightings::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            holders(&seen.live(&[(s, &lease("m-0-of-2", "x", 1, 2))], t0)),
+            ["x"]
+        );
+        let released = lease("m-0-of-2", "", 1, 2);
+        assert!(seen.live(&[(s, &released)], t0).is_empty());
+        // Gone from the list: forgotten, and first seen again as new.
+        assert!(seen.live(&[], t0).is_empty());
+        assert!(seen.0.is_empty());
+        // Taken by another replica after a long wait: live again.
+        let t1 = t0 + Duration::from_secs(60);
+        let taken = lease("m-0-of-2", "z", 50, 50);
+        let live = seen.live(&[(s, &taken)], t1);
+        assert_eq!(holders(&live), ["z"]);
+        assert_eq!(live[0].0.since, Timestamp::from_second(50).unwrap());
     }
 }
