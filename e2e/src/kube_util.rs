@@ -134,3 +134,37 @@ pub async fn has_event(
     )
     .await
 }
+
+/// Applies (as [`TEST_FIELD_MANAGER`]) the SyncSecret `name` whose one key
+/// `value` holds `value`: what the tests that follow a value through both
+/// hops write.
+pub async fn put_value(
+    api: &Api<syncsecret_api::SyncSecret>,
+    name: &str,
+    value: &str,
+) -> Result<(), HarnessError> {
+    let obj = syncsecret_api::SyncSecret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        data: Some(std::collections::BTreeMap::from([(
+            "value".to_owned(),
+            k8s_openapi::ByteString(value.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    let params = PatchParams::apply(TEST_FIELD_MANAGER).force();
+    api.patch(name, &params, &Patch::Apply(&obj)).await?;
+    Ok(())
+}
+
+/// Whether a Secret's key `value` holds `value` (see [`put_value`]).
+pub fn holds_value(value: &str) -> impl Fn(&k8s_openapi::api::core::v1::Secret) -> bool + '_ {
+    move |s| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get("value"))
+            .is_some_and(|v| v.0 == value.as_bytes())
+    }
+}

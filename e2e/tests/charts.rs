@@ -290,6 +290,32 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
             vec!["honorLabels: true"],
             vec![],
         ),
+        (
+            // Shards: one Deployment each, with its own selector, flags
+            // and name; the Role may list the Leases.
+            "syncsecret-manager",
+            vec!["shards=2"],
+            vec![
+                "name: demo-syncsecret-manager-0-of-2",
+                "name: demo-syncsecret-manager-1-of-2",
+                "- --shard=1\n        - --shards=2",
+                "syncsecret.kubelb.k8c.io/shard: 0-of-2",
+                "syncsecret.kubelb.k8c.io/shard: 1-of-2",
+                "  - get\n  - list\n  - create\n  - update",
+            ],
+            vec![
+                "kind: Deployment\nmetadata:\n  name: demo-syncsecret-manager\n",
+                "--shard=2",
+            ],
+        ),
+        (
+            // One shard keeps the unsharded names and selector, so that
+            // an upgrade leaves the Deployment as it was.
+            "syncsecret-manager",
+            vec![],
+            vec!["kind: Deployment\nmetadata:\n  name: demo-syncsecret-manager\n"],
+            vec!["--shard", "syncsecret.kubelb.k8c.io/shard"],
+        ),
     ];
     for (chart, values, present, absent) in cases {
         let dir = repo_root().join("charts").join(chart);
@@ -520,6 +546,33 @@ fn neither_chart_renders_with_an_empty_tenant_namespace_prefix() {
             stderr.contains("tenantNamespacePrefix must not be empty"),
             "{chart}: {stderr}"
         );
+    }
+}
+
+#[test]
+fn the_manager_chart_refuses_shards_it_cannot_run() {
+    let dir = repo_root().join("charts/syncsecret-manager");
+    for (sets, says) in [
+        (
+            vec!["--set=shards=2", "--set=leaderElection.enabled=false"],
+            "shards above 1 need leaderElection.enabled",
+        ),
+        (vec!["--set=shards=0"], "shards"),
+    ] {
+        let mut args = vec![
+            "template",
+            "demo",
+            dir.to_str().unwrap(),
+            "--set=image.repository=registry.example.com/syncsecret/x",
+        ];
+        args.extend(&sets);
+        let out = Command::new(asset("TEST_ASSET_HELM").unwrap())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "rendered with {sets:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{sets:?}: {stderr}");
     }
 }
 

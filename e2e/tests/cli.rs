@@ -101,3 +101,25 @@ fn help_lists_kubelb_flag_names() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+#[test]
+fn shards_the_manager_cannot_run_are_refused() {
+    for (args, says) in [
+        (&["--shards=0"][..], "--shards: must be at least 1"),
+        (
+            &["--shard=2", "--shards=2"][..],
+            "--shard: 2 is not below --shards (2)",
+        ),
+        (
+            &["--shards=2", "--enable-leader-election=false"][..],
+            "--shards: above 1 needs leader election",
+        ),
+    ] {
+        let (code, line) = one_line(&run("syncsecret-manager", args));
+        assert_ne!(code, 0, "{args:?}");
+        assert!(
+            line.starts_with("error:") && line.contains(says),
+            "{args:?}: {line}"
+        );
+    }
+}

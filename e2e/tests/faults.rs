@@ -27,7 +27,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use syncsecret_api::contract::tenant_namespace;
 use syncsecret_api::{SyncSecret, SyncSecretPhase};
-use syncsecret_e2e::kube_util::{TEST_FIELD_MANAGER, has_event};
+use syncsecret_e2e::kube_util::{has_event, holds_value, put_value};
 use syncsecret_e2e::pair::{
     ControllerProcess, Pair, ensure_namespace, metric_reaches, writes_by_resource,
 };
@@ -65,34 +65,13 @@ where
 
 /// Applies tenant object `name` with one data key holding `value`.
 async fn put(api: &Api<SyncSecret>, name: &str, value: &str) -> anyhow::Result<()> {
-    let obj = SyncSecret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "value".to_owned(),
-            ByteString(value.as_bytes().to_vec()),
-        )])),
-        ..Default::default()
-    };
-    api.patch(
-        name,
-        &PatchParams::apply(TEST_FIELD_MANAGER).force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .with_context(|| format!("applying {name}"))?;
-    Ok(())
+    put_value(api, name, value)
+        .await
+        .with_context(|| format!("applying {name}"))
 }
 
 fn holds(value: &str) -> impl Fn(&Secret) -> bool + '_ {
-    move |s| {
-        s.data
-            .as_ref()
-            .and_then(|d| d.get("value"))
-            .is_some_and(|v| v.0 == value.as_bytes())
-    }
+    holds_value(value)
 }
 
 fn condition_message(o: &SyncSecret) -> String {

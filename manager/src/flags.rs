@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
+use syncsecret_api::shard::Shard;
 use syncsecret_runtime::serve::flags::CommonFlags;
 
 /// Turns SyncSecret copies in tenant namespaces of the management cluster
@@ -101,6 +102,17 @@ pub struct Flags {
     )]
     pub certificate_expiry_window_days: u32,
 
+    /// How many shards share the tenant namespaces, each run as its own
+    /// Deployment with its own Lease (`syncsecret-manager-<i>-of-<n>`). A
+    /// namespace belongs to one shard by a hash of its name; 1: this
+    /// manager acts on every tenant namespace.
+    #[arg(long, env = "SYNCSECRET_SHARDS", default_value_t = 1)]
+    pub shards: u32,
+
+    /// Which shard this manager is, from 0 (below --shards).
+    #[arg(long, env = "SYNCSECRET_SHARD", default_value_t = 0)]
+    pub shard: u32,
+
     /// Leader election, concurrency, log format.
     #[command(flatten)]
     pub common: CommonFlags,
@@ -116,6 +128,25 @@ impl syncsecret_runtime::serve::runner::BinaryFlags for Flags {
 }
 
 impl Flags {
+    /// The shard `--shard` and `--shards` name.
+    pub fn shard(&self) -> Result<Shard, crate::StartError> {
+        let refuse = |flag, why: String| crate::StartError::Flag { flag, why };
+        if self.shards == 0 {
+            return Err(refuse("--shards", "must be at least 1".to_owned()));
+        }
+        let shard = Shard::new(self.shard, self.shards).ok_or_else(|| {
+            let why = format!("{} is not below --shards ({})", self.shard, self.shards);
+            refuse("--shard", why)
+        })?;
+        // Shards agree on who acts where through their Leases: without
+        // them, two counts running at once during a change would both act.
+        if self.shards > 1 && !self.common.enable_leader_election {
+            let why = "above 1 needs leader election (--enable-leader-election)".to_owned();
+            return Err(refuse("--shards", why));
+        }
+        Ok(shard)
+    }
+
     /// The policy the flags describe.
     pub fn policy(&self) -> syncsecret_api::policy::Policy {
         let non_empty = |v: &[String]| v.iter().filter(|s| !s.is_empty()).cloned().collect();

@@ -24,6 +24,7 @@ use prometheus::Registry;
 use syncsecret_api::SyncSecret;
 use syncsecret_api::contract::{FIELD_MANAGER_MANAGER, LABEL_ORIGIN_NAME};
 use syncsecret_api::policy::Policy;
+use syncsecret_api::shard::{self, Ownership, Shard};
 use syncsecret_runtime::cache;
 use syncsecret_runtime::cache::recent::RecentWrites;
 use syncsecret_runtime::cache::summary::Summary;
@@ -33,9 +34,12 @@ use syncsecret_runtime::reconcile::backoff::Backoffs;
 use syncsecret_runtime::reconcile::events::Events;
 use syncsecret_runtime::reconcile::writer::Writer;
 use syncsecret_runtime::reconcile::{Scoped, sweep_periodically};
+use syncsecret_runtime::report;
 use syncsecret_runtime::serve::client;
 use syncsecret_runtime::serve::health::store_synced;
+use syncsecret_runtime::serve::leader::RETRY_PERIOD;
 use syncsecret_runtime::serve::runner::{Leading, Plumbing};
+use syncsecret_runtime::serve::shards::ShardLeases;
 use syncsecret_runtime::serve::shutdown::Shutdown;
 
 pub use error::{Error, StartError};
@@ -108,6 +112,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
             flag: "--tenant-namespace-prefix",
             why,
         })?;
+    let shard = flags.shard()?;
     let plumbing = Plumbing::new(&flags, METRICS_PREFIX, registry).await?;
     let client =
         client::from_flag_or_environment(flags.kubeconfig.as_deref(), "kubeconfig").await?;
@@ -115,17 +120,30 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
         flags.common.enable_leader_election,
         &client,
         &flags.namespace,
-        LEASE_NAME,
+        &shard::lease_name(LEASE_NAME, shard),
     );
+    // Every manager that holds a Lease reads the others', an unsharded one
+    // too: it may meet shards of another count while the count changes.
+    let shards = lease.as_ref().map(|l| {
+        ShardLeases::new(
+            client.clone(),
+            &flags.namespace,
+            LEASE_NAME,
+            shard,
+            l.identity(),
+        )
+    });
     // After its API server comes back (a restart, an outage, RBAC not
     // loaded yet), every copy is reconciled at once.
     let (reachability, _probe) = plumbing.reachability(METRICS_PREFIX, {
         let client = client.clone();
         move || Api::all(client.clone())
     })?;
-    tracing::info!(prefix = %flags.tenant_namespace_prefix, "starting");
+    tracing::info!(prefix = %flags.tenant_namespace_prefix, %shard, "starting");
     let setup = Setup {
         client,
+        shard,
+        shards,
         prefix: flags.tenant_namespace_prefix.clone(),
         policy: flags.policy(),
         certificates: certs::Certificates::register(METRICS_PREFIX, plumbing.registry())
@@ -137,7 +155,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
     };
     plumbing
         .run_leading(lease, setup, |setup, shutdown| async move {
-            setup.controller(shutdown).await;
+            setup.controllers_following_shards(shutdown).await;
         })
         .await?;
     tracing::info!("stopped");
@@ -146,6 +164,9 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
 
 struct Setup {
     client: Client,
+    shard: Shard,
+    /// The shard Leases, when this manager holds one.
+    shards: Option<ShardLeases>,
     prefix: String,
     policy: Policy,
     certificates: certs::Certificates,
@@ -155,7 +176,52 @@ struct Setup {
 }
 
 impl Setup {
-    async fn controller(&self, shutdown: Shutdown) {
+    /// The controller for the namespaces this shard acts on, started anew
+    /// (caches relisted; a restart costs no writes) each time that changes
+    /// (a shard of another count came or went), until it drains after
+    /// SIGTERM.
+    async fn controllers_following_shards(&self, shutdown: Shutdown) {
+        let Some(shards) = &self.shards else {
+            let alone = Ownership {
+                shard: self.shard,
+                yields_to: Vec::new(),
+            };
+            return self.controller(alone, shutdown).await;
+        };
+        let mut ownership = loop {
+            match shards.ownership().await {
+                Ok(o) => break o,
+                Err(e) => tracing::warn!("{}; retrying", report(&e)),
+            }
+            tokio::select! {
+                () = shutdown.clone().requested() => return,
+                () = tokio::time::sleep(RETRY_PERIOD) => {}
+            }
+        };
+        loop {
+            let yields_to: Vec<String> = ownership
+                .yields_to
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            tracing::info!(shard = %self.shard, yields_to = %yields_to.join(", "), "acting on this shard's tenant namespaces");
+            tokio::select! {
+                () = self.controller(ownership.clone(), shutdown.clone()) => return,
+                next = shards.changed(&ownership) => {
+                    // Dropped mid-reconcile, as on a lost lease: every
+                    // reconcile is idempotent and starts from the caches.
+                    self.common.health.set_ready(false);
+                    ownership = next;
+                }
+            }
+        }
+    }
+
+    async fn controller(&self, ownership: Ownership, shutdown: Shutdown) {
+        // A shard caches (and so reconciles and sweeps) only the
+        // namespaces it acts on.
+        let namespaces = (ownership != Ownership::all())
+            .then(|| Arc::new(move |ns: &str| ownership.acts_on(ns)) as cache::KeyFilter);
         let copies: Api<Summary<SyncSecret>> = Api::all(self.client.clone());
         // Only Secrets we made are listed and cached (label selector); a
         // change to one reconciles its owner, so drift is repaired at once.
@@ -167,7 +233,10 @@ impl Setup {
             watcher::Config::default().labels(LABEL_ORIGIN_NAME),
             writer,
             Some(FIELD_MANAGER_MANAGER),
-            cache::Kept::default(),
+            cache::Kept {
+                keys: None,
+                namespaces: namespaces.clone(),
+            },
             recent_secrets.clone(),
             "secrets",
         )
@@ -187,7 +256,7 @@ impl Setup {
                     let policy = self.policy.clone();
                     Arc::new(move |k: &str| policy.caches_key(k)) as cache::KeyFilter
                 }),
-                namespaces: None,
+                namespaces,
             },
             recent_copies.clone(),
             "copies",

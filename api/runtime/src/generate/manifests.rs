@@ -143,7 +143,7 @@ pub fn generated() -> Result<Vec<(PathBuf, String)>, ManifestError> {
     let (gl_role, gl_bind) = role(
         MANAGER_ROLE,
         INSTALL_NAMESPACE,
-        leader_election_rules(),
+        manager_lease_rules(),
         manager_sa,
     );
     let file = |name: &str| PathBuf::from(RBAC_DIR).join(name);
@@ -182,7 +182,7 @@ pub fn generated() -> Result<Vec<(PathBuf, String)>, ManifestError> {
             ChartRole {
                 kind: "Role",
                 suffix: "-leader-election",
-                rules: leader_election_rules(),
+                rules: manager_lease_rules(),
                 condition: Some(".Values.leaderElection.enabled"),
             },
         ],

@@ -112,6 +112,16 @@ pub fn leader_election_rules() -> Vec<PolicyRule> {
     )]
 }
 
+/// The manager's Leases: its own, and a list of the others' to know which
+/// tenant namespaces its shard acts on (`serve::shards`).
+pub fn manager_lease_rules() -> Vec<PolicyRule> {
+    vec![rule(
+        &["coordination.k8s.io"],
+        &["leases"],
+        &["get", "list", "create", "update"],
+    )]
+}
+
 /// Name of the ccm's roles.
 pub const CCM_ROLE: &str = "syncsecret-ccm";
 /// Name of the manager's roles.
