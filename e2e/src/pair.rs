@@ -156,7 +156,9 @@ impl ControllerProcess {
         self.process.as_ref().map(Process::pid)
     }
 
-    fn launch(
+    /// Starts `bin` as `name` with `args` (listen addresses added), its
+    /// log in `log_dir`, without waiting for it to become ready.
+    pub fn launch(
         name: &str,
         bin: PathBuf,
         mut args: Vec<String>,

@@ -136,8 +136,16 @@ pub(super) fn idle_seconds() -> f64 {
 /// kube-controller-manager, the controllers, this process (the loader and
 /// its watches), and what the machine left idle.
 pub(super) fn cpu_now(pair: &Pair) -> BTreeMap<&'static str, f64> {
+    cpu_of(&pair.plane, pair.controllers())
+}
+
+/// [`cpu_now`] of a control plane and the controllers run on it.
+pub(super) fn cpu_of<'a>(
+    plane: &crate::ControlPlane,
+    controllers: impl Iterator<Item = &'a crate::pair::ControllerProcess>,
+) -> BTreeMap<&'static str, f64> {
     let mut cpu = BTreeMap::new();
-    for (name, pid) in pair.plane.processes() {
+    for (name, pid) in plane.processes() {
         let role = match name.split(' ').next() {
             Some("etcd") => "etcd",
             Some("kube-apiserver") => "kube-apiserver",
@@ -146,10 +154,7 @@ pub(super) fn cpu_now(pair: &Pair) -> BTreeMap<&'static str, f64> {
         };
         *cpu.entry(role).or_default() += cost(pid).1;
     }
-    let controllers = pair
-        .controllers()
-        .filter_map(|c| c.pid())
-        .map(|p| cost(p).1);
+    let controllers = controllers.filter_map(|c| c.pid()).map(|p| cost(p).1);
     cpu.insert("controllers", controllers.sum());
     cpu.insert("loader", cost(std::process::id()).1);
     cpu.insert("idle", idle_seconds());
@@ -196,7 +201,14 @@ pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Peak RSS and CPU seconds of each controller process, as it is now.
 pub(super) fn cost_now(pair: &Pair) -> Vec<Value> {
-    pair.controllers()
+    cost_of(pair.controllers())
+}
+
+/// [`cost_now`] of some controllers.
+pub(super) fn cost_of<'a>(
+    controllers: impl Iterator<Item = &'a crate::pair::ControllerProcess>,
+) -> Vec<Value> {
+    controllers
         .filter_map(|c| {
             let (rss_kib, cpu) = cost(c.pid()?);
             Some(json!({ "process": c.name(), "peak_rss_mib": rss_kib as f64 / 1024.0, "cpu_seconds": cpu }))

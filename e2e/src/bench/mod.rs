@@ -13,6 +13,7 @@ mod floor;
 mod load;
 mod profile;
 mod request_costs;
+mod tenants;
 mod track;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ use load::{for_each_concurrently, name, object, padding};
 pub use profile::ProfileApiServers;
 use profile::{finish_profiles, start_profiles};
 pub use request_costs::request_costs;
+pub use tenants::{TenantsConfig, run_tenants};
 use track::{Tracker, value};
 
 /// The tenant namespace every benchmark object lives in.

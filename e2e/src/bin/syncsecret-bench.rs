@@ -78,6 +78,17 @@ struct Flags {
     /// padded with one annotation to reach it. 0: none.
     #[arg(long, default_value_t = 0)]
     metadata_bytes: usize,
+    /// Instead of the benchmark: this many tenant namespaces on one
+    /// management cluster, each writing `--objects-per-tenant` copies with
+    /// its own identity, once for each of `--shards`; appends that table.
+    #[arg(long)]
+    many_tenants: Option<usize>,
+    /// Copies per tenant with `--many-tenants`.
+    #[arg(long, default_value_t = 10)]
+    objects_per_tenant: usize,
+    /// Manager shard counts with `--many-tenants`, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    shards: Vec<u32>,
     /// A label for this run in the table (e.g. "ours, defaults").
     #[arg(long, default_value = "syncsecret, default flags")]
     label: String,
@@ -306,6 +317,113 @@ async fn request_costs(flags: &Flags, header: &Value, n: usize) -> ExitCode {
     }
 }
 
+/// `--many-tenants`: one run per shard count, a JSON file each, and a
+/// table appended to docs/benchmarks.md (unless `--no-table`).
+async fn many_tenants(flags: &Flags, header: &Value, tenants: usize) -> ExitCode {
+    let date = header["date"].as_str().unwrap_or_default().to_owned();
+    let mut rows = String::new();
+    let mut failed = false;
+    for &shards in &flags.shards {
+        let cfg = bench::TenantsConfig {
+            tenants,
+            objects_per_tenant: flags.objects_per_tenant,
+            shards,
+            concurrency: flags.concurrency,
+            timeout: Duration::from_secs(1200),
+        };
+        eprintln!(
+            "bench: {tenants} tenants x {} copies, {shards} shard(s) ...",
+            flags.objects_per_tenant
+        );
+        let r = match bench::run_tenants(&cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {tenants} tenants, {shards} shard(s): {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let mut doc = header.clone();
+        doc["result"] = r.clone();
+        let file = flags.out.join(format!(
+            "{}-tenants{tenants}x{}-shards{shards}.json",
+            date.replace(':', ""),
+            flags.objects_per_tenant
+        ));
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        if let Err(e) =
+            std::fs::create_dir_all(&flags.out).and_then(|()| std::fs::write(&file, &text))
+        {
+            eprintln!("error: cannot write {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+        println!("{text}");
+        let secs = |v: &Value| {
+            v.as_f64()
+                .map_or("-".to_owned(), |x| format!("{:.1}", x / 1000.0))
+        };
+        let cpu = &r["create"]["cpu_s"];
+        let get = |k: &str| cpu[k].as_f64().unwrap_or(0.0);
+        let shards_cost: Vec<String> = r["cost"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                format!(
+                    "{:.0} MiB / {:.1} s",
+                    c["peak_rss_mib"].as_f64().unwrap_or(0.0),
+                    c["cpu_seconds"].as_f64().unwrap_or(0.0)
+                )
+            })
+            .collect();
+        let writes = |key: &str| -> String {
+            r[key]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| !is_read(k))
+                .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(0.0)))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        };
+        rows.push_str(&format!(
+            "| {tenants} | {} | {shards} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {} | {} |\n",
+            r["objects"],
+            r["setup_s"].as_f64().unwrap_or(0.0),
+            secs(&r["create"]["converged_ms"]),
+            secs(&r["delete"]["converged_ms"]),
+            shards_cost.join("<br>"),
+            get("etcd") + get("kube-apiserver"),
+            get("controllers"),
+            writes("requests_per_object"),
+            writes("delete_requests_per_object"),
+        ));
+    }
+    if !flags.no_table && !rows.is_empty() {
+        let table = format!(
+            "\n### {date}: {tenants} tenants on one management cluster (commit {commit})\n\n\
+             {machine}. Each tenant namespace has the manager chart's tenant access and its own \
+             identity; the loader writes each tenant's copies as its ccm would (its field manager, \
+             through that identity), {conc} at a time; no tenant cluster runs. Written by \
+             `syncsecret-bench --many-tenants {tenants} --objects-per-tenant {per}`.\n\n\
+             | tenants | copies | shards | setup s | converge s | delete s | peak RSS / CPU per shard | etcd + API server CPU s, converging | managers' CPU s, converging | management writes per copy, create | management writes per copy, delete |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n{rows}",
+            commit = header["commit"].as_str().unwrap_or_default(),
+            machine = machine_line(header),
+            conc = flags.concurrency,
+            per = flags.objects_per_tenant,
+        );
+        if append_to_benchmarks(&table).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// "Machine: ... Kubernetes ..., etcd ..." of a run's header.
 fn machine_line(header: &Value) -> String {
     let (m, v) = (&header["machine"], &header["versions"]);
@@ -354,6 +472,9 @@ async fn main() -> ExitCode {
     });
     if let Some(n) = flags.request_costs {
         return request_costs(&flags, &header, n).await;
+    }
+    if let Some(n) = flags.many_tenants {
+        return many_tenants(&flags, &header, n).await;
     }
     let mut rows = String::new();
     let mut cpu_table_rows = String::new();
