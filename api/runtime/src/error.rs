@@ -65,6 +65,15 @@ pub enum RuntimeError {
         /// Who holds it now.
         holder: String,
     },
+    /// The leader lease was not renewed within the renew deadline (its API
+    /// server slow or unreachable): this replica stops leading.
+    #[error("leader lease {namespace}/{name} not renewed within the renew deadline")]
+    RenewDeadline {
+        /// The lease's namespace.
+        namespace: String,
+        /// The lease's name.
+        name: String,
+    },
     /// The shard Leases could not be listed (a sharded manager reads them
     /// to know which namespaces it acts on).
     #[error("listing the shard Leases in {namespace}")]

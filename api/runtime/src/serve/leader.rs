@@ -1,15 +1,19 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, as client-go does
-//! it: the holder renews every retry period; another replica takes over once
-//! the lease has not been renewed for its duration. Writes are guarded by
-//! resourceVersion, so two replicas can never both believe they hold it.
+//! it: the holder renews every retry period and stops leading once it has
+//! not renewed within the renew deadline; another replica takes over once
+//! it has seen the Lease unchanged for its duration, by its own monotonic
+//! clock (never by comparing the stored renewTime with its own clock, which
+//! another machine's skew would make wrong). Writes are guarded by
+//! resourceVersion, so two replicas can never both take it.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{ObjectMeta, PostParams};
-use kube::{Api, Client};
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, Client, ResourceExt};
 
 use crate::error::RuntimeError;
 
@@ -26,6 +30,49 @@ pub struct LeaderLease {
     namespace: String,
     name: String,
     identity: String,
+    /// The Lease as this replica last saw it.
+    seen: Mutex<Option<Seen>>,
+    /// Leases named from this base (`syncsecret_api::shard`): a new
+    /// acquireTime sorts after every held one of theirs.
+    peers: Option<String>,
+}
+
+/// What this process last saw of one Lease: its holder and renewTime,
+/// and when it saw them change.
+#[derive(Clone, Debug)]
+pub(crate) struct Seen {
+    stamp: (String, Option<Timestamp>),
+    changed: Instant,
+}
+
+impl Seen {
+    /// Records `lease` as read at `now` in `seen`; its holder if it is
+    /// live: held, and changed within its duration by this process's
+    /// clock. A Lease first seen counts as just changed.
+    pub(crate) fn live<'a>(
+        seen: &mut Option<Seen>,
+        lease: &'a Lease,
+        now: Instant,
+    ) -> Option<&'a str> {
+        let spec = lease.spec.as_ref()?;
+        let holder = spec.holder_identity.as_deref().unwrap_or_default();
+        let stamp = (holder.to_owned(), spec.renew_time.as_ref().map(|t| t.0));
+        match seen {
+            Some(s) if s.stamp == stamp => {}
+            _ => {
+                *seen = Some(Seen {
+                    stamp,
+                    changed: now,
+                })
+            }
+        }
+        let changed = seen.as_ref().map_or(now, |s| s.changed);
+        let valid_for = spec
+            .lease_duration_seconds
+            .and_then(|s| u64::try_from(s).ok())
+            .map_or(LEASE_DURATION, Duration::from_secs);
+        (!holder.is_empty() && now.duration_since(changed) < valid_for).then_some(holder)
+    }
 }
 
 enum Attempt {
@@ -42,7 +89,18 @@ impl LeaderLease {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             identity,
+            seen: Mutex::default(),
+            peers: None,
         }
+    }
+
+    /// Takes the Lease with an acquireTime after that of every held Lease
+    /// named from `base` in its namespace, whatever this machine's clock
+    /// says: shards are ordered by it (`syncsecret_api::shard`), and a
+    /// newcomer must sort after the shards it meets.
+    pub fn ordered_after_peers(mut self, base: &str) -> Self {
+        self.peers = Some(base.to_owned());
+        self
     }
 
     /// This replica's identity.
@@ -89,7 +147,16 @@ impl LeaderLease {
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(RETRY_PERIOD).await;
-            match self.try_hold().await {
+            // A renewal that hangs must not keep this replica leading past
+            // the deadline: by then another may have taken over.
+            let left = RENEW_DEADLINE.saturating_sub(renewed.elapsed());
+            let Ok(attempt) = tokio::time::timeout(left, self.try_hold()).await else {
+                return RuntimeError::RenewDeadline {
+                    namespace: self.namespace.clone(),
+                    name: self.name.clone(),
+                };
+            };
+            match attempt {
                 Ok(Attempt::Held) => renewed = Instant::now(),
                 Ok(Attempt::HeldBy(holder)) => {
                     return RuntimeError::LeaseLost {
@@ -160,7 +227,14 @@ impl LeaderLease {
                 Err(e) => Err(self.err(e)),
             };
         };
-        let live = holder(&lease, now).map(|(h, _)| h.to_owned());
+        let live = match self.seen.lock() {
+            Ok(mut seen) => Seen::live(&mut seen, &lease, Instant::now()).map(str::to_owned),
+            Err(_) => None,
+        };
+        let acquired = match &live {
+            Some(_) => now,
+            None => self.after_peers(now).await,
+        };
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         match live {
@@ -169,7 +243,7 @@ impl LeaderLease {
             // Taken anew, or ours again after it lapsed: a new acquireTime,
             // which is what shards are ordered by (`syncsecret_api::shard`).
             None => {
-                spec.acquire_time = Some(MicroTime(now));
+                spec.acquire_time = Some(MicroTime(acquired));
                 if !mine {
                     spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
                 }
@@ -193,22 +267,36 @@ impl LeaderLease {
     }
 }
 
-/// Who holds `lease` at `now`, and since when (`acquireTime`): `None` if
-/// nobody does (released, never taken) or it has not been renewed within
-/// its duration.
-pub fn holder(lease: &Lease, now: Timestamp) -> Option<(&str, Timestamp)> {
-    let spec = lease.spec.as_ref()?;
-    let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
-    let default_secs = i32::try_from(LEASE_DURATION.as_secs()).unwrap_or(15);
-    let valid_for = SignedDuration::from_secs(i64::from(
-        spec.lease_duration_seconds.unwrap_or(default_secs),
-    ));
-    let renewed = spec.renew_time.as_ref()?.0;
-    if renewed + valid_for < now {
-        return None;
+impl LeaderLease {
+    /// `now`, or just after the latest acquireTime of the other held
+    /// Leases named from the peers' base, whichever is later. Without the
+    /// list (not allowed, say), `now`.
+    async fn after_peers(&self, now: Timestamp) -> Timestamp {
+        let Some(base) = &self.peers else {
+            return now;
+        };
+        let leases = match self.api.list(&ListParams::default()).await {
+            Ok(l) => l.items,
+            Err(e) => {
+                tracing::debug!(error = %crate::error::explain(&e), "cannot list the peer Leases; acquireTime from this clock");
+                return now;
+            }
+        };
+        let latest = leases
+            .iter()
+            .filter(|l| l.name_any() != self.name)
+            .filter(|l| syncsecret_api::shard::shard_of_lease(base, &l.name_any()).is_some())
+            .filter_map(|l| {
+                let spec = l.spec.as_ref()?;
+                spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
+                spec.acquire_time.as_ref().map(|t| t.0)
+            })
+            .max();
+        match latest {
+            Some(t) if t >= now => t + SignedDuration::from_micros(1),
+            _ => now,
+        }
     }
-    let since = spec.acquire_time.as_ref().map_or(renewed, |t| t.0);
-    Some((holder, since))
 }
 
 /// A default identity: the host (pod) name and a random suffix.

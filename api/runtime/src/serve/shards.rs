@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::Timestamp;
@@ -23,7 +23,8 @@ use kube::{Api, Client, ResourceExt};
 use syncsecret_api::shard::{Claim, Ownership, Shard, lease_name, shard_of_lease};
 
 use crate::error::RuntimeError;
-use crate::serve::leader::{LEASE_DURATION, RETRY_PERIOD};
+use crate::serve::health::Health;
+use crate::serve::leader::{LEASE_DURATION, RETRY_PERIOD, Seen};
 
 /// The shard Leases of one manager installation (named from `base`, in
 /// one namespace), as seen by the holder of one of them.
@@ -84,16 +85,38 @@ impl ShardLeases {
     }
 
     /// Returns the next view that differs from `from`, looking every retry
-    /// period. A view that cannot be read keeps the last one: a replica
-    /// that cannot list cannot renew either, and stops leading in time.
-    pub async fn changed(&self, from: &Ownership) -> Ownership {
+    /// period. A view that cannot be read keeps the last one (a stale view
+    /// never makes two shards act on one namespace: a shard only yields
+    /// less once it sees a Lease go); once that lasts a Lease duration it
+    /// is logged as a warning and noted in `/readyz`, since a newcomer
+    /// waiting for a shard that has gone waits until it reads again.
+    pub async fn changed(&self, from: &Ownership, health: &Health) -> Ownership {
+        let mut failing_since: Option<Instant> = None;
+        let mut warned = false;
         loop {
             tokio::time::sleep(RETRY_PERIOD).await;
             match self.ownership().await {
-                Ok(now) if now != *from => return now,
-                Ok(_) => {}
+                Ok(now) => {
+                    if warned {
+                        health.note("shards", None);
+                        tracing::info!("the shard Leases are readable again");
+                    }
+                    (failing_since, warned) = (None, false);
+                    if now != *from {
+                        return now;
+                    }
+                }
                 Err(e) => {
-                    tracing::debug!(error = %crate::error::report(&e), "cannot read the shard Leases; keeping the last view");
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if !warned && since.elapsed() >= LEASE_DURATION {
+                        warned = true;
+                        let report = crate::error::report(&e);
+                        tracing::warn!(error = %report, "cannot read the shard Leases; acting on the last view");
+                        health.note(
+                            "shards",
+                            Some(format!("{report}; acting on the shard view read last")),
+                        );
+                    }
                 }
             }
         }
@@ -103,56 +126,32 @@ impl ShardLeases {
 /// What each shard Lease looked like when last listed, and when this
 /// process saw it change.
 #[derive(Default)]
-struct Sightings(HashMap<String, Sighting>);
-
-struct Sighting {
-    /// Holder and renewTime as stored: a change of either is a renewal.
-    stamp: (String, Option<Timestamp>),
-    /// When this process saw `stamp` change (or the Lease first).
-    changed: Instant,
-}
+struct Sightings(HashMap<String, Seen>);
 
 impl Sightings {
     /// The live claims among `leases` (with their holders) as of `now`,
-    /// remembering what each looked like. A Lease is live while it has a
-    /// holder and changed within its duration, by this process's clock.
+    /// remembering what each looked like ([`Seen::live`]).
     fn live(&mut self, leases: &[(Shard, &Lease)], now: Instant) -> Vec<(Claim, String)> {
         self.0
             .retain(|name, _| leases.iter().any(|(_, l)| l.name_any() == *name));
         let mut live = Vec::new();
         for (shard, lease) in leases {
-            let Some(spec) = lease.spec.as_ref() else {
+            let name = lease.name_any();
+            let mut seen = self.0.remove(&name);
+            let holder = Seen::live(&mut seen, lease, now).map(str::to_owned);
+            if let Some(seen) = seen {
+                self.0.insert(name.clone(), seen);
+            }
+            let (Some(holder), Some(spec)) = (holder, lease.spec.as_ref()) else {
                 continue;
             };
-            let holder = spec.holder_identity.clone().unwrap_or_default();
-            let renewed = spec.renew_time.as_ref().map(|t| t.0);
-            let stamp = (holder.clone(), renewed);
-            let name = lease.name_any();
-            let sighting = self.0.entry(name.clone()).or_insert(Sighting {
-                stamp: stamp.clone(),
-                changed: now,
-            });
-            if sighting.stamp != stamp {
-                *sighting = Sighting {
-                    stamp,
-                    changed: now,
-                };
-            }
-            let valid_for = spec
-                .lease_duration_seconds
-                .and_then(|s| u64::try_from(s).ok())
-                .map_or(LEASE_DURATION, Duration::from_secs);
-            if holder.is_empty() || now.duration_since(sighting.changed) >= valid_for {
-                continue;
-            }
-            // Taken before anything was stored (not by our code): first of
-            // all, so that the others wait for it to lapse.
+            // Without an acquireTime (not written by our code): first of
+            // all, so that the others wait for it to lapse, and fixed, so
+            // that the view does not change with each renewal.
             let since = spec
                 .acquire_time
                 .as_ref()
-                .map(|t| t.0)
-                .or(renewed)
-                .unwrap_or(Timestamp::UNIX_EPOCH);
+                .map_or(Timestamp::UNIX_EPOCH, |t| t.0);
             let claim = Claim {
                 shard: *shard,
                 since,
@@ -167,6 +166,8 @@ impl Sightings {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use std::time::Duration;
 
     use k8s_openapi::api::coordination::v1::LeaseSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
