@@ -143,15 +143,16 @@ impl Default for Since {
 }
 
 impl Since {
-    /// Puts `name` in as of now (or keeps its first moment, `keep`).
-    fn put(&mut self, name: &str, keep: bool) {
+    /// Puts `name` in as of `now` (or keeps its first moment, `keep`).
+    fn put(&mut self, name: &str, keep: bool, now: Instant) {
         if self.at.len() >= self.purge_above {
-            self.at.retain(|_, at| at.elapsed() < ASKED_FORGET);
+            self.at
+                .retain(|_, at| now.saturating_duration_since(*at) < ASKED_FORGET);
             self.purge_above = (2 * self.at.len()).max(ASKED_PURGE_ABOVE);
         }
-        let at = self.at.entry(name.to_owned()).or_insert_with(Instant::now);
+        let at = self.at.entry(name.to_owned()).or_insert(now);
         if !keep {
-            *at = Instant::now();
+            *at = now;
         }
     }
 }
@@ -199,7 +200,7 @@ impl Context {
     /// Remembers that the copy named `copy` was written just now.
     pub fn asked(&self, copy: &str) {
         if let Ok(mut a) = self.asked.lock() {
-            a.at.put(copy, false);
+            a.at.put(copy, false, Instant::now());
         }
     }
 
@@ -228,7 +229,7 @@ impl Context {
     /// Remembers that the copy named `copy` was seen terminating.
     pub fn saw_terminating(&self, copy: &str) {
         if let Ok(mut a) = self.asked.lock() {
-            a.terminating.put(copy, true);
+            a.terminating.put(copy, true, Instant::now());
         }
     }
 
@@ -589,13 +590,14 @@ mod tests {
     #[test]
     fn only_a_copy_seen_terminating_counts_as_the_manager_at_work() {
         let mut a = Asked::default();
-        a.at.put("refused", false);
+        let now = Instant::now();
+        a.at.put("refused", false, now);
         // Gone without ever being held (a quota refused it, or it had no
         // finalizer): nothing said of the manager.
         a.gone("refused");
         assert!(a.last_answer.is_none());
         assert!(a.at.at.is_empty());
-        a.terminating.put("held", true);
+        a.terminating.put("held", true, now);
         a.gone("held");
         assert!(a.last_answer.is_some());
         assert!(a.terminating.at.is_empty());
@@ -604,21 +606,23 @@ mod tests {
     #[test]
     fn since_keeps_the_first_moment_when_asked_and_purges_old_entries() {
         let mut s = Since::default();
-        s.put("x", true);
-        let first = s.at["x"];
-        s.put("x", true);
-        assert_eq!(s.at["x"], first);
-        s.put("x", false);
-        assert!(s.at["x"] >= first);
-        // Past the purge size, entries older than ASKED_FORGET go.
-        let old = Instant::now().checked_sub(ASKED_FORGET + Duration::from_secs(1));
-        if let Some(old) = old {
-            for i in 0..ASKED_PURGE_ABOVE {
-                s.at.insert(format!("old-{i}"), old);
-            }
-            s.put("new", false);
-            assert_eq!(s.at.len(), 2, "x and new stay");
-            assert_eq!(s.purge_above, ASKED_PURGE_ABOVE);
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        s.put("x", true, t0);
+        s.put("x", true, later);
+        assert_eq!(s.at["x"], t0, "kept");
+        s.put("x", false, later);
+        assert_eq!(s.at["x"], later, "renewed");
+        // Filled to the purge size: the next put purges what is older
+        // than ASKED_FORGET.
+        for i in 1..ASKED_PURGE_ABOVE {
+            s.at.insert(format!("old-{i}"), t0);
         }
+        let much_later = t0 + ASKED_FORGET + Duration::from_secs(1);
+        s.put("new", false, much_later);
+        let mut left: Vec<&String> = s.at.keys().collect();
+        left.sort();
+        assert_eq!(left, ["new", "x"]);
+        assert_eq!(s.purge_above, ASKED_PURGE_ABOVE);
     }
 }

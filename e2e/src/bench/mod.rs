@@ -333,12 +333,25 @@ async fn phases(
             "create": writes_beyond(&create_per_object, LOADER_CREATE),
             "delete": writes_beyond(&delete_per_object, LOADER_DELETE),
         },
+        "refused_writes_per_object": {
+            "create": refused(&create_per_object),
+            "delete": refused(&delete_per_object),
+        },
     }))
 }
 
 /// The loader's own request per object in each phase, not ours.
 const LOADER_CREATE: &str = "tenant syncsecrets POST";
 const LOADER_DELETE: &str = "tenant syncsecrets DELETE";
+
+/// The writes per object the API servers refused (a conflict, throttling).
+fn refused(per_object: &BTreeMap<String, f64>) -> f64 {
+    per_object
+        .iter()
+        .filter(|(k, _)| is_write(k) && !is_accepted_write(k))
+        .map(|(_, v)| v)
+        .sum()
+}
 
 /// The writes per object the API servers accepted, but the loader's own
 /// (`loader`). A write refused and retried (a conflict, throttling on a
