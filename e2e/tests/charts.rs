@@ -309,6 +309,17 @@ async fn charts_lint_render_and_are_accepted_by_the_api_server() {
             ],
         ),
         (
+            // A disruption budget per shard: a pod of one shard not ready
+            // blocks no eviction of another's.
+            "syncsecret-manager",
+            vec!["shards=2", "replicaCount=2"],
+            vec![
+                "kind: PodDisruptionBudget\nmetadata:\n  name: demo-syncsecret-manager-0-of-2",
+                "kind: PodDisruptionBudget\nmetadata:\n  name: demo-syncsecret-manager-1-of-2",
+            ],
+            vec!["kind: PodDisruptionBudget\nmetadata:\n  name: demo-syncsecret-manager\n"],
+        ),
+        (
             // One shard keeps the unsharded names and selector, so that
             // an upgrade leaves the Deployment as it was.
             "syncsecret-manager",

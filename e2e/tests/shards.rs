@@ -54,6 +54,7 @@ fn reconciled_in(c: &ControllerProcess, ns: &str) -> anyhow::Result<f64> {
         .filter(|l| l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>()
+        // An empty sum is -0.0.
         + 0.0)
 }
 
@@ -199,18 +200,33 @@ async fn shards(pair: &mut Pair) -> anyhow::Result<()> {
         );
     }
 
-    // The two go (SIGTERM: they release their Leases) while the tenants
-    // keep writing; every last value arrives.
-    let mut k = 0;
-    let stopping = Instant::now();
+    // The two go while the tenants keep writing: shard 0 of 2 with
+    // SIGTERM (it releases its Lease: its tenant moves at once), shard 1
+    // of 2 with SIGKILL (its Lease stays until it lapses: its tenant must
+    // wait for that, and then move). Every last value arrives.
     pair.manager.stop()?;
-    shard1.stop()?;
-    while stopping.elapsed() < LEASE_DURATION {
+    shard1.kill();
+    let killed = Instant::now();
+    let mut k = 0;
+    let mut first_act = None;
+    while killed.elapsed() < LEASE_DURATION + 4 * RETRY_PERIOD {
         k += 1;
         t.put(0, "o2", format!("moving-0-{k}")).await?;
         t.put(1, "o2", format!("moving-1-{k}")).await?;
+        if first_act.is_none() && reconciled_in(&three[2], &ns_b)? > 0.0 {
+            first_act = Some(killed.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Its Lease was renewed at most a retry period before the kill, and
+    // the newcomer lists every retry period: it may act no sooner than
+    // the Lease duration less those two.
+    let earliest = LEASE_DURATION - 2 * RETRY_PERIOD - Duration::from_secs(1);
+    println!("shard 2 of 3 acted on {ns_b} {first_act:?} after shard 1 of 2 was killed");
+    ensure!(
+        first_act.is_none_or(|at| at >= earliest),
+        "shard 2 of 3 acted on {ns_b} {first_act:?} after the kill, before the killed shard's Lease could lapse"
+    );
     t.all_synced(pair).await?;
 
     // Each namespace now has one actor among the three: its shard of three.

@@ -116,12 +116,14 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
     let plumbing = Plumbing::new(&flags, METRICS_PREFIX, registry).await?;
     let client =
         client::from_flag_or_environment(flags.kubeconfig.as_deref(), "kubeconfig").await?;
-    let lease = plumbing.lease(
-        flags.common.enable_leader_election,
-        &client,
-        &flags.namespace,
-        &shard::lease_name(LEASE_NAME, shard),
-    );
+    let lease = plumbing
+        .lease(
+            flags.common.enable_leader_election,
+            &client,
+            &flags.namespace,
+            &shard::lease_name(LEASE_NAME, shard),
+        )
+        .map(|l| l.ordered_after_peers(LEASE_NAME));
     // Every manager that holds a Lease reads the others', an unsharded one
     // too: it may meet shards of another count while the count changes.
     let shards = lease.as_ref().map(|l| {
@@ -139,6 +141,14 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
         let client = client.clone();
         move || Api::all(client.clone())
     })?;
+    gauges::register_shard(
+        METRICS_PREFIX,
+        shard.index,
+        shard.count,
+        plumbing.health.clone(),
+        plumbing.registry(),
+    )
+    .map_err(syncsecret_runtime::RuntimeError::from)?;
     tracing::info!(prefix = %flags.tenant_namespace_prefix, %shard, "starting");
     let setup = Setup {
         client,
@@ -181,17 +191,26 @@ impl Setup {
     /// (a shard of another count came or went), until it drains after
     /// SIGTERM.
     async fn controllers_following_shards(&self, shutdown: Shutdown) {
+        let alone = Ownership {
+            shard: self.shard,
+            yields_to: Vec::new(),
+        };
         let Some(shards) = &self.shards else {
-            let alone = Ownership {
-                shard: self.shard,
-                yields_to: Vec::new(),
-            };
             return self.controller(alone, shutdown).await;
         };
         let mut ownership = loop {
             match shards.ownership().await {
                 Ok(o) => break o,
-                Err(e) => tracing::warn!("{}; retrying", report(&e)),
+                // An unsharded manager whose Role predates shards (a new
+                // image on old RBAC): no shard can run beside it without
+                // that Role either, so it acts on everything, as before.
+                Err(e) if self.shard == Shard::ALL && forbidden(&e) => {
+                    tracing::warn!(error = %report(&e), "cannot list the Leases in this namespace; acting on every tenant namespace, unaware of shards (grant list on leases: upgrade the chart, or config/rbac/manager.yaml)");
+                    return self.controller(alone, shutdown).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %report(&e), "cannot read the shard Leases; retrying")
+                }
             }
             tokio::select! {
                 () = shutdown.clone().requested() => return,
@@ -205,15 +224,23 @@ impl Setup {
                 .map(ToString::to_string)
                 .collect();
             tracing::info!(shard = %self.shard, yields_to = %yields_to.join(", "), "acting on this shard's tenant namespaces");
-            tokio::select! {
-                () = self.controller(ownership.clone(), shutdown.clone()) => return,
-                next = shards.changed(&ownership) => {
-                    // Dropped mid-reconcile, as on a lost lease: every
-                    // reconcile is idempotent and starts from the caches.
-                    self.common.health.set_ready(false);
-                    ownership = next;
+            let controller = self.controller(ownership.clone(), shutdown.clone());
+            tokio::pin!(controller);
+            ownership = loop {
+                tokio::select! {
+                    () = &mut controller => return,
+                    next = shards.changed(&ownership, &self.common.health), if !shutdown.is_requested() => {
+                        if shutdown.is_requested() {
+                            // Draining: a new view no longer matters.
+                            continue;
+                        }
+                        break next;
+                    }
                 }
-            }
+            };
+            // Dropped mid-reconcile, as on a lost lease: every reconcile
+            // is idempotent and starts from the caches.
+            self.common.health.set_ready(false);
         }
     }
 
@@ -331,4 +358,15 @@ impl Setup {
             .await;
         drop((readiness, sweeper));
     }
+}
+
+/// Whether the API server refused a call with 403 Forbidden.
+fn forbidden(e: &syncsecret_runtime::RuntimeError) -> bool {
+    matches!(
+        e,
+        syncsecret_runtime::RuntimeError::ShardLeases {
+            source: kube::Error::Api(s),
+            ..
+        } if s.code == 403
+    )
 }

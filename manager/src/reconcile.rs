@@ -81,16 +81,17 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
 }
 
 /// A copy outside the tenant namespaces is not ours to sync, but the ccm
-/// gives every copy our finalizer at birth: a deleted one is let go at
-/// once, or it (and its namespace) would wait for a cleanup that never
-/// comes. A Secret the manager made for it earlier goes with it through
-/// its ownerReference.
+/// gives every copy our finalizer at birth: a deleted one a ccm made (it
+/// carries the origin labels) is let go at once, or it (and its
+/// namespace) would wait for a cleanup that never comes. A Secret the
+/// manager made for it earlier goes with it through its ownerReference.
+/// Any other copy there (another installation's) is left alone.
 async fn let_go(
     copy: &Summary<SyncSecret>,
     namespace: &str,
     ctx: &Context,
 ) -> Result<Action, Error> {
-    if copy.meta().deletion_timestamp.is_none() {
+    if copy.meta().deletion_timestamp.is_none() || copy.label(LABEL_ORIGIN_NAME).is_none() {
         return Ok(Action::await_change());
     }
     let api = Api::namespaced(ctx.client.clone(), namespace);

@@ -312,6 +312,7 @@ pub(super) async fn a_copy_outside_the_tenant_namespaces_is_skipped_and_let_go(
     let mut copy = sync_secret("stray");
     copy.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
     copy.metadata.namespace = Some(ns.to_owned());
+    copy.metadata.labels = Some([(LABEL_ORIGIN_NAME.to_owned(), "stray".to_owned())].into());
     let copy = copies.create(&PostParams::default(), &copy).await?;
     eventually("the manager skips the stray copy", WAIT, || async {
         let metrics = s.pair.lock().await.manager.metrics();

@@ -170,6 +170,15 @@ pub fn alerts(b: Binary) -> Vec<Alert> {
                 summary: "{{ $value }} synced TLS certificates in namespace {{ $labels.namespace }} have expired".to_owned(),
             },
             Alert {
+                name: "SyncSecretShardWithoutLeader",
+                expr: format!(
+                    "(count by (job) (max by (job, shard) ({p}_shard_leader) == 1) or 0 * max by (job) ({p}_shards)) < max by (job) ({p}_shards)"
+                ),
+                for_: "5m",
+                severity: "critical",
+                summary: "{{ $value }} manager shards have a leader, fewer than there are: the tenant namespaces of the others are not served".to_owned(),
+            },
+            Alert {
                 name: "SyncSecretWriteVerificationFailed",
                 expr: format!(
                     "sum by (namespace) (increase({p}_write_verify_failures_total[15m])) > 0"

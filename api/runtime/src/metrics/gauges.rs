@@ -62,6 +62,58 @@ pub fn register_health(
     }))
 }
 
+/// A shard's gauges, read from the probe state at each scrape.
+struct ShardGauges {
+    health: Arc<Health>,
+    shards: IntGauge,
+    leader: IntGauge,
+}
+
+impl Collector for ShardGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        let mut d = self.shards.desc();
+        d.extend(self.leader.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.leader.set(i64::from(self.health.leading()));
+        let mut m = self.shards.collect();
+        m.extend(self.leader.collect());
+        m
+    }
+}
+
+/// Registers `<prefix>_shards` (how many shards share the tenant
+/// namespaces, as this replica was told) and `<prefix>_shard_leader{shard}`
+/// (1 while this replica leads shard `shard`): fewer shards with a leader
+/// than `_shards` says is a shard whose tenants nobody serves.
+pub fn register_shard(
+    prefix: &str,
+    shard: u32,
+    count: u32,
+    health: Arc<Health>,
+    registry: &Registry,
+) -> Result<(), prometheus::Error> {
+    let shards = IntGauge::new(
+        format!("{prefix}_shards"),
+        "How many shards share the tenant namespaces (--shards).",
+    )?;
+    shards.set(i64::from(count));
+    let leader = IntGauge::with_opts(
+        Opts::new(
+            format!("{prefix}_shard_leader"),
+            "1 while this replica leads its shard (holds the shard's Lease).",
+        )
+        .const_label("shard", shard.to_string()),
+    )?;
+    registry.register(Box::new(ShardGauges {
+        health,
+        shards,
+        leader,
+    }))
+}
+
 /// Registers the collector `make` builds, replacing one registered before
 /// with the same descriptors: leading again after losing the lease, the
 /// new store replaces the old one.
