@@ -81,9 +81,7 @@ pub(super) async fn floor(
     })
     .await?;
     let done = tracker
-        .until("every floor Secret exists", cfg.timeout, |s| {
-            s.secret_version.values().filter(|(v, _)| *v == 0).count() >= n
-        })
+        .first_contents("every floor Secret exists", n, cfg.timeout)
         .await?;
     let create = done - t0;
     let (cpu_after, wall) = (cpu_now(pair), t0.elapsed());
@@ -191,9 +189,7 @@ pub(super) async fn contract_floor(
     .await?;
     let chains = t0.elapsed();
     let done = tracker
-        .until("every contract-floor Secret exists", cfg.timeout, |s| {
-            s.secret_version.values().filter(|(v, _)| *v == 0).count() >= n
-        })
+        .first_contents("every contract-floor Secret exists", n, cfg.timeout)
         .await?;
     // When the last Secret arrived (the chains go on to the statuses and
     // the event after it), as for ours.

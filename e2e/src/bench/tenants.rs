@@ -170,9 +170,7 @@ async fn phases(
     .await?;
     let written = t0.elapsed();
     let done = tracker
-        .until("every Secret holds its content", cfg.timeout, |s| {
-            s.secret_version.values().filter(|(v, _)| *v == 0).count() >= n
-        })
+        .first_contents("every Secret holds its content", n, cfg.timeout)
         .await?;
     let converge = done - t0;
     // The copies' statuses follow their Secrets: let them land so that the

@@ -172,6 +172,20 @@ impl Tracker {
         );
     }
 
+    /// Waits until `n` Secrets hold their objects' first content; fails
+    /// after `timeout` saying `what`.
+    pub(super) async fn first_contents(
+        &self,
+        what: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Instant, HarnessError> {
+        self.until(what, timeout, |s| {
+            s.secret_version.values().filter(|(v, _)| *v == 0).count() >= n
+        })
+        .await
+    }
+
     /// Waits until `done` holds; fails after `timeout` saying `what`.
     pub(super) async fn until(
         &self,

@@ -277,13 +277,9 @@ async fn request_costs(flags: &Flags, header: &Value, n: usize) -> ExitCode {
     let file = flags
         .out
         .join(format!("{}-request-costs.json", date.replace(':', "")));
-    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-    if let Err(e) = std::fs::create_dir_all(&flags.out).and_then(|()| std::fs::write(&file, &text))
-    {
-        eprintln!("error: cannot write {}: {e}", file.display());
-        return ExitCode::FAILURE;
+    if let Err(code) = write_result(&file, &doc) {
+        return code;
     }
-    println!("{text}");
     if flags.no_table {
         return ExitCode::SUCCESS;
     }
@@ -350,14 +346,9 @@ async fn many_tenants(flags: &Flags, header: &Value, tenants: usize) -> ExitCode
             date.replace(':', ""),
             flags.objects_per_tenant
         ));
-        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-        if let Err(e) =
-            std::fs::create_dir_all(&flags.out).and_then(|()| std::fs::write(&file, &text))
-        {
-            eprintln!("error: cannot write {}: {e}", file.display());
-            return ExitCode::FAILURE;
+        if let Err(code) = write_result(&file, &doc) {
+            return code;
         }
-        println!("{text}");
         let secs = |v: &Value| {
             v.as_f64()
                 .map_or("-".to_owned(), |x| format!("{:.1}", x / 1000.0))
@@ -422,6 +413,20 @@ async fn many_tenants(flags: &Flags, header: &Value, tenants: usize) -> ExitCode
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Writes one run's JSON to `file` (its directory made if need be) and
+/// prints it.
+fn write_result(file: &std::path::Path, doc: &Value) -> Result<(), ExitCode> {
+    let text = serde_json::to_string_pretty(doc).unwrap_or_default();
+    let dir = file.parent().unwrap_or(std::path::Path::new("."));
+    if let Err(e) = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(file, &text)) {
+        eprintln!("error: cannot write {}: {e}", file.display());
+        return Err(ExitCode::FAILURE);
+    }
+    eprintln!("bench: wrote {}", file.display());
+    println!("{text}");
+    Ok(())
 }
 
 /// "Machine: ... Kubernetes ..., etcd ..." of a run's header.
@@ -510,15 +515,9 @@ async fn main() -> ExitCode {
                         "{}-{objects}x{tenants}.json",
                         date.replace(':', "")
                     ));
-                    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
-                    if let Err(e) = std::fs::create_dir_all(&flags.out)
-                        .and_then(|()| std::fs::write(&file, &text))
-                    {
-                        eprintln!("error: cannot write {}: {e}", file.display());
-                        return ExitCode::FAILURE;
+                    if let Err(code) = write_result(&file, &doc) {
+                        return code;
                     }
-                    eprintln!("bench: wrote {}", file.display());
-                    println!("{text}");
                     rows.push_str(&row(&result));
                     cpu_table_rows.push_str(&cpu_rows(&result));
                 }
