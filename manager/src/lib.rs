@@ -360,13 +360,11 @@ impl Setup {
     }
 }
 
-/// Whether the API server refused a call with 403 Forbidden.
+/// Whether the API server refused the list of shard Leases with 403.
 fn forbidden(e: &syncsecret_runtime::RuntimeError) -> bool {
     matches!(
         e,
-        syncsecret_runtime::RuntimeError::ShardLeases {
-            source: kube::Error::Api(s),
-            ..
-        } if s.code == 403
+        syncsecret_runtime::RuntimeError::ShardLeases { source, .. }
+            if syncsecret_runtime::status_code(source) == Some(403)
     )
 }

@@ -94,6 +94,8 @@ async fn let_go(
     if copy.meta().deletion_timestamp.is_none() || copy.label(LABEL_ORIGIN_NAME).is_none() {
         return Ok(Action::await_change());
     }
+    // Not `copy_writer`: the copy goes once released, and a remembered
+    // write whose watch event never comes would only linger.
     let api = Api::namespaced(ctx.client.clone(), namespace);
     let writer = Writer::<Summary<SyncSecret>>::new(api, "syncsecrets", &ctx.metrics);
     match writer.release_finalizer(copy.meta(), FINALIZER).await {
