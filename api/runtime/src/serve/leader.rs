@@ -265,9 +265,7 @@ impl LeaderLease {
             Err(e) => Err(self.err(e)),
         }
     }
-}
 
-impl LeaderLease {
     /// `now`, or just after the latest acquireTime of the other held
     /// Leases named from the peers' base, whichever is later. Without the
     /// list (not allowed, say), `now`.
