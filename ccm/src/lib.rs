@@ -41,6 +41,8 @@ use syncsecret_runtime::serve::health::{Health, store_synced};
 use syncsecret_runtime::serve::runner::{Leading, Plumbing};
 use syncsecret_runtime::serve::shutdown::Shutdown;
 
+use crate::reconcile::PENDING_AFTER;
+
 pub use error::{Error, StartError};
 pub use flags::Flags;
 
@@ -104,6 +106,9 @@ pub struct Asked {
     at: Since,
     /// When the manager last answered one of them.
     last_answer: Option<Instant>,
+    /// The latest write of ours the manager has answered: one it answers
+    /// after a write well before it has been passed over, not queued.
+    newest_answered: Option<Instant>,
     /// Copies this process saw terminating (held by the manager's
     /// finalizer): only their going counts as the manager at work, not
     /// that of a copy it never held.
@@ -111,6 +116,31 @@ pub struct Asked {
 }
 
 impl Asked {
+    /// The verdict on a copy asked at `asked` is in (see
+    /// [`Context::answered`]).
+    fn answered(&mut self, copy: &str, now: Instant) {
+        if let Some(asked) = self.at.at.remove(copy) {
+            self.last_answer = Some(now);
+            self.newest_answered = self.newest_answered.max(Some(asked));
+        }
+    }
+
+    /// Whether a copy written at `asked` and still without a verdict is
+    /// late at `now` (see [`Context::verdict_late`]).
+    fn late(&self, asked: Option<Instant>, now: Instant) -> bool {
+        let quiet = self
+            .last_answer
+            .is_none_or(|at| now.saturating_duration_since(at) >= PENDING_AFTER);
+        let passed_over = match (asked, self.newest_answered) {
+            (Some(asked), Some(newest)) => newest.saturating_duration_since(asked) > PENDING_AFTER,
+            // Asked before anything this process remembers: any answer
+            // is to a later write.
+            (None, newest) => newest.is_some(),
+            (Some(_), None) => false,
+        };
+        quiet || passed_over
+    }
+
     /// See [`Context::copy_gone`].
     fn gone(&mut self, copy: &str) {
         self.at.at.remove(copy);
@@ -219,10 +249,8 @@ impl Context {
     /// The manager's verdict on `copy` is in: if it answers a write of
     /// ours, the manager is at work on this tenant's copies.
     pub fn answered(&self, copy: &str) {
-        if let Ok(mut a) = self.asked.lock()
-            && a.at.at.remove(copy).is_some()
-        {
-            a.last_answer = Some(Instant::now());
+        if let Ok(mut a) = self.asked.lock() {
+            a.answered(copy, Instant::now());
         }
     }
 
@@ -245,14 +273,29 @@ impl Context {
     }
 
     /// Whether the manager has answered a write of ours (or let a copy
-    /// go) within `within`: its queue moves, and an object waiting for it
-    /// waits its turn.
+    /// go) within `within`: its queue moves.
     pub fn manager_answering(&self, within: Duration) -> bool {
         self.asked
             .lock()
             .ok()
             .and_then(|a| a.last_answer)
             .is_some_and(|at| at.elapsed() < within)
+    }
+
+    /// Whether a new object whose copy was written `waited` ago, and
+    /// still has no verdict, should show `Pending`: the manager has
+    /// answered none of our writes (nor let a copy go) for
+    /// [`PENDING_AFTER`], or has answered one made more than
+    /// [`PENDING_AFTER`] after this copy's. While it answers only writes
+    /// from about ours or before, it works through a queue that moves and
+    /// this copy waits its turn (its watch delivers in order); `Pending`
+    /// would be one more write for each of thousands created at once.
+    pub fn verdict_late(&self, waited: Duration) -> bool {
+        let now = Instant::now();
+        self.asked
+            .lock()
+            .map(|a| a.late(now.checked_sub(waited), now))
+            .unwrap_or(true)
     }
 
     /// Forgets `obj`'s wait (its copy is gone).
@@ -601,6 +644,33 @@ mod tests {
         a.gone("held");
         assert!(a.last_answer.is_some());
         assert!(a.terminating.at.is_empty());
+    }
+
+    #[test]
+    fn a_copy_is_late_when_the_manager_is_quiet_or_has_passed_it_over() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        let mut a = Asked::default();
+        // Never answered: quiet, late.
+        assert!(a.late(Some(t0), s(5)));
+        a.at.put("first", false, t0);
+        a.at.put("ours", false, s(1));
+        a.at.put("close", false, s(4));
+        a.at.put("after", false, s(8));
+        // A queue that moves through writes from before ours and about
+        // ours: not late.
+        a.answered("first", s(9));
+        a.answered("close", s(11));
+        assert!(!a.late(Some(s(1)), s(12)));
+        // The manager answered a write made 7 s after ours: passed over.
+        a.answered("after", s(13));
+        assert!(a.late(Some(s(1)), s(14)));
+        assert!(!a.late(Some(s(4)), s(14)), "a 4 s lead is within the slack");
+        // Quiet for 5 s: late, whoever was answered.
+        assert!(a.late(Some(s(8)), s(18)));
+        // A copy asked before what this process remembers (a restart):
+        // any answer is to a later write.
+        assert!(a.late(None, s(14)));
     }
 
     #[test]

@@ -210,7 +210,7 @@ async fn write_copy(
 
 /// Status comes home: the manager's verdict on the copy as it is now, or
 /// Pending for a new object once it has waited `PENDING_AFTER` for one
-/// and the manager has answered none of our writes for as long.
+/// and the verdict is late ([`Context::verdict_late`]).
 async fn mirror_verdict(
     obj: &Summary<SyncSecret>,
     copy: &str,
@@ -233,14 +233,8 @@ async fn mirror_verdict(
             if waited < PENDING_AFTER {
                 return Ok(Action::requeue(PENDING_AFTER - waited));
             }
-            // The manager answers our other writes: this one waits its
-            // turn in a queue that moves (thousands created at once), and
-            // `Pending` would be one more write for each of them. Only a
-            // manager that has answered nothing for as long is late, or
-            // one that leaves this very copy unanswered past the cap
-            // (answering the others is no proof it ever gets to this one).
-            if waited < PENDING_CAP && ctx.manager_answering(PENDING_AFTER) {
-                return Ok(Action::requeue(PENDING_AFTER.min(PENDING_CAP - waited)));
+            if !ctx.verdict_late(waited) {
+                return Ok(Action::requeue(PENDING_AFTER));
             }
             mirror(obj, pending(), ctx).await?;
         }
@@ -290,14 +284,10 @@ fn with_conflict(
     with_condition(status, condition)
 }
 
-/// How long a new object may wait for the manager's verdict, with the
-/// manager answering none of our writes meanwhile, before its status says
-/// `Pending`.
-pub(crate) const PENDING_AFTER: Duration = Duration::from_secs(5);
-
 /// How long a new object may wait for the manager's verdict before its
-/// status says `Pending`, however busy the manager is with other copies.
-pub(crate) const PENDING_CAP: Duration = Duration::from_secs(60);
+/// status may say `Pending` (see [`Context::verdict_late`]), and the
+/// slack within which the manager may answer later writes first.
+pub(crate) const PENDING_AFTER: Duration = Duration::from_secs(5);
 
 /// Writes the tenant status (only if it changed) and tells the user about a
 /// new verdict with an event.
