@@ -10,6 +10,7 @@
 
 mod accounting;
 mod floor;
+mod latency;
 mod load;
 mod profile;
 mod request_costs;
@@ -24,7 +25,6 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use syncsecret_api::SyncSecret;
-use syncsecret_api::contract::LABEL_ORIGIN_NS;
 
 use crate::HarnessError;
 use crate::pair::{Launch, Pair, ensure_namespace};
@@ -33,6 +33,7 @@ use accounting::{
     writes_between,
 };
 use floor::{contract_floor, floor};
+use latency::{Stages, ms_between, reconciles, reconciles_since};
 use load::{for_each_concurrently, name, object, padding};
 pub use profile::ProfileApiServers;
 use profile::{finish_profiles, start_profiles};
@@ -128,18 +129,9 @@ async fn phases(
         ensure_namespace(c, NAMESPACE).await?;
     }
     tracker.secrets(pair.management.clone());
-    tracker.count(
-        Api::<SyncSecret>::all(pair.management.clone()),
-        Some(LABEL_ORIGIN_NS),
-        |s| &mut s.copies,
-    );
-    tracker.with(|s| s.tenant_objects = vec![0; pair.tenants.len()]);
+    tracker.copies(pair.management.clone());
     for (t, c) in pair.tenants.iter().enumerate() {
-        tracker.count(
-            Api::<SyncSecret>::namespaced(c.clone(), NAMESPACE),
-            None,
-            move |s| &mut s.tenant_objects[t],
-        );
+        tracker.tenant_objects(Api::namespaced(c.clone(), NAMESPACE), t);
     }
     let per_tenant = cfg.objects / cfg.tenants.max(1);
     let n = per_tenant * cfg.tenants;
@@ -185,10 +177,14 @@ async fn phases(
     let create_requests = delta(&before, &after);
     finish_profiles(profiles).await;
 
-    // 2. Propagation latency, one paced update at a time.
+    // 2. Propagation latency, one paced update at a time, and where it
+    // goes: each stage ends when the run's own watch sees the new content
+    // (tenant object, copy, Secret), so each includes one watch delivery.
     let mut latencies = Vec::new();
+    let mut stages = Stages::default();
     let requests_before_updates = all_requests(pair).await?;
     let cpu_before_updates = cpu_now(pair);
+    let reconciles_before = reconciles(pair);
     let t_updates = Instant::now();
     for k in 0..cfg.updates {
         let (t, n) = &items[(k * 7919) % items.len()];
@@ -198,6 +194,7 @@ async fn phases(
         apis[*t]
             .patch(n, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
+        let answered = Instant::now();
         let arrived = tracker
             .until(&format!("update {k} of {n} arrives"), cfg.timeout, |s| {
                 s.secret_version
@@ -205,15 +202,28 @@ async fn phases(
                     .is_some_and(|(v, _)| *v == version)
             })
             .await?;
-        let at = tracker.read(|s| s.secret_version.get(n.as_str()).map(|(_, at)| *at));
-        let at = at.unwrap_or(arrived);
-        latencies.push(at.saturating_duration_since(sent).as_secs_f64() * 1000.0);
+        let seen = tracker.read(|s| {
+            let at = |m: &std::collections::HashMap<String, (u32, Instant)>| {
+                m.get(n.as_str())
+                    .filter(|(v, _)| *v == version)
+                    .map(|(_, at)| *at)
+            };
+            (
+                at(&s.tenant_version),
+                at(&s.copy_version),
+                at(&s.secret_version),
+            )
+        });
+        let secret_at = seen.2.unwrap_or(arrived);
+        latencies.push(ms_between(sent, secret_at));
+        stages.record(sent, answered, seen.0, seen.1, secret_at);
         tokio::time::sleep(cfg.pace).await;
     }
     latencies.sort_by(f64::total_cmp);
     let (cpu_after, wall) = (cpu_now(pair), t_updates.elapsed());
     let update_writes = writes_between(&requests_before_updates, &all_requests(pair).await?);
     let updates_cpu = cpu_spent(&cpu_before_updates, &cpu_after, wall, update_writes);
+    let update_reconciles = reconciles_since(&reconciles_before, &reconciles(pair), cfg.updates);
 
     // 3. Cost so far (peak RSS, CPU) of each controller process.
     let costs = cost_now(pair);
@@ -317,6 +327,8 @@ async fn phases(
             "p99": percentile(&latencies, 99.0),
             "max": latencies.last().copied().unwrap_or(f64::NAN),
             "cpu_s": updates_cpu,
+            "stages": stages.percentiles(),
+            "reconciles": update_reconciles,
         },
         "after_restart": {
             "api_writes": restart_writes,

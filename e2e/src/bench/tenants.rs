@@ -13,7 +13,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use syncsecret_api::SyncSecret;
-use syncsecret_api::contract::{FIELD_MANAGER_CCM, LABEL_ORIGIN_NS, tenant_namespace};
+use syncsecret_api::contract::{FIELD_MANAGER_CCM, tenant_namespace};
 use syncsecret_api::desired::desired_copy;
 use syncsecret_runtime::generate::rbac;
 
@@ -123,11 +123,7 @@ async fn phases(
     cfg: &TenantsConfig,
 ) -> Result<Value, HarnessError> {
     tracker.secrets(management.clone());
-    tracker.count(
-        Api::<SyncSecret>::all(management.clone()),
-        Some(LABEL_ORIGIN_NS),
-        |s| &mut s.copies,
-    );
+    tracker.copies(management.clone());
     let items: Vec<(usize, String)> = (0..cfg.objects_per_tenant)
         .flat_map(|i| (0..names.len()).map(move |t| (t, format!("o{t}-{i}"))))
         .collect();

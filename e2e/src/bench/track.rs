@@ -1,26 +1,30 @@
 //! Tracking convergence by watches, never by polling: when each object's
 //! copy, Secret and status arrive, and which version of its content.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use syncsecret_api::contract::LABEL_ORIGIN_NAME;
+use syncsecret_api::SyncSecret;
+use syncsecret_api::contract::{LABEL_ORIGIN_NAME, LABEL_ORIGIN_NS};
 use tokio::sync::Notify;
 
 use super::VALUE_BYTES;
 use crate::HarnessError;
 
-/// What the management-side watches saw: per object name, the version of
-/// the content its Secret holds and when that arrived; and how many
-/// copies, Secrets and tenant objects exist.
+/// What the watches saw: per object name, the version of the content its
+/// Secret, its copy and the tenant object hold and when that arrived; and
+/// how many copies, Secrets and tenant objects exist.
 #[derive(Default)]
 pub(super) struct Seen {
     pub(super) secret_version: HashMap<String, (u32, Instant)>,
+    pub(super) copy_version: HashMap<String, (u32, Instant)>,
+    pub(super) tenant_version: HashMap<String, (u32, Instant)>,
     pub(super) secrets: usize,
     pub(super) copies: usize,
     /// Per tenant cluster.
@@ -44,12 +48,39 @@ pub(super) fn value(name: &str, version: u32) -> Vec<u8> {
 }
 
 pub(super) fn version_of(secret: &Secret) -> Option<(String, u32)> {
-    let data = secret.data.as_ref()?.get("v")?;
+    version_in(secret.data.as_ref())
+}
+
+/// The object name and content version that `data` (of a Secret, a copy
+/// or a tenant object) holds.
+fn version_in(data: Option<&BTreeMap<String, ByteString>>) -> Option<(String, u32)> {
+    let data = data?.get("v")?;
     let text = std::str::from_utf8(data.0.get(..64.min(data.0.len()))?).ok()?;
     let mut parts = text.splitn(3, ':');
     let name = parts.next()?.to_owned();
     let version = parts.next()?.parse().ok()?;
     Some((name, version))
+}
+
+/// Records in `versions` that `version` (object name and content
+/// version) arrived at `now`, or went.
+fn arrived(
+    versions: &mut HashMap<String, (u32, Instant)>,
+    version: Option<(String, u32)>,
+    present: bool,
+    now: Instant,
+) {
+    let Some((name, version)) = version else {
+        return;
+    };
+    if !present {
+        versions.remove(&name);
+        return;
+    }
+    let e = versions.entry(name).or_insert((version, now));
+    if e.0 != version {
+        *e = (version, now);
+    }
 }
 
 impl Tracker {
@@ -136,19 +167,6 @@ impl Tracker {
         });
     }
 
-    /// Watches `api` and keeps the number of its objects in `count`.
-    pub(super) fn count<K>(
-        &self,
-        api: Api<K>,
-        labels: Option<&str>,
-        count: impl Fn(&mut Seen) -> &mut usize + Send + 'static,
-    ) where
-        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
-    {
-        self.watch(api, labels, count, |_, _, _, _| {});
-    }
-
     /// Watches the management cluster's Secrets that carry an origin label
     /// and records the content version each holds, and when it arrived.
     pub(super) fn secrets(&self, management: Client) {
@@ -157,17 +175,40 @@ impl Tracker {
             Some(LABEL_ORIGIN_NAME),
             |s| &mut s.secrets,
             |seen, secret: &Secret, present, now| {
-                let Some((name, version)) = version_of(secret) else {
-                    return;
-                };
-                if !present {
-                    seen.secret_version.remove(&name);
-                    return;
-                }
-                let e = seen.secret_version.entry(name).or_insert((version, now));
-                if e.0 != version {
-                    *e = (version, now);
-                }
+                arrived(&mut seen.secret_version, version_of(secret), present, now);
+            },
+        );
+    }
+
+    /// Watches the copies (what carries the ccm's origin labels) in the
+    /// management cluster, as [`Tracker::secrets`] does the Secrets.
+    pub(super) fn copies(&self, management: Client) {
+        self.watch(
+            Api::<SyncSecret>::all(management),
+            Some(LABEL_ORIGIN_NS),
+            |s| &mut s.copies,
+            |seen, copy: &SyncSecret, present, now| {
+                let version = version_in(copy.data.as_ref());
+                arrived(&mut seen.copy_version, version, present, now);
+            },
+        );
+    }
+
+    /// Watches the tenant objects in `api` (tenant cluster `t`), as
+    /// [`Tracker::secrets`] does the Secrets.
+    pub(super) fn tenant_objects(&self, api: Api<SyncSecret>, t: usize) {
+        self.with(|s| {
+            if s.tenant_objects.len() <= t {
+                s.tenant_objects.resize(t + 1, 0);
+            }
+        });
+        self.watch(
+            api,
+            None,
+            move |s| &mut s.tenant_objects[t],
+            |seen, obj: &SyncSecret, present, now| {
+                let version = version_in(obj.data.as_ref());
+                arrived(&mut seen.tenant_version, version, present, now);
             },
         );
     }

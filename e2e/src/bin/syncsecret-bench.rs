@@ -257,6 +257,54 @@ fn cpu_rows(r: &Value) -> String {
     rows
 }
 
+/// The rows of the latency table of one result: one per stage, with the
+/// reconcile time of the controller that does the hop.
+fn stage_rows(r: &Value) -> String {
+    let stages = &r["latency_ms"]["stages"];
+    let reconciles = &r["latency_ms"]["reconciles"];
+    // The hop's controllers: the manager, or every ccm (mean of means).
+    let reconcile = |ccm: bool| -> String {
+        let of: Vec<(f64, f64)> = reconciles
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| name.contains("ccm") == ccm)
+            .filter_map(|(_, v)| Some((v["mean_ms"].as_f64()?, v["per_update"].as_f64()?)))
+            .collect();
+        if of.is_empty() {
+            return "-".to_owned();
+        }
+        let n = of.len() as f64;
+        let (ms, per): (f64, f64) = of.iter().fold((0.0, 0.0), |(a, b), (m, p)| (a + m, b + p));
+        format!("{:.1} ({:.2})", ms / n, per)
+    };
+    let mut rows = String::new();
+    for (key, label, hop) in [
+        ("tenant_write", "tenant PATCH answered", None),
+        ("tenant_watch", "tenant object seen", None),
+        ("hop1_ccm", "hop 1: copy seen", Some(true)),
+        ("hop2_manager", "hop 2: Secret seen", Some(false)),
+    ] {
+        let s = &stages[key];
+        if !s.is_object() {
+            continue;
+        }
+        let f = |k: &str| s[k].as_f64().map_or("-".to_owned(), |x| format!("{x:.1}"));
+        rows.push_str(&format!(
+            "| {} | {} | {label} | {} | {} | {} | {} | {} | {} |\n",
+            r["objects"],
+            r["tenants"],
+            f("p50"),
+            f("p90"),
+            f("p99"),
+            f("max"),
+            f("mean_in_slowest_1pct"),
+            hop.map_or("-".to_owned(), reconcile),
+        ));
+    }
+    rows
+}
+
 /// `--request-costs`: one JSON file, and a table appended to
 /// docs/benchmarks.md (unless `--no-table`).
 async fn request_costs(flags: &Flags, header: &Value, n: usize) -> ExitCode {
@@ -483,6 +531,7 @@ async fn main() -> ExitCode {
     }
     let mut rows = String::new();
     let mut cpu_table_rows = String::new();
+    let mut latency_rows = String::new();
     let mut failed = false;
     for &objects in &flags.objects {
         for &tenants in &flags.tenants {
@@ -520,6 +569,7 @@ async fn main() -> ExitCode {
                     }
                     rows.push_str(&row(&result));
                     cpu_table_rows.push_str(&cpu_rows(&result));
+                    latency_rows.push_str(&stage_rows(&result));
                 }
                 Err(e) => {
                     eprintln!("error: {objects} objects over {tenants} tenant(s): {e}");
@@ -534,7 +584,21 @@ async fn main() -> ExitCode {
              {machine}, {rustc}. \
              Loader concurrency {conc}; {updates} paced updates every {pace} ms. Written by `make bench`.\n\n\
              | objects | tenants | converge s | floor s | ratio | contract floor s | ratio | delete s | floor delete s | contract floor delete s | latency p50 / p90 / p99 / max ms | writes after restart | peak RSS / CPU | our writes per object, create / delete | API requests per object, create | API writes per object, delete |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}{cpu_table}",
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}{cpu_table}{latency_table}",
+            latency_table = if latency_rows.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "\nWhere a paced update's milliseconds went. Each stage ends when the run's own watch sees the new \
+                     content: the tenant object (the tenant write and its watch delivery), the copy (hop 1: the ccm's \
+                     queue, GET and copy apply, and the management watch delivery), the Secret (hop 2: the manager's). \
+                     Percentiles are of each stage alone; the last column is each stage's mean over the slowest 1% of \
+                     updates; *reconcile* is the controller's own mean reconcile time during the phase, with reconciles \
+                     per update:\n\n\
+                     | objects | tenants | stage | p50 ms | p90 ms | p99 ms | max ms | mean in slowest 1% | reconcile ms (per update) |\n\
+                     |---|---|---|---|---|---|---|---|---|\n{latency_rows}"
+                )
+            },
             cpu_table = if cpu_table_rows.is_empty() {
                 String::new()
             } else {

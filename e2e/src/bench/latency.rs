@@ -1,0 +1,155 @@
+//! Where a paced update's milliseconds go: each stage ends when the run's
+//! own watch sees the new content of the tenant object, the copy and the
+//! Secret, and the controllers' reconcile histograms say how much of a
+//! hop is their own work (GET and apply) rather than waiting.
+
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::accounting::percentile;
+use crate::pair::{Pair, sum_samples};
+
+/// One paced update, in milliseconds since it was sent (NaN: the watch
+/// did not see that version, as after a relist).
+#[derive(Clone, Copy)]
+struct Sample {
+    /// The tenant PATCH answered.
+    answered: f64,
+    /// The tenant object's new content seen by a watch: the write and the
+    /// tenant API server's watch delivery, what the ccm waits for too.
+    tenant: f64,
+    /// The copy's new content seen: the ccm's queue, GET and copy apply,
+    /// and the management watch delivery.
+    copy: f64,
+    /// The Secret's: the manager's queue, GET and Secret apply, and the
+    /// watch delivery. The update's latency.
+    secret: f64,
+}
+
+/// A stage's length in one update.
+type Length = fn(&Sample) -> f64;
+
+/// The stages of every paced update of a run.
+#[derive(Default)]
+pub(super) struct Stages {
+    samples: Vec<Sample>,
+}
+
+/// Milliseconds from `from` to `to` (negative if `to` came first).
+pub(super) fn ms_between(from: Instant, to: Instant) -> f64 {
+    if to >= from {
+        to.duration_since(from).as_secs_f64() * 1000.0
+    } else {
+        -(from.duration_since(to).as_secs_f64() * 1000.0)
+    }
+}
+
+impl Stages {
+    /// Records one update sent at `sent`.
+    pub(super) fn record(
+        &mut self,
+        sent: Instant,
+        answered: Instant,
+        tenant: Option<Instant>,
+        copy: Option<Instant>,
+        secret: Instant,
+    ) {
+        let since = |at: Option<Instant>| at.map_or(f64::NAN, |at| ms_between(sent, at));
+        self.samples.push(Sample {
+            answered: since(Some(answered)),
+            tenant: since(tenant),
+            copy: since(copy),
+            secret: since(Some(secret)),
+        });
+    }
+
+    /// Percentiles of each stage on its own (a stage's length: its end
+    /// minus the previous stage's end), and the mean of each over the
+    /// slowest 1% of updates (which stage their time went to).
+    pub(super) fn percentiles(&self) -> Value {
+        let stages: [(&str, Length); 4] = [
+            ("tenant_write", |s| s.answered),
+            ("tenant_watch", |s| s.tenant),
+            ("hop1_ccm", |s| s.copy - s.tenant),
+            ("hop2_manager", |s| s.secret - s.copy),
+        ];
+        let mut slowest = self.samples.clone();
+        slowest.sort_by(|a, b| b.secret.total_cmp(&a.secret));
+        slowest.truncate(self.samples.len().div_ceil(100));
+        let mut out = serde_json::Map::new();
+        for (name, length) in stages {
+            let mut all: Vec<f64> = self
+                .samples
+                .iter()
+                .map(length)
+                .filter(|v| !v.is_nan())
+                .collect();
+            all.sort_by(f64::total_cmp);
+            let tail: Vec<f64> = slowest.iter().map(length).filter(|v| !v.is_nan()).collect();
+            out.insert(
+                name.to_owned(),
+                json!({
+                    "seen": all.len(),
+                    "p50": percentile(&all, 50.0),
+                    "p90": percentile(&all, 90.0),
+                    "p99": percentile(&all, 99.0),
+                    "max": all.last().copied().unwrap_or(f64::NAN),
+                    "mean_in_slowest_1pct": mean(&tail),
+                }),
+            );
+        }
+        Value::Object(out)
+    }
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Per controller process (by name): the sum of its reconcile durations
+/// in seconds and their count, from its `/metrics` (none for a process
+/// that serves none, such as KubeLB's).
+pub(super) fn reconciles(pair: &Pair) -> Vec<(String, f64, f64)> {
+    pair.controllers()
+        .filter_map(|c| {
+            let m = c.metrics().ok()?;
+            let metric = ["kubelb_manager", "kubelb_ccm"]
+                .iter()
+                .map(|p| format!("{p}_sync_secret_reconcile_duration_seconds"))
+                .find(|n| m.contains(&format!("{n}_count")))?;
+            let sum = sum_samples(&m, &format!("{metric}_sum"));
+            let count = sum_samples(&m, &format!("{metric}_count"));
+            Some((c.name().to_owned(), sum, count))
+        })
+        .collect()
+}
+
+/// What each controller reconciled between `before` and `after`, for
+/// `updates` updates: reconciles per update and the mean milliseconds of
+/// one.
+pub(super) fn reconciles_since(
+    before: &[(String, f64, f64)],
+    after: &[(String, f64, f64)],
+    updates: usize,
+) -> Value {
+    let mut out = serde_json::Map::new();
+    for (name, sum, count) in after {
+        let Some((_, sum0, count0)) = before.iter().find(|(n, _, _)| n == name) else {
+            continue;
+        };
+        let n = count - count0;
+        out.insert(
+            name.clone(),
+            json!({
+                "per_update": n / updates.max(1) as f64,
+                "mean_ms": if n > 0.0 { (sum - sum0) * 1000.0 / n } else { f64::NAN },
+            }),
+        );
+    }
+    Value::Object(out)
+}
