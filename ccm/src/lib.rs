@@ -6,6 +6,7 @@
 //! finalizer. With `--enable-secret-synchronizer` it also turns Secrets
 //! labelled `kubelb.k8c.io/managed-by=kubelb` into SyncSecrets.
 
+mod asked;
 pub mod error;
 pub mod flags;
 mod reconcile;
@@ -13,7 +14,6 @@ mod sweep;
 mod synchronizer;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -41,7 +41,7 @@ use syncsecret_runtime::serve::health::{Health, store_synced};
 use syncsecret_runtime::serve::runner::{Leading, Plumbing};
 use syncsecret_runtime::serve::shutdown::Shutdown;
 
-use crate::reconcile::PENDING_AFTER;
+use crate::asked::Asked;
 
 pub use error::{Error, StartError};
 pub use flags::Flags;
@@ -98,102 +98,6 @@ pub struct Context {
     pub asked: std::sync::Mutex<Asked>,
 }
 
-/// The copies this process wrote (by name) and not yet answered by the
-/// manager, with when: a new object's `Pending` clock runs from our write,
-/// not from the copy's creation (an adopted or updated copy is old).
-#[derive(Debug, Default)]
-pub struct Asked {
-    at: Since,
-    /// When the manager last answered one of them.
-    last_answer: Option<Instant>,
-    /// The latest write of ours the manager has answered: one it answers
-    /// after a write well before it has been passed over, not queued.
-    newest_answered: Option<Instant>,
-    /// Copies this process saw terminating (held by the manager's
-    /// finalizer): only their going counts as the manager at work, not
-    /// that of a copy it never held.
-    terminating: Since,
-}
-
-impl Asked {
-    /// The verdict on a copy asked at `asked` is in (see
-    /// [`Context::answered`]).
-    fn answered(&mut self, copy: &str, now: Instant) {
-        if let Some(asked) = self.at.at.remove(copy) {
-            self.last_answer = Some(now);
-            self.newest_answered = self.newest_answered.max(Some(asked));
-        }
-    }
-
-    /// Whether a copy written at `asked` and still without a verdict is
-    /// late at `now` (see [`Context::verdict_late`]).
-    fn late(&self, asked: Option<Instant>, now: Instant) -> bool {
-        let quiet = self
-            .last_answer
-            .is_none_or(|at| now.saturating_duration_since(at) >= PENDING_AFTER);
-        let passed_over = match (asked, self.newest_answered) {
-            (Some(asked), Some(newest)) => newest.saturating_duration_since(asked) > PENDING_AFTER,
-            // Asked before anything this process remembers: any answer
-            // is to a later write.
-            (None, newest) => newest.is_some(),
-            (Some(_), None) => false,
-        };
-        quiet || passed_over
-    }
-
-    /// See [`Context::copy_gone`].
-    fn gone(&mut self, copy: &str) {
-        self.at.at.remove(copy);
-        if self.terminating.at.remove(copy).is_some() {
-            self.last_answer = Some(Instant::now());
-        }
-    }
-}
-
-/// Names with the moment each was put in, forgotten after
-/// [`ASKED_FORGET`]: far longer than any queue of the manager's, so that
-/// an answer still counts when it comes, while an object deleted before
-/// its verdict leaves nothing behind for longer.
-#[derive(Debug)]
-struct Since {
-    at: std::collections::HashMap<String, Instant>,
-    /// Size at which entries past [`ASKED_FORGET`] are purged next: twice
-    /// what was left by the last purge, so that purging costs nothing per
-    /// insert however many wait.
-    purge_above: usize,
-}
-
-impl Default for Since {
-    fn default() -> Self {
-        Self {
-            at: std::collections::HashMap::new(),
-            purge_above: ASKED_PURGE_ABOVE,
-        }
-    }
-}
-
-impl Since {
-    /// Puts `name` in as of `now` (or keeps its first moment, `keep`).
-    fn put(&mut self, name: &str, keep: bool, now: Instant) {
-        if self.at.len() >= self.purge_above {
-            self.at
-                .retain(|_, at| now.saturating_duration_since(*at) < ASKED_FORGET);
-            self.purge_above = (2 * self.at.len()).max(ASKED_PURGE_ABOVE);
-        }
-        let at = self.at.entry(name.to_owned()).or_insert(now);
-        if !keep {
-            *at = now;
-        }
-    }
-}
-
-/// A [`Since`] is purged of entries older than [`ASKED_FORGET`] once it
-/// holds at least this many.
-const ASKED_PURGE_ABOVE: usize = 1024;
-
-/// How long an entry of a [`Since`] is remembered.
-const ASKED_FORGET: Duration = Duration::from_secs(600);
-
 impl Context {
     /// Writes copies in the tenant's management namespace.
     pub fn copy_writer(&self) -> Writer<'_, Summary<SyncSecret>> {
@@ -225,77 +129,6 @@ impl Context {
         self.recent_copies
             .lookup_listed(&self.copies, &key, recent::LIST_WAIT)
             .await
-    }
-
-    /// Remembers that the copy named `copy` was written just now.
-    pub fn asked(&self, copy: &str) {
-        if let Ok(mut a) = self.asked.lock() {
-            a.at.put(copy, false, Instant::now());
-        }
-    }
-
-    /// How long ago this process wrote the copy named `copy`, if the
-    /// manager has not answered since.
-    pub fn asked_ago(&self, copy: &str) -> Option<Duration> {
-        self.asked
-            .lock()
-            .ok()?
-            .at
-            .at
-            .get(copy)
-            .map(Instant::elapsed)
-    }
-
-    /// The manager's verdict on `copy` is in: if it answers a write of
-    /// ours, the manager is at work on this tenant's copies.
-    pub fn answered(&self, copy: &str) {
-        if let Ok(mut a) = self.asked.lock() {
-            a.answered(copy, Instant::now());
-        }
-    }
-
-    /// Remembers that the copy named `copy` was seen terminating.
-    pub fn saw_terminating(&self, copy: &str) {
-        if let Ok(mut a) = self.asked.lock() {
-            a.terminating.put(copy, true, Instant::now());
-        }
-    }
-
-    /// The copy `copy` is gone: forgets our write of it. If this process
-    /// saw it terminating, the manager released its finalizer: that counts
-    /// as the manager at work. A copy that went without it (never held by
-    /// the manager: refused by a quota, or deleted while it had no
-    /// finalizer) says nothing of the manager.
-    pub fn copy_gone(&self, copy: &str) {
-        if let Ok(mut a) = self.asked.lock() {
-            a.gone(copy);
-        }
-    }
-
-    /// Whether the manager has answered a write of ours (or let a copy
-    /// go) within `within`: its queue moves.
-    pub fn manager_answering(&self, within: Duration) -> bool {
-        self.asked
-            .lock()
-            .ok()
-            .and_then(|a| a.last_answer)
-            .is_some_and(|at| at.elapsed() < within)
-    }
-
-    /// Whether a new object whose copy was written `waited` ago, and
-    /// still has no verdict, should show `Pending`: the manager has
-    /// answered none of our writes (nor let a copy go) for
-    /// [`PENDING_AFTER`], or has answered one made more than
-    /// [`PENDING_AFTER`] after this copy's. While it answers only writes
-    /// from about ours or before, it works through a queue that moves and
-    /// this copy waits its turn (its watch delivers in order); `Pending`
-    /// would be one more write for each of thousands created at once.
-    pub fn verdict_late(&self, waited: Duration) -> bool {
-        let now = Instant::now();
-        self.asked
-            .lock()
-            .map(|a| a.late(now.checked_sub(waited), now))
-            .unwrap_or(true)
     }
 
     /// Forgets `obj`'s wait (its copy is gone).
@@ -622,77 +455,4 @@ impl Setup {
 fn origin_of(copy: &Summary<SyncSecret>) -> Option<ObjectRef<Summary<SyncSecret>>> {
     let (namespace, name) = syncsecret_api::sweep::origin(copy)?;
     Some(ObjectRef::new(&name).within(&namespace))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "test code")]
-
-    use super::*;
-
-    #[test]
-    fn only_a_copy_seen_terminating_counts_as_the_manager_at_work() {
-        let mut a = Asked::default();
-        let now = Instant::now();
-        a.at.put("refused", false, now);
-        // Gone without ever being held (a quota refused it, or it had no
-        // finalizer): nothing said of the manager.
-        a.gone("refused");
-        assert!(a.last_answer.is_none());
-        assert!(a.at.at.is_empty());
-        a.terminating.put("held", true, now);
-        a.gone("held");
-        assert!(a.last_answer.is_some());
-        assert!(a.terminating.at.is_empty());
-    }
-
-    #[test]
-    fn a_copy_is_late_when_the_manager_is_quiet_or_has_passed_it_over() {
-        let t0 = Instant::now();
-        let s = |n: u64| t0 + Duration::from_secs(n);
-        let mut a = Asked::default();
-        // Never answered: quiet, late.
-        assert!(a.late(Some(t0), s(5)));
-        a.at.put("first", false, t0);
-        a.at.put("ours", false, s(1));
-        a.at.put("close", false, s(4));
-        a.at.put("after", false, s(8));
-        // A queue that moves through writes from before ours and about
-        // ours: not late.
-        a.answered("first", s(9));
-        a.answered("close", s(11));
-        assert!(!a.late(Some(s(1)), s(12)));
-        // The manager answered a write made 7 s after ours: passed over.
-        a.answered("after", s(13));
-        assert!(a.late(Some(s(1)), s(14)));
-        assert!(!a.late(Some(s(4)), s(14)), "a 4 s lead is within the slack");
-        // Quiet for 5 s: late, whoever was answered.
-        assert!(a.late(Some(s(8)), s(18)));
-        // A copy asked before what this process remembers (a restart):
-        // any answer is to a later write.
-        assert!(a.late(None, s(14)));
-    }
-
-    #[test]
-    fn since_keeps_the_first_moment_when_asked_and_purges_old_entries() {
-        let mut s = Since::default();
-        let t0 = Instant::now();
-        let later = t0 + Duration::from_secs(5);
-        s.put("x", true, t0);
-        s.put("x", true, later);
-        assert_eq!(s.at["x"], t0, "kept");
-        s.put("x", false, later);
-        assert_eq!(s.at["x"], later, "renewed");
-        // Filled to the purge size: the next put purges what is older
-        // than ASKED_FORGET.
-        for i in 1..ASKED_PURGE_ABOVE {
-            s.at.insert(format!("old-{i}"), t0);
-        }
-        let much_later = t0 + ASKED_FORGET + Duration::from_secs(1);
-        s.put("new", false, much_later);
-        let mut left: Vec<&String> = s.at.keys().collect();
-        left.sort();
-        assert_eq!(left, ["new", "x"]);
-        assert_eq!(s.purge_above, ASKED_PURGE_ABOVE);
-    }
 }

@@ -2,9 +2,6 @@
 //! cluster; on deletion the copy goes first and the finalizer last.
 
 use std::sync::Arc;
-use std::time::Duration;
-
-use k8s_openapi::jiff::Timestamp;
 
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -24,6 +21,7 @@ use syncsecret_runtime::reconcile::writer::Deleted;
 use syncsecret_runtime::reconcile::{Finalized, Outcome, retry_later};
 use syncsecret_runtime::report;
 
+use crate::asked::PENDING_AFTER;
 use crate::{Context, Error};
 
 /// Reconciles one tenant SyncSecret; counts it, and reports a failure in
@@ -188,10 +186,14 @@ async fn write_copy(
         .map(Resource::meta)
         .or(live.map(Resource::meta));
     let applied = writer.apply(copy, FIELD_MANAGER_CCM, &desired, before, &changed);
-    if applied.await.map_err(failed)?.is_none() {
+    let Some(written) = applied.await.map_err(failed)? else {
         return Ok(Action::requeue(PENDING_AFTER));
+    };
+    // A write that leaves the generation as it was (labels, annotations)
+    // asks the manager for nothing: the verdict the copy carries stands.
+    if live.is_none_or(|l| l.meta().generation != written.meta().generation) {
+        ctx.asked(copy);
     }
-    ctx.asked(copy);
     let verb = if live.is_some() { "updated" } else { "created" };
     tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "copy {verb}");
     // An update changes no phase, so it gets an event of its own (a new
@@ -210,7 +212,7 @@ async fn write_copy(
 
 /// Status comes home: the manager's verdict on the copy as it is now, or
 /// Pending for a new object once it has waited `PENDING_AFTER` for one
-/// and the verdict is late ([`Context::verdict_late`]).
+/// and the verdict is late ([`Context::verdict_wait`]).
 async fn mirror_verdict(
     obj: &Summary<SyncSecret>,
     copy: &str,
@@ -223,18 +225,9 @@ async fn mirror_verdict(
             mirror(obj, verdict, ctx).await?;
         }
         None if obj.status.is_none() => {
-            let waited = ctx
-                .asked_ago(copy)
-                .or_else(|| {
-                    let created = live.metadata.creation_timestamp.as_ref()?;
-                    Duration::try_from(Timestamp::now().duration_since(created.0)).ok()
-                })
-                .unwrap_or(PENDING_AFTER);
-            if waited < PENDING_AFTER {
-                return Ok(Action::requeue(PENDING_AFTER - waited));
-            }
-            if !ctx.verdict_late(waited) {
-                return Ok(Action::requeue(PENDING_AFTER));
+            let created = live.metadata.creation_timestamp.as_ref();
+            if let Some(wait) = ctx.verdict_wait(copy, created) {
+                return Ok(Action::requeue(wait));
             }
             mirror(obj, pending(), ctx).await?;
         }
@@ -283,11 +276,6 @@ fn with_conflict(
     };
     with_condition(status, condition)
 }
-
-/// How long a new object may wait for the manager's verdict before its
-/// status may say `Pending` (see [`Context::verdict_late`]), and the
-/// slack within which the manager may answer later writes first.
-pub(crate) const PENDING_AFTER: Duration = Duration::from_secs(5);
 
 /// Writes the tenant status (only if it changed) and tells the user about a
 /// new verdict with an event.

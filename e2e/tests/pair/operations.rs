@@ -16,8 +16,8 @@ use syncsecret_e2e::kube_util::eventually;
 use syncsecret_e2e::pair::sum_samples;
 
 use super::support::{
-    create, gone, management, reconciles, settled, sync_secret, synced, tenant_client,
-    tenant_shows, total, user_visible_text,
+    create, delete_all, gone, kubectl_mgmt, management, mgmt_kubeconfig, reconciles, settled,
+    sync_secret, synced, tenant_client, tenant_shows, total, user_visible_text,
 };
 use super::{Shared, TENANTS, WAIT};
 
@@ -130,6 +130,112 @@ pub(super) async fn a_dry_run_writes_nothing_and_reports_each_pending_write(
     s.pair.lock().await.ccms[1].start().await?;
     synced(s, 1, "dry-run", "pending-copy", |_| true).await?;
     Ok(())
+}
+
+/// Holds the manager's status writes to copies labelled `e2e-stuck`.
+const HOLD_STATUS_POLICY: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: e2e-hold-status
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: ["kubelb.k8c.io"]
+      apiVersions: ["*"]
+      operations: ["UPDATE"]
+      resources: ["syncsecrets/status"]
+    objectSelector:
+      matchLabels:
+        e2e-stuck: "yes"
+  validations:
+  - expression: "false"
+    message: "the platform's policy holds the status of copies labelled e2e-stuck"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: e2e-hold-status
+spec:
+  policyName: e2e-hold-status
+  validationActions: [Deny]
+"#;
+
+/// A copy the manager never answers (its status writes refused) while it
+/// answers the tenant's later ones: the tenant object shows `Pending`
+/// once the manager has answered writes made well after its copy's, and
+/// `Synced` once the manager gets through.
+pub(super) async fn a_copy_the_manager_passes_over_shows_pending(s: &Shared) -> anyhow::Result<()> {
+    let kubeconfig = mgmt_kubeconfig(s).await;
+    kubectl_mgmt(&kubeconfig, &["apply", "-f", "-"], Some(HOLD_STATUS_POLICY))?;
+    // Active once a status write of a labelled object is refused (a
+    // server-side dry run, on an object outside the tenant namespaces).
+    let probes: Api<SyncSecret> = Api::namespaced(management(s).await, "default");
+    let mut probe = sync_secret("hold-probe");
+    probe.labels_mut().insert("e2e-stuck".into(), "yes".into());
+    probes.create(&PostParams::default(), &probe).await?;
+    eventually("the status policy is active", WAIT, || async {
+        let status = json!({ "status": { "phase": "Synced" } });
+        let params = PatchParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        match probes
+            .patch_status("hold-probe", &params, &Patch::Merge(&status))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.message.contains("e2e-stuck") => Ok(()),
+            other => Err(format!("not yet: {:?}", other.map(|o| o.name_any()))),
+        }
+    })
+    .await?;
+    probes
+        .delete("hold-probe", &DeleteParams::default())
+        .await?;
+
+    let ns = "passed-over";
+    let mut stuck = sync_secret("stuck");
+    stuck.labels_mut().insert("e2e-stuck".into(), "yes".into());
+    stuck.string_data = Some([("k".to_owned(), s.value("stuck"))].into());
+    create(s, 0, ns, stuck).await?;
+    let api: Api<SyncSecret> = Api::namespaced(tenant_client(s, 0).await, ns);
+    // A new object every second: the manager answers all along (it is
+    // never quiet for 5 s), so only being passed over makes `stuck` late.
+    let mut names = vec!["stuck".to_owned()];
+    let mut pending_after = None;
+    for i in 0..30 {
+        let name = format!("flow-{i}");
+        let mut flow = sync_secret(&name);
+        flow.string_data = Some([("k".to_owned(), s.value("flow"))].into());
+        create(s, 0, ns, flow).await?;
+        names.push(name);
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let phase = api.get("stuck").await?.status.and_then(|st| st.phase);
+        if phase == Some(SyncSecretPhase::Pending) {
+            pending_after = Some(i + 1);
+            break;
+        }
+    }
+    let Some(flows) = pending_after else {
+        bail!("stuck never showed Pending while the manager answered 30 later objects");
+    };
+    println!("    stuck: Pending after {flows} later objects were created");
+    // Those were answered: the manager was at work, not down.
+    tenant_shows(s, 0, ns, "flow-0", SyncSecretPhase::Synced).await?;
+    kubectl_mgmt(
+        &kubeconfig,
+        &[
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            "e2e-hold-status",
+        ],
+        None,
+    )?;
+    // The manager retries and gets through: `Synced`, by itself.
+    tenant_shows(s, 0, ns, "stuck", SyncSecretPhase::Synced).await?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    delete_all(s, 0, ns, &names).await
 }
 
 pub(super) async fn restarting_both_controllers_costs_zero_writes(
