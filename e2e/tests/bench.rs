@@ -34,25 +34,18 @@ async fn a_short_benchmark_converges_and_is_quiet_after_a_restart() {
     println!("{}", serde_json::to_string_pretty(&r).unwrap());
     assert_eq!(r["objects"], 200);
     assert_eq!(r["latency_ms"]["updates"], 20);
-    // Each update's way is seen at every stage, in order, and each hop's
-    // controller reconciled for it.
+    // Where each update's milliseconds went: every stage measured, and
+    // each hop's controllers reconciled at least once per update.
     let stages = &r["latency_ms"]["stages"];
     for stage in ["tenant_write", "tenant_watch", "hop1_ccm", "hop2_manager"] {
-        assert_eq!(stages[stage]["seen"], 20, "{stage}: {stages}");
+        assert!(stages[stage]["p99"].is_f64(), "{stage}: {stages}");
     }
-    assert!(
-        stages["hop2_manager"]["p50"].as_f64() > Some(0.0),
-        "the Secret came after its copy: {stages}"
-    );
     let reconciles = r["latency_ms"]["reconciles"].as_object().unwrap();
-    for controller in [
-        "syncsecret-manager",
-        "syncsecret-ccm-bench1",
-        "syncsecret-ccm-bench2",
-    ] {
-        let per_update = reconciles[controller]["per_update"].as_f64().unwrap();
-        assert!(per_update > 0.0, "{controller}: {reconciles:?}");
-    }
+    let of = |name: &str| reconciles[name]["reconciles"].as_f64().unwrap();
+    let updates = cfg.updates as f64;
+    assert!(of("syncsecret-manager") >= updates, "{reconciles:?}");
+    let ccms = of("syncsecret-ccm-bench1") + of("syncsecret-ccm-bench2");
+    assert!(ccms >= updates, "{reconciles:?}");
     assert!(r["create"]["converged_ms"].as_f64().unwrap() > 0.0);
     assert!(r["floor"]["create_ms"].as_f64().unwrap() > 0.0);
     assert!(r["contract_floor"]["create_ms"].as_f64().unwrap() > 0.0);

@@ -1,7 +1,8 @@
 //! Where a paced update's milliseconds go: each stage ends when the run's
 //! own watch sees the new content of the tenant object, the copy and the
-//! Secret, and the controllers' reconcile histograms say how much of a
-//! hop is their own work (GET and apply) rather than waiting.
+//! Secret (so the stages add up to the latency), and the controllers'
+//! reconcile histograms say how much of a hop is their own work (GET and
+//! apply) rather than watch delivery and queueing.
 
 use std::time::Instant;
 
@@ -10,11 +11,10 @@ use serde_json::{Value, json};
 use super::accounting::percentile;
 use crate::pair::{Pair, sum_samples};
 
-/// One paced update, in milliseconds since it was sent (NaN: the watch
-/// did not see that version, as after a relist).
+/// One paced update, in milliseconds since it was sent.
 #[derive(Clone, Copy)]
 struct Sample {
-    /// The tenant PATCH answered.
+    /// The tenant PATCH answered (within the next stage, not before it).
     answered: f64,
     /// The tenant object's new content seen by a watch: the write and the
     /// tenant API server's watch delivery, what the ccm waits for too.
@@ -51,22 +51,22 @@ impl Stages {
         &mut self,
         sent: Instant,
         answered: Instant,
-        tenant: Option<Instant>,
-        copy: Option<Instant>,
+        tenant: Instant,
+        copy: Instant,
         secret: Instant,
     ) {
-        let since = |at: Option<Instant>| at.map_or(f64::NAN, |at| ms_between(sent, at));
         self.samples.push(Sample {
-            answered: since(Some(answered)),
-            tenant: since(tenant),
-            copy: since(copy),
-            secret: since(Some(secret)),
+            answered: ms_between(sent, answered),
+            tenant: ms_between(sent, tenant),
+            copy: ms_between(sent, copy),
+            secret: ms_between(sent, secret),
         });
     }
 
     /// Percentiles of each stage on its own (a stage's length: its end
-    /// minus the previous stage's end), and the mean of each over the
-    /// slowest 1% of updates (which stage their time went to).
+    /// minus the previous stage's end; the tenant PATCH's from the send,
+    /// as part of the first stage), and the mean of each over the slowest
+    /// 1% of updates (which stage their time went to).
     pub(super) fn percentiles(&self) -> Value {
         let stages: [(&str, Length); 4] = [
             ("tenant_write", |s| s.answered),
@@ -90,7 +90,6 @@ impl Stages {
             out.insert(
                 name.to_owned(),
                 json!({
-                    "seen": all.len(),
                     "p50": percentile(&all, 50.0),
                     "p90": percentile(&all, 90.0),
                     "p99": percentile(&all, 99.0),
@@ -129,26 +128,20 @@ pub(super) fn reconciles(pair: &Pair) -> Vec<(String, f64, f64)> {
         .collect()
 }
 
-/// What each controller reconciled between `before` and `after`, for
-/// `updates` updates: reconciles per update and the mean milliseconds of
-/// one.
+/// What each controller reconciled between `before` and `after`: how
+/// many reconciles and their milliseconds in all.
 pub(super) fn reconciles_since(
     before: &[(String, f64, f64)],
     after: &[(String, f64, f64)],
-    updates: usize,
 ) -> Value {
     let mut out = serde_json::Map::new();
     for (name, sum, count) in after {
         let Some((_, sum0, count0)) = before.iter().find(|(n, _, _)| n == name) else {
             continue;
         };
-        let n = count - count0;
         out.insert(
             name.clone(),
-            json!({
-                "per_update": n / updates.max(1) as f64,
-                "mean_ms": if n > 0.0 { (sum - sum0) * 1000.0 / n } else { f64::NAN },
-            }),
+            json!({ "reconciles": count - count0, "ms": (sum - sum0) * 1000.0 }),
         );
     }
     Value::Object(out)

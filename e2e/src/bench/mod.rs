@@ -195,35 +195,41 @@ async fn phases(
             .patch(n, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         let answered = Instant::now();
-        let arrived = tracker
-            .until(&format!("update {k} of {n} arrives"), cfg.timeout, |s| {
-                s.secret_version
-                    .get(n.as_str())
-                    .is_some_and(|(v, _)| *v == version)
+        // Every stage's end, as the watches saw this version arrive.
+        let at = |m: &std::collections::HashMap<String, (u32, Instant)>| {
+            m.get(n.as_str())
+                .filter(|(v, _)| *v == version)
+                .map(|(_, at)| *at)
+        };
+        let what = format!("update {k} of {n} arrives");
+        tracker
+            .until(&what, cfg.timeout, |s| {
+                [&s.tenant_version, &s.copy_version, &s.secret_version]
+                    .iter()
+                    .all(|m| at(m).is_some())
             })
             .await?;
-        let seen = tracker.read(|s| {
-            let at = |m: &std::collections::HashMap<String, (u32, Instant)>| {
-                m.get(n.as_str())
-                    .filter(|(v, _)| *v == version)
-                    .map(|(_, at)| *at)
-            };
-            (
-                at(&s.tenant_version),
-                at(&s.copy_version),
-                at(&s.secret_version),
-            )
+        let ends = tracker.read(|s| {
+            Some((
+                at(&s.tenant_version)?,
+                at(&s.copy_version)?,
+                at(&s.secret_version)?,
+            ))
         });
-        let secret_at = seen.2.unwrap_or(arrived);
-        latencies.push(ms_between(sent, secret_at));
-        stages.record(sent, answered, seen.0, seen.1, secret_at);
+        let Some((tenant, copy, secret)) = ends else {
+            return Err(HarnessError::Usage(format!(
+                "{what}: its content went before it was read"
+            )));
+        };
+        latencies.push(ms_between(sent, secret));
+        stages.record(sent, answered, tenant, copy, secret);
         tokio::time::sleep(cfg.pace).await;
     }
     latencies.sort_by(f64::total_cmp);
     let (cpu_after, wall) = (cpu_now(pair), t_updates.elapsed());
     let update_writes = writes_between(&requests_before_updates, &all_requests(pair).await?);
     let updates_cpu = cpu_spent(&cpu_before_updates, &cpu_after, wall, update_writes);
-    let update_reconciles = reconciles_since(&reconciles_before, &reconciles(pair), cfg.updates);
+    let update_reconciles = reconciles_since(&reconciles_before, &reconciles(pair));
 
     // 3. Cost so far (peak RSS, CPU) of each controller process.
     let costs = cost_now(pair);
