@@ -81,18 +81,75 @@ impl Certificates {
             .values()
             .filter(|(ns, ..)| ns == namespace)
             .collect();
-        for state in [CertState::Valid, CertState::Expiring, CertState::Expired] {
+        let states = [CertState::Valid, CertState::Expiring, CertState::Expired];
+        if in_ns.is_empty() {
+            // No series left behind for a namespace with no certificate
+            // (its copies gone, or moved to another shard): a stale zero
+            // would say this manager still watches it.
+            for state in states {
+                let _ = self.count.remove_label_values(&[namespace, state.as_str()]);
+            }
+            let _ = self.earliest.remove_label_values(&[namespace]);
+            return;
+        }
+        for state in states {
             let n = in_ns.iter().filter(|(_, s, _)| *s == state).count();
             self.count
                 .with_label_values(&[namespace, state.as_str()])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-        match in_ns.iter().map(|(_, _, na)| *na).min() {
+        if let Some(na) = in_ns.iter().map(|(_, _, na)| *na).min() {
             // Seconds since the epoch fit an f64 exactly for any real date.
-            Some(na) => self.earliest.with_label_values(&[namespace]).set(na as f64),
-            None => {
-                let _ = self.earliest.remove_label_values(&[namespace]);
-            }
+            self.earliest.with_label_values(&[namespace]).set(na as f64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "test code")]
+
+    use prometheus::Encoder;
+
+    use super::*;
+
+    fn exposed(registry: &Registry) -> String {
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_namespace_whose_certificates_are_gone_leaves_no_series() {
+        let registry = Registry::new();
+        let certs = Certificates::register("m", &registry).unwrap();
+        let info = |state, not_after| CertInfo { state, not_after };
+        certs.observe("a", "a/one", Some(&info(CertState::Valid, 200)));
+        certs.observe("a", "a/two", Some(&info(CertState::Expiring, 100)));
+        certs.observe("b", "b/one", Some(&info(CertState::Valid, 300)));
+        let text = exposed(&registry);
+        assert!(
+            text.contains("m_certificates{namespace=\"a\",state=\"expiring\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("m_certificates{namespace=\"a\",state=\"expired\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("m_certificate_earliest_expiry_timestamp_seconds{namespace=\"a\"} 100"),
+            "{text}"
+        );
+        certs.observe("a", "a/two", None);
+        // Namespace "a" moved away: the sweep forgets what it no longer caches.
+        certs.retain(|k| !k.starts_with("a/"));
+        let text = exposed(&registry);
+        assert!(!text.contains("namespace=\"a\""), "{text}");
+        assert!(
+            text.contains("m_certificates{namespace=\"b\",state=\"valid\"} 1"),
+            "{text}"
+        );
     }
 }
