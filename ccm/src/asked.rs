@@ -3,6 +3,7 @@
 //! whether the verdict on a copy is late or only queued.
 
 use std::collections::HashMap;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -11,30 +12,24 @@ use k8s_openapi::jiff::Timestamp;
 use crate::Context;
 
 /// How long a new object may wait for the manager's verdict before its
-/// status may say `Pending`, and the lead within which the manager may
-/// answer later writes of ours first.
+/// status may say `Pending`, and how long the manager may answer none of
+/// our writes before it is late.
 pub(crate) const PENDING_AFTER: Duration = Duration::from_secs(5);
-
-/// How long after this process first wrote its copy a new object shows
-/// `Pending` without a verdict, however the manager answers the others:
-/// far past a queue that moves, a bound for a copy the other rules miss
-/// (the manager letting deleted copies go but never answering this one).
-pub(crate) const PENDING_BACKSTOP: Duration = Duration::from_secs(300);
 
 /// The copies this process wrote (by name) and not yet answered by the
 /// manager, with when: a new object's `Pending` clock runs from our
 /// write, not from the copy's creation (an adopted or updated copy is
 /// old).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Asked {
     at: Since,
     /// When the manager last answered one of them.
     last_answer: Option<Instant>,
-    /// When we made the latest write the manager has answered. The
-    /// manager works in about the order we write, so while it answers
-    /// only writes from about ours or before, ours waits its turn; once
-    /// it answers one made well after ours, ours was passed over.
-    newest_answered: Option<Instant>,
+    /// How long after our first write of a copy it is late whatever the
+    /// manager answers (`--pending-timeout-seconds`). The manager answers
+    /// a backlog in no useful order (its queue is not first in, first
+    /// out), so answers to later writes say nothing of a copy waiting.
+    timeout: Duration,
     /// Copies this process saw terminating (held by the manager's
     /// finalizer): only their going counts as the manager at work, not
     /// that of a copy it never held.
@@ -42,35 +37,43 @@ pub struct Asked {
 }
 
 impl Asked {
+    /// Nothing asked yet; a copy is late `timeout` after our first write
+    /// of it at the latest.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            at: Since::default(),
+            last_answer: None,
+            timeout,
+            terminating: Since::default(),
+        }
+    }
+
     /// The verdict on `copy` is in (see [`Context::answered`]).
     fn answered(&mut self, copy: &str, now: Instant) {
-        if let Some(written) = self.at.at.remove(copy) {
+        if self.at.at.remove(copy).is_some() {
             self.last_answer = Some(now);
-            self.newest_answered = self.newest_answered.max(Some(written.last));
         }
     }
 
     /// How much longer a copy written at `written`, still without a
-    /// verdict at `now`, waits before it is late; `None`: it is.
-    fn wait(&self, written: Written, now: Instant) -> Option<Duration> {
-        let backstop = PENDING_BACKSTOP
+    /// verdict at `now`, waits before it is late; or why it is.
+    fn wait(&self, written: Written, now: Instant) -> Result<Duration, Late> {
+        let timeout = self
+            .timeout
             .checked_sub(now.saturating_duration_since(written.first))
-            .filter(|d| !d.is_zero())?;
+            .filter(|d| !d.is_zero())
+            .ok_or(Late::Timeout(self.timeout))?;
         let waited = now.saturating_duration_since(written.last);
         if let Some(left) = PENDING_AFTER.checked_sub(waited).filter(|d| !d.is_zero()) {
-            return Some(left.min(backstop));
+            return Ok(left.min(timeout));
         }
-        let quiet = self
+        if self
             .last_answer
-            .is_none_or(|at| now.saturating_duration_since(at) >= PENDING_AFTER);
-        let passed_over = self
-            .newest_answered
-            .is_some_and(|newest| newest.saturating_duration_since(written.last) > PENDING_AFTER);
-        if quiet || passed_over {
-            None
-        } else {
-            Some(PENDING_AFTER.min(backstop))
+            .is_none_or(|at| now.saturating_duration_since(at) >= PENDING_AFTER)
+        {
+            return Err(Late::Quiet);
         }
+        Ok(PENDING_AFTER.min(timeout))
     }
 
     /// See [`Context::copy_gone`].
@@ -80,6 +83,15 @@ impl Asked {
             self.last_answer = Some(now);
         }
     }
+}
+
+/// Why a new object's verdict is late (logged with its `Pending`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Late {
+    #[error("the manager has answered none of this ccm's copies for 5 s")]
+    Quiet,
+    #[error("no verdict {}s after this ccm first wrote the copy (--pending-timeout-seconds)", .0.as_secs())]
+    Timeout(Duration),
 }
 
 /// When this process first and last wrote a copy (or saw it terminating).
@@ -181,16 +193,21 @@ impl Context {
 
     /// How much longer a new object may wait for the manager's verdict on
     /// its copy `copy` (created at `created`) before its status says
-    /// `Pending`; `None`: now. It is late once it has waited
+    /// `Pending`; or why it says so now. It is late once it has waited
     /// [`PENDING_AFTER`] since our write and the manager has answered
-    /// none of our writes (nor let a copy go) for as long, or has answered
-    /// one we made more than [`PENDING_AFTER`] after it, or
-    /// [`PENDING_BACKSTOP`] after our first write whatever the manager
-    /// does. A copy this process did not write (it wrote it before a
-    /// restart) counts as written when it was created.
-    pub fn verdict_wait(&self, copy: &str, created: Option<&Time>) -> Option<Duration> {
+    /// none of our writes (nor let a copy go) for as long, or
+    /// `--pending-timeout-seconds` after our first write whatever the
+    /// manager does. A copy this process did not write (it wrote it
+    /// before a restart) counts as written when it was created.
+    pub(crate) fn verdict_wait(
+        &self,
+        copy: &str,
+        created: Option<&Time>,
+    ) -> Result<Duration, Late> {
         let now = Instant::now();
-        let a = self.asked.lock().ok()?;
+        // A panic elsewhere while holding the lock leaves times that are
+        // still times: use them.
+        let a = self.asked.lock().unwrap_or_else(PoisonError::into_inner);
         let written = a.at.at.get(copy).copied().unwrap_or_else(|| {
             let at = created
                 .and_then(|c| Duration::try_from(Timestamp::now().duration_since(c.0)).ok())
@@ -211,9 +228,11 @@ mod tests {
 
     use super::*;
 
+    const TIMEOUT: Duration = Duration::from_secs(300);
+
     #[test]
     fn only_a_copy_seen_terminating_counts_as_the_manager_at_work() {
-        let mut a = Asked::default();
+        let mut a = Asked::new(TIMEOUT);
         let now = Instant::now();
         a.at.put("refused", now);
         // Gone without ever being held (a quota refused it, or it had no
@@ -228,52 +247,47 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_is_late_when_the_manager_is_quiet_or_has_passed_it_over() {
+    fn a_copy_is_late_when_the_manager_is_quiet_or_at_the_timeout() {
         let t0 = Instant::now();
         let s = |n: u64| t0 + Duration::from_secs(n);
-        let mut a = Asked::default();
-        for (name, at) in [("first", 0), ("ours", 1), ("close", 4), ("after", 8)] {
+        let mut a = Asked::new(TIMEOUT);
+        for (name, at) in [("first", 0), ("ours", 1), ("later", 8)] {
             a.at.put(name, s(at));
         }
         let ours = a.at.at["ours"];
         // Within 5 s of our write: wait the rest, whatever the manager.
-        assert_eq!(a.wait(ours, s(3)), Some(Duration::from_secs(3)));
+        assert_eq!(a.wait(ours, s(3)), Ok(Duration::from_secs(3)));
         // Never answered anything: quiet, late.
-        assert_eq!(a.wait(ours, s(6)), None);
-        // A queue that moves through writes from before ours and about
-        // ours, answered out of order: not late.
-        a.answered("close", s(9));
-        a.answered("first", s(11));
-        assert_eq!(a.newest_answered, Some(s(4)), "the latest write answered");
-        assert_eq!(a.wait(ours, s(12)), Some(PENDING_AFTER));
-        // The manager answered a write made 7 s after ours: passed over.
-        a.answered("after", s(13));
-        assert_eq!(a.wait(ours, s(14)), None);
-        let close = Written {
-            first: s(4),
-            last: s(4),
-        };
-        assert_eq!(a.wait(close, s(14)), Some(PENDING_AFTER), "4 s lead");
-        // Quiet for 5 s: late, whoever was answered.
-        assert_eq!(a.wait(close, s(18)), None);
+        assert_eq!(a.wait(ours, s(6)), Err(Late::Quiet));
+        // The manager answers our writes, in any order: not late.
+        a.answered("later", s(9));
+        assert_eq!(a.wait(ours, s(12)), Ok(PENDING_AFTER));
+        a.answered("first", s(13));
+        assert_eq!(a.wait(ours, s(17)), Ok(PENDING_AFTER));
+        // Quiet for 5 s: late.
+        assert_eq!(a.wait(ours, s(18)), Err(Late::Quiet));
+        // Answering all along, till the timeout after our first write.
+        a.last_answer = Some(s(300));
+        assert_eq!(a.wait(ours, s(300)), Ok(Duration::from_secs(1)));
+        assert_eq!(a.wait(ours, s(301)), Err(Late::Timeout(TIMEOUT)));
     }
 
     #[test]
-    fn a_copy_rewritten_again_and_again_is_late_at_the_backstop() {
+    fn a_copy_rewritten_again_and_again_is_late_at_the_timeout() {
         let t0 = Instant::now();
-        let mut a = Asked::default();
+        let mut a = Asked::new(TIMEOUT);
         let mut now = t0;
         // Rewritten every 2 s (each write restarts the 5 s) while the
-        // manager answers others: the backstop runs from the first write.
-        while now < t0 + PENDING_BACKSTOP {
+        // manager answers others: the timeout runs from the first write.
+        while now < t0 + TIMEOUT {
             a.at.put("ours", now);
             a.last_answer = Some(now);
-            assert!(a.wait(a.at.at["ours"], now).is_some(), "{:?}", now - t0);
+            assert!(a.wait(a.at.at["ours"], now).is_ok(), "{:?}", now - t0);
             now += Duration::from_secs(2);
         }
         let w = a.at.at["ours"];
         assert_eq!(w.first, t0);
-        assert_eq!(a.wait(w, now), None);
+        assert_eq!(a.wait(w, now), Err(Late::Timeout(TIMEOUT)));
     }
 
     #[test]

@@ -56,6 +56,15 @@ pub struct Flags {
     #[arg(long, env = "SYNCSECRET_ENABLE_SECRET_SYNCHRONIZER", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enable_secret_synchronizer: bool,
 
+    /// Seconds a new object may wait for the manager's first verdict on its
+    /// copy, from this ccm's first write of the copy, before its status
+    /// says Pending however busy the manager is with other copies. A
+    /// manager that answers none of this ccm's copies shows Pending after
+    /// 5 s anyway; raise this where one manager works through bursts that
+    /// take longer.
+    #[arg(long, env = "SYNCSECRET_PENDING_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..))]
+    pub pending_timeout_seconds: u64,
+
     /// Check that the identity of --kubelb-kubeconfig may list SyncSecrets
     /// in this tenant's namespace of the management cluster, say so and
     /// exit (non-zero if it may not); nothing else runs. The chart's `helm

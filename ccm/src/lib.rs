@@ -170,6 +170,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
         management,
         tenant_namespace,
         synchronizer: flags.enable_secret_synchronizer,
+        pending_timeout: std::time::Duration::from_secs(flags.pending_timeout_seconds),
         common: plumbing.leading(&flags.common, reachability),
     };
     plumbing
@@ -206,6 +207,8 @@ struct Setup {
     management: client::Reloading,
     tenant_namespace: String,
     synchronizer: bool,
+    /// `--pending-timeout-seconds`.
+    pending_timeout: std::time::Duration,
     common: Leading,
 }
 
@@ -358,7 +361,7 @@ impl Setup {
             recent_tenant,
             recent_copies,
             announced_waits: std::sync::Mutex::default(),
-            asked: std::sync::Mutex::default(),
+            asked: std::sync::Mutex::new(Asked::new(self.pending_timeout)),
         });
 
         let health = self.common.health.clone();

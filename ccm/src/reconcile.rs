@@ -226,8 +226,11 @@ async fn mirror_verdict(
         }
         None if obj.status.is_none() => {
             let created = live.metadata.creation_timestamp.as_ref();
-            if let Some(wait) = ctx.verdict_wait(copy, created) {
-                return Ok(Action::requeue(wait));
+            match ctx.verdict_wait(copy, created) {
+                Ok(wait) => return Ok(Action::requeue(wait)),
+                Err(late) => {
+                    tracing::info!(namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any(), copy = %format!("{}/{copy}", ctx.tenant_namespace), "Pending: {late}");
+                }
             }
             mirror(obj, pending(), ctx).await?;
         }

@@ -163,10 +163,12 @@ spec:
 "#;
 
 /// A copy the manager never answers (its status writes refused) while it
-/// answers the tenant's later ones: the tenant object shows `Pending`
-/// once the manager has answered writes made well after its copy's, and
-/// `Synced` once the manager gets through.
-pub(super) async fn a_copy_the_manager_passes_over_shows_pending(s: &Shared) -> anyhow::Result<()> {
+/// answers the tenant's others: the tenant object shows `Pending` at the
+/// ccm's `--pending-timeout-seconds`, and `Synced` once the manager gets
+/// through.
+pub(super) async fn a_copy_the_manager_never_answers_shows_pending_at_the_timeout(
+    s: &Shared,
+) -> anyhow::Result<()> {
     let kubeconfig = mgmt_kubeconfig(s).await;
     kubectl_mgmt(&kubeconfig, &["apply", "-f", "-"], Some(HOLD_STATUS_POLICY))?;
     // Active once a status write of a labelled object is refused (a
@@ -193,6 +195,9 @@ pub(super) async fn a_copy_the_manager_passes_over_shows_pending(s: &Shared) -> 
     probes
         .delete("hold-probe", &DeleteParams::default())
         .await?;
+    s.pair.lock().await.ccms[0]
+        .restart_with(&["--pending-timeout-seconds=10"])
+        .await?;
 
     let ns = "passed-over";
     let mut stuck = sync_secret("stuck");
@@ -201,8 +206,9 @@ pub(super) async fn a_copy_the_manager_passes_over_shows_pending(s: &Shared) -> 
     create(s, 0, ns, stuck).await?;
     let api: Api<SyncSecret> = Api::namespaced(tenant_client(s, 0).await, ns);
     // A new object every second: the manager answers all along (it is
-    // never quiet for 5 s), so only being passed over makes `stuck` late.
+    // never quiet for 5 s), so only the timeout makes `stuck` late.
     let mut names = vec!["stuck".to_owned()];
+    let started = std::time::Instant::now();
     let mut pending_after = None;
     for i in 0..30 {
         let name = format!("flow-{i}");
@@ -213,14 +219,23 @@ pub(super) async fn a_copy_the_manager_passes_over_shows_pending(s: &Shared) -> 
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let phase = api.get("stuck").await?.status.and_then(|st| st.phase);
         if phase == Some(SyncSecretPhase::Pending) {
-            pending_after = Some(i + 1);
+            pending_after = Some(started.elapsed());
             break;
         }
     }
-    let Some(flows) = pending_after else {
+    let Some(after) = pending_after else {
         bail!("stuck never showed Pending while the manager answered 30 later objects");
     };
-    println!("    stuck: Pending after {flows} later objects were created");
+    println!("    stuck: Pending after {:.1} s", after.as_secs_f64());
+    ensure!(
+        after.as_secs() >= 9,
+        "Pending before the 10 s timeout, with the manager answering: {after:?}"
+    );
+    let log = s.pair.lock().await.ccms[0].log_tail(2000);
+    ensure!(
+        log.contains("Pending: no verdict 10s after this ccm first wrote the copy"),
+        "the ccm's log does not say why stuck is Pending"
+    );
     // Those were answered: the manager was at work, not down.
     tenant_shows(s, 0, ns, "flow-0", SyncSecretPhase::Synced).await?;
     kubectl_mgmt(
@@ -235,7 +250,9 @@ pub(super) async fn a_copy_the_manager_passes_over_shows_pending(s: &Shared) -> 
     // The manager retries and gets through: `Synced`, by itself.
     tenant_shows(s, 0, ns, "stuck", SyncSecretPhase::Synced).await?;
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    delete_all(s, 0, ns, &names).await
+    delete_all(s, 0, ns, &names).await?;
+    s.pair.lock().await.ccms[0].restart_with(&[]).await?;
+    Ok(())
 }
 
 pub(super) async fn restarting_both_controllers_costs_zero_writes(
