@@ -3,7 +3,7 @@
 //! whether the verdict on a copy is late or only queued.
 
 use std::collections::HashMap;
-use std::sync::PoisonError;
+use std::sync::{MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -30,6 +30,9 @@ pub struct Asked {
     /// a backlog in no useful order (its queue is not first in, first
     /// out), so answers to later writes say nothing of a copy waiting.
     timeout: Duration,
+    /// How long an entry is remembered: past the timeout, so that an
+    /// answer that comes late still counts.
+    forget: Duration,
     /// Copies this process saw terminating (held by the manager's
     /// finalizer): only their going counts as the manager at work, not
     /// that of a copy it never held.
@@ -37,20 +40,30 @@ pub struct Asked {
 }
 
 impl Asked {
-    /// Nothing asked yet; a copy is late `timeout` after our first write
-    /// of it at the latest.
-    pub fn new(timeout: Duration) -> Self {
+    /// Nothing asked yet as of `now`, when the manager's silence starts
+    /// to count; a copy is late `timeout` after our first write of it at
+    /// the latest.
+    pub fn new(timeout: Duration, now: Instant) -> Self {
         Self {
             at: Since::default(),
-            last_answer: None,
+            last_answer: Some(now),
             timeout,
+            forget: ASKED_FORGET.max(timeout.saturating_add(PENDING_AFTER)),
             terminating: Since::default(),
         }
     }
 
-    /// The verdict on `copy` is in (see [`Context::answered`]).
-    fn answered(&mut self, copy: &str, now: Instant) {
-        if self.at.at.remove(copy).is_some() {
+    /// The controllers start (again) at `now`, as leader or with rotated
+    /// credentials: the manager's silence counts from then.
+    pub fn controllers_started(&mut self, now: Instant) {
+        self.last_answer = self.last_answer.max(Some(now));
+    }
+
+    /// The verdict on `copy` is in (see [`Context::answered`]): an answer
+    /// if it answers a write of ours, or is the `first` verdict its object
+    /// shows (a copy written before this process started).
+    fn answered(&mut self, copy: &str, first: bool, now: Instant) {
+        if self.at.at.remove(copy).is_some() || first {
             self.last_answer = Some(now);
         }
     }
@@ -86,12 +99,29 @@ impl Asked {
 }
 
 /// Why a new object's verdict is late (logged with its `Pending`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Late {
-    #[error("the manager has answered none of this ccm's copies for 5 s")]
+    /// The manager answered none of our writes for [`PENDING_AFTER`].
     Quiet,
-    #[error("no verdict {}s after this ccm first wrote the copy (--pending-timeout-seconds)", .0.as_secs())]
+    /// `--pending-timeout-seconds` since our first write of the copy.
     Timeout(Duration),
+}
+
+impl std::fmt::Display for Late {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Quiet => write!(
+                f,
+                "the manager has answered none of this ccm's copies for {}s",
+                PENDING_AFTER.as_secs()
+            ),
+            Self::Timeout(t) => write!(
+                f,
+                "no verdict {}s after this ccm first wrote the copy (--pending-timeout-seconds)",
+                t.as_secs()
+            ),
+        }
+    }
 }
 
 /// When this process first and last wrote a copy (or saw it terminating).
@@ -101,14 +131,13 @@ struct Written {
     last: Instant,
 }
 
-/// Names with when each was put in, forgotten [`ASKED_FORGET`] after the
-/// last put: far longer than any queue of the manager's, so that an
-/// answer still counts when it comes, while an object deleted before its
-/// verdict leaves nothing behind for longer.
+/// Names with when each was put in, forgotten a while after the last put
+/// (see [`Asked::forget`]), so that an object deleted before its verdict
+/// leaves nothing behind for longer.
 #[derive(Debug)]
 struct Since {
     at: HashMap<String, Written>,
-    /// Size at which entries past [`ASKED_FORGET`] are purged next: twice
+    /// Size at which forgotten entries are purged next: twice
     /// what was left by the last purge, so that purging costs nothing per
     /// insert however many wait.
     purge_above: usize,
@@ -124,11 +153,12 @@ impl Default for Since {
 }
 
 impl Since {
-    /// Puts `name` in as of `now`, keeping when it was first put in.
-    fn put(&mut self, name: &str, now: Instant) {
+    /// Puts `name` in as of `now`, keeping when it was first put in; what
+    /// was last put in `forget` or longer ago may go.
+    fn put(&mut self, name: &str, now: Instant, forget: Duration) {
         if self.at.len() >= self.purge_above {
             self.at
-                .retain(|_, w| now.saturating_duration_since(w.last) < ASKED_FORGET);
+                .retain(|_, w| now.saturating_duration_since(w.last) < forget);
             self.purge_above = (2 * self.at.len()).max(ASKED_PURGE_ABOVE);
         }
         let w = self.at.entry(name.to_owned()).or_insert(Written {
@@ -139,35 +169,41 @@ impl Since {
     }
 }
 
-/// A [`Since`] is purged of entries older than [`ASKED_FORGET`] once it
-/// holds at least this many.
+/// A [`Since`] is purged of forgotten entries once it holds at least
+/// this many.
 const ASKED_PURGE_ABOVE: usize = 1024;
 
-/// How long an entry of a [`Since`] is remembered.
+/// How long an entry of a [`Since`] is remembered at least: far longer
+/// than any queue of the manager's.
 const ASKED_FORGET: Duration = Duration::from_secs(600);
 
 impl Context {
+    /// What this process asked of the manager. A panic elsewhere while
+    /// holding the lock leaves times that are still times: use them.
+    fn asked_lock(&self) -> MutexGuard<'_, Asked> {
+        self.asked.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Remembers that the copy named `copy` was written just now, asking
     /// the manager for a new verdict.
     pub fn asked(&self, copy: &str) {
-        if let Ok(mut a) = self.asked.lock() {
-            a.at.put(copy, Instant::now());
-        }
+        let mut a = self.asked_lock();
+        let forget = a.forget;
+        a.at.put(copy, Instant::now(), forget);
     }
 
-    /// The manager's verdict on `copy` is in: if it answers a write of
-    /// ours, the manager is at work on this tenant's copies.
-    pub fn answered(&self, copy: &str) {
-        if let Ok(mut a) = self.asked.lock() {
-            a.answered(copy, Instant::now());
-        }
+    /// The manager's verdict on `copy` is in, the `first` its object
+    /// shows or not: the manager is at work on this tenant's copies if it
+    /// answers a write of ours or a new object.
+    pub fn answered(&self, copy: &str, first: bool) {
+        self.asked_lock().answered(copy, first, Instant::now());
     }
 
     /// Remembers that the copy named `copy` was seen terminating.
     pub fn saw_terminating(&self, copy: &str) {
-        if let Ok(mut a) = self.asked.lock() {
-            a.terminating.put(copy, Instant::now());
-        }
+        let mut a = self.asked_lock();
+        let forget = a.forget;
+        a.terminating.put(copy, Instant::now(), forget);
     }
 
     /// The copy `copy` is gone: forgets our write of it. If this process
@@ -176,18 +212,14 @@ impl Context {
     /// the manager: refused by a quota, or deleted while it had no
     /// finalizer) says nothing of the manager.
     pub fn copy_gone(&self, copy: &str) {
-        if let Ok(mut a) = self.asked.lock() {
-            a.gone(copy, Instant::now());
-        }
+        self.asked_lock().gone(copy, Instant::now());
     }
 
     /// Whether the manager has answered a write of ours (or let a copy
     /// go) within `within`: its queue moves.
     pub fn manager_answering(&self, within: Duration) -> bool {
-        self.asked
-            .lock()
-            .ok()
-            .and_then(|a| a.last_answer)
+        self.asked_lock()
+            .last_answer
             .is_some_and(|at| at.elapsed() < within)
     }
 
@@ -205,9 +237,7 @@ impl Context {
         created: Option<&Time>,
     ) -> Result<Duration, Late> {
         let now = Instant::now();
-        // A panic elsewhere while holding the lock leaves times that are
-        // still times: use them.
-        let a = self.asked.lock().unwrap_or_else(PoisonError::into_inner);
+        let a = self.asked_lock();
         let written = a.at.at.get(copy).copied().unwrap_or_else(|| {
             let at = created
                 .and_then(|c| Duration::try_from(Timestamp::now().duration_since(c.0)).ok())
@@ -232,37 +262,68 @@ mod tests {
 
     #[test]
     fn only_a_copy_seen_terminating_counts_as_the_manager_at_work() {
-        let mut a = Asked::new(TIMEOUT);
-        let now = Instant::now();
-        a.at.put("refused", now);
+        let started = Instant::now();
+        let mut a = Asked::new(TIMEOUT, started);
+        let now = started + Duration::from_secs(1);
+        a.at.put("refused", now, a.forget);
         // Gone without ever being held (a quota refused it, or it had no
         // finalizer): nothing said of the manager.
         a.gone("refused", now);
-        assert!(a.last_answer.is_none());
+        assert_eq!(a.last_answer, Some(started));
         assert!(a.at.at.is_empty());
-        a.terminating.put("held", now);
+        a.terminating.put("held", now, a.forget);
         a.gone("held", now);
         assert_eq!(a.last_answer, Some(now));
         assert!(a.terminating.at.is_empty());
     }
 
     #[test]
+    fn a_first_verdict_counts_as_an_answer_after_a_restart() {
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        // Started at 10 s, beside a copy written at 0 by the process
+        // before: this one never asked for it.
+        let mut a = Asked::new(TIMEOUT, s(10));
+        let old = Written {
+            first: s(0),
+            last: s(0),
+        };
+        assert_eq!(
+            a.wait(old, s(11)),
+            Ok(PENDING_AFTER),
+            "silence counts from the start"
+        );
+        a.answered("synced-long-ago", false, s(12));
+        assert_eq!(
+            a.last_answer,
+            Some(s(10)),
+            "a verdict already shown is no answer"
+        );
+        a.answered("new-object", true, s(14));
+        assert_eq!(a.wait(old, s(18)), Ok(PENDING_AFTER));
+        assert_eq!(a.wait(old, s(19)), Err(Late::Quiet));
+        // Restarted with rotated credentials at 30 s: silence counts anew.
+        a.controllers_started(s(30));
+        assert_eq!(a.wait(old, s(34)), Ok(PENDING_AFTER));
+    }
+
+    #[test]
     fn a_copy_is_late_when_the_manager_is_quiet_or_at_the_timeout() {
         let t0 = Instant::now();
         let s = |n: u64| t0 + Duration::from_secs(n);
-        let mut a = Asked::new(TIMEOUT);
+        let mut a = Asked::new(TIMEOUT, t0);
         for (name, at) in [("first", 0), ("ours", 1), ("later", 8)] {
-            a.at.put(name, s(at));
+            a.at.put(name, s(at), a.forget);
         }
         let ours = a.at.at["ours"];
         // Within 5 s of our write: wait the rest, whatever the manager.
         assert_eq!(a.wait(ours, s(3)), Ok(Duration::from_secs(3)));
-        // Never answered anything: quiet, late.
+        // Nothing answered since the start: quiet, late.
         assert_eq!(a.wait(ours, s(6)), Err(Late::Quiet));
         // The manager answers our writes, in any order: not late.
-        a.answered("later", s(9));
+        a.answered("later", false, s(9));
         assert_eq!(a.wait(ours, s(12)), Ok(PENDING_AFTER));
-        a.answered("first", s(13));
+        a.answered("first", false, s(13));
         assert_eq!(a.wait(ours, s(17)), Ok(PENDING_AFTER));
         // Quiet for 5 s: late.
         assert_eq!(a.wait(ours, s(18)), Err(Late::Quiet));
@@ -275,12 +336,12 @@ mod tests {
     #[test]
     fn a_copy_rewritten_again_and_again_is_late_at_the_timeout() {
         let t0 = Instant::now();
-        let mut a = Asked::new(TIMEOUT);
+        let mut a = Asked::new(TIMEOUT, t0);
         let mut now = t0;
         // Rewritten every 2 s (each write restarts the 5 s) while the
         // manager answers others: the timeout runs from the first write.
         while now < t0 + TIMEOUT {
-            a.at.put("ours", now);
+            a.at.put("ours", now, a.forget);
             a.last_answer = Some(now);
             assert!(a.wait(a.at.at["ours"], now).is_ok(), "{:?}", now - t0);
             now += Duration::from_secs(2);
@@ -295,8 +356,8 @@ mod tests {
         let mut s = Since::default();
         let t0 = Instant::now();
         let later = t0 + Duration::from_secs(5);
-        s.put("x", t0);
-        s.put("x", later);
+        s.put("x", t0, ASKED_FORGET);
+        s.put("x", later, ASKED_FORGET);
         assert_eq!(
             s.at["x"],
             Written {
@@ -314,10 +375,13 @@ mod tests {
             s.at.insert(format!("old-{i}"), old);
         }
         let much_later = t0 + ASKED_FORGET + Duration::from_secs(1);
-        s.put("new", much_later);
+        s.put("new", much_later, ASKED_FORGET);
         let mut left: Vec<&String> = s.at.keys().collect();
         left.sort();
         assert_eq!(left, ["new", "x"]);
         assert_eq!(s.purge_above, ASKED_PURGE_ABOVE);
+        // A timeout past ASKED_FORGET is remembered past too.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(Asked::new(hour, t0).forget, hour + PENDING_AFTER);
     }
 }

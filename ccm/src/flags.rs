@@ -61,8 +61,9 @@ pub struct Flags {
     /// says Pending however busy the manager is with other copies. A
     /// manager that answers none of this ccm's copies shows Pending after
     /// 5 s anyway; raise this where one manager works through bursts that
-    /// take longer.
-    #[arg(long, env = "SYNCSECRET_PENDING_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..))]
+    /// take longer. From 5 s (the first wait of every new object) to a
+    /// day.
+    #[arg(long, env = "SYNCSECRET_PENDING_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=86_400))]
     pub pending_timeout_seconds: u64,
 
     /// Check that the identity of --kubelb-kubeconfig may list SyncSecrets

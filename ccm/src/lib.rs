@@ -95,7 +95,7 @@ pub struct Context {
     pub announced_waits: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Copies written and not yet answered by the manager, and when it
     /// last answered one: what decides whether a new object is `Pending`.
-    pub asked: std::sync::Mutex<Asked>,
+    pub asked: Arc<std::sync::Mutex<Asked>>,
 }
 
 impl Context {
@@ -170,7 +170,10 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
         management,
         tenant_namespace,
         synchronizer: flags.enable_secret_synchronizer,
-        pending_timeout: std::time::Duration::from_secs(flags.pending_timeout_seconds),
+        asked: Arc::new(std::sync::Mutex::new(Asked::new(
+            std::time::Duration::from_secs(flags.pending_timeout_seconds),
+            std::time::Instant::now(),
+        ))),
         common: plumbing.leading(&flags.common, reachability),
     };
     plumbing
@@ -207,8 +210,10 @@ struct Setup {
     management: client::Reloading,
     tenant_namespace: String,
     synchronizer: bool,
-    /// `--pending-timeout-seconds`.
-    pending_timeout: std::time::Duration,
+    /// What this process asked of the manager: kept when the controllers
+    /// restart with rotated credentials (it says what the manager does,
+    /// not what these credentials may).
+    asked: Arc<std::sync::Mutex<Asked>>,
     common: Leading,
 }
 
@@ -339,6 +344,10 @@ impl Setup {
             }
         }
 
+        self.asked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .controllers_started(std::time::Instant::now());
         let ctx = Arc::new(Context {
             tenant: self.tenant.clone(),
             management,
@@ -361,7 +370,7 @@ impl Setup {
             recent_tenant,
             recent_copies,
             announced_waits: std::sync::Mutex::default(),
-            asked: std::sync::Mutex::new(Asked::new(self.pending_timeout)),
+            asked: self.asked.clone(),
         });
 
         let health = self.common.health.clone();

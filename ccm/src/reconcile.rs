@@ -221,7 +221,7 @@ async fn mirror_verdict(
 ) -> Result<Action, Error> {
     match mirrored(live, obj.metadata.generation) {
         Some(verdict) => {
-            ctx.answered(copy);
+            ctx.answered(copy, obj.status.is_none());
             mirror(obj, verdict, ctx).await?;
         }
         None if obj.status.is_none() => {

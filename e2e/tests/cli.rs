@@ -81,6 +81,20 @@ fn bad_values_are_refused() {
     let (code, line) = one_line(&run("syncsecret-manager", &["--log-format=xml"]));
     assert_eq!(code, 2);
     assert!(line.contains("xml"), "{line}");
+    // Shorter than the 5 s every new object waits for its verdict first.
+    let (code, line) = one_line(&run(
+        "syncsecret-ccm",
+        &[
+            "--cluster-name=a",
+            "--kubelb-kubeconfig=/nonexistent",
+            "--pending-timeout-seconds=4",
+        ],
+    ));
+    assert_eq!(code, 2);
+    assert!(
+        line.contains("--pending-timeout-seconds") && line.contains("'4'"),
+        "{line}"
+    );
 }
 
 #[test]
