@@ -595,13 +595,14 @@ async fn main() -> ExitCode {
             } else {
                 format!(
                     "\nWhere a paced update's milliseconds went. Each stage ends when the run's own watch sees the new \
-                     content, so the stages follow one another and add up to the latency: the tenant object seen (the \
+                     content, so the stages add up to the latency (three watches: one may deliver after the next, and a \
+                     stage come out below zero): the tenant object seen (the \
                      tenant write and its watch delivery; the PATCH's answer comes within it), the copy seen (hop 1: \
                      the ccm's watch delivery, queue, GET and copy apply, and the management watch delivery), the \
                      Secret seen (hop 2: the same for the manager). Percentiles are of each stage alone; *mean in \
                      slowest 1%* is each stage's mean over the slowest 1% of updates; *reconcile* is the time the \
-                     hop's controllers spent reconciling per update, all their reconciles of the phase counted (status \
-                     mirroring and requeues too), with reconciles per update:\n\n\
+                     hop's controllers spent reconciling per update, all their reconciles of the phase counted (the \
+                     ccm's status mirroring and requeues too), with reconciles per update:\n\n\
                      | objects | tenants | stage | p50 ms | p90 ms | p99 ms | max ms | mean in slowest 1% | reconcile ms per update (reconciles) |\n\
                      |---|---|---|---|---|---|---|---|---|\n{latency_rows}"
                 )
