@@ -14,8 +14,8 @@ use syncsecret_e2e::prometheus::{Prometheus, Target};
 
 use super::refusals::{stop_tampering, tampered_on_write};
 use super::support::{
-    certificate, create, delete_all, gone, kubectl_mgmt, management, mgmt_kubeconfig, sync_secret,
-    synced, synced_condition, tenant_client, tenant_shows,
+    certificate, create, delete_all, gone, kubectl_mgmt, management, mgmt_kubeconfig,
+    refusing_policy, sync_secret, synced, synced_condition, tenant_client, tenant_shows,
 };
 use super::{Shared, TENANTS, WAIT};
 
@@ -51,34 +51,16 @@ pub(super) fn unreachable_kubeconfig(dir: &std::path::Path) -> anyhow::Result<st
     Ok(path)
 }
 
-pub(super) const DENY_POLICY: &str = r#"
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata:
-  name: e2e-deny-copies
-spec:
-  failurePolicy: Fail
-  matchConstraints:
-    resourceRules:
-    - apiGroups: ["kubelb.k8c.io"]
-      apiVersions: ["*"]
-      operations: ["CREATE", "UPDATE"]
-      resources: ["syncsecrets"]
-    objectSelector:
-      matchLabels:
-        e2e-deny: "yes"
-  validations:
-  - expression: "false"
-    message: "the platform's policy refuses copies labelled e2e-deny"
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata:
-  name: e2e-deny-copies
-spec:
-  policyName: e2e-deny-copies
-  validationActions: [Deny]
-"#;
+/// Refuses copies labelled `e2e-deny` in the management cluster.
+fn deny_policy() -> String {
+    refusing_policy(
+        "e2e-deny-copies",
+        "syncsecrets",
+        &["CREATE", "UPDATE"],
+        "e2e-deny",
+        "the platform's policy refuses copies labelled e2e-deny",
+    )
+}
 
 /// Every dashboard query and every alert expression returns series on a
 /// real Prometheus scraping the real binaries, for data this run made the
@@ -125,7 +107,11 @@ pub(super) async fn prometheus_has_data_for_every_dashboard_query_and_alert(
     create(s, 0, ns, sa).await?;
     // Refused by an admission policy of the management cluster: the ccm's
     // writes fail (reconcile errors), the tenant object goes Failed.
-    kubectl_mgmt(&mgmt_kubeconfig, &["apply", "-f", "-"], Some(DENY_POLICY))?;
+    kubectl_mgmt(
+        &mgmt_kubeconfig,
+        &["apply", "-f", "-"],
+        Some(&deny_policy()),
+    )?;
     // The policy takes effect once the API server has loaded it: probe
     // with a server-side dry run.
     let probe_api: Api<SyncSecret> =
@@ -374,7 +360,11 @@ pub(super) async fn prometheus_has_data_for_every_dashboard_query_and_alert(
     }
     s.prometheus
         .set_targets(&base_targets(&*s.pair.lock().await))?;
-    kubectl_mgmt(&mgmt_kubeconfig, &["delete", "-f", "-"], Some(DENY_POLICY))?;
+    kubectl_mgmt(
+        &mgmt_kubeconfig,
+        &["delete", "-f", "-"],
+        Some(&deny_policy()),
+    )?;
     for (i, name) in [
         (0, "refused-type"),
         (0, "refused-copy"),

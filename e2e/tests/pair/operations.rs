@@ -16,8 +16,9 @@ use syncsecret_e2e::kube_util::eventually;
 use syncsecret_e2e::pair::sum_samples;
 
 use super::support::{
-    create, delete_all, gone, kubectl_mgmt, management, mgmt_kubeconfig, reconciles, settled,
-    sync_secret, synced, tenant_client, tenant_shows, total, user_visible_text,
+    create, delete_all, gone, kubectl_mgmt, management, mgmt_kubeconfig, reconciles,
+    refusing_policy, settled, sync_secret, synced, tenant_client, tenant_shows, total,
+    user_visible_text,
 };
 use super::{Shared, TENANTS, WAIT};
 
@@ -132,36 +133,6 @@ pub(super) async fn a_dry_run_writes_nothing_and_reports_each_pending_write(
     Ok(())
 }
 
-/// Holds the manager's status writes to copies labelled `e2e-stuck`.
-const HOLD_STATUS_POLICY: &str = r#"
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicy
-metadata:
-  name: e2e-hold-status
-spec:
-  failurePolicy: Fail
-  matchConstraints:
-    resourceRules:
-    - apiGroups: ["kubelb.k8c.io"]
-      apiVersions: ["*"]
-      operations: ["UPDATE"]
-      resources: ["syncsecrets/status"]
-    objectSelector:
-      matchLabels:
-        e2e-stuck: "yes"
-  validations:
-  - expression: "false"
-    message: "the platform's policy holds the status of copies labelled e2e-stuck"
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingAdmissionPolicyBinding
-metadata:
-  name: e2e-hold-status
-spec:
-  policyName: e2e-hold-status
-  validationActions: [Deny]
-"#;
-
 /// A copy the manager never answers (its status writes refused) while it
 /// answers the tenant's others: the tenant object shows `Pending` at the
 /// ccm's `--pending-timeout-seconds`, and `Synced` once the manager gets
@@ -200,7 +171,15 @@ async fn never_answered(
     kubeconfig: &std::path::Path,
     names: &mut Vec<String>,
 ) -> anyhow::Result<()> {
-    kubectl_mgmt(kubeconfig, &["apply", "-f", "-"], Some(HOLD_STATUS_POLICY))?;
+    // Holds the manager's status writes to copies labelled `e2e-stuck`.
+    let policy = refusing_policy(
+        "e2e-hold-status",
+        "syncsecrets/status",
+        &["UPDATE"],
+        "e2e-stuck",
+        "the platform's policy holds the status of copies labelled e2e-stuck",
+    );
+    kubectl_mgmt(kubeconfig, &["apply", "-f", "-"], Some(&policy))?;
     // Active once a status write of a labelled object is refused (a
     // server-side dry run, on an object outside the tenant namespaces).
     let probes: Api<SyncSecret> = Api::namespaced(management(s).await, "default");

@@ -206,6 +206,53 @@ pub(super) fn kubectl_mgmt(
     Ok(())
 }
 
+/// A ValidatingAdmissionPolicy of the management cluster named `name`,
+/// with its binding, that refuses `operations` on `resource` (of
+/// SyncSecrets) for objects labelled `label: "yes"`, saying `message`.
+pub(super) fn refusing_policy(
+    name: &str,
+    resource: &str,
+    operations: &[&str],
+    label: &str,
+    message: &str,
+) -> String {
+    let operations = operations
+        .iter()
+        .map(|o| format!("\"{o}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: {name}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: ["kubelb.k8c.io"]
+      apiVersions: ["*"]
+      operations: [{operations}]
+      resources: ["{resource}"]
+    objectSelector:
+      matchLabels:
+        {label}: "yes"
+  validations:
+  - expression: "false"
+    message: "{message}"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: {name}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+"#
+    )
+}
+
 /// The management cluster's admin kubeconfig.
 pub(super) async fn mgmt_kubeconfig(s: &Shared) -> std::path::PathBuf {
     s.pair
