@@ -184,6 +184,12 @@ impl Context {
         self.asked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The controllers start (again) with this context, as leader or with
+    /// rotated credentials: the manager's silence counts from now.
+    pub(crate) fn controllers_started(&self) {
+        self.asked_lock().controllers_started(Instant::now());
+    }
+
     /// Remembers that the copy named `copy` was written just now, asking
     /// the manager for a new verdict.
     pub fn asked(&self, copy: &str) {

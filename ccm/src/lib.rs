@@ -344,10 +344,6 @@ impl Setup {
             }
         }
 
-        self.asked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .controllers_started(std::time::Instant::now());
         let ctx = Arc::new(Context {
             tenant: self.tenant.clone(),
             management,
@@ -372,6 +368,7 @@ impl Setup {
             announced_waits: std::sync::Mutex::default(),
             asked: self.asked.clone(),
         });
+        ctx.controllers_started();
 
         let health = self.common.health.clone();
         let mut secrets_store = None;
