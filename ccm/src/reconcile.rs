@@ -35,6 +35,7 @@ pub async fn reconcile(obj: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Resu
         metrics: &ctx.metrics,
         backoffs: &ctx.backoffs,
         recent: Some(&ctx.recent_tenant),
+        cache: Some(&ctx.tenant_objects),
         resource: "syncsecrets",
     }
     .run(

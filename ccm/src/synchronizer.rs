@@ -33,6 +33,7 @@ pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action,
         metrics: &ctx.metrics,
         backoffs: &ctx.backoffs,
         recent: None,
+        cache: None,
         resource: "secrets",
     }
     .run(

@@ -141,10 +141,12 @@ const REFUSED_BUDGET: f64 = 0.25;
 
 /// Our writes per created object, the loader's create not counted.
 const CREATE_BUDGET: f64 = 5.0;
-/// Writes per object above a budget that are no write of the design: on
-/// a loaded machine the manager now and then writes a copy's status twice
-/// (docs/benchmarks.md, twelfth run). One more write for every object, or
-/// for one in ten, still fails.
+/// Writes per object above a budget that the design makes only when a
+/// loaded machine keeps a tenant waiting: `Pending` (and the `Synced`
+/// event after it) once the manager has answered none of a ccm's copies
+/// for 5 s, a `CopyDeleting` event on deletion likewise (docs/design.md,
+/// docs/benchmarks.md).
+/// One more write for every object, or for one in ten, still fails.
 const STRAY_WRITES: f64 = 0.01;
 /// Our writes per deleted object, the loader's delete not counted.
 const DELETE_BUDGET: f64 = 4.0;

@@ -49,6 +49,7 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
         metrics: &ctx.metrics,
         backoffs: &ctx.backoffs,
         recent: Some(&ctx.recent_copies),
+        cache: Some(&ctx.copies),
         resource: "syncsecrets",
     }
     .run(

@@ -279,6 +279,22 @@ impl RecentWrites {
     }
 }
 
+/// Whether the cache has moved on from `obj`, a version of one of its
+/// objects: it now holds another version, or none. kube-runtime takes a
+/// reconcile's object from the cache when it starts the reconcile's task,
+/// and the watch event of our own last write may land before the task
+/// first runs; that event clears the write from [`RecentWrites`], so only
+/// this tells the reconcile it holds an outdated copy. The newer version's
+/// own reconcile follows this one.
+pub fn superseded<K>(store: &Store<K>, obj: &K) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .get(&ObjectRef::from_obj(obj))
+        .is_none_or(|now| now.resource_version() != obj.resource_version())
+}
+
 /// Whether `store` has finished its first list (without waiting).
 pub fn synced<K>(store: &Store<K>) -> bool
 where
@@ -395,6 +411,29 @@ mod tests {
         assert!(!recent.stale(Some("ns"), "a", Some(&obj("5"))));
         recent.observe(&watcher::Event::Apply(obj("5")));
         assert!(!recent.stale::<ConfigMap>(Some("ns"), "a", None));
+    }
+
+    /// The race a reconcile loses when kube-runtime read its object before
+    /// the watch event of our own write landed: the event cleared the
+    /// write from `recent`, so only the cache tells the object is old.
+    #[test]
+    fn an_object_read_before_our_write_landed_is_superseded() {
+        use kube::runtime::reflector;
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        writer.apply_watcher_event(&watcher::Event::Apply(obj("1")));
+        let taken = store.get(&ObjectRef::from_obj(&obj("1"))).unwrap();
+        assert!(!superseded(&store, taken.as_ref()));
+
+        let recent = RecentWrites::default();
+        recent.wrote_to(Some("ns"), "a", Some("1"), Some("2"));
+        writer.apply_watcher_event(&watcher::Event::Apply(obj("2")));
+        recent.observe(&watcher::Event::Apply(obj("2")));
+        assert!(!recent.stale(Some("ns"), "a", Some(taken.as_ref())));
+        assert!(superseded(&store, taken.as_ref()));
+
+        // Gone from the cache: nothing left to reconcile either.
+        writer.apply_watcher_event(&watcher::Event::Delete(obj("2")));
+        assert!(superseded(&store, &obj("2")));
     }
 
     #[tokio::test]

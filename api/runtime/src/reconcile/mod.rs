@@ -17,11 +17,12 @@ use std::time::Instant;
 
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event, finalizer};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::recent::RecentWrites;
+use crate::cache::recent::{RecentWrites, superseded};
 use crate::metrics::{ControllerMetrics, ReconcileResult};
 use crate::reconcile::backoff::Backoffs;
 use crate::reconcile::writer::Writer;
@@ -55,7 +56,7 @@ impl FinalizerError {
 /// How a controller runs each of its objects: where they live, its
 /// counters and backoffs, the recent writes of the cache it reads them
 /// from, and the resource its finalizer patches count as.
-pub struct Finalized<'a, K> {
+pub struct Finalized<'a, K: Resource<DynamicType = ()> + 'static> {
     /// The objects' API.
     pub api: &'a Api<K>,
     /// The controller's counters.
@@ -64,18 +65,21 @@ pub struct Finalized<'a, K> {
     pub backoffs: &'a Backoffs,
     /// Our writes of these objects the cache has not shown yet.
     pub recent: Option<&'a RecentWrites>,
+    /// The cache the objects come from, to skip a reconcile of a version
+    /// it has since replaced ([`superseded`]).
+    pub cache: Option<&'a Store<K>>,
     /// What a finalizer patch counts as (`syncsecrets`, `secrets`).
     pub resource: &'static str,
 }
 
 impl<K> Finalized<'_, K>
 where
-    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
-    K::DynamicType: Default,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug + 'static,
 {
     /// One reconcile of `obj`: skipped (and counted so) while the cache
     /// still shows what our last write of it replaced, since the watch
-    /// event of that write brings it back; else `apply` on a live object
+    /// event of that write brings it back, or once the cache holds a newer
+    /// version than `obj`, whose own reconcile follows; else `apply` on a live object
     /// or `cleanup` on a deleted one, under the cleanup finalizer
     /// ([`finalized`]), counted with its outcome ([`record`]).
     pub async fn run<E, A, AF, C, CF>(&self, obj: Arc<K>, apply: A, cleanup: C) -> Result<Action, E>
@@ -88,9 +92,11 @@ where
     {
         let started = Instant::now();
         let namespace = obj.namespace();
-        if let Some(recent) = self.recent
-            && recent.stale(namespace.as_deref(), &obj.name_any(), Some(obj.as_ref()))
-        {
+        let outdated = self.cache.is_some_and(|c| superseded(c, obj.as_ref()))
+            || self.recent.is_some_and(|recent| {
+                recent.stale(namespace.as_deref(), &obj.name_any(), Some(obj.as_ref()))
+            });
+        if outdated {
             self.metrics.reconciled(
                 &namespace.unwrap_or_default(),
                 ReconcileResult::Skipped,
