@@ -6,14 +6,20 @@
 
 use std::time::Instant;
 
+use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::accounting::percentile;
 use crate::pair::{Pair, sum_samples};
 
 /// One paced update, in milliseconds since it was sent.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Sample {
+    /// Which object, in which tenant, and when by the wall clock: to find
+    /// a slow update in the controllers' logs.
+    object: String,
+    cluster: usize,
+    sent_at: Timestamp,
     /// The tenant PATCH answered (within the next stage, not before it).
     answered: f64,
     /// The tenant object's new content seen by a watch: the write and the
@@ -46,9 +52,11 @@ pub(super) fn ms_between(from: Instant, to: Instant) -> f64 {
 }
 
 impl Stages {
-    /// Records one update sent at `sent`.
+    /// Records one update of `object` in tenant cluster `cluster`, sent at
+    /// `sent`.
     pub(super) fn record(
         &mut self,
+        (object, cluster): (&str, usize),
         sent: Instant,
         answered: Instant,
         tenant: Instant,
@@ -56,6 +64,9 @@ impl Stages {
         secret: Instant,
     ) {
         self.samples.push(Sample {
+            object: object.to_owned(),
+            cluster,
+            sent_at: Timestamp::now() - sent.elapsed(),
             answered: ms_between(sent, answered),
             tenant: ms_between(sent, tenant),
             copy: ms_between(sent, copy),
@@ -66,7 +77,8 @@ impl Stages {
     /// Percentiles of each stage on its own (a stage's length: its end
     /// minus the previous stage's end; the tenant PATCH's from the send,
     /// as part of the first stage), and the mean of each over the slowest
-    /// 1% of updates (which stage their time went to).
+    /// 1% of updates (which stage their time went to), and those updates
+    /// one by one under `slowest`.
     pub(super) fn percentiles(&self) -> Value {
         let stages: [(&str, Length); 4] = [
             ("tenant_write", |s| s.answered),
@@ -98,6 +110,17 @@ impl Stages {
                 }),
             );
         }
+        let named = slowest.iter().map(|s| {
+            let mut one = serde_json::Map::new();
+            one.insert("object".to_owned(), json!(s.object));
+            one.insert("tenant".to_owned(), json!(s.cluster));
+            one.insert("sent_at".to_owned(), json!(s.sent_at.to_string()));
+            for (name, length) in stages {
+                one.insert(name.to_owned(), json!(length(s)));
+            }
+            Value::Object(one)
+        });
+        out.insert("slowest".to_owned(), Value::Array(named.collect()));
         Value::Object(out)
     }
 }

@@ -222,7 +222,7 @@ async fn phases(
             )));
         };
         latencies.push(ms_between(sent, secret));
-        stages.record(sent, answered, tenant, copy, secret);
+        stages.record((n, *t), sent, answered, tenant, copy, secret);
         tokio::time::sleep(cfg.pace).await;
     }
     latencies.sort_by(f64::total_cmp);
