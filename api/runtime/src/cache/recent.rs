@@ -284,8 +284,11 @@ impl RecentWrites {
 /// reconcile's object from the cache when it starts the reconcile's task,
 /// and the watch event of our own last write may land before the task
 /// first runs; that event clears the write from [`RecentWrites`], so only
-/// this tells the reconcile it holds an outdated copy. The newer version's
-/// own reconcile follows this one.
+/// this tells the reconcile it holds an outdated copy. Every watch event
+/// that changes the cache also triggers a reconcile of that object, which
+/// runs after this one; an object gone from the cache has nothing left to
+/// reconcile (what its deletion leaves behind is the sweeps' and the
+/// garbage collector's job).
 pub fn superseded<K>(store: &Store<K>, obj: &K) -> bool
 where
     K: Resource<DynamicType = ()> + Clone + 'static,

@@ -78,8 +78,8 @@ where
 {
     /// One reconcile of `obj`: skipped (and counted so) while the cache
     /// still shows what our last write of it replaced, since the watch
-    /// event of that write brings it back, or once the cache holds a newer
-    /// version than `obj`, whose own reconcile follows; else `apply` on a live object
+    /// event of that write brings it back, or once the cache holds another
+    /// version of it or none ([`superseded`]); else `apply` on a live object
     /// or `cleanup` on a deleted one, under the cleanup finalizer
     /// ([`finalized`]), counted with its outcome ([`record`]).
     pub async fn run<E, A, AF, C, CF>(&self, obj: Arc<K>, apply: A, cleanup: C) -> Result<Action, E>
@@ -281,5 +281,95 @@ pub async fn sweep_periodically<R, S>(
             return;
         }
         tokio::time::sleep(period).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::Client;
+    use kube::runtime::reflector::{self, ObjectRef};
+    use kube::runtime::watcher;
+    use prometheus::Registry;
+
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error(transparent)]
+    struct Failed(#[from] FinalizerError);
+
+    impl Outcome for Failed {
+        fn category(&self) -> &'static str {
+            "Failed"
+        }
+    }
+
+    /// Version `rv` of a ConfigMap that already carries our finalizer, so
+    /// that a reconcile goes straight to `apply`.
+    fn config_map(rv: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("a".into()),
+                namespace: Some("ns".into()),
+                resource_version: Some(rv.into()),
+                finalizers: Some(vec![FINALIZER.to_owned()]),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }
+    }
+
+    /// kube-runtime hands a reconcile version 1; before it runs, the watch
+    /// event of our own write (version 2) lands in the cache and clears
+    /// the write from the recent writes. Only version 2 is reconciled.
+    #[tokio::test]
+    async fn a_version_the_cache_has_replaced_is_not_reconciled() {
+        let requests = Arc::new(Mutex::new(0));
+        let counted = requests.clone();
+        let service = tower::service_fn(move |_req: http::Request<kube::client::Body>| {
+            *counted.lock().unwrap() += 1;
+            async {
+                Err::<http::Response<http_body_util::Full<bytes::Bytes>>, _>("no API server here")
+            }
+        });
+        let api: Api<ConfigMap> = Api::namespaced(Client::new(service, "ns"), "ns");
+        let metrics = ControllerMetrics::register("t", &Registry::new()).unwrap();
+        let (backoffs, recent) = (Backoffs::default(), RecentWrites::default());
+        let (store, mut writer) = reflector::store::<ConfigMap>();
+        writer.apply_watcher_event(&watcher::Event::Apply(config_map("1")));
+        let key = ObjectRef::from_obj(&config_map("1"));
+        let handed = store.get(&key).unwrap();
+        recent.wrote_to(Some("ns"), "a", Some("1"), Some("2"));
+        writer.apply_watcher_event(&watcher::Event::Apply(config_map("2")));
+        recent.observe(&watcher::Event::Apply(config_map("2")));
+
+        let applied = Mutex::new(Vec::new());
+        let finalized = Finalized {
+            api: &api,
+            metrics: &metrics,
+            backoffs: &backoffs,
+            recent: Some(&recent),
+            cache: Some(&store),
+            resource: "configmaps",
+        };
+        for obj in [handed, store.get(&key).unwrap()] {
+            let applied = &applied;
+            let result: Result<Action, Failed> = finalized
+                .run(
+                    obj,
+                    |o| async move {
+                        applied.lock().unwrap().push(o.resource_version());
+                        Ok(Action::await_change())
+                    },
+                    |_| async { Ok(Action::await_change()) },
+                )
+                .await;
+            assert!(result.is_ok());
+        }
+        assert_eq!(*applied.lock().unwrap(), [Some("2".to_owned())]);
+        assert_eq!(*requests.lock().unwrap(), 0);
     }
 }
