@@ -168,7 +168,9 @@ pub async fn client_from(kubeconfig: &Path) -> Result<Client, HarnessError> {
             path: kubeconfig.to_owned(),
             message: e.to_string(),
         })?;
-    Ok(Client::try_from(config)?)
+    // The controllers' own builder (TCP_NODELAY): the bench's writes and
+    // watches must not add a stall the controllers do not have.
+    Ok(syncsecret_runtime::serve::client::build(config)?)
 }
 
 fn write_kubeconfig(
