@@ -12,6 +12,7 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use crate::certs::{self, Authority};
+use crate::gctrace;
 use crate::kube_util::install_crd;
 use crate::process::{self, Process};
 use crate::{Binaries, HarnessError};
@@ -324,7 +325,7 @@ impl ControlPlane {
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         plane.etcd_url.clone_from(&etcd_url);
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        plane.processes.push(Process::spawn(
+        plane.processes.push(Process::spawn_with(
             "etcd",
             &bins.etcd,
             &[
@@ -339,6 +340,7 @@ impl ControlPlane {
                 "--unsafe-no-fsync".to_owned(),
                 "--log-level=warn".to_owned(),
             ],
+            &[gctrace::GODEBUG],
             &root.join("etcd.log"),
         )?);
 
@@ -532,6 +534,16 @@ impl ControlPlane {
         self.processes.iter().map(|p| (p.name(), p.pid()))
     }
 
+    /// The garbage collections so far of etcd and of each API server (as
+    /// running now), in the order of the processes.
+    pub fn gc_cycles(&self) -> Vec<gctrace::GcCycle> {
+        self.processes
+            .iter()
+            .filter(|p| p.name() == "etcd" || p.name().starts_with("kube-apiserver "))
+            .flat_map(|p| gctrace::cycles_in(p.name(), p.log(), p.started()))
+            .collect()
+    }
+
     /// Its working directory (certificates, kubeconfigs, logs, etcd data).
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_ref().map(TempDir::path)
@@ -689,10 +701,11 @@ impl ApiServerLaunch {
         } else {
             self.dir.join(format!("kube-apiserver.{}.log", self.starts))
         };
-        Process::spawn(
+        Process::spawn_with(
             &format!("kube-apiserver {}", self.cluster),
             &self.program,
             &self.args,
+            &[gctrace::GODEBUG],
             &log,
         )
     }

@@ -12,6 +12,7 @@ pub mod certs;
 pub mod chaos;
 pub mod control_plane;
 pub mod demo;
+pub mod gctrace;
 pub mod helm;
 pub mod kube_util;
 pub mod leaks;

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -21,6 +21,7 @@ pub struct Process {
     name: String,
     child: Child,
     log: PathBuf,
+    started: SystemTime,
     status: Option<ExitStatus>,
 }
 
@@ -32,10 +33,23 @@ impl Process {
         args: &[String],
         log: &Path,
     ) -> Result<Self, HarnessError> {
+        Self::spawn_with(name, program, args, &[], log)
+    }
+
+    /// [`Self::spawn`] with `env` added to the environment it inherits.
+    pub fn spawn_with(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> Result<Self, HarnessError> {
         let out = File::create(log).map_err(|e| HarnessError::io(log, e))?;
         let err = out.try_clone().map_err(|e| HarnessError::io(log, e))?;
+        let started = SystemTime::now();
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -50,6 +64,7 @@ impl Process {
             name: name.to_owned(),
             child,
             log: log.to_owned(),
+            started,
             status: None,
         })
     }
@@ -67,6 +82,11 @@ impl Process {
     /// The log file.
     pub fn log(&self) -> &Path {
         &self.log
+    }
+
+    /// When it was started, by the wall clock.
+    pub fn started(&self) -> SystemTime {
+        self.started
     }
 
     /// The exit status if it has exited (without blocking).

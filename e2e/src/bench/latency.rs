@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::accounting::percentile;
+use crate::gctrace::GcCycle;
 use crate::pair::{Pair, sum_samples};
 
 /// One paced update, in milliseconds since it was sent.
@@ -78,8 +79,9 @@ impl Stages {
     /// minus the previous stage's end; the tenant PATCH's from the send,
     /// as part of the first stage), and the mean of each over the slowest
     /// 1% of updates (which stage their time went to), and those updates
-    /// one by one under `slowest`.
-    pub(super) fn percentiles(&self) -> Value {
+    /// one by one under `slowest`, each with the processes whose garbage
+    /// collection (of `cycles`) it met.
+    pub(super) fn percentiles(&self, cycles: &[GcCycle]) -> Value {
         let stages: [(&str, Length); 4] = [
             ("tenant_write", |s| s.answered),
             ("tenant_watch", |s| s.tenant),
@@ -118,11 +120,93 @@ impl Stages {
             for (name, length) in stages {
                 one.insert(name.to_owned(), json!(length(s)));
             }
+            one.insert("during_gc".to_owned(), json!(s.met(cycles)));
             Value::Object(one)
         });
         out.insert("slowest".to_owned(), Value::Array(named.collect()));
         Value::Object(out)
     }
+}
+
+impl Stages {
+    /// The garbage collections of etcd and the API servers (of `cycles`)
+    /// during the updates: per process how many, their seconds and CPU
+    /// seconds; how many updates met one; and the latency of the updates
+    /// that met none. On two shared cores a large API server's collection
+    /// takes what the other processes were idle on, so this says how much
+    /// of the tail is the control plane's, not the controllers'.
+    pub(super) fn gc(&self, cycles: &[GcCycle]) -> Value {
+        let (Some(first), Some(last)) = (self.samples.first(), self.samples.last()) else {
+            return Value::Null;
+        };
+        let (from, to) = (first.sent_at, last.arrived());
+        let mut per_process: std::collections::BTreeMap<&str, (u32, f64, f64)> =
+            std::collections::BTreeMap::new();
+        for c in cycles.iter().filter(|c| overlaps(c, from, to)) {
+            let e = per_process.entry(c.process.as_str()).or_default();
+            e.0 += 1;
+            e.1 += c.clock.as_secs_f64();
+            e.2 += c.cpu.as_secs_f64();
+        }
+        let mut outside: Vec<f64> = self
+            .samples
+            .iter()
+            .filter(|s| s.met(cycles).is_empty())
+            .map(|s| s.secret)
+            .collect();
+        outside.sort_by(f64::total_cmp);
+        let cycles: serde_json::Map<String, Value> = per_process
+            .into_iter()
+            .map(|(p, (n, clock, cpu))| {
+                (
+                    p.to_owned(),
+                    json!({ "cycles": n, "clock_s": clock, "cpu_s": cpu }),
+                )
+            })
+            .collect();
+        json!({
+            "cycles": cycles,
+            "updates_during": self.samples.len() - outside.len(),
+            "outside": {
+                "updates": outside.len(),
+                "p50": percentile(&outside, 50.0),
+                "p90": percentile(&outside, 90.0),
+                "p99": percentile(&outside, 99.0),
+                "max": outside.last().copied().unwrap_or(f64::NAN),
+            },
+        })
+    }
+}
+
+impl Sample {
+    /// When the run's watch saw the Secret's new content.
+    fn arrived(&self) -> Timestamp {
+        let span = k8s_openapi::jiff::SignedDuration::try_from_secs_f64(self.secret / 1000.0);
+        self.sent_at + span.unwrap_or_default()
+    }
+
+    /// The processes whose garbage collection ran while this update was on
+    /// its way, each once.
+    fn met(&self, cycles: &[GcCycle]) -> Vec<String> {
+        let mut met: Vec<String> = cycles
+            .iter()
+            .filter(|c| overlaps(c, self.sent_at, self.arrived()))
+            .map(|c| c.process.clone())
+            .collect();
+        met.dedup();
+        met
+    }
+}
+
+/// Whether `cycle` ran at some time between `from` and `to`.
+fn overlaps(cycle: &GcCycle, from: Timestamp, to: Timestamp) -> bool {
+    let (Ok(start), Ok(end)) = (
+        Timestamp::try_from(cycle.start),
+        Timestamp::try_from(cycle.end()),
+    ) else {
+        return false;
+    };
+    start < to && end > from
 }
 
 fn mean(v: &[f64]) -> f64 {

@@ -226,6 +226,7 @@ async fn phases(
         tokio::time::sleep(cfg.pace).await;
     }
     latencies.sort_by(f64::total_cmp);
+    let gc_cycles = pair.plane.gc_cycles();
     let (cpu_after, wall) = (cpu_now(pair), t_updates.elapsed());
     let update_writes = writes_between(&requests_before_updates, &all_requests(pair).await?);
     let updates_cpu = cpu_spent(&cpu_before_updates, &cpu_after, wall, update_writes);
@@ -333,7 +334,8 @@ async fn phases(
             "p99": percentile(&latencies, 99.0),
             "max": latencies.last().copied().unwrap_or(f64::NAN),
             "cpu_s": updates_cpu,
-            "stages": stages.percentiles(),
+            "stages": stages.percentiles(&gc_cycles),
+            "gc": stages.gc(&gc_cycles),
             "reconciles": update_reconciles,
         },
         "after_restart": {

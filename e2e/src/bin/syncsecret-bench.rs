@@ -307,6 +307,26 @@ fn stage_rows(r: &Value) -> String {
             hop.map_or("-".to_owned(), reconcile),
         ));
     }
+    // The whole update again, without the updates that met a garbage
+    // collection of etcd or an API server.
+    let outside = &r["latency_ms"]["gc"]["outside"];
+    if outside.is_object() {
+        let f = |k: &str| {
+            outside[k]
+                .as_f64()
+                .map_or("-".to_owned(), |x| format!("{x:.1}"))
+        };
+        rows.push_str(&format!(
+            "| {} | {} | whole update, when no etcd or API server collected garbage ({} of {updates}) | {} | {} | {} | {} | - | - |\n",
+            r["objects"],
+            r["tenants"],
+            outside["updates"],
+            f("p50"),
+            f("p90"),
+            f("p99"),
+            f("max"),
+        ));
+    }
     rows
 }
 
@@ -602,7 +622,9 @@ async fn main() -> ExitCode {
                      Secret seen (hop 2: the same for the manager). Percentiles are of each stage alone; *mean in \
                      slowest 1%* is each stage's mean over the slowest 1% of updates; *reconcile* is the time the \
                      hop's controllers spent reconciling per update, all their reconciles of the phase counted (the \
-                     ccm's status mirroring and requeues too), with reconciles per update:\n\n\
+                     ccm's status mirroring and requeues too), with reconciles per update. The last row of each run \
+                     leaves out the updates during which etcd or an API server ran a garbage collection (Go's \
+                     `gctrace`; the JSON results name the collections each slowest update met):\n\n\
                      | objects | tenants | stage | p50 ms | p90 ms | p99 ms | max ms | mean in slowest 1% | reconcile ms per update (reconciles) |\n\
                      |---|---|---|---|---|---|---|---|---|\n{latency_rows}"
                 )
