@@ -340,7 +340,7 @@ impl ControlPlane {
                 "--unsafe-no-fsync".to_owned(),
                 "--log-level=warn".to_owned(),
             ],
-            &[gctrace::GODEBUG],
+            &[("GODEBUG", &gctrace::godebug())],
             &root.join("etcd.log"),
         )?);
 
@@ -705,7 +705,7 @@ impl ApiServerLaunch {
             &format!("kube-apiserver {}", self.cluster),
             &self.program,
             &self.args,
-            &[gctrace::GODEBUG],
+            &[("GODEBUG", &gctrace::godebug())],
             &log,
         )
     }

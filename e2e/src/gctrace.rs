@@ -6,8 +6,14 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-/// The environment that makes a Go process trace its collections.
-pub const GODEBUG: (&str, &str) = ("GODEBUG", "gctrace=1");
+/// The `GODEBUG` that makes a Go process trace its collections, keeping
+/// whatever our own environment sets in it.
+pub fn godebug() -> String {
+    match std::env::var("GODEBUG") {
+        Ok(v) if !v.is_empty() => format!("{v},gctrace=1"),
+        _ => "gctrace=1".to_owned(),
+    }
+}
 
 /// One garbage collection of one process.
 #[derive(Clone, Debug, PartialEq)]
@@ -15,7 +21,8 @@ pub struct GcCycle {
     /// Which process (`kube-apiserver management`, `etcd`).
     pub process: String,
     /// When it began, by the wall clock: the process's start plus the
-    /// trace's offset (the runtime's own start, a few ms after ours).
+    /// trace's offset (from the runtime's own start, which comes a little
+    /// after ours).
     pub start: SystemTime,
     /// How long it ran: both pauses and the concurrent mark between them.
     pub clock: Duration,
@@ -26,25 +33,30 @@ pub struct GcCycle {
 }
 
 impl GcCycle {
-    /// When it ended.
+    /// When it ended (a sum [`cycles_in`] has checked).
     pub fn end(&self) -> SystemTime {
         self.start + self.clock
     }
 }
 
-/// The collections traced in `log` of `process`, started at `started`.
-/// Lines that are not a trace line (or were cut by another write) are
-/// skipped.
+/// The collections traced in `log` of `process`, started at `started`
+/// (none if the log cannot be read). Lines that are not a trace line (or
+/// were cut by another write, or give an impossible time) are skipped.
 pub fn cycles_in(process: &str, log: &Path, started: SystemTime) -> Vec<GcCycle> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines()
-        .filter_map(parse)
-        .map(|(offset, clock, cpu, live_mb)| GcCycle {
-            process: process.to_owned(),
-            start: started + offset,
-            clock,
-            cpu,
-            live_mb,
+    let bytes = std::fs::read(log).unwrap_or_default();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|line| {
+            let (offset, clock, cpu, live_mb) = parse(line)?;
+            let start = started.checked_add(offset)?;
+            start.checked_add(clock)?;
+            Some(GcCycle {
+                process: process.to_owned(),
+                start,
+                clock,
+                cpu,
+                live_mb,
+            })
         })
         .collect()
 }
@@ -91,12 +103,17 @@ mod tests {
             "I1206 16:10:08.000000 1 server.go:1] serving\n\
              gc 70 @300.5s 10%: 0.5+532+0.5 ms clock, 0.12+2.9/286/605+1.0 ms cpu, 682->695->404 MB, 1408 MB goal, 4 MB stacks, 0 MB globals, 2 P\n\
              gc 71 @310.25s 10%: 0.1+560\n\
-             gc 72 @312s 11%: 1+2+3 ms clock, 1+1/1/1+1 ms cpu, 10->12->6 MB, 12 MB goal, 0 MB stacks, 0 MB globals, 2 P (forced)\n",
+             gc 72 @312s 11%: 1+2+3 ms clock, 1+1/1/1+1 ms cpu, 10->12->6 MB, 12 MB goal, 0 MB stacks, 0 MB globals, 2 P (forced)\n\
+             gc 73 @1e30s 0%: 0+0+0 ms clock, 0+0/0/0+0 ms cpu, 1->1->1 MB\n",
         )
         .unwrap();
         let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
         let cycles = cycles_in("kube-apiserver management", &log, started);
-        assert_eq!(cycles.len(), 2, "the cut line is skipped: {cycles:?}");
+        assert_eq!(
+            cycles.len(),
+            2,
+            "the cut line and the impossible time are skipped: {cycles:?}"
+        );
         let ms = |d: Duration| (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
         let since = |t: SystemTime| ms(t.duration_since(started).unwrap());
         let first = &cycles[0];

@@ -130,15 +130,21 @@ impl Stages {
 
 impl Stages {
     /// The garbage collections of etcd and the API servers (of `cycles`)
-    /// during the updates: per process how many, their seconds and CPU
-    /// seconds; how many updates met one; and the latency of the updates
-    /// that met none. On two shared cores a large API server's collection
-    /// takes what the other processes were idle on, so this says how much
-    /// of the tail is the control plane's, not the controllers'.
+    /// from the first update's send to the last one's arrival (the pauses
+    /// between included; a cycle partly inside counted whole): per process
+    /// how many, their seconds and CPU seconds; how many updates met one;
+    /// and the latency of the updates that met none. On two shared cores a
+    /// large API server's collection takes what the other processes were
+    /// idle on, so this says how much of the tail is the control plane's.
+    /// Null without updates, or without a traced collection at all (the
+    /// logs unreadable or not traced: every update would seem to meet none).
     pub(super) fn gc(&self, cycles: &[GcCycle]) -> Value {
         let (Some(first), Some(last)) = (self.samples.first(), self.samples.last()) else {
             return Value::Null;
         };
+        if cycles.is_empty() {
+            return Value::Null;
+        }
         let (from, to) = (first.sent_at, last.arrived());
         let mut per_process: std::collections::BTreeMap<&str, (u32, f64, f64)> =
             std::collections::BTreeMap::new();
@@ -193,6 +199,7 @@ impl Sample {
             .filter(|c| overlaps(c, self.sent_at, self.arrived()))
             .map(|c| c.process.clone())
             .collect();
+        met.sort_unstable();
         met.dedup();
         met
     }
@@ -252,4 +259,87 @@ pub(super) fn reconciles_since(
         );
     }
     Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn sample(object: &str, sent_at: Timestamp, ms: f64) -> Sample {
+        Sample {
+            object: object.to_owned(),
+            cluster: 0,
+            sent_at,
+            answered: 1.0,
+            tenant: 2.0,
+            copy: ms / 2.0,
+            secret: ms,
+        }
+    }
+
+    fn cycle(process: &str, start: SystemTime, ms: u64) -> GcCycle {
+        GcCycle {
+            process: process.to_owned(),
+            start,
+            clock: Duration::from_millis(ms),
+            cpu: Duration::from_millis(2 * ms),
+            live_mb: 100,
+        }
+    }
+
+    #[test]
+    fn the_updates_a_collection_ran_during_are_named_and_left_out() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let at = |ms: u64| Timestamp::try_from(t0 + Duration::from_millis(ms)).unwrap();
+        let stages = Stages {
+            samples: vec![
+                sample("quiet", at(0), 20.0),
+                sample("slow", at(1000), 50.0),
+                sample("after", at(2000), 30.0),
+            ],
+        };
+        let management = "kube-apiserver management";
+        let cycles = [
+            // Before the first update: not in the window.
+            cycle("etcd", t0 - Duration::from_secs(5), 100),
+            // Ends as the first update is sent: met by none.
+            cycle("etcd", t0 - Duration::from_millis(100), 100),
+            // Within the second update, twice, and a tenant's too.
+            cycle(management, t0 + Duration::from_millis(1010), 100),
+            cycle(management, t0 + Duration::from_millis(1040), 5),
+            cycle(
+                "kube-apiserver bench1",
+                t0 + Duration::from_millis(1020),
+                10,
+            ),
+        ];
+        let gc = stages.gc(&cycles);
+        assert_eq!(gc["updates_during"], 1);
+        assert_eq!(gc["outside"]["updates"], 2);
+        assert_eq!(gc["outside"]["p50"], 20.0);
+        assert_eq!(gc["outside"]["max"], 30.0);
+        assert_eq!(gc["cycles"][management]["cycles"], 2);
+        let seconds = |k: &str| gc["cycles"][management][k].as_f64().unwrap();
+        assert!((seconds("clock_s") - 0.105).abs() < 1e-9, "{gc}");
+        assert!((seconds("cpu_s") - 0.21).abs() < 1e-9, "{gc}");
+        assert!(gc["cycles"]["etcd"].is_null(), "{gc}");
+
+        let slowest = &stages.percentiles(&cycles)["slowest"];
+        assert_eq!(slowest[0]["object"], "slow");
+        assert_eq!(
+            slowest[0]["during_gc"],
+            json!(["kube-apiserver bench1", management])
+        );
+    }
+
+    #[test]
+    fn without_a_traced_collection_nothing_is_claimed() {
+        let at = Timestamp::try_from(SystemTime::UNIX_EPOCH).unwrap();
+        let stages = Stages {
+            samples: vec![sample("one", at, 20.0)],
+        };
+        assert!(stages.gc(&[]).is_null());
+    }
 }

@@ -226,11 +226,11 @@ async fn phases(
         tokio::time::sleep(cfg.pace).await;
     }
     latencies.sort_by(f64::total_cmp);
-    let gc_cycles = pair.plane.gc_cycles();
     let (cpu_after, wall) = (cpu_now(pair), t_updates.elapsed());
     let update_writes = writes_between(&requests_before_updates, &all_requests(pair).await?);
     let updates_cpu = cpu_spent(&cpu_before_updates, &cpu_after, wall, update_writes);
     let update_reconciles = reconciles_since(&reconciles_before, &reconciles(pair));
+    let gc_cycles = pair.plane.gc_cycles();
 
     // 3. Cost so far (peak RSS, CPU) of each controller process.
     let costs = cost_now(pair);
