@@ -126,9 +126,7 @@ impl Stages {
         out.insert("slowest".to_owned(), Value::Array(named.collect()));
         Value::Object(out)
     }
-}
 
-impl Stages {
     /// The garbage collections of etcd and the API servers (of `cycles`)
     /// from the first update's send to the last one's arrival (the pauses
     /// between included; a cycle partly inside counted whole): per process
