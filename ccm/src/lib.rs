@@ -78,8 +78,11 @@ pub struct Context {
     /// compared with what would be written).
     pub copies: Store<Summary<SyncSecret>>,
     /// Tenant SyncSecrets, as the watch last saw them (summaries too: the
-    /// one written from is read whole when its copy is written).
+    /// one written from is needed whole when its copy is written).
     pub tenant_objects: Store<Summary<SyncSecret>>,
+    /// Tenant SyncSecrets the watch just delivered, whole: the one written
+    /// from is taken from here when it is the cached version.
+    pub delivered: cache::Delivered<SyncSecret>,
     /// Reconcile and write counters.
     pub metrics: ControllerMetrics,
     /// Events on tenant objects.
@@ -290,12 +293,16 @@ impl Setup {
         // Tenant objects, cached slim too (the synchronizer compares our
         // applied metadata on them).
         let (tenant_objects, tenant_writer) = reflector::store();
+        let delivered = cache::Delivered::new();
         let tenant_events = cache::watch(
             tenant_api.clone(),
             watcher::Config::default(),
             tenant_writer,
             Some(FIELD_MANAGER_CCM),
-            cache::Kept::default(),
+            cache::Kept {
+                delivered: Some(delivered.clone()),
+                ..cache::Kept::default()
+            },
             recent_tenant.clone(),
             "tenant syncsecrets",
         )
@@ -365,6 +372,7 @@ impl Setup {
             backoffs: Backoffs::default(),
             recent_tenant,
             recent_copies,
+            delivered,
             announced_waits: std::sync::Mutex::default(),
             asked: self.asked.clone(),
         });

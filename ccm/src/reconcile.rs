@@ -87,8 +87,8 @@ const WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 /// mirrors the manager's verdict on it into the tenant object's status.
 ///
 /// Whether to write is decided from the caches (the copy's metadata as it
-/// would be, the payload's digest); the tenant object is read whole only to
-/// write it.
+/// would be, the payload's digest); the tenant object is needed whole only
+/// to write it.
 async fn apply(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error> {
     if let Some(reason) = obj.unreadable() {
         return Err(undecodable(obj, reason));
@@ -139,8 +139,8 @@ fn apply_failed(copy: &str, ctx: &Context, source: kube::Error) -> Error {
     }
 }
 
-/// Writes the copy from the tenant object as stored now (`live`: the copy
-/// as cached). The manager's verdict usually follows within milliseconds
+/// Writes the copy from the tenant object whole (`cache::whole`; `live`:
+/// the copy as cached). The manager's verdict usually follows within milliseconds
 /// and the copy's watch event brings us back, so a new object is marked
 /// Pending only if it waits longer.
 #[tracing::instrument(skip_all, fields(copy = %copy))]
@@ -240,16 +240,19 @@ async fn mirror_verdict(
     Ok(Action::await_change())
 }
 
-/// The tenant object as stored now (see `cache::whole`).
+/// The tenant object whole: as its watch just delivered it, else as stored
+/// now (see `cache::whole`).
 async fn read_whole(obj: &Summary<SyncSecret>, ctx: &Context) -> Result<Option<SyncSecret>, Error> {
-    cache::whole(&ctx.tenant, obj).await.map_err(|e| match e {
-        Unreadable::Undecodable(reason) => undecodable(obj, &reason),
-        Unreadable::Read(source) => Error::ReadObject {
-            namespace: obj.namespace().unwrap_or_default(),
-            name: obj.name_any(),
-            source,
-        },
-    })
+    cache::whole(&ctx.tenant, obj, &ctx.delivered)
+        .await
+        .map_err(|e| match e {
+            Unreadable::Undecodable(reason) => undecodable(obj, &reason),
+            Unreadable::Read(source) => Error::ReadObject {
+                namespace: obj.namespace().unwrap_or_default(),
+                name: obj.name_any(),
+                source,
+            },
+        })
 }
 
 fn undecodable(obj: &Summary<SyncSecret>, reason: &str) -> Error {

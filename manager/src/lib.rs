@@ -57,9 +57,12 @@ pub struct Context {
     /// Secrets we made (they carry the origin labels), as last seen
     /// (summaries, compared with what would be written).
     pub secrets: Store<Summary<Secret>>,
-    /// Copies, as last seen (summaries too: the one written from is read
+    /// Copies, as last seen (summaries too: the one written from is needed
     /// whole when its Secret is written).
     pub copies: Store<Summary<SyncSecret>>,
+    /// Copies the watch just delivered, whole: the one written from is
+    /// taken from here when it is the cached version.
+    pub delivered: cache::Delivered<SyncSecret>,
     /// Namespaces starting with this are tenant namespaces.
     pub tenant_namespace_prefix: String,
     /// What the management cluster accepts from a tenant.
@@ -261,8 +264,8 @@ impl Setup {
             writer,
             Some(FIELD_MANAGER_MANAGER),
             cache::Kept {
-                keys: None,
                 namespaces: namespaces.clone(),
+                ..cache::Kept::default()
             },
             recent_secrets.clone(),
             "secrets",
@@ -271,6 +274,7 @@ impl Setup {
         // Copies are never applied by the manager: none of their
         // managedFields is kept.
         let (copies_store, copies_writer) = reflector::store();
+        let delivered = cache::Delivered::new();
         let copy_events = cache::watch(
             copies,
             watcher::Config::default(),
@@ -284,6 +288,7 @@ impl Setup {
                     Arc::new(move |k: &str| policy.caches_key(k)) as cache::KeyFilter
                 }),
                 namespaces,
+                delivered: Some(delivered.clone()),
             },
             recent_copies.clone(),
             "copies",
@@ -334,6 +339,7 @@ impl Setup {
             ),
             backoffs: Backoffs::default(),
             recent_copies,
+            delivered,
             recent_secrets,
         });
         let health = self.common.health.clone();

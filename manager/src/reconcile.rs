@@ -120,7 +120,7 @@ pub fn error_policy(copy: Arc<Summary<SyncSecret>>, _error: &Error, ctx: Arc<Con
 /// does), then records `Synced` in the status (nothing when already so).
 ///
 /// Whether to write is decided from the caches (the Secret's metadata as it
-/// would be, the copy's payload digest); the copy is read whole only to
+/// would be, the copy's payload digest); the copy is needed whole only to
 /// write its Secret.
 async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Error> {
     if let Some(reason) = copy.unreadable() {
@@ -203,8 +203,8 @@ fn apply_failed(namespace: &str, name: &str, source: kube::Error) -> Error {
     }
 }
 
-/// Writes the Secret `name` from the copy as stored now (`live`: the
-/// Secret as last seen); false if the copy is gone or made anew since it
+/// Writes the Secret `name` from the copy whole (`cache::whole`; `live`:
+/// the Secret as last seen); false if the copy is gone or made anew since it
 /// was cached.
 #[tracing::instrument(skip_all, fields(secret = %name))]
 async fn write_secret(
@@ -223,8 +223,8 @@ async fn write_secret(
     let Some(whole) = read_whole(copy, ctx).await? else {
         return Ok(false);
     };
-    // What is written is the copy as stored now (it may be newer than the
-    // cache): it passes the same checks.
+    // What is written is the copy whole (the cached version, or a newer
+    // one read): it passes the same checks.
     let payload = Payload::of_sync_secret(&whole);
     ctx.policy.check(&payload.type_, payload.size())?;
     let desired = desired_secret(&whole, &ctx.policy).ok_or(Error::NotStored)?;
@@ -316,19 +316,22 @@ fn must_replace(live: &Summary<Secret>, want: &PayloadDigest) -> bool {
     have.type_ != want.type_ || (have.immutable && have != want)
 }
 
-/// The copy as stored now (see `cache::whole`).
+/// The copy whole: as its watch just delivered it, else as stored now
+/// (see `cache::whole`).
 async fn read_whole(
     copy: &Summary<SyncSecret>,
     ctx: &Context,
 ) -> Result<Option<SyncSecret>, Error> {
-    cache::whole(&ctx.client, copy).await.map_err(|e| match e {
-        Unreadable::Undecodable(reason) => undecodable(copy, &reason),
-        Unreadable::Read(source) => Error::ReadCopy {
-            namespace: copy.namespace().unwrap_or_default(),
-            name: copy.name_any(),
-            source,
-        },
-    })
+    cache::whole(&ctx.client, copy, &ctx.delivered)
+        .await
+        .map_err(|e| match e {
+            Unreadable::Undecodable(reason) => undecodable(copy, &reason),
+            Unreadable::Read(source) => Error::ReadCopy {
+                namespace: copy.namespace().unwrap_or_default(),
+                name: copy.name_any(),
+                source,
+            },
+        })
 }
 
 fn undecodable(copy: &Summary<SyncSecret>, reason: &str) -> Error {

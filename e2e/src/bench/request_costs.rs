@@ -151,7 +151,8 @@ impl Requester {
 /// the same time. What a phase's "etcd + API servers ÷ writes" is made of:
 /// the floors write with POST and merge patches; the controllers apply
 /// copies and Secrets, add finalizers with JSON patches, write statuses
-/// with merge patches, and read whole objects before they write.
+/// with merge patches, and read whole objects before they write when
+/// their watch has not just delivered them.
 pub async fn request_costs(n: usize, concurrency: usize) -> Result<Value, HarnessError> {
     use crate::control_plane::ControlPlane;
     if n == 0 {

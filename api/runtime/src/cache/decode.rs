@@ -236,39 +236,18 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
     }
 }
 
-/// So that an `Api<Lenient<K>>` reads `K`'s resource leniently.
-impl<K: kube::Resource<DynamicType = ()>> kube::Resource for Lenient<K> {
-    type DynamicType = ();
-    type Scope = K::Scope;
-
-    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
-        K::kind(dt)
+// So that an `Api<Lenient<K>>` reads `K`'s resource leniently.
+resource_of_k!(
+    Lenient,
+    |this| match this {
+        Self::Decoded(o) => o.meta(),
+        Self::Undecodable(u) => &u.metadata,
+    },
+    match this {
+        Self::Decoded(o) => o.meta_mut(),
+        Self::Undecodable(u) => &mut u.metadata,
     }
-    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
-        K::group(dt)
-    }
-    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
-        K::version(dt)
-    }
-    fn api_version(dt: &()) -> std::borrow::Cow<'_, str> {
-        K::api_version(dt)
-    }
-    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
-        K::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        match self {
-            Self::Decoded(o) => o.meta(),
-            Self::Undecodable(u) => &u.metadata,
-        }
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        match self {
-            Self::Decoded(o) => o.meta_mut(),
-            Self::Undecodable(u) => &mut u.metadata,
-        }
-    }
-}
+);
 
 #[cfg(test)]
 mod tests {

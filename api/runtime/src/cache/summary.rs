@@ -4,10 +4,13 @@
 //! SyncSecrets and the copies in the ccm, the copies and the Secrets in the
 //! manager. A reconcile decides from the caches alone whether anything is
 //! to be written, which at a steady state is never; only when it writes does
-//! it read the one whole object it writes from (a GET of the tenant object
-//! or of the copy). A whole object in a cache held its payload for as long
-//! as it existed, to be read on the rare write, and the caches' memory grew
-//! with the size of what tenants sync. A summary keeps
+//! it need the one whole object it writes from: the one its watch just
+//! delivered, kept a moment beside the cache
+//! ([`Delivered`](crate::cache::delivered::Delivered)), else a GET of the
+//! tenant object or of the copy. A whole object in a cache held its
+//! payload for as long as it existed, to be read on the rare write, and
+//! the caches' memory grew with the size of what tenants sync. A summary
+//! keeps
 //! the metadata and status as they are and, of the payload, its type,
 //! immutability, size and a SHA-256 per key ([`PayloadDigest`], in
 //! `payload`), and for a TLS SyncSecret its certificate's notAfter: enough
@@ -51,7 +54,10 @@ use syncsecret_api::v1alpha1::{SyncSecret, SyncSecretStatus};
 /// cache, labels and annotations as [`Pairs`]), its status, and its
 /// payload's digest. It is
 /// read from the API server as `K` and summarized as it is decoded, so a
-/// watch of `Summary<K>` never holds more than one whole object at a time.
+/// list of `Summary<K>` never holds more than one whole object at a time
+/// (a watch's list holds also those of at most
+/// [`KEPT_BYTES`](crate::cache::delivered::KEPT_BYTES), until each is
+/// handed on: [`Fresh`](crate::cache::delivered::Fresh)).
 pub struct Summary<K> {
     /// The object's metadata, without its labels and annotations.
     pub metadata: ObjectMeta,
@@ -85,17 +91,48 @@ pub struct Summary<K> {
 pub trait Summarize: kube::Resource<DynamicType = ()> + DeserializeOwned {
     /// The summary of this object.
     fn summary(self) -> Summary<Self>;
+
+    /// The summary of this object and, for a kind that writes are made
+    /// from, the object itself without its `managedFields` (which nothing
+    /// writes from): what a watch keeps a moment
+    /// ([`Fresh`](crate::cache::delivered::Fresh)).
+    fn summary_and_whole(self) -> (Summary<Self>, Option<Self>) {
+        (self.summary(), None)
+    }
 }
 
 impl Summarize for SyncSecret {
     fn summary(self) -> Summary<Self> {
-        let payload = Payload::of_sync_secret(&self);
-        let has_string_data = self.string_data.is_some();
-        let mut summary = Summary::new(self.metadata, payload.digested(), self.status);
-        summary.certificate = read_not_after(&payload);
-        summary.has_string_data = has_string_data;
-        summary
+        summarize_sync_secret(self, false).0
     }
+
+    fn summary_and_whole(self) -> (Summary<Self>, Option<Self>) {
+        summarize_sync_secret(self, true)
+    }
+}
+
+fn summarize_sync_secret(
+    mut ss: SyncSecret,
+    keep_whole: bool,
+) -> (Summary<SyncSecret>, Option<SyncSecret>) {
+    let payload = Payload::of_sync_secret(&ss);
+    let has_string_data = ss.string_data.is_some();
+    let certificate = read_not_after(&payload);
+    let digest = payload.digested();
+    let (mut summary, whole) = if keep_whole {
+        // The payload moves into the whole object, not copied; the summary
+        // takes its own metadata, with the managedFields.
+        let managed = ss.metadata.managed_fields.take();
+        let mut metadata = ss.metadata.clone();
+        metadata.managed_fields = managed;
+        let summary = Summary::new(metadata, digest, ss.status.clone());
+        (summary, Some(ss))
+    } else {
+        (Summary::new(ss.metadata, digest, ss.status), None)
+    };
+    summary.certificate = certificate;
+    summary.has_string_data = has_string_data;
+    (summary, whole)
 }
 
 impl Summarize for Secret {
@@ -410,32 +447,7 @@ impl<K: kube::Resource<DynamicType = ()>> Serialize for Summary<K> {
     }
 }
 
-impl<K: kube::Resource<DynamicType = ()>> kube::Resource for Summary<K> {
-    type DynamicType = ();
-    type Scope = K::Scope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        K::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        K::version(dt)
-    }
-    fn api_version(dt: &()) -> Cow<'_, str> {
-        K::api_version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        K::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+resource_of_k!(Summary, |this| &this.metadata, &mut this.metadata);
 
 impl<K> HasStatus for Summary<K> {
     type Status = SyncSecretStatus;

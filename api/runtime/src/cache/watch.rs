@@ -20,12 +20,15 @@ use crate::cache::recent::RecentWrites;
 use crate::reconcile::backoff::WatchBackoff;
 
 use crate::cache::decode::Lenient;
+use crate::cache::delivered::{Delivered, Fresh, summaries};
 use crate::cache::summary::{Summarize, Summary};
 
 /// Objects per page of a watch's list. kube's default is 500: a page is
 /// held whole while it is decoded (its JSON text and every object with its
 /// full managedFields), which dominated a restarted manager's peak heap;
-/// a smaller page costs a few more list requests, once per (re)list.
+/// a smaller page costs a few more list requests, once per (re)list. (A
+/// page's objects of at most 32 KiB are also held whole until the watch
+/// hands each on: [`Fresh`].)
 pub const LIST_PAGE_SIZE: u32 = 100;
 
 /// `config` with the list page size and watch timeout every watch of the
@@ -45,7 +48,9 @@ pub const WATCH_TIMEOUT_SECS: u32 = 50;
 /// with [`WatchBackoff`], every failure logged (`what` names the watch),
 /// objects slimmed to what `field_manager`'s comparisons read (and, with
 /// `keep_key`, to the label and annotation keys it allows), applied to
-/// `writer`'s cache (only the objects and keys `kept` lets through), a
+/// `writer`'s cache (only the objects and keys `kept` lets through), the
+/// small objects it delivers kept whole a moment if `kept` has a
+/// [`Delivered`] (else dropped before caching), a
 /// (re)list told as it ends ([`relisted`]), and every event shown to
 /// `recent` (which forgets our writes the cache now holds) before anything
 /// is reconciled.
@@ -54,15 +59,24 @@ pub fn watch<K>(
     config: watcher::Config,
     writer: Writer<Summary<K>>,
     field_manager: Option<&'static str>,
-    kept: Kept,
+    kept: Kept<K>,
     recent: RecentWrites,
     what: &'static str,
 ) -> impl Stream<Item = Result<watcher::Event<Summary<K>>, watcher::Error>> + Send
 where
-    K: Summarize + 'static,
+    K: Summarize + Resource<Scope = k8s_openapi::NamespaceResourceScope> + Send + Sync + 'static,
 {
     let cached = writer.as_reader();
-    let Kept { keys, namespaces } = kept;
+    let Kept {
+        keys,
+        namespaces,
+        delivered,
+    } = kept;
+    let client = api.clone().into_client();
+    let api: Api<Fresh<K>> = match api.namespace() {
+        Some(namespace) => Api::namespaced(client, namespace),
+        None => Api::all(client),
+    };
     watcher(api, tuned(config))
         .inspect_err(move |e| tracing::warn!(watch = what, "watch failed, retrying: {e}"))
         .backoff(WatchBackoff::default())
@@ -77,6 +91,11 @@ where
                 _ => true,
             };
             std::future::ready(kept)
+        })
+        // Whole objects go beside the cache or nowhere, never into it.
+        .map_ok(move |event| match &delivered {
+            Some(delivered) => delivered.observe(event),
+            None => summaries(event),
         })
         .modify(move |o: &mut Summary<K>| {
             o.keep_applied_by(field_manager);
@@ -100,13 +119,25 @@ pub type KeyFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// What a cache keeps beyond what its comparisons read: all of it unless
 /// told otherwise.
-#[derive(Clone, Default)]
-pub struct Kept {
+pub struct Kept<K> {
     /// Of the label and annotation keys tenants wrote, these only.
     pub keys: Option<KeyFilter>,
     /// Objects in these namespaces only (a sharded manager's share); the
     /// others are dropped as they arrive, never cached or reconciled.
     pub namespaces: Option<KeyFilter>,
+    /// Beside the cache, the small objects the watch just delivered,
+    /// whole, for the writes they trigger ([`Delivered`]).
+    pub delivered: Option<Delivered<K>>,
+}
+
+impl<K> Default for Kept<K> {
+    fn default() -> Self {
+        Self {
+            keys: None,
+            namespaces: None,
+            delivered: None,
+        }
+    }
 }
 
 /// Reconcile triggers, for `Controller::reconcile_on`, from another
@@ -152,18 +183,27 @@ pub fn owners<K: Resource<DynamicType = ()>>(obj: &impl Resource) -> Vec<ObjectR
 /// that is not a valid `K` comes back [`Lenient::Undecodable`], never as a
 /// decode error (whose text would quote the value).
 ///
-/// Read first from the API server's watch cache (`resourceVersion=0`: no
+/// Taken from `delivered` when the watch delivered exactly the cached
+/// version a moment ago (no read at all). Else read first from the API
+/// server's watch cache (`resourceVersion=0`: no
 /// etcd read, the cheapest request there is), which holds at least what our
 /// watch delivered; only if that answer is not the version cached here (a
 /// newer one, or a lagging API server of several) is it read again from
 /// etcd, and the latest taken.
-pub async fn whole<K>(client: &kube::Client, cached: &Summary<K>) -> Result<Option<K>, Unreadable>
+pub async fn whole<K>(
+    client: &kube::Client,
+    cached: &Summary<K>,
+    delivered: &Delivered<K>,
+) -> Result<Option<K>, Unreadable>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned,
 {
+    if let Some(whole) = delivered.take(cached) {
+        return Ok(Some(whole));
+    }
     let api: Api<Lenient<K>> =
         Api::namespaced(client.clone(), &cached.namespace().unwrap_or_default());
     match whole_lenient(&api, cached).await {
@@ -377,5 +417,46 @@ mod tests {
                 .collect()
                 .await;
         assert_eq!(triggered, [ObjectRef::new("copy").within("tenant-a")]);
+    }
+
+    #[tokio::test]
+    async fn a_write_takes_the_object_its_watch_delivered_without_a_read() {
+        use std::sync::Mutex;
+
+        use http_body_util::Full;
+        use syncsecret_api::v1alpha1::SyncSecret;
+
+        let wire = serde_json::json!({
+            "apiVersion": "kubelb.k8c.io/v1alpha1", "kind": "SyncSecret",
+            "metadata": {"name": "a", "namespace": "ns", "uid": "u", "resourceVersion": "7"},
+            "data": {"k": "dg=="}
+        });
+        let reads = Arc::new(Mutex::new(0));
+        let counted = reads.clone();
+        let answer = wire.to_string();
+        let client = kube::Client::new(
+            tower::service_fn(move |_: http::Request<kube::client::Body>| {
+                *counted.lock().unwrap() += 1;
+                let body = bytes::Bytes::from(answer.clone());
+                async move {
+                    http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(Full::new(body))
+                }
+            }),
+            "ns",
+        );
+        let delivered = Delivered::new();
+        let event = serde_json::from_value(wire).unwrap();
+        let watcher::Event::Apply(cached) = delivered.observe(watcher::Event::Apply(event)) else {
+            unreachable!("an apply stays an apply")
+        };
+        let taken: Option<SyncSecret> = whole(&client, &cached, &delivered).await.unwrap();
+        assert!(taken.is_some());
+        assert_eq!(*reads.lock().unwrap(), 0, "no request");
+        // Taken once: the next write of the same version reads it.
+        let read = whole(&client, &cached, &delivered).await.unwrap();
+        assert_eq!(read.and_then(|o| o.data), taken.and_then(|o| o.data));
+        assert_eq!(*reads.lock().unwrap(), 1, "one GET");
     }
 }
