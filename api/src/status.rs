@@ -168,6 +168,16 @@ pub fn pending() -> SyncSecretStatus {
     )
 }
 
+/// Whether a tenant object has had no verdict from the management cluster
+/// yet: no status, or only the ccm's own failure to write its copy (a
+/// `Failed` that holds no observedGeneration). Once its copy is written,
+/// such an object waits for the manager as a new one does (and shows
+/// `Pending` if that is late), rather than keep a failure that no longer
+/// holds.
+pub fn awaits_first_verdict(s: Option<&SyncSecretStatus>) -> bool {
+    s.is_none_or(|s| s.observed_generation.is_none() && s.phase == Some(SyncSecretPhase::Failed))
+}
+
 /// The phase of a status, if any.
 pub fn phase(s: Option<&SyncSecretStatus>) -> Option<SyncSecretPhase> {
     s.and_then(|s| s.phase)
@@ -342,6 +352,25 @@ mod mirrored_text {
 mod tests {
     use super::*;
     use crate::v1alpha1::SyncSecret;
+
+    #[test]
+    fn only_a_failure_before_any_verdict_still_awaits_the_first() {
+        let failed = |generation| {
+            status(
+                SyncSecretPhase::Failed,
+                generation,
+                false,
+                "ApplyCopyFailed",
+                "exceeded quota".to_owned(),
+            )
+        };
+        assert!(awaits_first_verdict(None));
+        assert!(awaits_first_verdict(Some(&failed(None))));
+        // A failure after a verdict keeps saying what the management
+        // cluster last held; Pending already waits.
+        assert!(!awaits_first_verdict(Some(&failed(Some(1)))));
+        assert!(!awaits_first_verdict(Some(&pending())));
+    }
 
     #[test]
     fn a_synced_verdict_worded_otherwise_is_no_change() {

@@ -9,8 +9,8 @@ use serde_json::json;
 use syncsecret_api::contract::{FIELD_MANAGER_CCM, copy_name};
 use syncsecret_api::desired::{copy_needs_write, desired_copy, desired_copy_metadata};
 use syncsecret_api::status::{
-    cluster_name_conflict, mirrored, pending, phase, shown_conflict, status, verdict_differs,
-    with_condition,
+    awaits_first_verdict, cluster_name_conflict, mirrored, pending, phase, shown_conflict, status,
+    verdict_differs, with_condition,
 };
 use syncsecret_api::{SyncSecret, SyncSecretPhase, SyncSecretStatus};
 use syncsecret_runtime::cache::recent::{self, Cached};
@@ -222,10 +222,10 @@ async fn mirror_verdict(
 ) -> Result<Action, Error> {
     match mirrored(live, obj.metadata.generation) {
         Some(verdict) => {
-            ctx.answered(copy, obj.status.is_none());
+            ctx.answered(copy, awaits_first_verdict(obj.status.as_ref()));
             mirror(obj, verdict, ctx).await?;
         }
-        None if obj.status.is_none() => {
+        None if awaits_first_verdict(obj.status.as_ref()) => {
             let created = live.metadata.creation_timestamp.as_ref();
             match ctx.verdict_wait(copy, created) {
                 Ok(wait) => return Ok(Action::requeue(wait)),

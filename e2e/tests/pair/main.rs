@@ -91,6 +91,7 @@ fn main() -> std::process::ExitCode {
         monitoring::prometheus_has_data_for_every_dashboard_query_and_alert,
         operations::a_dry_run_writes_nothing_and_reports_each_pending_write,
         operations::a_copy_the_manager_never_answers_shows_pending_at_the_timeout,
+        operations::a_failure_before_the_first_verdict_gives_way_to_pending,
         kubelb::objects_kubelb_made_are_adopted_and_made_data_only,
         kubelb::secret_synchronizer_takes_labelled_secrets_only,
         operations::restarting_both_controllers_costs_zero_writes,

@@ -17,8 +17,8 @@ use syncsecret_e2e::pair::sum_samples;
 
 use super::support::{
     create, delete_all, gone, kubectl_mgmt, management, mgmt_kubeconfig, reconciles,
-    refusing_policy, settled, sync_secret, synced, tenant_client, tenant_shows, total,
-    user_visible_text,
+    refusing_policy, settled, sync_secret, synced, synced_condition, tenant_client, tenant_shows,
+    total, user_visible_text,
 };
 use super::{Shared, TENANTS, WAIT};
 
@@ -269,6 +269,103 @@ async fn never_answered(
     // The manager retries and gets through: `Synced`, by itself.
     tenant_shows(s, 0, ns, "stuck", SyncSecretPhase::Synced).await?;
     Ok(())
+}
+
+/// A new object whose first copy write is refused shows `Failed`. Once its
+/// copy is written while the manager answers nothing, it shows `Pending`,
+/// not the failure that no longer holds; `Synced` once the manager is back.
+pub(super) async fn a_failure_before_the_first_verdict_gives_way_to_pending(
+    s: &Shared,
+) -> anyhow::Result<()> {
+    let kubeconfig = mgmt_kubeconfig(s).await;
+    let result = failed_then_pending(s, &kubeconfig).await;
+    // Whatever happened: no policy and the manager up, for the tests after.
+    let policy = kubectl_mgmt(
+        &kubeconfig,
+        &[
+            "delete",
+            "--ignore-not-found",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            "e2e-refuse-copy",
+        ],
+        None,
+    );
+    let manager = {
+        let mut pair = s.pair.lock().await;
+        if pair.manager.has_exited() {
+            pair.manager.start().await
+        } else {
+            Ok(())
+        }
+    };
+    result?;
+    policy?;
+    Ok(manager?)
+}
+
+async fn failed_then_pending(s: &Shared, kubeconfig: &std::path::Path) -> anyhow::Result<()> {
+    let ns = "first-verdict";
+    let policy = refusing_policy(
+        "e2e-refuse-copy",
+        "syncsecrets",
+        &["CREATE"],
+        "e2e-refuse-copy",
+        "the platform's policy refuses copies labelled e2e-refuse-copy",
+    );
+    kubectl_mgmt(kubeconfig, &["apply", "-f", "-"], Some(&policy))?;
+    // Active once a labelled create is refused (a server-side dry run).
+    let probes: Api<SyncSecret> = Api::namespaced(management(s).await, "default");
+    let mut probe = sync_secret("refuse-probe");
+    probe
+        .labels_mut()
+        .insert("e2e-refuse-copy".into(), "yes".into());
+    eventually("the copy policy is active", WAIT, || async {
+        let params = PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        };
+        match probes.create(&params, &probe).await {
+            Err(kube::Error::Api(e)) if e.message.contains("e2e-refuse-copy") => Ok(()),
+            other => Err(format!("not yet: {:?}", other.map(|o| o.name_any()))),
+        }
+    })
+    .await?;
+    s.pair.lock().await.manager.stop()?;
+
+    let mut obj = sync_secret("refused-first");
+    obj.labels_mut()
+        .insert("e2e-refuse-copy".into(), "yes".into());
+    obj.string_data = Some([("k".to_owned(), s.value("refused-first"))].into());
+    create(s, 0, ns, obj).await?;
+    let failed = tenant_shows(s, 0, ns, "refused-first", SyncSecretPhase::Failed).await?;
+    let reason = synced_condition(&failed)
+        .map(|c| c.reason)
+        .unwrap_or_default();
+    ensure!(
+        reason == "ApplyCopyFailed",
+        "the refused copy write shows {reason}"
+    );
+
+    // The platform lets it through; the ccm's retry writes the copy, and
+    // with no manager to judge it the object waits, as a new one does.
+    kubectl_mgmt(
+        kubeconfig,
+        &[
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            "e2e-refuse-copy",
+        ],
+        None,
+    )?;
+    let pending = tenant_shows(s, 0, ns, "refused-first", SyncSecretPhase::Pending).await?;
+    let reason = synced_condition(&pending)
+        .map(|c| c.reason)
+        .unwrap_or_default();
+    println!("    refused-first: Failed, then Pending ({reason}) once its copy was written");
+
+    s.pair.lock().await.manager.start().await?;
+    tenant_shows(s, 0, ns, "refused-first", SyncSecretPhase::Synced).await?;
+    delete_all(s, 0, ns, &["refused-first"]).await
 }
 
 pub(super) async fn restarting_both_controllers_costs_zero_writes(
