@@ -278,8 +278,11 @@ pub(super) async fn a_failure_before_the_first_verdict_gives_way_to_pending(
     s: &Shared,
 ) -> anyhow::Result<()> {
     let kubeconfig = mgmt_kubeconfig(s).await;
-    let result = failed_then_pending(s, &kubeconfig).await;
-    // Whatever happened: no policy and the manager up, for the tests after.
+    let ns = "first-verdict";
+    let mut names = Vec::new();
+    let result = failed_then_pending(s, ns, &kubeconfig, &mut names).await;
+    // Whatever happened: no policy, the manager up and no objects, for the
+    // tests after.
     let policy = kubectl_mgmt(
         &kubeconfig,
         &[
@@ -298,13 +301,20 @@ pub(super) async fn a_failure_before_the_first_verdict_gives_way_to_pending(
             Ok(())
         }
     };
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let objects = delete_all(s, 0, ns, &names).await;
     result?;
     policy?;
-    Ok(manager?)
+    manager?;
+    objects
 }
 
-async fn failed_then_pending(s: &Shared, kubeconfig: &std::path::Path) -> anyhow::Result<()> {
-    let ns = "first-verdict";
+async fn failed_then_pending(
+    s: &Shared,
+    ns: &str,
+    kubeconfig: &std::path::Path,
+    names: &mut Vec<String>,
+) -> anyhow::Result<()> {
     let policy = refusing_policy(
         "e2e-refuse-copy",
         "syncsecrets",
@@ -337,6 +347,7 @@ async fn failed_then_pending(s: &Shared, kubeconfig: &std::path::Path) -> anyhow
         .insert("e2e-refuse-copy".into(), "yes".into());
     obj.string_data = Some([("k".to_owned(), s.value("refused-first"))].into());
     create(s, 0, ns, obj).await?;
+    names.push("refused-first".to_owned());
     let failed = tenant_shows(s, 0, ns, "refused-first", SyncSecretPhase::Failed).await?;
     let reason = synced_condition(&failed)
         .map(|c| c.reason)
@@ -365,7 +376,7 @@ async fn failed_then_pending(s: &Shared, kubeconfig: &std::path::Path) -> anyhow
 
     s.pair.lock().await.manager.start().await?;
     tenant_shows(s, 0, ns, "refused-first", SyncSecretPhase::Synced).await?;
-    delete_all(s, 0, ns, &["refused-first"]).await
+    Ok(())
 }
 
 pub(super) async fn restarting_both_controllers_costs_zero_writes(
