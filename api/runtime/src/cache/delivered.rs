@@ -10,8 +10,8 @@
 //! [`KEPT_FOR`], and hands one over only if it is exactly the version the
 //! cache holds (its UID and resourceVersion); anything else, evicted,
 //! expired, too large or superseded, is read from the API server as
-//! before. So memory stays bounded by [`KEPT`] × [`KEPT_BYTES`] whatever
-//! tenants write, no value stays in memory long after its watch event
+//! before. So memory stays bounded by [`KEPT`] objects of [`KEPT_BYTES`]
+//! and [`KEPT_ENTRIES`] (about 2.5 MiB per watch) whatever tenants write, no value stays in memory long after its watch event
 //! unless a write is made from it, and a tenant who floods the stash only
 //! sends the writes of others back to the read.
 
@@ -36,6 +36,12 @@ pub const KEPT: usize = 64;
 /// The largest object kept, as the API server sent it (its JSON, status
 /// and managedFields included), in bytes. Larger ones are read.
 pub const KEPT_BYTES: usize = 32 * 1024;
+
+/// The most entries an object kept may have in its maps and lists (data,
+/// stringData, labels, annotations, finalizers, ownerReferences): decoded,
+/// each costs about 100 bytes beyond its text, so with [`KEPT_BYTES`]
+/// this bounds what one object kept holds to about 40 KiB.
+pub const KEPT_ENTRIES: usize = 64;
 
 /// How long an object may be handed over: a reconcile that starts later
 /// (a long queue) reads it instead. It is dropped within 1.5 × this.
@@ -94,8 +100,8 @@ impl<K: Resource<DynamicType = ()>> std::fmt::Debug for Fresh<K> {
 resource_of_k!(Fresh, |this| this.summary.meta(), this.summary.meta_mut());
 
 /// A watch event of [`Fresh`] objects as one of summaries, every object
-/// whole dropped: for a watch with no [`Delivered`].
-pub fn summaries<K>(event: watcher::Event<Fresh<K>>) -> watcher::Event<Summary<K>> {
+/// whole dropped.
+fn summaries<K>(event: watcher::Event<Fresh<K>>) -> watcher::Event<Summary<K>> {
     match event {
         watcher::Event::Apply(o) => watcher::Event::Apply(o.summary),
         watcher::Event::InitApply(o) => watcher::Event::InitApply(o.summary),
@@ -314,6 +320,7 @@ mod tests {
             manager: Some("someone".into()),
             ..ManagedFieldsEntry::default()
         }]);
+        o.status = Some(syncsecret_api::status::pending());
         let read = fresh(&o);
         let printed = format!("{read:?}");
         assert!(!printed.contains("admin") && !printed.contains("vvvvvvvvvv"));
@@ -326,12 +333,14 @@ mod tests {
         let as_cached = o.clone().summary();
         assert_eq!(summary.payload, as_cached.payload);
         assert_eq!(summary.meta(), as_cached.meta());
+        assert_eq!(summary.status, o.status, "the status goes to the summary");
         let mut expected = o;
         expected.metadata.managed_fields = None;
+        expected.status = None;
         assert_eq!(
             whole.as_deref(),
             Some(&expected),
-            "whole, but its managedFields"
+            "whole, but its managedFields and status"
         );
     }
 
@@ -354,6 +363,14 @@ mod tests {
                 .1
                 .is_some()
         );
+        // Small, but more entries than KEPT_ENTRIES: decoded, each costs
+        // far more than its text.
+        let mut many = object("d", "1", 1);
+        let data = (0..=KEPT_ENTRIES).map(|i| (format!("k{i}"), ByteString(vec![b'v'])));
+        many.data = Some(data.collect());
+        assert!(fresh(&many).into_parts().1.is_none());
+        many.data.as_mut().unwrap().pop_first();
+        assert!(fresh(&many).into_parts().1.is_some(), "at the bound: kept");
         // Secrets are never written from: never kept.
         let secret: Fresh<Secret> = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1", "kind": "Secret",

@@ -43,6 +43,7 @@ use syncsecret_api::labelled::{KeptOff, Labelled, Observed, applies, owned_keys}
 
 use crate::cache::certificate::read_not_after;
 use crate::cache::decode::{Lenient, Undecodable};
+use crate::cache::delivered::KEPT_ENTRIES;
 use syncsecret_api::contract::{
     ANNOTATION_ORIGIN_GENERATION, FIELD_MANAGER_CCM, FIELD_MANAGER_MANAGER, LABEL_MANAGED_BY,
     LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
@@ -93,8 +94,10 @@ pub trait Summarize: kube::Resource<DynamicType = ()> + DeserializeOwned {
     fn summary(self) -> Summary<Self>;
 
     /// The summary of this object and, for a kind that writes are made
-    /// from, the object itself without its `managedFields` (which nothing
-    /// writes from): what a watch keeps a moment
+    /// from and an object of at most
+    /// [`KEPT_ENTRIES`](crate::cache::delivered::KEPT_ENTRIES), the object
+    /// itself without its `managedFields` and status (which nothing writes
+    /// from): what a watch keeps a moment
     /// ([`Fresh`](crate::cache::delivered::Fresh)).
     fn summary_and_whole(self) -> (Summary<Self>, Option<Self>) {
         (self.summary(), None)
@@ -119,20 +122,32 @@ fn summarize_sync_secret(
     let has_string_data = ss.string_data.is_some();
     let certificate = read_not_after(&payload);
     let digest = payload.digested();
-    let (mut summary, whole) = if keep_whole {
+    let (mut summary, whole) = if keep_whole && entries(&ss) <= KEPT_ENTRIES {
         // The payload moves into the whole object, not copied; the summary
-        // takes its own metadata, with the managedFields.
+        // takes its own metadata, with the managedFields, and the status.
         let managed = ss.metadata.managed_fields.take();
         let mut metadata = ss.metadata.clone();
         metadata.managed_fields = managed;
-        let summary = Summary::new(metadata, digest, ss.status.clone());
-        (summary, Some(ss))
+        let status = ss.status.take();
+        (Summary::new(metadata, digest, status), Some(ss))
     } else {
         (Summary::new(ss.metadata, digest, ss.status), None)
     };
     summary.certificate = certificate;
     summary.has_string_data = has_string_data;
     (summary, whole)
+}
+
+/// The entries of an object's maps and lists but its managedFields and
+/// status (see [`KEPT_ENTRIES`]).
+fn entries(ss: &SyncSecret) -> usize {
+    let m = &ss.metadata;
+    ss.data.as_ref().map_or(0, BTreeMap::len)
+        + ss.string_data.as_ref().map_or(0, BTreeMap::len)
+        + m.labels.as_ref().map_or(0, BTreeMap::len)
+        + m.annotations.as_ref().map_or(0, BTreeMap::len)
+        + m.finalizers.as_ref().map_or(0, Vec::len)
+        + m.owner_references.as_ref().map_or(0, Vec::len)
 }
 
 impl Summarize for Secret {

@@ -20,7 +20,7 @@ use crate::cache::recent::RecentWrites;
 use crate::reconcile::backoff::WatchBackoff;
 
 use crate::cache::decode::Lenient;
-use crate::cache::delivered::{Delivered, Fresh, summaries};
+use crate::cache::delivered::{Delivered, Fresh};
 use crate::cache::summary::{Summarize, Summary};
 
 /// Objects per page of a watch's list. kube's default is 500: a page is
@@ -72,11 +72,49 @@ where
         namespaces,
         delivered,
     } = kept;
-    let client = api.clone().into_client();
-    let api: Api<Fresh<K>> = match api.namespace() {
-        Some(namespace) => Api::namespaced(client, namespace),
-        None => Api::all(client),
+    // Whole objects go beside the cache or nowhere, never into it; a
+    // watch with no stash never decodes them.
+    let events = match delivered {
+        Some(delivered) => {
+            let client = api.clone().into_client();
+            let api: Api<Fresh<K>> = match api.namespace() {
+                Some(namespace) => Api::namespaced(client, namespace),
+                None => Api::all(client),
+            };
+            events(api, config, namespaces, what)
+                .map_ok(move |event| delivered.observe(event))
+                .boxed()
+        }
+        None => events(api, config, namespaces, what).boxed(),
     };
+    events
+        .modify(move |o: &mut Summary<K>| {
+            o.keep_applied_by(field_manager);
+            if let Some(keep) = &keys {
+                o.retain_metadata(keep.as_ref());
+            }
+        })
+        .inspect_ok(move |event| match event {
+            watcher::Event::Init => tracing::debug!(watch = what, "listing"),
+            watcher::Event::InitDone => tracing::debug!(watch = what, "listed; watching"),
+            _ => {}
+        })
+        .reflect(writer)
+        .flat_map(relisted(cached))
+        .inspect_ok(move |event| recent.observe(event))
+}
+
+/// A watch's events, retried with [`WatchBackoff`] and every failure
+/// logged, of the objects in the namespaces `namespaces` lets through.
+fn events<T>(
+    api: Api<T>,
+    config: watcher::Config,
+    namespaces: Option<KeyFilter>,
+    what: &'static str,
+) -> impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> + Send
+where
+    T: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
     watcher(api, tuned(config))
         .inspect_err(move |e| tracing::warn!(watch = what, "watch failed, retrying: {e}"))
         .backoff(WatchBackoff::default())
@@ -92,25 +130,6 @@ where
             };
             std::future::ready(kept)
         })
-        // Whole objects go beside the cache or nowhere, never into it.
-        .map_ok(move |event| match &delivered {
-            Some(delivered) => delivered.observe(event),
-            None => summaries(event),
-        })
-        .modify(move |o: &mut Summary<K>| {
-            o.keep_applied_by(field_manager);
-            if let Some(keep) = &keys {
-                o.retain_metadata(keep.as_ref());
-            }
-        })
-        .inspect_ok(move |event| match event {
-            watcher::Event::Init => tracing::debug!(watch = what, "listing"),
-            watcher::Event::InitDone => tracing::debug!(watch = what, "listed; watching"),
-            _ => {}
-        })
-        .reflect(writer)
-        .flat_map(relisted(cached))
-        .inspect_ok(move |event| recent.observe(event))
 }
 
 /// Which label and annotation keys a cache keeps of what tenants wrote
