@@ -17,8 +17,8 @@ use syncsecret_e2e::pair::sum_samples;
 
 use super::support::{
     create, delete_all, gone, kubectl_mgmt, management, mgmt_kubeconfig, reconciles,
-    refusing_policy, settled, sync_secret, synced, synced_condition, tenant_client, tenant_shows,
-    total, user_visible_text,
+    refusing_policy, remove_policy, settled, sync_secret, synced, synced_condition, tenant_client,
+    tenant_shows, total, user_visible_text,
 };
 use super::{Shared, TENANTS, WAIT};
 
@@ -146,16 +146,7 @@ pub(super) async fn a_copy_the_manager_never_answers_shows_pending_at_the_timeou
     let result = never_answered(s, ns, &kubeconfig, &mut names).await;
     // Whatever happened: no policy, no objects, the usual flags, for the
     // tests after this one.
-    let policy = kubectl_mgmt(
-        &kubeconfig,
-        &[
-            "delete",
-            "--ignore-not-found",
-            "validatingadmissionpolicybinding,validatingadmissionpolicy",
-            "e2e-hold-status",
-        ],
-        None,
-    );
+    let policy = remove_policy(&kubeconfig, "e2e-hold-status");
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let objects = delete_all(s, 0, ns, &names).await;
     let flags = s.pair.lock().await.ccms[0].restart_with(&[]).await;
@@ -257,15 +248,7 @@ async fn never_answered(
     );
     // Those were answered: the manager was at work, not down.
     tenant_shows(s, 0, ns, "flow-1", SyncSecretPhase::Synced).await?;
-    kubectl_mgmt(
-        kubeconfig,
-        &[
-            "delete",
-            "validatingadmissionpolicybinding,validatingadmissionpolicy",
-            "e2e-hold-status",
-        ],
-        None,
-    )?;
+    remove_policy(kubeconfig, "e2e-hold-status")?;
     // The manager retries and gets through: `Synced`, by itself.
     tenant_shows(s, 0, ns, "stuck", SyncSecretPhase::Synced).await?;
     Ok(())
@@ -283,16 +266,7 @@ pub(super) async fn a_failure_before_the_first_verdict_gives_way_to_pending(
     let result = failed_then_pending(s, ns, &kubeconfig, &mut names).await;
     // Whatever happened: no policy, the manager up and no objects, for the
     // tests after.
-    let policy = kubectl_mgmt(
-        &kubeconfig,
-        &[
-            "delete",
-            "--ignore-not-found",
-            "validatingadmissionpolicybinding,validatingadmissionpolicy",
-            "e2e-refuse-copy",
-        ],
-        None,
-    );
+    let policy = remove_policy(&kubeconfig, "e2e-refuse-copy");
     let manager = {
         let mut pair = s.pair.lock().await;
         if pair.manager.has_exited() {
@@ -359,15 +333,7 @@ async fn failed_then_pending(
 
     // The platform lets it through; the ccm's retry writes the copy, and
     // with no manager to judge it the object waits, as a new one does.
-    kubectl_mgmt(
-        kubeconfig,
-        &[
-            "delete",
-            "validatingadmissionpolicybinding,validatingadmissionpolicy",
-            "e2e-refuse-copy",
-        ],
-        None,
-    )?;
+    remove_policy(kubeconfig, "e2e-refuse-copy")?;
     let pending = tenant_shows(s, 0, ns, "refused-first", SyncSecretPhase::Pending).await?;
     let reason = synced_condition(&pending)
         .map(|c| c.reason)

@@ -209,6 +209,21 @@ pub(super) fn kubectl_mgmt(
 /// A ValidatingAdmissionPolicy of the management cluster named `name`,
 /// with its binding, that refuses `operations` on `resource` (of
 /// SyncSecrets) for objects labelled `label: "yes"`, saying `message`.
+/// Deletes the ValidatingAdmissionPolicy `name` and its binding (of
+/// [`refusing_policy`]), if there.
+pub(super) fn remove_policy(kubeconfig: &std::path::Path, name: &str) -> anyhow::Result<()> {
+    kubectl_mgmt(
+        kubeconfig,
+        &[
+            "delete",
+            "--ignore-not-found",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            name,
+        ],
+        None,
+    )
+}
+
 pub(super) fn refusing_policy(
     name: &str,
     resource: &str,
