@@ -56,9 +56,8 @@ use syncsecret_api::v1alpha1::{SyncSecret, SyncSecretStatus};
 /// payload's digest. It is
 /// read from the API server as `K` and summarized as it is decoded, so a
 /// list of `Summary<K>` never holds more than one whole object at a time
-/// (a watch's list holds also those of at most
-/// [`KEPT_BYTES`](crate::cache::delivered::KEPT_BYTES), until each is
-/// handed on: [`Fresh`](crate::cache::delivered::Fresh)).
+/// (a watch with a stash holds also its list's small objects, until each
+/// is handed on: [`Fresh`](crate::cache::delivered::Fresh)).
 pub struct Summary<K> {
     /// The object's metadata, without its labels and annotations.
     pub metadata: ObjectMeta,

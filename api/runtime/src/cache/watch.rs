@@ -26,9 +26,9 @@ use crate::cache::summary::{Summarize, Summary};
 /// Objects per page of a watch's list. kube's default is 500: a page is
 /// held whole while it is decoded (its JSON text and every object with its
 /// full managedFields), which dominated a restarted manager's peak heap;
-/// a smaller page costs a few more list requests, once per (re)list. (A
-/// page's objects of at most 32 KiB are also held whole until the watch
-/// hands each on: [`Fresh`].)
+/// a smaller page costs a few more list requests, once per (re)list. (In
+/// a watch with a [`Delivered`], a page's small objects are also held
+/// whole until the watch hands each on: [`Fresh`].)
 pub const LIST_PAGE_SIZE: u32 = 100;
 
 /// `config` with the list page size and watch timeout every watch of the
