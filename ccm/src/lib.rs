@@ -294,8 +294,14 @@ impl Setup {
         // applied metadata on them).
         let (tenant_objects, tenant_writer) = reflector::store();
         let delivered = cache::Delivered::new();
+        // The synchronizer learns of SyncSecrets from this one watch, once
+        // the cache holds what it learns: a second watch of them would list
+        // them all again at each start, decode each event twice and could
+        // trigger it before this cache showed the change.
+        let (to_synchronizer, synchronizer_triggers) = futures::channel::mpsc::unbounded();
+        let to_synchronizer = self.synchronizer.then_some(to_synchronizer);
         let tenant_events = cache::watch(
-            tenant_api.clone(),
+            tenant_api,
             watcher::Config::default(),
             tenant_writer,
             Some(FIELD_MANAGER_CCM),
@@ -306,6 +312,17 @@ impl Setup {
             recent_tenant.clone(),
             "tenant syncsecrets",
         )
+        .inspect_ok(move |event| {
+            let (Some(to), watcher::Event::Apply(o) | watcher::Event::Delete(o)) =
+                (&to_synchronizer, event)
+            else {
+                return;
+            };
+            if let Some(namespace) = o.namespace() {
+                // Closed only when the synchronizer has stopped.
+                let _ = to.unbounded_send(ObjectRef::new(&o.name_any()).within(&namespace));
+            }
+        })
         .applied_objects();
 
         let (conflict, _) = tokio::sync::watch::channel(None);
@@ -400,11 +417,11 @@ impl Setup {
                     }
                 })
                 .applied_objects();
+            // Each SyncSecret's change or deletion reconciles the Secret of
+            // its name, if there is a labelled one.
             let c = Controller::for_stream(labelled, store.clone())
                 .with_config(config)
-                .watches(tenant_api, watch(), |ss| {
-                    Some(ObjectRef::new(&ss.name_any()).within(&ss.namespace()?))
-                })
+                .reconcile_on(synchronizer_triggers)
                 .graceful_shutdown_on(shutdown.clone().requested());
             secrets_store = Some(store);
             let release_ctx = ctx.clone();

@@ -68,9 +68,9 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
         .lookup_listed(&ctx.tenant_objects, &key, recent::LIST_WAIT)
         .await
     {
-        // Our last write is not in the tenant objects' cache yet. The
-        // SyncSecret watch that triggers this controller is not that
-        // cache's and may fire first: look again soon.
+        // Our last write is not in the tenant objects' cache yet (the
+        // Secret changed again meanwhile): its watch event brings this
+        // Secret back; look again soon in case it was missed.
         Cached::Stale => return Ok(Action::requeue(STALE_RECHECK)),
         Cached::Known(live) => live,
         // Not listed yet (a start): never taken for an absent SyncSecret,

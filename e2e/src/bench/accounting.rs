@@ -14,7 +14,7 @@ use crate::pair::Pair;
 /// and verb, for our resources only. Requests the server did not accept
 /// (a 409 conflict, a 429 or 503 on a loaded machine) are counted apart,
 /// with their code after the verb (`syncsecrets PATCH 409`).
-pub(super) async fn requests(client: &Client) -> Result<BTreeMap<String, f64>, HarnessError> {
+pub async fn requests(client: &Client) -> Result<BTreeMap<String, f64>, HarnessError> {
     let req = http::Request::get("/metrics")
         .body(Vec::new())
         .map_err(|e| HarnessError::Usage(e.to_string()))?;

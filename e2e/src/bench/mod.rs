@@ -8,7 +8,7 @@
 //! management cluster's Secrets (and copies, and each tenant's objects)
 //! records when each object's content arrives.
 
-mod accounting;
+pub mod accounting;
 mod floor;
 mod latency;
 mod load;

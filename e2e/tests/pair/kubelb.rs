@@ -11,12 +11,13 @@ use syncsecret_api::contract::{
     tenant_namespace,
 };
 use syncsecret_api::{SyncSecret, SyncSecretPhase};
+use syncsecret_e2e::kube_util::eventually;
 use syncsecret_e2e::pair::{ensure_namespace, writes_by_resource};
 
 use super::support::{
     data_of, gone, management, settled, sync_secret, synced, tenant_client, tenant_shows,
 };
-use super::{Shared, TENANTS};
+use super::{Shared, TENANTS, WAIT};
 
 pub(super) async fn objects_kubelb_made_are_adopted_and_made_data_only(
     s: &Shared,
@@ -217,6 +218,29 @@ pub(super) async fn secret_synchronizer_takes_labelled_secrets_only(
             .any(|f| f == FINALIZER),
         "the labelled Secret lacks the cleanup finalizer"
     );
+
+    // The SyncSecret deleted on its own comes back while its Secret is
+    // labelled: the synchronizer hears of the deletion.
+    let first = syncsecrets.get("labelled").await?.uid();
+    syncsecrets
+        .delete("labelled", &DeleteParams::default())
+        .await?;
+    eventually("the SyncSecret made anew from its Secret", WAIT, || async {
+        let now = syncsecrets
+            .get_opt("labelled")
+            .await
+            .map_err(|e| e.to_string())?;
+        match now {
+            Some(ss) if ss.uid() != first => Ok(()),
+            Some(_) => Err("still the deleted one".to_owned()),
+            None => Err("absent".to_owned()),
+        }
+    })
+    .await?;
+    synced(s, 0, "synchronizer", "labelled", |sec| {
+        data_of(sec).get("value").map(Vec::as_slice) == Some(labelled_value.as_bytes())
+    })
+    .await?;
 
     // Deleting the Secret deletes its SyncSecret, and with it the copy.
     secrets.delete("labelled", &DeleteParams::default()).await?;

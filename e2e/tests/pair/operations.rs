@@ -402,6 +402,19 @@ pub(super) async fn restarting_both_controllers_costs_zero_writes(
         "expected at least this test's 4 copies, found {copies}"
     );
 
+    // What the tenant API servers have answered of SyncSecret lists, and
+    // how many SyncSecrets each holds.
+    let mut lists_before = Vec::new();
+    for i in 0..TENANTS.len() {
+        let client = tenant_client(s, i).await;
+        let held = Api::<SyncSecret>::all(client.clone())
+            .list_metadata(&ListParams::default())
+            .await?
+            .items
+            .len();
+        lists_before.push((held, syncsecret_lists(&client).await?));
+    }
+
     s.pair.lock().await.restart_all().await?;
     // Every object is reconciled once after a restart; wait for that.
     eventually(
@@ -455,7 +468,24 @@ pub(super) async fn restarting_both_controllers_costs_zero_writes(
         };
         ensure!(now == version, "{what} changed across the restart");
     }
+    // Each ccm (the Secret synchronizer's included) listed its tenant's
+    // SyncSecrets once: pages of 100.
+    for (i, (held, before)) in lists_before.into_iter().enumerate() {
+        let lists = syncsecret_lists(&tenant_client(s, i).await).await? - before;
+        let pages = held.max(1).div_ceil(100) as f64;
+        ensure!(
+            (1.0..=pages).contains(&lists),
+            "the restarted ccm of {} listed its {held} SyncSecrets in {lists} requests; one list is {pages}",
+            TENANTS[i]
+        );
+    }
     Ok(())
+}
+
+/// The SyncSecret lists an API server has answered.
+async fn syncsecret_lists(client: &kube::Client) -> anyhow::Result<f64> {
+    let requests = syncsecret_e2e::bench::accounting::requests(client).await?;
+    Ok(requests.get("syncsecrets LIST").copied().unwrap_or(0.0))
 }
 
 pub(super) async fn no_secret_value_reaches_any_log(s: &Shared) -> anyhow::Result<()> {
