@@ -313,8 +313,12 @@ impl Setup {
             "tenant syncsecrets",
         )
         .inspect_ok(move |event| {
-            let (Some(to), watcher::Event::Apply(o) | watcher::Event::Delete(o)) =
-                (&to_synchronizer, event)
+            // (A list's objects come as `Apply` once it is cached; the
+            // others would do too.)
+            let (
+                Some(to),
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o),
+            ) = (&to_synchronizer, event)
             else {
                 return;
             };

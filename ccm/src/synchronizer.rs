@@ -68,9 +68,9 @@ async fn apply(secret: &Secret, ctx: &Context) -> Result<Action, Error> {
         .lookup_listed(&ctx.tenant_objects, &key, recent::LIST_WAIT)
         .await
     {
-        // Our last write is not in the tenant objects' cache yet (the
-        // Secret changed again meanwhile): its watch event brings this
-        // Secret back; look again soon in case it was missed.
+        // Our last write is not in the tenant objects' cache yet: its
+        // watch event brings this Secret back, and the recheck covers a
+        // relist that skipped it.
         Cached::Stale => return Ok(Action::requeue(STALE_RECHECK)),
         Cached::Known(live) => live,
         // Not listed yet (a start): never taken for an absent SyncSecret,

@@ -219,6 +219,26 @@ pub(super) async fn secret_synchronizer_takes_labelled_secrets_only(
         "the labelled Secret lacks the cleanup finalizer"
     );
 
+    // The SyncSecret edited on its own is put back as its Secret says:
+    // the synchronizer hears of the change.
+    let edited = k8s_openapi::ByteString(s.value("edited").into_bytes());
+    let edit = json!({"data": {"value": edited}});
+    syncsecrets
+        .patch("labelled", &PatchParams::default(), &Patch::Merge(&edit))
+        .await?;
+    eventually("the edited SyncSecret put back", WAIT, || async {
+        let now = syncsecrets
+            .get("labelled")
+            .await
+            .map_err(|e| e.to_string())?;
+        let value = now.data.as_ref().and_then(|d| d.get("value"));
+        match value {
+            Some(v) if v.0 == labelled_value.as_bytes() => Ok(()),
+            _ => Err("not put back yet".to_owned()),
+        }
+    })
+    .await?;
+
     // The SyncSecret deleted on its own comes back while its Secret is
     // labelled: the synchronizer hears of the deletion.
     let first = syncsecrets.get("labelled").await?.uid();

@@ -14,6 +14,7 @@ use syncsecret_api::contract::{
 use syncsecret_api::{SyncSecret, SyncSecretPhase};
 use syncsecret_e2e::kube_util::eventually;
 use syncsecret_e2e::pair::sum_samples;
+use syncsecret_runtime::cache::watch::LIST_PAGE_SIZE;
 
 use super::support::{
     create, delete_all, gone, kubectl_mgmt, management, mgmt_kubeconfig, reconciles,
@@ -469,10 +470,10 @@ pub(super) async fn restarting_both_controllers_costs_zero_writes(
         ensure!(now == version, "{what} changed across the restart");
     }
     // Each ccm (the Secret synchronizer's included) listed its tenant's
-    // SyncSecrets once: pages of 100.
+    // SyncSecrets once, in pages.
     for (i, (held, before)) in lists_before.into_iter().enumerate() {
         let lists = syncsecret_lists(&tenant_client(s, i).await).await? - before;
-        let pages = held.max(1).div_ceil(100) as f64;
+        let pages = held.max(1).div_ceil(LIST_PAGE_SIZE as usize) as f64;
         ensure!(
             (1.0..=pages).contains(&lists),
             "the restarted ccm of {} listed its {held} SyncSecrets in {lists} requests; one list is {pages}",
