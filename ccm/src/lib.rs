@@ -297,9 +297,15 @@ impl Setup {
         // The synchronizer learns of SyncSecrets from this one watch, once
         // the cache holds what it learns: a second watch of them would list
         // them all again at each start, decode each event twice and could
-        // trigger it before this cache showed the change.
+        // trigger it before this cache showed the change. Only those named
+        // as a labelled Secret it holds are passed on (it reconciles no
+        // other; one not yet held is reconciled when its Secret's event
+        // comes), so a start does not queue every SyncSecret for it.
+        let labelled_secrets = self.synchronizer.then(reflector::store::<Secret>);
         let (to_synchronizer, synchronizer_triggers) = futures::channel::mpsc::unbounded();
-        let to_synchronizer = self.synchronizer.then_some(to_synchronizer);
+        let to_synchronizer = labelled_secrets
+            .as_ref()
+            .map(|(store, _)| (to_synchronizer, store.clone()));
         let tenant_events = cache::watch(
             tenant_api,
             watcher::Config::default(),
@@ -316,15 +322,19 @@ impl Setup {
             // (A list's objects come as `Apply` once it is cached; the
             // others would do too.)
             let (
-                Some(to),
+                Some((to, labelled)),
                 watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o),
             ) = (&to_synchronizer, event)
             else {
                 return;
             };
-            if let Some(namespace) = o.namespace() {
+            let Some(namespace) = o.namespace() else {
+                return;
+            };
+            let secret = ObjectRef::new(&o.name_any()).within(&namespace);
+            if labelled.get(&secret).is_some() {
                 // Closed only when the synchronizer has stopped.
-                let _ = to.unbounded_send(ObjectRef::new(&o.name_any()).within(&namespace));
+                let _ = to.unbounded_send(secret);
             }
         })
         .applied_objects();
@@ -403,14 +413,13 @@ impl Setup {
         let mut secrets_store = None;
         let mut synchronizer = None;
         let mut releases = None;
-        if self.synchronizer {
+        if let Some((store, writer)) = labelled_secrets {
             let secrets: Api<Secret> = Api::all(self.tenant.clone());
             let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_KUBELB}");
             let watch = || cache::tuned(watcher::Config::default());
             // The labelled Secrets' watch, built here rather than by the
             // controller, so that a Secret that leaves it (its label taken
             // off: the API server tells that as a deletion) is released.
-            let (store, writer) = reflector::store();
             let (left, mut gone) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
             let labelled = watcher(secrets, watch().labels(&selector))
                 .backoff(WatchBackoff::default())
