@@ -300,7 +300,8 @@ impl Setup {
         // trigger it before this cache showed the change. Only those named
         // as a labelled Secret it holds are passed on (it reconciles no
         // other; one not yet held is reconciled when its Secret's event
-        // comes), so a start does not queue every SyncSecret for it.
+        // comes, but not after a relist of that watch: docs/failure-modes.md),
+        // so a start does not queue every SyncSecret for it.
         let labelled_secrets = self.synchronizer.then(reflector::store::<Secret>);
         let (to_synchronizer, synchronizer_triggers) = futures::channel::mpsc::unbounded();
         let to_synchronizer = labelled_secrets
