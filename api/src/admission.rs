@@ -8,6 +8,7 @@
 
 use serde_json::{Value, json};
 
+use crate::bounds::{self, Bound};
 use crate::contract::{FINALIZER, GROUP, LABEL_ORIGIN_NAME};
 use crate::v1alpha1::{PLURAL, VERSION};
 
@@ -16,37 +17,41 @@ pub const POLICY_NAME: &str = "syncsecret-tenant-copies";
 /// Name of each tenant namespace's ResourceQuota.
 pub const QUOTA_NAME: &str = "syncsecret-tenant";
 
-/// The limits, as numbers or as the Helm expressions that render them.
+/// The settable bounds of [`crate::bounds`], as numbers or as the Helm
+/// expressions that render them.
 #[derive(Clone, Debug)]
 pub struct Limits {
-    /// Most copies per tenant namespace.
+    /// [`bounds::COPIES`].
     pub copies: String,
-    /// Most bytes of base64 `data` per copy (a Secret holds at most 1 MiB
-    /// decoded: 1,398,104 base64 characters).
+    /// [`bounds::DATA_BYTES`].
     pub data_bytes: String,
-    /// Most bytes of label and annotation keys and values per copy.
+    /// [`bounds::DATA_KEYS`].
+    pub data_keys: String,
+    /// [`bounds::METADATA_BYTES`].
     pub metadata_bytes: String,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            copies: DEFAULT_COPIES.to_string(),
-            data_bytes: DEFAULT_DATA_BYTES.to_string(),
-            metadata_bytes: DEFAULT_METADATA_BYTES.to_string(),
-        }
+        Self::from_each(|b| b.default.to_string())
     }
 }
 
-/// Default of [`Limits::copies`].
-pub const DEFAULT_COPIES: u32 = 1000;
-/// Default of [`Limits::data_bytes`]: the base64 of 1 MiB.
-pub const DEFAULT_DATA_BYTES: u32 = 1_398_104;
-/// Default of [`Limits::metadata_bytes`]: far above what a ccm copies for
-/// a few labels and annotations, far below the API server's 256 KiB of
-/// annotations, which, times every copy, is what the manager would
-/// otherwise have to hold.
-pub const DEFAULT_METADATA_BYTES: u32 = 16_384;
+impl Limits {
+    /// The limits as the manager chart renders them from its values.
+    pub fn helm() -> Self {
+        Self::from_each(|b| format!("{{{{ int $.Values.tenantLimits.{} }}}}", b.key))
+    }
+
+    fn from_each(value: impl Fn(&Bound) -> String) -> Self {
+        Self {
+            copies: value(&bounds::COPIES),
+            data_bytes: value(&bounds::DATA_BYTES),
+            data_keys: value(&bounds::DATA_KEYS),
+            metadata_bytes: value(&bounds::METADATA_BYTES),
+        }
+    }
+}
 
 /// The ValidatingAdmissionPolicy on copies written in namespaces starting
 /// with `prefix` by anyone but the cluster's admins (`system:masters`) and
@@ -81,16 +86,32 @@ pub fn copy_policy(prefix: &str, manager_user: &str, limits: &Limits) -> Value {
             "message": format!("a copy carries no finalizer but {FINALIZER}"),
             "reason": "Invalid",
         }),
-        json!({
-            "expression": format!("variables.dataBytes <= {}", limits.data_bytes),
-            "messageExpression": format!("'the copy holds ' + string(variables.dataBytes) + ' bytes of base64 data, more than the management cluster takes per copy ({})'", limits.data_bytes),
-            "reason": "RequestEntityTooLarge",
-        }),
-        json!({
-            "expression": format!("variables.metadataBytes <= {}", limits.metadata_bytes),
-            "messageExpression": format!("'the copy carries ' + string(variables.metadataBytes) + ' bytes of labels and annotations, more than the management cluster takes per copy ({})'", limits.metadata_bytes),
-            "reason": "RequestEntityTooLarge",
-        }),
+        // The API server keeps duplicate finalizers, and each would cost
+        // the manager memory and, on deletion, a write.
+        bounded(
+            &bounds::FINALIZERS,
+            "variables.finalizers",
+            &bounds::FINALIZERS.default.to_string(),
+            "Invalid",
+        ),
+        bounded(
+            &bounds::DATA_KEYS,
+            "variables.dataKeys",
+            &limits.data_keys,
+            "RequestEntityTooLarge",
+        ),
+        bounded(
+            &bounds::DATA_BYTES,
+            "variables.dataBytes",
+            &limits.data_bytes,
+            "RequestEntityTooLarge",
+        ),
+        bounded(
+            &bounds::METADATA_BYTES,
+            "variables.metadataBytes",
+            &limits.metadata_bytes,
+            "RequestEntityTooLarge",
+        ),
     ];
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
@@ -110,11 +131,24 @@ pub fn copy_policy(prefix: &str, manager_user: &str, limits: &Limits) -> Value {
                 {"name": "not-the-manager", "expression": format!("request.userInfo.username != '{manager_user}'")},
             ],
             "variables": [
-                {"name": "dataBytes", "expression": "has(object.data) ? object.data.map(k, size(object.data[k])).sum() : 0"},
+                {"name": "finalizers", "expression": "has(object.metadata.finalizers) ? size(object.metadata.finalizers) : 0"},
+                {"name": "dataKeys", "expression": "has(object.data) ? size(object.data) : 0"},
+                // Keys count: 4,096 keys of 253 characters with empty
+                // values are a megabyte too.
+                {"name": "dataBytes", "expression": "has(object.data) ? object.data.map(k, size(k) + size(object.data[k])).sum() : 0"},
                 {"name": "metadataBytes", "expression": "(has(object.metadata.labels) ? object.metadata.labels.map(k, size(k) + size(bytes(object.metadata.labels[k]))).sum() : 0) + (has(object.metadata.annotations) ? object.metadata.annotations.map(k, size(k) + size(bytes(object.metadata.annotations[k]))).sum() : 0)"},
             ],
             "validations": validations,
         },
+    })
+}
+
+/// The validation that `expr` is at most `limit`, refused naming both.
+fn bounded(bound: &Bound, expr: &str, limit: &str, reason: &str) -> Value {
+    json!({
+        "expression": format!("{expr} <= {limit}"),
+        "messageExpression": bound.cel_refusal(expr, limit),
+        "reason": reason,
     })
 }
 
@@ -157,11 +191,27 @@ mod tests {
             "{conditions}"
         );
         let rules = p["spec"]["validations"].to_string();
-        assert!(
-            rules.contains(&DEFAULT_METADATA_BYTES.to_string()),
-            "{rules}"
-        );
+        for b in [
+            bounds::DATA_BYTES,
+            bounds::DATA_KEYS,
+            bounds::METADATA_BYTES,
+            bounds::FINALIZERS,
+        ] {
+            assert!(
+                rules.contains(&b.refusal_with("", &b.default.to_string())),
+                "{}: {rules}",
+                b.key
+            );
+        }
         let q = tenant_quota("tenant-a", &Limits::default());
-        assert_eq!(q["spec"]["hard"]["count/syncsecrets.kubelb.k8c.io"], "1000");
+        assert_eq!(
+            q["spec"]["hard"]["count/syncsecrets.kubelb.k8c.io"],
+            bounds::COPIES.default.to_string()
+        );
+        let helm = copy_policy("p", "m", &Limits::helm()).to_string();
+        assert!(
+            helm.contains("variables.dataKeys <= {{ int $.Values.tenantLimits.dataKeys }}"),
+            "{helm}"
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod base64;
+pub mod bounds;
 pub mod contract;
 pub mod crd;
 pub mod desired;

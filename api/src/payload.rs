@@ -88,6 +88,11 @@ impl Payload {
     pub fn size(&self) -> usize {
         self.data.iter().map(|(k, v)| k.len() + v.0.len()).sum()
     }
+
+    /// Bytes of the keys alone.
+    pub fn key_bytes(&self) -> usize {
+        self.data.keys().map(String::len).sum()
+    }
 }
 
 /// A payload reduced to what equality needs: type, immutability, size and
@@ -138,6 +143,11 @@ impl Payload {
 }
 
 impl PayloadDigest {
+    /// Bytes of the keys alone ([`Payload::key_bytes`]).
+    pub fn key_bytes(&self) -> usize {
+        self.values.iter().map(|(k, _)| k.len()).sum()
+    }
+
     fn value(&self, key: &str) -> Option<&[u8; 32]> {
         self.values
             .binary_search_by(|(k, _)| k.as_str().cmp(key))

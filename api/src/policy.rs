@@ -6,10 +6,15 @@
 
 use std::collections::BTreeMap;
 
+use crate::bounds::TYPE_LENGTH;
 use crate::contract::LAST_APPLIED_ANNOTATION;
 
 /// The API server's limit on a Secret's data (keys and values).
 pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
+
+/// What each key adds to a Secret's managedFields besides its name
+/// (`"f:":{},`).
+pub const KEY_ENTRY_BYTES: usize = 8;
 
 /// Metadata keys that are never copied onto a Secret, whatever the flags
 /// say: service-account binding and kubectl's payload-in-clear annotation.
@@ -118,9 +123,30 @@ impl Policy {
         key.starts_with(OWN_DOMAIN) || self.keeps_key(key)
     }
 
-    /// Type and size checks of one payload.
-    pub fn check(&self, type_: &str, size: usize) -> Result<(), Refusal> {
+    /// Type and size checks of one payload: its type, its size
+    /// ([`Payload::size`](crate::payload::Payload::size)) and the bytes of
+    /// its keys alone.
+    ///
+    /// A type over [`TYPE_LENGTH`] is refused before it is quoted anywhere
+    /// (a management cluster on KubeLB's CRD does not bound it). Keys count
+    /// twice, and eight bytes more each: the Secret's managedFields name
+    /// every key again (`"f:<key>":{}`), and 4,096 keys of 253 characters
+    /// with empty values made a Secret the API server could not store.
+    pub fn check(
+        &self,
+        type_: &str,
+        size: usize,
+        key_bytes: usize,
+        keys: usize,
+    ) -> Result<(), Refusal> {
         let t = type_;
+        let length = t.chars().count();
+        if u64::try_from(length).unwrap_or(u64::MAX) > TYPE_LENGTH.default {
+            return Err(Refusal {
+                reason: "TypeDenied",
+                message: TYPE_LENGTH.refusal(length),
+            });
+        }
         if self.denied_types.iter().any(|d| d == t) {
             let why = if t == "kubernetes.io/service-account-token" {
                 " (in the management cluster it would make the token controller mint a token for a service account there)"
@@ -143,11 +169,12 @@ impl Policy {
                 ),
             });
         }
-        if size > MAX_SECRET_BYTES {
+        let stored = size + key_bytes + KEY_ENTRY_BYTES * keys;
+        if stored > MAX_SECRET_BYTES {
             return Err(Refusal {
                 reason: "TooLarge",
                 message: format!(
-                    "the Secret would hold {size} bytes of data, more than the API server's limit of {MAX_SECRET_BYTES}; split it"
+                    "the Secret would hold {size} bytes of data in {keys} keys ({stored} with its keys counted again, as the Secret's managedFields name each), more than the API server's limit of {MAX_SECRET_BYTES}; split it"
                 ),
             });
         }
@@ -210,7 +237,12 @@ mod tests {
 
     fn check(p: &Policy, type_: &str, bytes: usize) -> Result<(), Refusal> {
         let payload = payload(type_, bytes);
-        p.check(&payload.type_, payload.size())
+        p.check(
+            &payload.type_,
+            payload.size(),
+            payload.key_bytes(),
+            payload.data.len(),
+        )
     }
 
     #[test]
@@ -277,10 +309,39 @@ mod tests {
     #[test]
     fn oversize_is_refused_before_any_write() {
         let p = Policy::default();
-        // One byte of key plus the values.
-        assert!(check(&p, "Opaque", MAX_SECRET_BYTES - 1).is_ok());
-        let r = check(&p, "Opaque", MAX_SECRET_BYTES).unwrap_err();
+        // One byte of key, counted twice, its entry, and the value.
+        let most = MAX_SECRET_BYTES - 2 - KEY_ENTRY_BYTES;
+        assert!(check(&p, "Opaque", most).is_ok());
+        let r = check(&p, "Opaque", most + 1).unwrap_err();
         assert_eq!(r.reason, "TooLarge");
+    }
+
+    #[test]
+    fn many_long_keys_with_empty_values_are_too_large() {
+        // What the API server could not store: 4,096 keys of 253
+        // characters, empty values (1,036,288 bytes of keys).
+        let p = Policy::default();
+        let r = p.check("Opaque", 4096 * 253, 4096 * 253, 4096).unwrap_err();
+        assert_eq!(r.reason, "TooLarge");
+        assert!(r.message.contains("4096 keys"), "{}", r.message);
+    }
+
+    #[test]
+    fn a_long_type_is_refused_by_its_length_without_quoting_it() {
+        let p = Policy {
+            copy_everything: true,
+            ..Policy::default()
+        };
+        let long = "t".repeat(254);
+        let r = check(&p, &long, 1).unwrap_err();
+        assert_eq!(r.reason, "TypeDenied");
+        assert!(!r.message.contains(&long[..100]), "{}", r.message);
+        assert!(
+            r.message.contains("254 characters of type"),
+            "{}",
+            r.message
+        );
+        assert!(check(&p, &"t".repeat(253), 1).is_ok());
     }
 
     #[test]

@@ -42,11 +42,11 @@ pub struct SyncSecret {
     #[serde(default)]
     pub metadata: ObjectMeta,
 
-    /// The Secret type (`Opaque` when empty), as `corev1.Secret.type`.
+    /// The Secret type (`Opaque` when empty), as a core Secret's: at most
+    /// 253 characters, letters and digits with `-`, `_`, `.` or `/` between
+    /// them.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        description = "Used to facilitate programmatic handling of secret data, as the type of a core Secret."
-    )]
+    #[schemars(schema_with = "crate::validation::type_schema")]
     pub type_: Option<String>,
 
     /// Base64-encoded values by key, as `corev1.Secret.data`. Read as Go

@@ -11,13 +11,7 @@
 use schemars::{Schema, SchemaGenerator, json_schema};
 use serde_json::{Value, json};
 
-/// The longest key a Secret may have (`validation.IsConfigMapKey`).
-pub const MAX_KEY_LENGTH: usize = 253;
-
-/// The most entries `data` or `stringData` may have. Not a core Secret rule:
-/// CEL needs a bound to price its per-key rules, and a Secret is at most 1 MiB
-/// anyway. 4096 one-byte entries already fill a sixth of it.
-pub const MAX_ENTRIES: usize = 4096;
+use crate::bounds::{ENTRIES, KEY_LENGTH, TYPE_LENGTH, TYPE_PATTERN};
 
 /// A rule of `x-kubernetes-validations`. A rule that reads `oldSelf` is a
 /// transition rule: the API server checks it on updates only.
@@ -45,12 +39,13 @@ fn is_type(t: &str) -> String {
 
 /// The rule that each key of a map is a valid Secret key.
 fn key_rule(field: &str) -> Value {
+    let max = KEY_LENGTH.default;
     rule(
         &format!(
-            "self.all(k, size(k) <= {MAX_KEY_LENGTH} && k.matches('^[-._a-zA-Z0-9]+$') && k != '.' && k != '..' && !k.startsWith('..'))"
+            "self.all(k, size(k) <= {max} && k.matches('^[-._a-zA-Z0-9]+$') && k != '.' && k != '..' && !k.startsWith('..'))"
         ),
         &format!(
-            "{field} keys must be at most {MAX_KEY_LENGTH} characters of letters, digits, '-', '_' or '.', and must not be '.' or '..' or start with '..' (e.g. 'tls.crt', 'API_KEY', 'db-password')"
+            "{field} keys must be at most {max} characters of letters, digits, '-', '_' or '.', and must not be '.' or '..' or start with '..' (e.g. 'tls.crt', 'API_KEY', 'db-password')"
         ),
     )
 }
@@ -163,12 +158,24 @@ pub fn canonical_base64_rule() -> Value {
     )
 }
 
+/// `type`: a bounded name (a core Secret's is not checked at all, and a
+/// megabyte of it was admitted, cached and logged). Described by the
+/// field's doc comment.
+pub fn type_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "nullable": true,
+        "maxLength": TYPE_LENGTH.default,
+        "pattern": TYPE_PATTERN,
+    })
+}
+
 /// `data`: base64 values, valid keys.
 pub fn data_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "description": "Data contains the secret data. Each key must consist of alphanumeric characters, '-', '_' or '.'. The serialized form of the secret data is a base64 encoded string.",
         "type": "object",
-        "maxProperties": MAX_ENTRIES,
+        "maxProperties": ENTRIES.default,
         "additionalProperties": {
             "type": "string",
             "pattern": BASE64_PATTERN,
@@ -183,7 +190,7 @@ pub fn string_data_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "description": "stringData allows specifying non-binary secret data in string form. It is merged over data on sync, stringData winning on a shared key.",
         "type": "object",
-        "maxProperties": MAX_ENTRIES,
+        "maxProperties": ENTRIES.default,
         "additionalProperties": { "type": "string" },
         "x-kubernetes-validations": [key_rule("stringData")],
     })

@@ -118,6 +118,23 @@ async fn samples_are_accepted_and_bad_syncsecrets_rejected_with_their_message() 
             json!({"data": {"a".repeat(254): "dg=="}}),
             format!("data {key_msg}"),
         ),
+        // A type is bounded (a core Secret's is not): a megabyte of it was
+        // admitted, cached and logged on every retry.
+        (
+            "long-type",
+            json!({"type": "t".repeat(254)}),
+            "type: Too long: may not be more than 253".into(),
+        ),
+        (
+            "huge-type",
+            json!({"type": "t".repeat(1_000_000)}),
+            "type: Too long: may not be more than 253".into(),
+        ),
+        (
+            "odd-type",
+            json!({"type": "Opaque\nforged: log line"}),
+            "type in body should match".into(),
+        ),
         (
             "tls-without-key",
             json!({"type": "kubernetes.io/tls", "stringData": {"tls.crt": "pem"}}),
@@ -177,7 +194,11 @@ async fn samples_are_accepted_and_bad_syncsecrets_rejected_with_their_message() 
                 .await,
             name,
         );
-        println!("rejected {name}: {message}");
+        println!(
+            "rejected {name}: {} ({} bytes)",
+            message.chars().take(400).collect::<String>(),
+            message.len()
+        );
         assert!(
             message.contains(expected.as_str()),
             "{name}: expected «{expected}» in «{message}»"

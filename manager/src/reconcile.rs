@@ -127,7 +127,13 @@ async fn apply(copy: &Summary<SyncSecret>, ctx: &Context) -> Result<Action, Erro
         return Err(undecodable(copy, reason));
     }
     // The management side never trusts a tenant: type and size first.
-    ctx.policy.check(&copy.payload.type_, copy.payload.size)?;
+    let digest = &copy.payload;
+    ctx.policy.check(
+        &digest.type_,
+        digest.size,
+        digest.key_bytes(),
+        digest.values.len(),
+    )?;
     let desired = desired_secret_metadata(copy, &ctx.policy).ok_or(Error::NotStored)?;
     let namespace = copy.namespace().unwrap_or_default();
     let name = secret_name(copy).ok_or(Error::NotStored)?;
@@ -226,7 +232,12 @@ async fn write_secret(
     // What is written is the copy whole (the cached version, or a newer
     // one read): it passes the same checks.
     let payload = Payload::of_sync_secret(&whole);
-    ctx.policy.check(&payload.type_, payload.size())?;
+    ctx.policy.check(
+        &payload.type_,
+        payload.size(),
+        payload.key_bytes(),
+        payload.data.len(),
+    )?;
     let desired = desired_secret(&whole, &ctx.policy).ok_or(Error::NotStored)?;
     // Held until the write is done, so that two new objects of one tenant
     // cannot both fit the last place of its budget.

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 #[test]
 fn committed_manifests_match_the_types() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for (path, want) in syncsecret_runtime::generate::manifests::generated().unwrap() {
+    for (path, want) in syncsecret_runtime::generate::manifests::generated(&root).unwrap() {
         let have = std::fs::read_to_string(root.join(&path)).unwrap_or_default();
         assert!(
             have == want,

@@ -209,8 +209,9 @@ proptest! {
 #[test]
 fn one_mebibyte_payloads_are_judged_before_any_write() {
     let policy = Policy::default();
-    // Keys count too, as the API server counts them.
-    let limit = MAX_SECRET_BYTES - "big".len();
+    // Keys count too, as the API server counts them, and again with
+    // their managedFields entry.
+    let limit = MAX_SECRET_BYTES - 2 * "big".len() - syncsecret_api::policy::KEY_ENTRY_BYTES;
     for (bytes, fits) in [(limit, true), (limit + 1, false)] {
         let t = SyncSecret {
             metadata: ObjectMeta {
@@ -225,7 +226,14 @@ fn one_mebibyte_payloads_are_judged_before_any_write() {
         let copy = stored(desired_copy(&t, "tenant-shop", None).unwrap());
         let payload = Payload::of_sync_secret(&copy);
         assert_eq!(
-            policy.check(&payload.type_, payload.size()).is_ok(),
+            policy
+                .check(
+                    &payload.type_,
+                    payload.size(),
+                    payload.key_bytes(),
+                    payload.data.len()
+                )
+                .is_ok(),
             fits,
             "{bytes} bytes"
         );

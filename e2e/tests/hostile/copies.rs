@@ -19,13 +19,7 @@ pub(crate) async fn copies_are_bounded_by_the_management_cluster(
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());
         }
-        let mut o = object(name, body);
-        o.metadata.namespace = Some(evil_ns.clone());
-        o.labels_mut().insert(
-            syncsecret_api::contract::LABEL_ORIGIN_NAME.to_owned(),
-            "x".to_owned(),
-        );
-        o
+        copy_in(&evil_ns, name, body)
     };
     let big = "x".repeat(20_000);
     for (what, o, expected) in [
@@ -46,18 +40,18 @@ pub(crate) async fn copies_are_bounded_by_the_management_cluster(
                 o.annotations_mut().insert("big".to_owned(), big.clone());
                 o
             },
-            "bytes of labels and annotations, more than the management cluster takes",
+            "bytes of label and annotation keys and values per copy, over the limit",
         ),
         (
-            // 4,200 characters, 16,800 bytes: the cap counts bytes.
+            // 1,100 characters, 4,400 bytes: the cap counts bytes.
             "with metadata over the cap in bytes, not in characters",
             {
                 let mut o = copy(&uuid(), json!({}));
                 o.annotations_mut()
-                    .insert("wide".to_owned(), "\u{1D11E}".repeat(4_200));
+                    .insert("wide".to_owned(), "\u{1D11E}".repeat(1_100));
                 o
             },
-            "bytes of labels and annotations, more than the management cluster takes",
+            "bytes of label and annotation keys and values per copy, over the limit",
         ),
     ] {
         match copies.create(&PostParams::default(), &o).await {
@@ -82,9 +76,10 @@ pub(crate) async fn copies_are_bounded_by_the_management_cluster(
     api.create(&PostParams::default(), &heavy).await?;
     let message = eventually("the tenant told its copy is too large", WAIT, || async {
         let (reason, message) = verdict(&api, "heavy-metadata").await?;
-        (reason == "ApplyCopyFailed" && message.contains("bytes of labels and annotations"))
-            .then(|| message.clone())
-            .ok_or(format!("{reason}: {message}"))
+        (reason == "ApplyCopyFailed"
+            && message.contains("bytes of label and annotation keys and values per copy"))
+        .then(|| message.clone())
+        .ok_or(format!("{reason}: {message}"))
     })
     .await?;
     println!(
@@ -159,7 +154,7 @@ pub(crate) async fn copies_are_bounded_by_the_management_cluster(
             syncsecret_api::admission::QUOTA_NAME,
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"hard": {"count/syncsecrets.kubelb.k8c.io":
-                syncsecret_api::admission::DEFAULT_COPIES.to_string()}}})),
+                syncsecret_api::bounds::COPIES.default.to_string()}}})),
         )
         .await?;
     eventually(

@@ -16,6 +16,8 @@
 
 mod cluster_name;
 mod copies;
+mod data;
+mod finalizers;
 mod forged;
 mod namespaces;
 mod nested;
@@ -62,6 +64,8 @@ async fn attacks(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
     released::unlabelled_secrets_are_released(pair, values).await?;
     forged::forged_types_and_metadata_stay_out(pair, values).await?;
     copies::copies_are_bounded_by_the_management_cluster(pair, values).await?;
+    finalizers::finalizers_are_one_and_ours(pair, values).await?;
+    data::data_is_bounded_in_keys_and_bytes(pair, values).await?;
     cluster_name::a_second_ccm_with_the_same_cluster_name(pair, values).await?;
     namespaces::the_manager_writes_secrets_only_in_tenant_namespaces(pair).await?;
     stored::stored_encrypted_and_audited_without_values(pair, values).await?;

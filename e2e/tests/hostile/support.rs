@@ -51,6 +51,48 @@ pub(crate) fn object(name: &str, body: Value) -> DynamicObject {
     serde_json::from_value(o).unwrap()
 }
 
+/// A copy as a tenant's identity could write it by hand in `namespace`:
+/// `body` as given, with the origin label every copy must carry.
+pub(crate) fn copy_in(namespace: &str, name: &str, body: Value) -> DynamicObject {
+    let mut o = object(name, body);
+    o.metadata.namespace = Some(namespace.to_owned());
+    o.labels_mut().insert(
+        syncsecret_api::contract::LABEL_ORIGIN_NAME.to_owned(),
+        "by-hand".to_owned(),
+    );
+    o
+}
+
+/// The manager's writes of `resource/verb` (e.g. `syncsecrets/patch`) so far.
+pub(crate) fn manager_writes(pair: &Pair, resource_verb: &str) -> anyhow::Result<f64> {
+    let metrics = pair.manager.metrics()?;
+    Ok(
+        syncsecret_e2e::pair::writes_by_resource(&metrics, "kubelb_manager")
+            .get(resource_verb)
+            .copied()
+            .unwrap_or(0.0),
+    )
+}
+
+/// What the API server answered a write it refused: its message, if the
+/// refusal was an admission refusal (403, 413 or 422).
+pub(crate) fn refusal<T: std::fmt::Debug>(
+    what: &str,
+    written: Result<T, kube::Error>,
+) -> anyhow::Result<String> {
+    match written {
+        Err(kube::Error::Api(s)) if [403, 413, 422].contains(&s.code) => {
+            println!(
+                "    {what} refused: {} ({} bytes)",
+                s.message.chars().take(300).collect::<String>(),
+                s.message.len()
+            );
+            Ok(s.message)
+        }
+        other => bail!("{what} was not refused: {:?}", other.map(|_| "stored")),
+    }
+}
+
 pub(crate) fn dynamic(client: &Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &ApiResource::erase::<SyncSecret>(&()))
 }

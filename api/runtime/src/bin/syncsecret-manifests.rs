@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."));
-    let files = match syncsecret_runtime::generate::manifests::generated() {
+    let files = match syncsecret_runtime::generate::manifests::generated(&root) {
         Ok(files) => files,
         Err(e) => {
             eprintln!("error: {e}");

@@ -21,6 +21,23 @@ pub enum ManifestError {
     /// A generated chart template would not render as written.
     #[error("could not make a chart template: {0}")]
     Template(&'static str),
+    /// A hand-written file that holds a generated part could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file, relative to the repository root.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A hand-written file lacks the lines around its generated part.
+    #[error("{path} has no line starting with {marker:?} around its generated part")]
+    Marker {
+        /// The file, relative to the repository root.
+        path: String,
+        /// The line it lacks.
+        marker: &'static str,
+    },
 }
 
 /// The header of every generated file.
@@ -114,8 +131,9 @@ fn chart_crd(chart: &str, crd: &str) -> Result<String, ManifestError> {
 }
 
 /// Every generated file: its path relative to the repository root, and its
-/// content.
-pub fn generated() -> Result<Vec<(PathBuf, String)>, ManifestError> {
+/// content. Files that are partly written by hand (under `root`) come
+/// back whole, with their generated part ([`Splice`]) written anew.
+pub fn generated(root: &std::path::Path) -> Result<Vec<(PathBuf, String)>, ManifestError> {
     use crate::generate::rbac::*;
     let crd_body = serde_yaml_ng::to_string(&crd()?)?;
     let crd_yaml = format!("{HEADER}---\n{crd_body}");
@@ -239,7 +257,128 @@ pub fn generated() -> Result<Vec<(PathBuf, String)>, ManifestError> {
     ];
     out.extend(monitoring_files()?);
     out.extend(tenant_limit_files()?);
+    for splice in bound_splices()? {
+        let path = splice.path.display().to_string();
+        let file = std::fs::read_to_string(root.join(&splice.path))
+            .map_err(|source| ManifestError::Read { path, source })?;
+        out.push((splice.path.clone(), splice.into(&file)?));
+    }
     Ok(out)
+}
+
+/// A part of a hand-written file that is generated: the lines strictly
+/// between the first line starting with `after` and the next line
+/// starting with `until` (an empty `until`: the next empty line).
+struct Splice {
+    path: PathBuf,
+    after: &'static str,
+    until: &'static str,
+    content: String,
+}
+
+impl Splice {
+    /// `file` with this part written anew.
+    fn into(self, file: &str) -> Result<String, ManifestError> {
+        let missing = |marker| ManifestError::Marker {
+            path: self.path.display().to_string(),
+            marker,
+        };
+        let lines: Vec<&str> = file.split_inclusive('\n').collect();
+        let start = lines
+            .iter()
+            .position(|l| l.starts_with(self.after))
+            .ok_or_else(|| missing(self.after))?;
+        let ends = |l: &&str| {
+            let l = l.trim_end_matches('\n');
+            l.starts_with(self.until) && (!self.until.is_empty() || l.is_empty())
+        };
+        let end = lines[start + 1..]
+            .iter()
+            .position(ends)
+            .map(|i| start + 1 + i)
+            .ok_or_else(|| missing(self.until))?;
+        let mut out: String = lines[..=start].concat();
+        out.push_str(&self.content);
+        out.push_str(&lines[end..].concat());
+        Ok(out)
+    }
+}
+
+/// The settable bounds of `syncsecret_api::bounds` in the manager chart
+/// (values, their schema, its README) and the table of every bound in
+/// docs/security.md.
+fn bound_splices() -> Result<Vec<Splice>, ManifestError> {
+    use syncsecret_api::bounds::{BOUNDS, docs_table, thousands};
+    const ENABLED: &str = "Enforce the limits below on what tenants' identities write, by the API server (a ValidatingAdmissionPolicy on copies, a ResourceQuota per tenant namespace).";
+    let chart = PathBuf::from("charts/syncsecret-manager");
+    let settable: Vec<_> = BOUNDS.iter().filter(|b| b.settable).collect();
+    let doc = |b: &syncsecret_api::bounds::Bound| {
+        let most = b
+            .ceiling
+            .map(|c| format!(" (at most {})", thousands(c)))
+            .unwrap_or_default();
+        format!("The most {}{most}.", b.what)
+    };
+    let mut values = format!("  # -- {ENABLED}\n  enabled: true\n");
+    let mut readme = format!("| `tenantLimits.enabled` | `true` | {ENABLED} |\n");
+    let mut properties = serde_json::Map::new();
+    properties.insert(
+        "enabled".into(),
+        serde_json::json!({"type": "boolean", "description": "Enforce the limits below by the API server."}),
+    );
+    for b in &settable {
+        values.push_str(&format!("  # -- {}\n  {}: {}\n", doc(b), b.key, b.default));
+        readme.push_str(&format!(
+            "| `tenantLimits.{}` | `{}` | {} |\n",
+            b.key,
+            b.default,
+            doc(b)
+        ));
+        let mut schema =
+            serde_json::json!({"type": "integer", "description": doc(b), "minimum": 0});
+        if let Some(c) = b.ceiling {
+            schema["maximum"] = c.into();
+        }
+        properties.insert(b.key.into(), schema);
+    }
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": false,
+    });
+    let schema = serde_json::to_string_pretty(&schema).map_err(SchemaError::from)?;
+    // The object's inside, at the depth of `tenantLimits` in the schema.
+    let inner: Vec<&str> = schema.lines().collect();
+    let schema = inner[1..inner.len().saturating_sub(1)]
+        .iter()
+        .map(|l| format!("    {l}\n"))
+        .collect();
+    Ok(vec![
+        Splice {
+            path: chart.join("values.yaml"),
+            after: "tenantLimits:",
+            until: "",
+            content: values,
+        },
+        Splice {
+            path: chart.join("values.schema.json"),
+            after: "    \"tenantLimits\": {",
+            until: "    }",
+            content: schema,
+        },
+        Splice {
+            path: chart.join("README.md"),
+            after: "| `allowedMetadata`",
+            until: "| `unsafeCopyAllTypesAndMetadata`",
+            content: readme,
+        },
+        Splice {
+            path: PathBuf::from("docs/security.md"),
+            after: "<!-- bounds: generated by `make manifests` from api/src/bounds.rs -->",
+            until: "<!-- end of bounds -->",
+            content: docs_table(),
+        },
+    ])
 }
 
 /// Where the plain tenant limits (policy, binding, an example quota) go.
@@ -260,11 +399,7 @@ fn tenant_limit_files() -> Result<Vec<(PathBuf, String)>, ManifestError> {
         copy_policy_binding(),
         tenant_quota("tenant-example", &defaults),
     ])?;
-    let helm = Limits {
-        copies: "{{ int $.Values.tenantLimits.copies }}".to_owned(),
-        data_bytes: "{{ int $.Values.tenantLimits.dataBytes }}".to_owned(),
-        metadata_bytes: "{{ int $.Values.tenantLimits.metadataBytes }}".to_owned(),
-    };
+    let helm = Limits::helm();
     let policy = copy_policy(
         "{{ $.Values.tenantNamespacePrefix }}",
         "system:serviceaccount:{{ $.Release.Namespace }}:{{ $manager }}",

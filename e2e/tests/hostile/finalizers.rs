@@ -1,0 +1,78 @@
+//! Duplicate finalizers on copies: refused at admission.
+
+use syncsecret_api::bounds::FINALIZERS;
+use syncsecret_api::contract::FINALIZER;
+
+use crate::support::*;
+
+/// The API server keeps duplicate finalizers. A copy holding ours 50,000
+/// times cost the manager memory for each, and on deletion one patch of a
+/// megabyte per entry (kube-runtime's helper took one off per reconcile):
+/// hours of writes. The tenant's identity may write only ours, once.
+pub(crate) async fn finalizers_are_one_and_ours(
+    pair: &mut Pair,
+    values: &mut Values,
+) -> anyhow::Result<()> {
+    let (evil_ns, identity) = evil_identity(pair).await?;
+    let copies = dynamic(&client_from(&identity).await?, &evil_ns);
+    let uuid = || uuid::Uuid::new_v4().to_string();
+    let with_finalizers = |n: usize| {
+        let mut o = copy_in(&evil_ns, &uuid(), json!({"data": {"k": "dg=="}}));
+        o.metadata.finalizers = Some(vec![FINALIZER.to_owned(); n]);
+        o
+    };
+    let limit = FINALIZERS.default;
+
+    // Ours, twice or 50,000 times: refused by the count alone (every entry
+    // is ours, so no other rule applies).
+    for n in [2, 50_000] {
+        let message = refusal(
+            &format!("a copy with our finalizer {n} times"),
+            copies
+                .create(&PostParams::default(), &with_finalizers(n))
+                .await,
+        )?;
+        let expected = format!("{n} finalizers per copy, over the limit of {limit}");
+        ensure!(message.contains(&expected), "expected «{expected}»");
+    }
+
+    // Once is what a ccm writes; adding a duplicate later is refused too.
+    let once = with_finalizers(1);
+    let name = once.name_any();
+    copies.create(&PostParams::default(), &once).await?;
+    let message = refusal(
+        "adding a second entry of our finalizer",
+        copies
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": [FINALIZER, FINALIZER]}})),
+            )
+            .await,
+    )?;
+    ensure!(
+        message.contains(&format!("2 finalizers per copy, over the limit of {limit}")),
+        "{message}"
+    );
+    copies.delete(&name, &Default::default()).await?;
+    gone(&copies, &name).await?;
+
+    good_tenant_converges(pair, "after-finalizers", &values.fresh("good-finalizers")).await?;
+    ready(&pair.manager)
+}
+
+/// Waits until the copy `name` is gone.
+async fn gone(api: &Api<DynamicObject>, name: &str) -> anyhow::Result<()> {
+    eventually(&format!("copy {name} gone"), WAIT, || async {
+        match api.get_opt(name).await {
+            Ok(None) => Ok(()),
+            Ok(Some(o)) => Err(format!(
+                "{} finalizers left",
+                o.metadata.finalizers.map_or(0, |f| f.len())
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
+    Ok(())
+}
