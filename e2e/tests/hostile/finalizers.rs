@@ -1,4 +1,5 @@
-//! Duplicate finalizers on copies: refused at admission.
+//! Duplicate finalizers on copies: refused at admission, and taken off in
+//! one write where they got in before the policy.
 
 use syncsecret_api::bounds::FINALIZERS;
 use syncsecret_api::contract::FINALIZER;
@@ -8,7 +9,9 @@ use crate::support::*;
 /// The API server keeps duplicate finalizers. A copy holding ours 50,000
 /// times cost the manager memory for each, and on deletion one patch of a
 /// megabyte per entry (kube-runtime's helper took one off per reconcile):
-/// hours of writes. The tenant's identity may write only ours, once.
+/// hours of writes. The tenant's identity may write only ours, once; a
+/// copy that holds more anyway (written before the policy, or by an
+/// admin) loses them all in one write.
 pub(crate) async fn finalizers_are_one_and_ours(
     pair: &mut Pair,
     values: &mut Values,
@@ -57,6 +60,28 @@ pub(crate) async fn finalizers_are_one_and_ours(
     copies.delete(&name, &Default::default()).await?;
     gone(&copies, &name).await?;
 
+    // A copy that holds 50,000 anyway (an admin's, or one stored before
+    // the policy): it syncs, and deleting it takes them off in one write.
+    let admin = dynamic(&pair.management, &evil_ns);
+    let held = with_finalizers(50_000);
+    let name = held.name_any();
+    admin.create(&PostParams::default(), &held).await?;
+    eventually("the copy with 50,000 finalizers synced", WAIT, || async {
+        let (reason, message) = verdict(&admin, &name).await?;
+        (reason == "SecretSynced")
+            .then_some(())
+            .ok_or(format!("{reason}: {message}"))
+    })
+    .await?;
+    let before = manager_writes(pair, "syncsecrets/patch")?;
+    copies.delete(&name, &Default::default()).await?;
+    gone(&admin, &name).await?;
+    let patches = manager_writes(pair, "syncsecrets/patch")? - before;
+    println!("    a copy with 50,000 finalizers deleted: {patches} patch of the copy");
+    ensure!(
+        patches == 1.0,
+        "{patches} patches of copies to take 50,000 entries off, not 1"
+    );
     good_tenant_converges(pair, "after-finalizers", &values.fresh("good-finalizers")).await?;
     ready(&pair.manager)
 }

@@ -156,12 +156,37 @@ impl Summarize for Secret {
     }
 }
 
+/// The most finalizers a summary keeps, duplicates dropped: enough for
+/// every object a controller writes (ours, and a few of others'), and a
+/// bound on what one object costs whatever its list holds (the API server
+/// keeps duplicates, 50,000 of them in a megabyte). A write of the
+/// finalizers of a summary holding this many reads the whole list first
+/// ([`Writer::release_finalizer`](crate::reconcile::writer::Writer::release_finalizer)).
+pub const KEPT_FINALIZERS: usize = 16;
+
+/// `finalizers` without duplicates, the first [`KEPT_FINALIZERS`] only.
+fn kept_finalizers(finalizers: Option<Vec<String>>) -> Option<Vec<String>> {
+    finalizers.map(|all| {
+        let mut kept: Vec<String> = Vec::new();
+        for f in all {
+            if kept.len() == KEPT_FINALIZERS {
+                break;
+            }
+            if !kept.contains(&f) {
+                kept.push(f);
+            }
+        }
+        kept
+    })
+}
+
 impl<K> Summary<K> {
     fn new(
         mut metadata: ObjectMeta,
         payload: PayloadDigest,
         status: Option<SyncSecretStatus>,
     ) -> Self {
+        metadata.finalizers = kept_finalizers(metadata.finalizers.take());
         Self {
             labels: Pairs::from(metadata.labels.take()),
             annotations: Pairs::from(metadata.annotations.take()),
@@ -478,6 +503,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_summary_keeps_each_finalizer_once_and_at_most_sixteen() {
+        let mut list = vec!["kubelb.k8c.io/cleanup".to_owned(); 50_000];
+        list.insert(3, "example.com/other".to_owned());
+        let summary: Summary<SyncSecret> = serde_json::from_value(json!({
+            "apiVersion": "kubelb.k8c.io/v1alpha1",
+            "kind": "SyncSecret",
+            "metadata": {"name": "c", "namespace": "tenant-a", "finalizers": list},
+        }))
+        .unwrap();
+        assert_eq!(
+            summary.metadata.finalizers.unwrap(),
+            ["kubelb.k8c.io/cleanup", "example.com/other"]
+        );
+        let many: Vec<String> = (0..40).map(|i| format!("example.com/f{i}")).collect();
+        let kept = kept_finalizers(Some(many.clone())).unwrap();
+        assert_eq!(kept, many[..KEPT_FINALIZERS]);
+    }
 
     #[test]
     fn a_summary_is_decoded_from_the_wire_form_and_holds_no_value() {

@@ -1,5 +1,5 @@
-//! The parts of a reconcile both controllers share: kube-runtime's finalizer
-//! helper with its writes counted and its errors made ours, the reconcile
+//! The parts of a reconcile both controllers share: a finalizer helper
+//! that writes once whatever the object's list holds, the reconcile
 //! counters, per-object backoff for `error_policy` ([`backoff`]), the
 //! dry-run gate ([`dry_run`]), every write ([`writer`]) and events
 //! ([`events`]). What to write is decided in the controllers, from
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{self, Event, finalizer};
+use kube::runtime::finalizer::Event;
 use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -123,11 +123,16 @@ where
     }
 }
 
-/// Runs `reconcile` under the `kubelb.k8c.io/cleanup` finalizer: the helper
-/// adds it to a live object (and returns; the change brings the object
-/// back), and removes it once cleanup succeeds on a deleted one. Those two
-/// patches are counted as writes of `resource` and, with `recent`,
-/// remembered until the watch cache shows them.
+/// Runs `reconcile` under the `kubelb.k8c.io/cleanup` finalizer, as
+/// kube-runtime's `finalizer()` helper does, each patch one write whatever
+/// the object's list holds: the finalizer is added to a live object (and
+/// the reconcile returns; the change brings the object back), and taken
+/// off, every entry of it at once, once cleanup succeeds on a deleted
+/// one. The helper took off one entry per reconcile (a JSON patch of one
+/// index), which a copy holding 50,000 duplicates turned into hours of
+/// patches of a megabyte each. Those patches are counted as writes of
+/// `resource` and, with `recent`, remembered until the watch cache shows
+/// them.
 async fn finalized<K, E, F, Fut>(
     api: &Api<K>,
     obj: Arc<K>,
@@ -143,44 +148,36 @@ where
     F: FnOnce(Event<K>) -> Fut,
     Fut: Future<Output = Result<Action, E>>,
 {
-    let had_finalizer = obj.finalizers().iter().any(|f| f == FINALIZER);
+    if obj.meta().name.is_none() {
+        return Err(FinalizerError::Unnamed.into());
+    }
+    let ours = obj.finalizers().iter().any(|f| f == FINALIZER);
     let deleting = obj.meta().deletion_timestamp.is_some();
-    // The helper patches the finalizer itself (adds it to a live object,
-    // removes it from a deleted one); the writer counts and remembers it.
     let writer = Writer::new(api.clone(), resource, metrics).remembering(recent);
-    let name = obj.name_any();
-    if metrics.is_dry_run() {
-        // In a dry run: record the patch and run the step it would run next.
-        if had_finalizer == deleting {
-            writer.held(resource, "patch", &name, &[FINALIZER.to_owned()]);
+    match (deleting, ours) {
+        (false, false) => {
+            let added = writer.add_finalizer(obj.meta(), FINALIZER).await;
+            // `None`: a dry run held it; the dry run goes on to what the
+            // next reconcile would write.
+            if added.map_err(FinalizerError::Add)?.is_some() {
+                return Ok(Action::await_change());
+            }
+            reconcile(Event::Apply(obj)).await
         }
-        let event = if deleting {
-            Event::Cleanup(obj)
-        } else {
-            Event::Apply(obj)
-        };
-        return reconcile(event).await;
+        (false, true) => reconcile(Event::Apply(obj)).await,
+        (true, true) => {
+            let action = reconcile(Event::Cleanup(obj.clone())).await?;
+            match writer.release_finalizer(obj.meta(), FINALIZER).await {
+                Ok(_) => Ok(action),
+                // Gone already (deleted by the API server once its last
+                // finalizer went, seen late by the cache).
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+                Err(e) => Err(FinalizerError::Remove(e).into()),
+            }
+        }
+        // Being deleted without ours: nothing of ours to clean up.
+        (true, false) => Ok(Action::await_change()),
     }
-    let replaced = obj.resource_version();
-    let result = match finalizer(api, FINALIZER, obj, reconcile).await {
-        // Gone already (deleted by the API server once its last finalizer
-        // went, seen late by the cache): nothing is left to release.
-        Err(finalizer::Error::RemoveFinalizer(kube::Error::Api(s))) if s.code == 404 => {
-            return Ok(Action::await_change());
-        }
-        other => other,
-    };
-    if result.is_ok() && had_finalizer == deleting {
-        writer.done(resource, "patch", &name, replaced.as_deref(), None);
-    }
-    result.map_err(|e| match e {
-        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
-        finalizer::Error::AddFinalizer(k) => FinalizerError::Add(k).into(),
-        finalizer::Error::RemoveFinalizer(k) => FinalizerError::Remove(k).into(),
-        finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer => {
-            FinalizerError::Unnamed.into()
-        }
-    })
 }
 
 /// The backoff key of an object (see [`Backoffs::retain`]).
@@ -320,6 +317,84 @@ mod tests {
             },
             ..ConfigMap::default()
         }
+    }
+
+    /// A deleted object holding our finalizer many times (and another's):
+    /// cleanup runs, then one patch takes every entry of ours off, guarded
+    /// by the version it was cached at.
+    #[tokio::test]
+    async fn a_finalizer_held_many_times_is_taken_off_in_one_write() {
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let seen = bodies.clone();
+        let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+            let seen = seen.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = http_body_util::BodyExt::collect(body)
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                seen.lock().unwrap().push((
+                    parts.method.to_string(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
+                let mut stored = vec![FINALIZER; 1000];
+                stored.push("example.com/other");
+                let answer = serde_json::json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                    "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "7", "finalizers": stored}
+                });
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(http_body_util::Full::new(bytes::Bytes::from(
+                            answer.to_string(),
+                        )))
+                        .unwrap(),
+                )
+            }
+        });
+        let api: Api<ConfigMap> = Api::namespaced(Client::new(service, "ns"), "ns");
+        let metrics = ControllerMetrics::register("t", &Registry::new()).unwrap();
+        let mut deleted = config_map("7");
+        deleted.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        let mut list = vec![FINALIZER.to_owned(); 1000];
+        list.push("example.com/other".to_owned());
+        deleted.metadata.finalizers = Some(list);
+        let cleaned = Mutex::new(false);
+        let result: Result<Action, Failed> = finalized(
+            &api,
+            Arc::new(deleted),
+            &metrics,
+            None,
+            "configmaps",
+            |event| {
+                let cleanup = matches!(event, Event::Cleanup(_));
+                let cleaned = &cleaned;
+                async move {
+                    assert!(cleanup);
+                    *cleaned.lock().unwrap() = true;
+                    Ok(Action::await_change())
+                }
+            },
+        )
+        .await;
+        assert!(result.is_ok());
+        assert!(*cleaned.lock().unwrap(), "cleanup ran first");
+        // A list this long may have been cut by a cache: it is read whole
+        // first (a GET), and written once.
+        let bodies = bodies.lock().unwrap();
+        let methods: Vec<&str> = bodies.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(methods, ["GET", "PATCH"]);
+        let body = &bodies[1].1;
+        let patch: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            patch,
+            serde_json::json!({"metadata": {"finalizers": ["example.com/other"], "resourceVersion": "7"}})
+        );
     }
 
     /// kube-runtime hands a reconcile version 1; before it runs, the watch

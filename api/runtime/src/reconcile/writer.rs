@@ -19,6 +19,7 @@ use syncsecret_api::status::{status_differs, with_transition_time};
 use syncsecret_api::v1alpha1::SyncSecretStatus;
 
 use crate::cache::recent::RecentWrites;
+use crate::cache::summary::KEPT_FINALIZERS;
 use crate::metrics::ControllerMetrics;
 
 /// Writes objects of one API (one kind, one namespace or all).
@@ -176,24 +177,61 @@ where
         Ok(Some(written))
     }
 
-    /// Takes `finalizer` off the object `meta` describes: a merge patch of
-    /// its other finalizers, guarded by its resourceVersion so that a
-    /// concurrent change fails it (409) and the next event looks again.
-    /// `None` back: it had no such finalizer, or a dry run held the patch.
+    /// Takes `finalizer` off the object `meta` describes, every entry of
+    /// it in one write: a merge patch of its other finalizers, guarded by
+    /// its resourceVersion so that a concurrent change fails it (409) and
+    /// the next event looks again. `None` back: it had no such finalizer,
+    /// or a dry run held the patch.
     pub async fn release_finalizer(
         &self,
         meta: &ObjectMeta,
         finalizer: &str,
     ) -> Result<Option<PartialObjectMeta<K>>, kube::Error> {
-        let finalizers = meta.finalizers.as_deref().unwrap_or_default();
-        if !finalizers.iter().any(|f| f == finalizer) {
+        if !meta.finalizers.iter().flatten().any(|f| f == finalizer) {
             return Ok(None);
         }
-        let rest: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
-        let patch =
-            json!({"metadata": {"finalizers": rest, "resourceVersion": meta.resource_version}});
+        let all = self.all_finalizers(meta).await?;
+        let rest: Vec<&String> = all.iter().filter(|f| *f != finalizer).collect();
+        self.set_finalizers(meta, &rest, finalizer).await
+    }
+
+    /// Puts `finalizer` on the object `meta` describes, beside the others,
+    /// guarded as [`Writer::release_finalizer`]. `None` back: a dry run
+    /// held the patch.
+    pub async fn add_finalizer(
+        &self,
+        meta: &ObjectMeta,
+        finalizer: &str,
+    ) -> Result<Option<PartialObjectMeta<K>>, kube::Error> {
+        let all = self.all_finalizers(meta).await?;
+        let mut list: Vec<&String> = all.iter().filter(|f| *f != finalizer).collect();
+        let ours = finalizer.to_owned();
+        list.push(&ours);
+        self.set_finalizers(meta, &list, finalizer).await
+    }
+
+    /// The finalizers of the object `meta` describes: `meta`'s own, unless
+    /// a cache cut them ([`KEPT_FINALIZERS`]: then as stored, read at
+    /// `meta`'s version, which the write is guarded by anyway).
+    async fn all_finalizers(&self, meta: &ObjectMeta) -> Result<Vec<String>, kube::Error> {
+        let kept = meta.finalizers.clone().unwrap_or_default();
+        if kept.len() < KEPT_FINALIZERS {
+            return Ok(kept);
+        }
         let name = meta.name.as_deref().unwrap_or_default();
-        self.merge_metadata(name, patch, None, &[finalizer.to_owned()])
+        let stored = self.api.get_metadata(name).await?;
+        Ok(stored.metadata.finalizers.unwrap_or_default())
+    }
+
+    async fn set_finalizers(
+        &self,
+        meta: &ObjectMeta,
+        finalizers: &[&String],
+        changed: &str,
+    ) -> Result<Option<PartialObjectMeta<K>>, kube::Error> {
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": meta.resource_version}});
+        let name = meta.name.as_deref().unwrap_or_default();
+        self.merge_metadata(name, patch, Some(meta), &[changed.to_owned()])
             .await
     }
 
