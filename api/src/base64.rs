@@ -92,7 +92,8 @@ pub fn map<'de, D: Deserializer<'de>>(
         .map(|(k, v)| match decode(&v) {
             Ok(bytes) => Ok((k, ByteString(bytes))),
             Err(expected) => Err(D::Error::custom(format!(
-                "the value of key {k:?} is not {expected}"
+                "the value of key \"{}\" is not {expected}",
+                crate::quote::quoted(&k, crate::quote::SHORT)
             ))),
         })
         .collect::<Result<_, _>>()

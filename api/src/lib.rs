@@ -16,6 +16,7 @@ pub mod desired;
 pub mod labelled;
 pub mod payload;
 pub mod policy;
+pub mod quote;
 pub mod shard;
 pub mod status;
 pub mod sweep;

@@ -139,16 +139,16 @@ impl Policy {
         key_bytes: usize,
         keys: usize,
     ) -> Result<(), Refusal> {
-        let t = type_;
-        let length = t.chars().count();
+        let length = type_.chars().count();
+        let t = crate::quote::quoted(type_, crate::quote::SHORT);
         if u64::try_from(length).unwrap_or(u64::MAX) > TYPE_LENGTH.default {
             return Err(Refusal {
                 reason: "TypeDenied",
                 message: TYPE_LENGTH.refusal(length),
             });
         }
-        if self.denied_types.iter().any(|d| d == t) {
-            let why = if t == "kubernetes.io/service-account-token" {
+        if self.denied_types.iter().any(|d| d == type_) {
+            let why = if type_ == "kubernetes.io/service-account-token" {
                 " (in the management cluster it would make the token controller mint a token for a service account there)"
             } else {
                 ""
@@ -160,7 +160,7 @@ impl Policy {
                 ),
             });
         }
-        if !self.copy_everything && !self.allowed_types.iter().any(|a| a == t) {
+        if !self.copy_everything && !self.allowed_types.iter().any(|a| a == type_) {
             return Err(Refusal {
                 reason: "TypeDenied",
                 message: format!(

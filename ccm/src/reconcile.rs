@@ -45,7 +45,7 @@ pub async fn reconcile(obj: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Resu
     )
     .await;
     if let Err(e) = &result {
-        let mut failure = Failure::of(obj.as_ref(), e);
+        let mut failure = Failure::of(obj.as_ref(), e, &ctx.backoffs);
         let deleting = obj.meta().deletion_timestamp.is_some();
         if !deleting && !e.is_wait() && !matches!(e, Error::PatchStatus { .. }) {
             // The tenant sees why; observedGeneration keeps saying what

@@ -43,7 +43,9 @@ pub async fn reconcile(secret: Arc<Secret>, ctx: Arc<Context>) -> Result<Action,
     )
     .await;
     if let Err(e) = &result {
-        Failure::of(secret.as_ref(), e).tell(&ctx.events).await;
+        Failure::of(secret.as_ref(), e, &ctx.backoffs)
+            .tell(&ctx.events)
+            .await;
     }
     result
 }

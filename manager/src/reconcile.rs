@@ -59,7 +59,7 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
     )
     .await;
     if let Err(e) = &result {
-        let mut failure = Failure::of(copy.as_ref(), e);
+        let mut failure = Failure::of(copy.as_ref(), e, &ctx.backoffs);
         if !matches!(e, Error::PatchStatus { .. }) {
             // A deletion that does not go through says why in the copy's
             // status too (the happy path writes no status: the copy is

@@ -47,7 +47,7 @@ impl VerifyFailures {
             message: format!(
                 "the API server stored Secret {namespace}/{} with other content than written: keys {} were changed on admission (a mutating webhook or admission policy); the tenant's data was not delivered as sent",
                 intended.metadata.name.as_deref().unwrap_or_default(),
-                changed.join(", ")
+                syncsecret_api::quote::names(&changed)
             ),
         })
     }

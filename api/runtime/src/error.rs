@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use syncsecret_api::quote;
 
 /// Failures of the plumbing, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +108,18 @@ pub enum RuntimeError {
 /// shows it: what failed, then why. An API server's answer is shown in its
 /// own words ([`explain`]) and ends the line: what kube nests under it
 /// (a decoder's message may quote a value) is never shown.
+///
+/// Cut to [`REPORT`] bytes, control characters escaped: the API server's
+/// words may quote what a tenant wrote, of any length.
 pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    quote::cut(&report_whole(error), REPORT)
+}
+
+/// The most a [`report`] holds: what a status or an event shows of it is
+/// cut again to their own limits.
+pub const REPORT: usize = 2 * quote::MESSAGE;
+
+fn report_whole(error: &(dyn std::error::Error + 'static)) -> String {
     if let Some(k) = error.downcast_ref::<kube::Error>() {
         return explain(k);
     }
@@ -127,8 +139,29 @@ pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
 
 /// The API server's own words for a failed call, with what to do where the
 /// cause is clear: RBAC forbidden names the missing verb and resource, an
-/// unreachable server says so.
+/// unreachable server says so. Cut as [`report`] is.
 pub fn explain(error: &kube::Error) -> String {
+    quote::cut(&explain_whole(error), REPORT)
+}
+
+/// Why a watch failed, in the API server's words ([`explain`]): kube's own
+/// text of it carries the whole `Status`, causes and all, each quoting
+/// what it found.
+pub fn explain_watch(error: &kube::runtime::watcher::Error) -> String {
+    use kube::runtime::watcher::Error as W;
+    match error {
+        W::InitialListFailed(e) => format!("listing failed: {}", explain(e)),
+        W::WatchStartFailed(e) => format!("starting the watch failed: {}", explain(e)),
+        W::WatchFailed(e) => format!("the watch failed: {}", explain(e)),
+        W::WatchError(status) => format!(
+            "the API server ended the watch: {}",
+            quote::quoted(&without_invalid_values(&status.message), quote::MESSAGE)
+        ),
+        W::NoResourceVersion => error.to_string(),
+    }
+}
+
+fn explain_whole(error: &kube::Error) -> String {
     match error {
         // An admission policy's refusal is a 403 too, and says why itself.
         kube::Error::Api(status)

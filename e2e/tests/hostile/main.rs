@@ -19,6 +19,7 @@ mod copies;
 mod data;
 mod finalizers;
 mod forged;
+mod logs;
 mod namespaces;
 mod nested;
 mod released;
@@ -66,6 +67,7 @@ async fn attacks(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
     copies::copies_are_bounded_by_the_management_cluster(pair, values).await?;
     finalizers::finalizers_are_one_and_ours(pair, values).await?;
     data::data_is_bounded_in_keys_and_bytes(pair, values).await?;
+    logs::tenant_strings_are_cut_and_a_retry_is_logged_once(pair, values).await?;
     cluster_name::a_second_ccm_with_the_same_cluster_name(pair, values).await?;
     namespaces::the_manager_writes_secrets_only_in_tenant_namespaces(pair).await?;
     stored::stored_encrypted_and_audited_without_values(pair, values).await?;

@@ -21,6 +21,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use syncsecret_api::quote;
 
 /// An object that could not be read as its type: what the API server
 /// stored is not what the type allows (a CRD other than ours, or a shape
@@ -215,15 +216,25 @@ fn read_metadata(metadata: Option<&Value>) -> Result<ObjectMeta, serde_json::Err
 /// found (`invalid value: string "…", expected …`): only the part after
 /// `expected` and a missing field's name are kept.
 fn describe(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    let path = error.path().to_string();
+    // A tenant's own CRD may let keys of any length through.
+    let path = quote::cut(&error.path().to_string(), quote::SHORT);
     let message = error.inner().to_string();
     if let Some(field) = message.strip_prefix("missing field ") {
-        format!("field {path} is missing field {field}")
+        format!(
+            "field {path} is missing field {}",
+            quote::quoted(field, quote::SHORT)
+        )
     } else if let Some((_, expected)) = message.rsplit_once(", expected ") {
-        format!("field {path} should be {expected}")
+        format!(
+            "field {path} should be {}",
+            quote::quoted(expected, quote::SHORT)
+        )
     } else if message.starts_with("the value of key ") {
         // Our own base64 message: names the key, not the value.
-        format!("field {path}: {message}")
+        format!(
+            "field {path}: {}",
+            quote::quoted(&message, quote::SHORT * 2)
+        )
     } else {
         format!("field {path} does not have the form the type expects")
     }

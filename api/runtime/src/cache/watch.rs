@@ -116,7 +116,13 @@ where
     T: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
     watcher(api, tuned(config))
-        .inspect_err(move |e| tracing::warn!(watch = what, "watch failed, retrying: {e}"))
+        .inspect_err(move |e| {
+            tracing::warn!(
+                watch = what,
+                "watch failed, retrying: {}",
+                crate::error::explain_watch(e)
+            )
+        })
         .backoff(WatchBackoff::default())
         .try_filter(move |event| {
             let kept = match (&namespaces, event) {

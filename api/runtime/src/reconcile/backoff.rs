@@ -64,10 +64,32 @@ pub fn jittered(delay: Duration) -> Duration {
     delay.mul_f64(0.5 + fraction / 2.0)
 }
 
-/// Failure counts by object key (`namespace/name`).
+/// Failure counts by object key (`namespace/name`), and what was last
+/// logged of each object's failure.
 #[derive(Debug, Default)]
 pub struct Backoffs {
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, Failing>>,
+}
+
+/// One object's failures so far.
+#[derive(Debug, Default)]
+struct Failing {
+    /// Failed attempts since the last success.
+    attempts: u32,
+    /// A hash of the failure last logged in full.
+    told: Option<u64>,
+}
+
+/// Whether a failure is news: logged in full only then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Telling {
+    /// Not logged for this object since its last success: log it.
+    New,
+    /// Logged already, word for word: `attempts` failures so far.
+    Again {
+        /// Failed attempts since the last success, this one not counted.
+        attempts: u32,
+    },
 }
 
 impl Backoffs {
@@ -75,9 +97,9 @@ impl Backoffs {
     pub fn failed(&self, key: &str) -> Duration {
         let n = match self.failures.lock() {
             Ok(mut f) => {
-                let n = f.entry(key.to_owned()).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
+                let e = f.entry(key.to_owned()).or_default();
+                e.attempts = e.attempts.saturating_add(1);
+                e.attempts
             }
             Err(_) => 1,
         };
@@ -85,6 +107,27 @@ impl Backoffs {
             .checked_shl(n.saturating_sub(1).min(16))
             .unwrap_or(u32::MAX);
         jittered(BASE.saturating_mul(factor).min(MAX))
+    }
+
+    /// Whether `text`, a failure of `key` about to be logged, is news: the
+    /// same failure retried for ever (a copy the policy refuses) is logged
+    /// in full once, not on every retry, relist or restart of the
+    /// controllers.
+    pub fn telling(&self, key: &str, text: &str) -> Telling {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(text);
+        let Ok(mut f) = self.failures.lock() else {
+            return Telling::New;
+        };
+        let e = f.entry(key.to_owned()).or_default();
+        if e.told == Some(hash) {
+            Telling::Again {
+                attempts: e.attempts,
+            }
+        } else {
+            e.told = Some(hash);
+            Telling::New
+        }
     }
 
     /// Forgets every key `keep` says no to (objects gone from the caches:
@@ -105,11 +148,11 @@ impl Backoffs {
         self.len() == 0
     }
 
-    /// Forgets the failures of `key` after a success.
-    pub fn succeeded(&self, key: &str) {
-        if let Ok(mut f) = self.failures.lock() {
-            f.remove(key);
-        }
+    /// Forgets the failures of `key` after a success; returns how many
+    /// attempts had failed before it, if a failure of it was logged.
+    pub fn succeeded(&self, key: &str) -> Option<u32> {
+        let e = self.failures.lock().ok()?.remove(key)?;
+        e.told.map(|_| e.attempts)
     }
 }
 
@@ -142,6 +185,21 @@ mod tests {
             let n = draws.iter().filter(|d| **d >= lo && **d < hi).count();
             assert!(n > 150, "quarter {q}: {n} of 1000");
         }
+    }
+
+    #[test]
+    fn the_same_failure_is_news_once_until_a_success_or_another_failure() {
+        let b = Backoffs::default();
+        assert_eq!(b.telling("a/x", "refused"), Telling::New);
+        b.failed("a/x");
+        assert_eq!(b.telling("a/x", "refused"), Telling::Again { attempts: 1 });
+        b.failed("a/x");
+        assert_eq!(b.telling("a/x", "other"), Telling::New, "another failure");
+        assert_eq!(b.telling("a/y", "refused"), Telling::New, "another object");
+        b.failed("a/x");
+        assert_eq!(b.succeeded("a/x"), Some(3));
+        assert_eq!(b.telling("a/x", "other"), Telling::New, "after a success");
+        assert_eq!(b.succeeded("a/z"), None);
     }
 
     #[test]

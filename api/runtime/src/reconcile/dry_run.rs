@@ -40,7 +40,7 @@ impl DryRun {
         name: &str,
         changed: &[String],
     ) {
-        tracing::info!(dry_run = true, %namespace, %name, resource, verb, changed = %changed.join(","), "would write");
+        tracing::info!(dry_run = true, %namespace, %name, resource, verb, changed = %syncsecret_api::quote::names(changed), "would write");
         if let Ok(mut pending) = self.pending.lock() {
             let set = pending.entry((resource, verb)).or_default();
             set.insert(format!("{namespace}/{name}"));

@@ -7,6 +7,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::metrics::ControllerMetrics;
 
+/// The longest note events.k8s.io takes.
+pub const NOTE: usize = syncsecret_api::quote::MESSAGE;
+
 /// Publishes events and counts them as writes.
 ///
 /// Warnings go through one long-lived [`Recorder`], whose cache turns a
@@ -53,7 +56,9 @@ impl Events {
         let event = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            // events.k8s.io refuses a note over 1 KiB: a longer one was
+            // lost whole.
+            note: Some(syncsecret_api::quote::cut(&note, NOTE)),
             action: reason.to_owned(),
             secondary: None,
         };
@@ -76,7 +81,7 @@ impl Events {
         };
         if let Err(e) = sent {
             // An event is a courtesy; failing to send one never fails a sync.
-            tracing::warn!(error = %e, %reason, "could not publish event");
+            tracing::warn!(error = %crate::error::explain(&e), %reason, "could not publish event");
         }
     }
 

@@ -11,9 +11,10 @@ use syncsecret_api::status::verdict_differs;
 use syncsecret_api::v1alpha1::SyncSecretStatus;
 
 use crate::error::report;
-use crate::reconcile::Outcome;
+use crate::reconcile::backoff::{Backoffs, Telling};
 use crate::reconcile::events::Events;
 use crate::reconcile::writer::Writer;
+use crate::reconcile::{Outcome, backoff_key};
 
 /// A failed reconcile of one object, being told.
 pub struct Failure<'a, K, E> {
@@ -28,14 +29,24 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     E: Outcome + std::error::Error + 'static,
 {
-    /// Logs `error` (the whole chain, once) against `obj`.
-    pub fn of(obj: &'a K, error: &'a E) -> Self {
+    /// Logs `error` (the whole chain, cut to [`crate::error::REPORT`])
+    /// against `obj`, in full only when it is news for `obj`
+    /// ([`Backoffs::telling`]): a retry of the same failure is logged at
+    /// debug, and counted at warn after 10, 100, 1,000… attempts.
+    pub fn of(obj: &'a K, error: &'a E, backoffs: &Backoffs) -> Self {
         let namespace = obj.namespace().unwrap_or_default();
         let name = obj.name_any();
-        if error.is_wait() {
-            tracing::info!(%namespace, %name, "{}", report(error));
-        } else {
-            tracing::warn!(%namespace, %name, reason = error.category(), "{}", report(error));
+        let text = report(error);
+        let reason = error.category();
+        match backoffs.telling(&backoff_key(obj), &text) {
+            Telling::New if error.is_wait() => tracing::info!(%namespace, %name, "{text}"),
+            Telling::New => tracing::warn!(%namespace, %name, reason, "{text}"),
+            Telling::Again { attempts } => {
+                tracing::debug!(%namespace, %name, reason, attempts, "{text}");
+                if !error.is_wait() && attempts >= 10 && is_power_of_ten(attempts) {
+                    tracing::warn!(%namespace, %name, reason, attempts, "still failing as logged before");
+                }
+            }
         }
         Self {
             obj,
@@ -73,4 +84,11 @@ where
                 .await;
         }
     }
+}
+
+fn is_power_of_ten(mut n: u32) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
 }

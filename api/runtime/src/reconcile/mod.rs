@@ -221,7 +221,9 @@ fn record<K, T, E: Outcome>(
     let namespace = obj.namespace().unwrap_or_default();
     let outcome = match result {
         Ok(_) => {
-            backoffs.succeeded(&backoff_key(obj));
+            if let Some(attempts) = backoffs.succeeded(&backoff_key(obj)) {
+                tracing::info!(%namespace, name = %obj.name_any(), attempts, "reconciled after failing");
+            }
             ReconcileResult::Success
         }
         Err(e) if e.is_wait() => ReconcileResult::Waiting,
