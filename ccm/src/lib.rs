@@ -417,20 +417,23 @@ impl Setup {
         if let Some((store, writer)) = labelled_secrets {
             let secrets: Api<Secret> = Api::all(self.tenant.clone());
             let selector = format!("{LABEL_MANAGED_BY}={MANAGED_BY_KUBELB}");
-            let watch = || cache::tuned(watcher::Config::default());
             // The labelled Secrets' watch, built here rather than by the
             // controller, so that a Secret that leaves it (its label taken
             // off: the API server tells that as a deletion) is released.
             let (left, mut gone) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-            let labelled = watcher(secrets, watch().labels(&selector))
-                .backoff(WatchBackoff::default())
-                .reflect(writer)
-                .inspect_ok(move |event| {
-                    if let watcher::Event::Delete(s) = event {
-                        let _ = left.send((s.namespace().unwrap_or_default(), s.name_any()));
-                    }
-                })
-                .applied_objects();
+            let labelled = cache::initial_lists_streamed(
+                secrets,
+                watcher::Config::default().labels(&selector),
+                "labelled secrets",
+            )
+            .backoff(WatchBackoff::default())
+            .reflect(writer)
+            .inspect_ok(move |event| {
+                if let watcher::Event::Delete(s) = event {
+                    let _ = left.send((s.namespace().unwrap_or_default(), s.name_any()));
+                }
+            })
+            .applied_objects();
             // Each SyncSecret's change or deletion reconciles the Secret of
             // its name, if there is a labelled one.
             let c = Controller::for_stream(labelled, store.clone())

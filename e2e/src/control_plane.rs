@@ -261,6 +261,9 @@ pub struct Options {
     /// No SyncSecret CRD in any cluster: the clusters as a user's are
     /// before a chart installs it.
     pub without_crd: bool,
+    /// Extra flags of every cluster's kube-apiserver (e.g. a feature gate
+    /// turned off, as some platforms run them).
+    pub apiserver_args: &'static [&'static str],
 }
 
 /// etcd, the API servers and kube-controller-manager, as local processes.
@@ -381,6 +384,7 @@ impl ControlPlane {
                 "--endpoint-reconciler-type=none".to_owned(),
                 "--allow-privileged=true".to_owned(),
             ];
+            args.extend(options.apiserver_args.iter().map(|a| (*a).to_owned()));
             if i == 0 && options.hardened {
                 args.extend(harden(&cluster_dir)?);
                 plane.audit_log = Some(p("audit.log"));

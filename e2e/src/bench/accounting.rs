@@ -53,6 +53,25 @@ pub async fn requests(client: &Client) -> Result<BTreeMap<String, f64>, HarnessE
     Ok(out)
 }
 
+/// How many lists of `resource` an API server has streamed: watches with
+/// `sendInitialEvents` that sent all their initial events
+/// (`apiserver_watch_list_duration_seconds`, every scope).
+pub async fn streamed_lists(client: &Client, resource: &str) -> Result<f64, HarnessError> {
+    let req = http::Request::get("/metrics")
+        .body(Vec::new())
+        .map_err(|e| HarnessError::Usage(e.to_string()))?;
+    let text = client.request_text(req).await?;
+    let wanted = format!("resource=\"{resource}\"");
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("apiserver_watch_list_duration_seconds_count{"))
+        .filter(|rest| rest.contains(&wanted))
+        .filter_map(|rest| rest.rsplit_once("} ")?.1.trim().parse::<f64>().ok())
+        .sum::<f64>()
+        // An empty sum is -0.
+        + 0.0)
+}
+
 /// Request counts of the management (`m`) and tenant (`t`) API servers.
 pub(super) async fn all_requests(pair: &Pair) -> Result<BTreeMap<String, f64>, HarnessError> {
     let mut out = BTreeMap::new();
