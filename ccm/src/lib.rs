@@ -155,12 +155,14 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
     let tenant =
         client::from_flag_or_environment(flags.kubeconfig.as_deref(), "kubeconfig").await?;
 
-    let lease = plumbing.lease(
-        flags.common.enable_leader_election,
-        &tenant,
-        &flags.leader_election_namespace,
-        LEASE_NAME,
-    );
+    let lease = plumbing
+        .lease(
+            flags.common.enable_leader_election,
+            flags.kubeconfig.as_deref(),
+            &flags.leader_election_namespace,
+            LEASE_NAME,
+        )
+        .await?;
     let tenant_namespace =
         tenant_namespace_with(&flags.tenant_namespace_prefix, &flags.cluster_name);
     let (reachability, _probe) = plumbing.reachability(METRICS_PREFIX, {

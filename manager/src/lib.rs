@@ -122,10 +122,11 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
     let lease = plumbing
         .lease(
             flags.common.enable_leader_election,
-            &client,
+            flags.kubeconfig.as_deref(),
             &flags.namespace,
             &shard::lease_name(LEASE_NAME, shard),
         )
+        .await?
         .map(|l| l.ordered_after_peers(LEASE_NAME));
     // Every manager that holds a Lease reads the others', an unsharded one
     // too: it may meet shards of another count while the count changes.

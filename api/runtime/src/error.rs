@@ -102,6 +102,10 @@ pub enum RuntimeError {
     /// The logging subscriber could not be installed.
     #[error("logging: {0}")]
     Logging(String),
+    /// The thread that serves the probes and renews the Lease could not
+    /// be started, or stopped.
+    #[error("the keep-alive thread")]
+    KeepAlive(#[source] std::io::Error),
 }
 
 /// An error and its causes in one line, as a status, an event or a log

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod client;
 pub mod flags;
 pub mod health;
+pub mod keepalive;
 pub mod leader;
 pub mod logging;
 pub mod reachable;

@@ -8,13 +8,14 @@ use crate::error::RuntimeError;
 use crate::reconcile::Scoped;
 use crate::serve::admin::{AdminState, Listeners};
 use crate::serve::health::Health;
+use crate::serve::keepalive::{KeepAlive, Leadership};
 use crate::serve::leader::LeaderLease;
 use crate::serve::reachable::Reachability;
 use crate::serve::shutdown::Shutdown;
 
 async fn run_inner<F, Fut>(
     health: &Health,
-    lease: Option<&LeaderLease>,
+    lease: Option<&mut Leadership>,
     shutdown: Shutdown,
     mut controllers: F,
 ) -> Result<(), RuntimeError>
@@ -32,7 +33,7 @@ where
         // A standby replica is healthy and ready: it is ready to take over.
         health.set_ready(true);
         tokio::select! {
-            () = lease.acquire() => {},
+            () = lease.acquired() => {},
             () = shutdown.clone().requested() => return Ok(()),
         }
         // Leading: ready again only once the watches have synced.
@@ -44,7 +45,7 @@ where
                 health.set_leading(false);
                 return stopped(health, &shutdown);
             }
-            e = lease.keep() => {
+            why = lease.lost() => {
                 // Not renewed in time (its API server unreachable for longer
                 // than the renew deadline, say) or taken by another replica:
                 // the controllers stop at once (dropped mid-reconcile, so
@@ -52,8 +53,7 @@ where
                 // to lead again, without a restart.
                 health.set_leading(false);
                 tracing::warn!(
-                    "leadership lost ({}); controllers stopped until this replica leads again",
-                    crate::error::report(&e)
+                    "leadership lost ({why}); controllers stopped until this replica leads again"
                 );
             }
         }
@@ -124,6 +124,8 @@ pub trait BinaryFlags: clap::Parser {
 /// parsed and bound, metrics registered, probe state, its identity.
 pub struct Plumbing {
     listeners: Listeners,
+    /// Where the probes are served and the Lease renewed.
+    keepalive: KeepAlive,
     admin: AdminState,
     /// The controller's counters.
     pub metrics: crate::metrics::ControllerMetrics,
@@ -147,7 +149,11 @@ impl Plumbing {
         let probe_addr =
             crate::serve::flags::parse_listen_addr("health-probe-bind-address", probe_addr)?;
         let dry_run = flags.common().dry_run;
-        let listeners = Listeners::bind(metrics_addr, probe_addr).await?;
+        // Bound there: a listener is driven by the runtime that made it.
+        let keepalive = KeepAlive::start()?;
+        let listeners = keepalive
+            .run(Listeners::bind(metrics_addr, probe_addr))
+            .await??;
         let mut metrics = crate::metrics::ControllerMetrics::register(prefix, &registry)?;
         if dry_run {
             metrics = metrics.with_dry_run(crate::reconcile::dry_run::DryRun::register(
@@ -167,6 +173,7 @@ impl Plumbing {
         ))?;
         Ok(Self {
             listeners,
+            keepalive,
             admin: AdminState {
                 registry,
                 health: health.clone(),
@@ -231,17 +238,34 @@ impl Plumbing {
             .await
     }
 
-    /// The leader Lease `namespace/name` for this replica, if enabled.
-    pub fn lease(
+    /// The leader Lease `namespace/name` for this replica, if enabled,
+    /// with a client of its own (from `kubeconfig`, else the pod's
+    /// environment) built on the keep-alive thread, where it is renewed.
+    pub async fn lease(
         &self,
         enabled: bool,
-        client: &kube::Client,
+        kubeconfig: Option<&std::path::Path>,
         namespace: &str,
         name: &str,
-    ) -> Option<LeaderLease> {
+    ) -> Result<Option<LeaderLease>, RuntimeError> {
         // A Lease is a write: a dry run never takes one.
-        (enabled && !self.metrics.is_dry_run())
-            .then(|| LeaderLease::new(client.clone(), namespace, name, self.identity.clone()))
+        if !enabled || self.metrics.is_dry_run() {
+            return Ok(None);
+        }
+        let kubeconfig = kubeconfig.map(std::path::Path::to_path_buf);
+        let client = self
+            .keepalive
+            .run(async move {
+                crate::serve::client::from_flag_or_environment(kubeconfig.as_deref(), "kubeconfig")
+                    .await
+            })
+            .await??;
+        Ok(Some(LeaderLease::new(
+            client,
+            namespace,
+            name,
+            self.identity.clone(),
+        )))
     }
 
     /// Runs `controllers` (given the shutdown handle to drain on) with the
@@ -259,13 +283,17 @@ impl Plumbing {
         Fut: Future<Output = ()>,
     {
         let health: Arc<Health> = self.admin.health.clone();
-        let server = self.listeners.spawn(self.admin);
+        let (listeners, admin) = (self.listeners, self.admin);
+        let server = self.keepalive.spawn(async move {
+            let _ = listeners.spawn(admin).await;
+        });
+        let mut leadership = lease.map(|l| self.keepalive.hold(l));
         let shutdown = Shutdown::on_signal();
-        let result = run_inner(&health, lease.as_ref(), shutdown, controllers).await;
-        if let Some(lease) = &lease
+        let result = run_inner(&health, leadership.as_mut(), shutdown, controllers).await;
+        if let Some(leadership) = &mut leadership
             && result.is_ok()
         {
-            lease.release().await;
+            leadership.release().await;
         }
         server.abort();
         result
