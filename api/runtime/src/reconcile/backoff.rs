@@ -111,8 +111,8 @@ impl Backoffs {
 
     /// Whether `text`, a failure of `key` about to be logged, is news: the
     /// same failure retried for ever (a copy the policy refuses) is logged
-    /// in full once, not on every retry, relist or restart of the
-    /// controllers.
+    /// in full once per start of the controllers (these backoffs are
+    /// theirs), not on every retry or relist.
     pub fn telling(&self, key: &str, text: &str) -> Telling {
         use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(text);
