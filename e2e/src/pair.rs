@@ -5,6 +5,7 @@
 //! only by the RBAC the charts render (the ccm's management identity: the
 //! Role in its own tenant namespace, from the manager chart's `tenants`).
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -101,6 +102,10 @@ pub struct ControllerProcess {
     /// Whether it serves `/readyz` on `probe_port` (a command template may
     /// not).
     probes: bool,
+    /// The container it runs in, when it runs as its image (`podman run`
+    /// in the foreground): removed when it is killed or dropped, since
+    /// killing podman leaves the container running.
+    container: Option<String>,
 }
 
 /// How the controllers are started: ours (the binaries of this workspace,
@@ -122,6 +127,15 @@ pub struct Launch {
     /// Each tenant's quota of copies (the manager chart's
     /// `tenantLimits.copies`); `None`: the chart's default.
     pub tenant_copies: Option<u32>,
+    /// Run our manager as this image (`localhost/syncsecret/syncsecret-manager:dev`,
+    /// as `make image` builds it), its chart's Deployment container as
+    /// rendered and under the chart's memory limit, with a token of its
+    /// ServiceAccount where in-cluster configuration reads it; `None`:
+    /// the binary of this workspace, as a process.
+    pub manager_image: Option<String>,
+    /// More `--set` values of the manager chart (e.g. a raised
+    /// `tenantLimits` bound).
+    pub manager_chart: Vec<String>,
 }
 
 impl ControllerProcess {
@@ -146,6 +160,7 @@ impl ControllerProcess {
             metrics_port,
             probe_port,
             probes: template.contains("{probe_addr}"),
+            container: None,
         };
         c.spawn()?;
         Ok(c)
@@ -183,6 +198,61 @@ impl ControllerProcess {
             metrics_port,
             probe_port,
             probes: true,
+            container: None,
+        };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    /// Runs the manager chart's Deployment container, rendered with
+    /// `sets`, as a `podman run` in the foreground (its log is the
+    /// controller's), on free ports of the host's network, as a pod of
+    /// `cluster` in `namespace` would run. Restarts and extra flags work as
+    /// for a process; a kill removes the container.
+    pub async fn launch_image(
+        name: &str,
+        cluster: &crate::control_plane::Cluster,
+        namespace: &str,
+        sets: &[String],
+        log_dir: &Path,
+    ) -> Result<Self, HarnessError> {
+        let metrics_port = free_port()?;
+        let probe_port = free_port()?;
+        let mut sets: Vec<String> = sets.to_vec();
+        sets.push(format!("metrics.port={metrics_port}"));
+        sets.push(format!("probes.port={probe_port}"));
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let pod_spec = crate::podman::deployment(&crate::helm::template(
+            rbac::MANAGER_ROLE,
+            namespace,
+            &sets,
+        )?)?;
+        let account = pod_spec.service_account_name.clone().unwrap_or_default();
+        let identity = crate::podman::Identity::of_service_account(
+            cluster,
+            namespace,
+            &account,
+            &log_dir.join(format!("{name}-serviceaccount")),
+        )
+        .await?;
+        let container = format!("{name}-{}", uuid::Uuid::new_v4().simple());
+        let (_, mut args) =
+            crate::podman::run_args(&pod_spec, &container, &identity, &BTreeMap::new())?;
+        // Removed when it exits; the signals podman gets go to it.
+        args.insert(1, "--rm".into());
+        let mut c = Self {
+            name: name.to_owned(),
+            bin: PathBuf::from("podman"),
+            args: args.clone(),
+            base_args: args,
+            extra_args: Vec::new(),
+            log_dir: log_dir.to_owned(),
+            starts: 0,
+            process: None,
+            metrics_port,
+            probe_port,
+            probes: true,
+            container: Some(container),
         };
         c.spawn()?;
         Ok(c)
@@ -246,6 +316,39 @@ impl ControllerProcess {
         if let Some(mut p) = self.process.take() {
             p.kill();
         }
+        if let Some(container) = &self.container {
+            let _ = crate::podman::podman(&["rm", "--force", "--time=0", "--ignore", container]);
+        }
+    }
+
+    /// Its peak resident memory so far, in KiB (`VmHWM`; in a container,
+    /// of the controller inside it), if it runs.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = match &self.container {
+            Some(c) => crate::podman::podman(&["inspect", "--format={{.State.Pid}}", c])
+                .ok()?
+                .parse::<u32>()
+                .ok()?,
+            None => self.pid()?,
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Whether the kernel killed it for its memory limit (only a container
+    /// has one: `false` for a process).
+    pub fn oom_killed(&self) -> bool {
+        self.container.as_ref().is_some_and(|c| {
+            crate::podman::podman(&["inspect", "--format={{.State.OOMKilled}}", c])
+                .is_ok_and(|o| o == "true")
+        })
     }
 
     /// Starts another process of the same binary with the same flags plus
@@ -360,6 +463,14 @@ impl ControllerProcess {
             .as_ref()
             .map(|p| p.log_tail(lines))
             .unwrap_or_default()
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        if self.container.is_some() {
+            self.kill();
+        }
     }
 }
 
@@ -494,6 +605,7 @@ impl Pair {
                 .tenant_copies
                 .map(|n| format!("tenantLimits.copies={n}")),
         );
+        sets.extend(launch.manager_chart.iter().cloned());
         let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
         helm::apply_access(
             mgmt.kubeconfig(),
@@ -504,14 +616,37 @@ impl Pair {
         let manager_identity = mgmt
             .service_account_kubeconfig(MANAGER_NAMESPACE, rbac::MANAGER_ROLE)
             .await?;
-        let manager = match &launch.manager {
-            Some(t) => ControllerProcess::launch_template(
+        let manager = match (&launch.manager, &launch.manager_image) {
+            (None, Some(image)) => {
+                let (repository, tag) = image.rsplit_once(':').unwrap_or((image, "dev"));
+                // The chart's own flags, and the same additions as ours get.
+                let mut flags = vec![
+                    format!("--allowed-metadata={ALLOWED_METADATA}"),
+                    "--log-format=human".to_owned(),
+                ];
+                flags.extend(launch.manager_args.iter().cloned());
+                let mut image_sets = sets.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+                image_sets.push(format!("image.repository={repository}"));
+                image_sets.push(format!("image.tag={tag}"));
+                // Helm reads a comma as the next element of the list.
+                let flags: Vec<String> = flags.iter().map(|f| f.replace(',', "\\,")).collect();
+                image_sets.push(format!("extraArgs={{{}}}", flags.join(",")));
+                ControllerProcess::launch_image(
+                    "syncsecret-manager",
+                    mgmt,
+                    MANAGER_NAMESPACE,
+                    &image_sets,
+                    &log_dir,
+                )
+                .await?
+            }
+            (Some(t), _) => ControllerProcess::launch_template(
                 "manager",
                 &t.replace("{kubeconfig}", &manager_identity.to_string_lossy())
                     .replace("{namespace}", MANAGER_NAMESPACE),
                 &log_dir,
             )?,
-            None => ControllerProcess::launch(
+            (None, None) => ControllerProcess::launch(
                 "syncsecret-manager",
                 bin_dir.join("syncsecret-manager"),
                 [

@@ -185,6 +185,139 @@ pub async fn secret_volumes(
     Ok(volumes)
 }
 
+/// The `podman run` arguments (from `run` to the container's own) of the
+/// container of `pod_spec` as pod `pod` (see [`Running::start`]), and that
+/// container as rendered.
+pub fn run_args(
+    pod_spec: &PodSpec,
+    pod: &str,
+    identity: &Identity,
+    secrets: &BTreeMap<String, PathBuf>,
+) -> Result<(Container, Vec<String>), HarnessError> {
+    let usage = |m: &str| HarnessError::Usage(format!("the rendered pod: {m}"));
+    let [container] = pod_spec.containers.as_slice() else {
+        return Err(usage("not exactly one container"));
+    };
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        format!("--name={pod}"),
+        "--network=host".into(),
+        format!("--hostname={pod}"),
+    ];
+    // The user and group: the container's securityContext over the pod's.
+    let pod_sc = pod_spec.security_context.as_ref();
+    let sc = container.security_context.as_ref();
+    let user = sc
+        .and_then(|s| s.run_as_user)
+        .or_else(|| pod_sc.and_then(|s| s.run_as_user));
+    let group = sc
+        .and_then(|s| s.run_as_group)
+        .or_else(|| pod_sc.and_then(|s| s.run_as_group));
+    if let Some(user) = user {
+        args.push(match group {
+            Some(g) => format!("--user={user}:{g}"),
+            None => format!("--user={user}"),
+        });
+    }
+    // The memory limit, so that an OOM is an OOM (swap none: a
+    // kubelet runs without).
+    if let Some(memory) = container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+    {
+        let bytes =
+            podman_bytes(&memory.0).ok_or_else(|| usage(&format!("memory limit {}", memory.0)))?;
+        args.push(format!("--memory={bytes}"));
+        args.push(format!("--memory-swap={bytes}"));
+    }
+    if sc.and_then(|s| s.read_only_root_filesystem) == Some(true) {
+        args.push("--read-only".into());
+    }
+    if sc.and_then(|s| s.allow_privilege_escalation) == Some(false) {
+        args.push("--security-opt=no-new-privileges".into());
+    }
+    for cap in sc
+        .and_then(|s| s.capabilities.as_ref())
+        .and_then(|c| c.drop.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        args.push(format!("--cap-drop={cap}"));
+    }
+    // The environment: values as given, the downward API's pod name.
+    for env in container.env.iter().flatten() {
+        let value = match (&env.value, &env.value_from) {
+            (Some(v), _) => v.clone(),
+            (None, Some(from)) => match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
+                Some("metadata.name") => pod.to_owned(),
+                Some("metadata.namespace") => identity_namespace(identity)?,
+                other => return Err(usage(&format!("env {} from {other:?}", env.name))),
+            },
+            (None, None) => String::new(),
+        };
+        args.push(format!("--env={}={value}", env.name));
+    }
+    args.push(format!("--env=KUBERNETES_SERVICE_HOST={}", identity.host));
+    args.push(format!("--env=KUBERNETES_SERVICE_PORT={}", identity.port));
+    args.push(format!(
+        "--volume={}:{SERVICE_ACCOUNT_DIR}:ro",
+        identity.dir.display()
+    ));
+    // Volume mounts: each must be a Secret volume we were given.
+    for mount in container.volume_mounts.iter().flatten() {
+        let volume = pod_spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name)
+            .ok_or_else(|| usage(&format!("no volume {}", mount.name)))?;
+        if volume.secret.is_none() {
+            return Err(usage(&format!("volume {} is not a Secret", mount.name)));
+        }
+        let dir = secrets
+            .get(&mount.name)
+            .ok_or_else(|| usage(&format!("no files for volume {}", mount.name)))?;
+        let ro = if mount.read_only == Some(true) {
+            ":ro"
+        } else {
+            ""
+        };
+        args.push(format!(
+            "--volume={}:{}{ro}",
+            dir.display(),
+            mount.mount_path
+        ));
+    }
+    if let Some(command) = &container.command {
+        args.push(format!("--entrypoint={}", serde_json::json!(command)));
+    }
+    let image = container.image.clone().ok_or_else(|| usage("no image"))?;
+    args.push(image);
+    args.extend(container.args.iter().flatten().cloned());
+    Ok((container.clone(), args))
+}
+
+/// A memory quantity (`256Mi`, `1Gi`, `500M`, `1000000`) in bytes.
+fn podman_bytes(quantity: &str) -> Option<u64> {
+    let split = quantity
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(quantity.len());
+    let (number, unit) = quantity.split_at(split);
+    let factor: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(factor)
+}
+
 /// A running container, removed on drop.
 pub struct Running {
     /// The container's name.
@@ -247,105 +380,15 @@ impl Running {
         identity: &Identity,
         secrets: &BTreeMap<String, PathBuf>,
     ) -> Result<Self, HarnessError> {
-        let usage = |m: &str| HarnessError::Usage(format!("the rendered pod: {m}"));
-        let [container] = pod_spec.containers.as_slice() else {
-            return Err(usage("not exactly one container"));
-        };
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--detach".into(),
-            format!("--name={pod}"),
-            "--network=host".into(),
-            format!("--hostname={pod}"),
-        ];
-        // The user and group: the container's securityContext over the pod's.
-        let pod_sc = pod_spec.security_context.as_ref();
-        let sc = container.security_context.as_ref();
-        let user = sc
-            .and_then(|s| s.run_as_user)
-            .or_else(|| pod_sc.and_then(|s| s.run_as_user));
-        let group = sc
-            .and_then(|s| s.run_as_group)
-            .or_else(|| pod_sc.and_then(|s| s.run_as_group));
-        if let Some(user) = user {
-            args.push(match group {
-                Some(g) => format!("--user={user}:{g}"),
-                None => format!("--user={user}"),
-            });
-        }
-        if sc.and_then(|s| s.read_only_root_filesystem) == Some(true) {
-            args.push("--read-only".into());
-        }
-        if sc.and_then(|s| s.allow_privilege_escalation) == Some(false) {
-            args.push("--security-opt=no-new-privileges".into());
-        }
-        for cap in sc
-            .and_then(|s| s.capabilities.as_ref())
-            .and_then(|c| c.drop.as_ref())
-            .into_iter()
-            .flatten()
-        {
-            args.push(format!("--cap-drop={cap}"));
-        }
-        // The environment: values as given, the downward API's pod name.
-        for env in container.env.iter().flatten() {
-            let value = match (&env.value, &env.value_from) {
-                (Some(v), _) => v.clone(),
-                (None, Some(from)) => {
-                    match from.field_ref.as_ref().map(|f| f.field_path.as_str()) {
-                        Some("metadata.name") => pod.to_owned(),
-                        Some("metadata.namespace") => identity_namespace(identity)?,
-                        other => return Err(usage(&format!("env {} from {other:?}", env.name))),
-                    }
-                }
-                (None, None) => String::new(),
-            };
-            args.push(format!("--env={}={value}", env.name));
-        }
-        args.push(format!("--env=KUBERNETES_SERVICE_HOST={}", identity.host));
-        args.push(format!("--env=KUBERNETES_SERVICE_PORT={}", identity.port));
-        args.push(format!(
-            "--volume={}:{SERVICE_ACCOUNT_DIR}:ro",
-            identity.dir.display()
-        ));
-        // Volume mounts: each must be a Secret volume we were given.
-        for mount in container.volume_mounts.iter().flatten() {
-            let volume = pod_spec
-                .volumes
-                .iter()
-                .flatten()
-                .find(|v| v.name == mount.name)
-                .ok_or_else(|| usage(&format!("no volume {}", mount.name)))?;
-            if volume.secret.is_none() {
-                return Err(usage(&format!("volume {} is not a Secret", mount.name)));
-            }
-            let dir = secrets
-                .get(&mount.name)
-                .ok_or_else(|| usage(&format!("no files for volume {}", mount.name)))?;
-            let ro = if mount.read_only == Some(true) {
-                ":ro"
-            } else {
-                ""
-            };
-            args.push(format!(
-                "--volume={}:{}{ro}",
-                dir.display(),
-                mount.mount_path
-            ));
-        }
-        if let Some(command) = &container.command {
-            args.push(format!("--entrypoint={}", serde_json::json!(command)));
-        }
-        let image = container.image.clone().ok_or_else(|| usage("no image"))?;
-        args.push(image);
-        args.extend(container.args.iter().flatten().cloned());
+        let (container, mut args) = run_args(pod_spec, pod, identity, secrets)?;
+        args.insert(1, "--detach".into());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         // One left over from an interrupted run would hold the name.
         let _ = podman(&["rm", "--force", "--ignore", pod]);
         podman(&refs)?;
         Ok(Self {
             name: pod.to_owned(),
-            spec: container.clone(),
+            spec: container,
             grace_seconds: pod_spec.termination_grace_period_seconds.unwrap_or(30),
         })
     }

@@ -537,6 +537,7 @@ async fn main() -> ExitCode {
         manager_args: flags.manager_args.clone(),
         ccm_args: flags.ccm_args.clone(),
         tenant_copies: None,
+        ..Launch::default()
     };
     let date = command("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]);
     let commit = command("git", &["rev-parse", "--short", "HEAD"]);

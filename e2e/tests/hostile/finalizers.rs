@@ -77,6 +77,12 @@ pub(crate) async fn finalizers_are_one_and_ours(
     copies.delete(&name, &Default::default()).await?;
     gone(&admin, &name).await?;
     let patches = manager_writes(pair, "syncsecrets/patch")? - before;
+    if patches != 1.0 {
+        // What else it wrote, for the failure below.
+        let m = pair.manager.metrics()?;
+        let writes = syncsecret_e2e::pair::writes_by_resource(&m, "kubelb_manager");
+        println!("    manager writes: {writes:?}; before: {before}");
+    }
     println!("    a copy with 50,000 finalizers deleted: {patches} patch of the copy");
     ensure!(
         patches == 1.0,

@@ -22,6 +22,7 @@ mod forged;
 mod logs;
 mod namespaces;
 mod nested;
+mod quota;
 mod released;
 mod stored;
 mod support;
@@ -35,9 +36,15 @@ async fn a_hostile_tenant_cannot_stop_or_read_another() {
     // again with evil's cluster name and management identity.
     // The management cluster runs as docs/security.md says it should:
     // Secrets and copies encrypted at rest, audited at Metadata level.
+    // The manager runs as its image, under its chart's memory limit: an
+    // attack that makes it use more is an OOM, as in a cluster.
+    let launch = Launch {
+        manager_image: Some(manager_image()),
+        ..Launch::default()
+    };
     let mut pair = Pair::start_on(
         &["good", "evil", "evil-second"],
-        &Launch::default(),
+        &launch,
         Options {
             hardened: true,
             ..Options::default()
@@ -51,6 +58,16 @@ async fn a_hostile_tenant_cannot_stop_or_read_another() {
     if let Err(e) = result {
         panic!("{e:#}\n--- state at failure ---\n{}", pair.dump());
     }
+}
+
+/// The manager's image as `make image` builds it (make test does first);
+/// the test fails with how to build it when it is missing.
+fn manager_image() -> String {
+    let image = "localhost/syncsecret/syncsecret-manager:dev";
+    if let Err(e) = syncsecret_e2e::podman::podman(&["image", "exists", image]) {
+        panic!("no image {image}: build it with `make image` (make test does): {e}");
+    }
+    image.to_owned()
 }
 
 async fn attacks(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
@@ -68,6 +85,7 @@ async fn attacks(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
     finalizers::finalizers_are_one_and_ours(pair, values).await?;
     data::data_is_bounded_in_keys_and_bytes(pair, values).await?;
     logs::tenant_strings_are_cut_and_a_retry_is_logged_once(pair, values).await?;
+    quota::a_full_quota_at_every_bound_survives_a_restart(pair, values).await?;
     cluster_name::a_second_ccm_with_the_same_cluster_name(pair, values).await?;
     namespaces::the_manager_writes_secrets_only_in_tenant_namespaces(pair).await?;
     stored::stored_encrypted_and_audited_without_values(pair, values).await?;

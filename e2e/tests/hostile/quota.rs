@@ -1,0 +1,148 @@
+//! A tenant's whole quota of copies, each at every per-copy bound, and the
+//! manager restarted over them under its chart's memory limit.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ResourceQuota;
+use syncsecret_api::admission::QUOTA_NAME;
+use syncsecret_api::bounds::{DATA_BYTES, DATA_KEYS, METADATA_BYTES};
+use syncsecret_e2e::pair::MANAGER_NAMESPACE;
+
+use crate::support::*;
+
+/// A copy at every bound: as many keys as allowed, data keys and base64
+/// values exactly filling the data bytes, labels and annotations exactly
+/// filling the metadata bytes.
+fn at_every_bound(namespace: &str) -> DynamicObject {
+    let keys = DATA_KEYS.default as usize;
+    let per_key = DATA_BYTES.default as usize / keys;
+    // Four characters of key, the rest base64 without padding.
+    let value_len = (per_key - 4) / 4 * 4;
+    let key_len = per_key - value_len;
+    let data: serde_json::Map<String, Value> = (0..keys)
+        .map(|i| {
+            let raw: Vec<u8> = (0..value_len / 4 * 3).map(|j| (i * 7 + j) as u8).collect();
+            (format!("{i:0>key_len$}"), json!(ByteString(raw)))
+        })
+        .collect();
+    let name = uuid::Uuid::new_v4().to_string();
+    let mut o = copy_in(namespace, &name, json!({ "data": data }));
+    let label: usize = o.labels().iter().map(|(k, v)| k.len() + v.len()).sum();
+    let pad = METADATA_BYTES.default as usize - label - "pad".len();
+    o.annotations_mut()
+        .insert("pad".to_owned(), "p".repeat(pad));
+    o
+}
+
+/// The manager's Lease: its holder and how often it changed hands.
+async fn lease(pair: &Pair) -> anyhow::Result<(String, i32)> {
+    let lease = Api::<Lease>::namespaced(pair.management.clone(), MANAGER_NAMESPACE)
+        // The manager's own, unsharded (syncsecret-manager's LEASE_NAME).
+        .get("syncsecret-manager")
+        .await?;
+    let spec = lease.spec.unwrap_or_default();
+    Ok((
+        spec.holder_identity.unwrap_or_default(),
+        spec.lease_transitions.unwrap_or_default(),
+    ))
+}
+
+/// The evil tenant fills its quota with copies at every per-copy bound;
+/// they sync. The manager, restarted over them (a rollout, a node drain),
+/// lists them all under its chart's memory limit, becomes ready, and
+/// leads throughout, never losing its Lease; the good tenant converges.
+pub(crate) async fn a_full_quota_at_every_bound_survives_a_restart(
+    pair: &mut Pair,
+    values: &mut Values,
+) -> anyhow::Result<()> {
+    let (evil_ns, identity) = evil_identity(pair).await?;
+    let copies = dynamic(&client_from(&identity).await?, &evil_ns);
+    let quota = Api::<ResourceQuota>::namespaced(pair.management.clone(), &evil_ns);
+    let room = eventually("the quota counted", WAIT, || async {
+        let q = quota.get(QUOTA_NAME).await.map_err(|e| e.to_string())?;
+        let count = |m: Option<
+            &std::collections::BTreeMap<
+                String,
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+            >,
+        >| {
+            m.and_then(|m| m.get("count/syncsecrets.kubelb.k8c.io"))
+                .and_then(|q| q.0.parse::<usize>().ok())
+        };
+        let status = q.status.unwrap_or_default();
+        match (count(status.hard.as_ref()), count(status.used.as_ref())) {
+            (Some(hard), Some(used)) => Ok(hard - used),
+            _ => Err("not counted yet".to_owned()),
+        }
+    })
+    .await?;
+    let mut names = Vec::new();
+    for _ in 0..room {
+        let o = at_every_bound(&evil_ns);
+        names.push(o.name_any());
+        copies.create(&PostParams::default(), &o).await?;
+    }
+    // One more is over the quota.
+    let over = copies
+        .create(&PostParams::default(), &at_every_bound(&evil_ns))
+        .await;
+    ensure!(
+        matches!(&over, Err(kube::Error::Api(s)) if s.message.contains("exceeded quota")),
+        "a copy over the quota: {over:?}"
+    );
+    eventually(
+        &format!("{room} copies at every bound synced"),
+        WAIT * 2,
+        || async {
+            let mut pending = 0;
+            for name in &names {
+                if verdict(&copies, name).await.map(|v| v.0) != Ok("SecretSynced".to_owned()) {
+                    pending += 1;
+                }
+            }
+            (pending == 0)
+                .then_some(())
+                .ok_or(format!("{pending} not synced"))
+        },
+    )
+    .await?;
+    println!("    {room} copies at every bound synced: the tenant's whole quota");
+
+    let (holder, transitions) = lease(pair).await?;
+    pair.manager.restart()?;
+    let restarted = std::time::Instant::now();
+    pair.manager.wait_ready().await?;
+    println!(
+        "    the manager, restarted as its image under its memory limit, ready in {:.1} s",
+        restarted.elapsed().as_secs_f64()
+    );
+    good_tenant_converges(pair, "after-full-quota", &values.fresh("good-quota")).await?;
+    // Leading throughout: ready, one holder, the Lease taken once (the
+    // restart's own hand-over), for as long as several renew deadlines.
+    let (leader, after) = lease(pair).await?;
+    for _ in 0..30 {
+        ensure!(!pair.manager.oom_killed(), "the manager was OOM-killed");
+        ready(&pair.manager)?;
+        metric_reads(&pair.manager, "kubelb_manager_leader", 1.0).await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (still, last) = lease(pair).await?;
+    let peak = pair.manager.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+    println!("    the restarted manager's peak resident memory: {peak:.1} MiB");
+    println!(
+        "    leader {holder} → {leader}; Lease transitions {transitions} → {after} → {last} over 30 s"
+    );
+    ensure!(
+        leader != holder && still == leader,
+        "the Lease changed hands again"
+    );
+    ensure!(
+        last == after && after <= transitions + 1,
+        "the Lease changed hands {} times",
+        last - transitions
+    );
+    for name in &names {
+        copies.delete(name, &Default::default()).await?;
+    }
+    Ok(())
+}
