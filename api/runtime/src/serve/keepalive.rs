@@ -76,7 +76,7 @@ impl KeepAlive {
     /// renews it, and tells each change of leadership through the returned
     /// [`Leadership`]; on [`Leadership::release`] gives it up and stops.
     pub fn hold(&self, lease: LeaderLease) -> Leadership {
-        let (tell, leading) = watch::channel(Leading::No);
+        let (tell, leading) = watch::channel(Leading::Starting);
         let (release, released) = oneshot::channel::<oneshot::Sender<()>>();
         // Runs as long as the process: released on shutdown.
         drop(self.spawn(hold(lease, tell, released)));
@@ -90,9 +90,11 @@ impl KeepAlive {
 /// Whether this replica leads, as the keep-alive thread last saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Leading {
+    /// Its first attempt at the Lease has not come back yet.
+    Starting,
     /// It holds the Lease.
     Yes,
-    /// It does not (yet, or any more).
+    /// It does not: another replica does (or the Lease cannot be read).
     No,
     /// It lost the Lease: why.
     Lost(String),
@@ -107,13 +109,23 @@ pub struct Leadership {
 
 impl Leadership {
     /// Waits until this replica leads.
-    pub async fn acquired(&mut self) {
-        let _ = self.leading.wait_for(|l| *l == Leading::Yes).await;
+    pub async fn acquired(&self) {
+        let _ = self.leading.clone().wait_for(|l| *l == Leading::Yes).await;
+    }
+
+    /// Waits until this replica knows it stands by: an attempt at the
+    /// Lease found another holder, or it lost the Lease.
+    pub async fn standing_by(&self) {
+        let _ = self
+            .leading
+            .clone()
+            .wait_for(|l| matches!(l, Leading::No | Leading::Lost(_)))
+            .await;
     }
 
     /// Waits until this replica stops leading; why.
-    pub async fn lost(&mut self) -> String {
-        match self.leading.wait_for(|l| *l != Leading::Yes).await {
+    pub async fn lost(&self) -> String {
+        match self.leading.clone().wait_for(|l| *l != Leading::Yes).await {
             Ok(l) => match &*l {
                 Leading::Lost(why) => why.clone(),
                 _ => "the Lease is no longer held".to_owned(),
@@ -142,8 +154,15 @@ async fn hold(
     mut release: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
     loop {
+        let waiting = || {
+            tell.send_if_modified(|l| {
+                let changed = *l != Leading::No;
+                *l = Leading::No;
+                changed
+            });
+        };
         tokio::select! {
-            () = lease.acquire() => {}
+            () = lease.acquire_then(waiting) => {}
             done = &mut release => {
                 if let Ok(done) = done {
                     let _ = done.send(());

@@ -120,6 +120,12 @@ impl LeaderLease {
     /// namespace, RBAC) are logged and retried: another replica may be
     /// leading, and the operator may fix the cause.
     pub async fn acquire(&self) {
+        self.acquire_then(|| {}).await;
+    }
+
+    /// [`LeaderLease::acquire`], calling `waiting` after each attempt that
+    /// did not take it.
+    pub async fn acquire_then(&self, waiting: impl Fn()) {
         let mut logged_holder = String::new();
         loop {
             match self.try_hold().await {
@@ -137,6 +143,7 @@ impl LeaderLease {
                     tracing::warn!(error = %crate::error::report(&e), "cannot take the leader lease; retrying")
                 }
             }
+            waiting();
             tokio::time::sleep(RETRY_PERIOD).await;
         }
     }

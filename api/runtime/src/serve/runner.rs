@@ -31,9 +31,16 @@ where
     };
     loop {
         // A standby replica is healthy and ready: it is ready to take over.
-        health.set_ready(true);
+        // Not before it knows it stands by: a replica that is about to
+        // lead would answer ready, then not ready until its watches sync.
+        let standby = async {
+            lease.standing_by().await;
+            health.set_ready(true);
+            std::future::pending::<()>().await;
+        };
         tokio::select! {
             () = lease.acquired() => {},
+            () = standby => {},
             () = shutdown.clone().requested() => return Ok(()),
         }
         // Leading: ready again only once the watches have synced.
