@@ -24,6 +24,8 @@ pub enum Enforcer {
     Policy,
     /// The ResourceQuota of each tenant namespace.
     Quota,
+    /// The manager itself: it waits, refusing nothing.
+    Manager,
 }
 
 impl Enforcer {
@@ -33,6 +35,7 @@ impl Enforcer {
             Self::Crd => "CRD schema (both clusters)",
             Self::Policy => "admission policy on copies",
             Self::Quota => "ResourceQuota per tenant namespace",
+            Self::Manager => "the manager, which waits (nothing is refused)",
         }
     }
 }
@@ -157,13 +160,43 @@ pub const FINALIZERS: Bound = Bound {
     test: "e2e/tests/hostile/finalizers.rs",
 };
 
+/// What the manager writes for one tenant (Secrets, its copies' status and
+/// finalizers, events), in bytes per minute on average: a tenant that
+/// rewrites its copies as fast as it can gets them synced at this rate,
+/// so that the revisions our writes leave in etcd between two compactions,
+/// and our work for it, are bounded whatever it does.
+pub const WRITE_BYTES_PER_MINUTE: Bound = Bound {
+    key: "writeBytesPerMinute",
+    what: "bytes the manager writes per tenant per minute, on average",
+    default: 65_536,
+    ceiling: None,
+    settable: true,
+    enforcer: Enforcer::Manager,
+    test: "e2e/tests/hostile/storm.rs",
+};
+
+/// What the manager writes for one tenant at once before it paces it by
+/// [`WRITE_BYTES_PER_MINUTE`]: a whole quota of copies at every bound,
+/// synced in one go.
+pub const WRITE_BURST_BYTES: Bound = Bound {
+    key: "writeBurstBytes",
+    what: "bytes the manager writes per tenant at once before it paces them",
+    default: 4_194_304,
+    ceiling: None,
+    settable: true,
+    enforcer: Enforcer::Manager,
+    test: "e2e/tests/hostile/storm.rs",
+};
+
 /// Every bound, in the order the docs list them.
-pub const BOUNDS: [Bound; 8] = [
+pub const BOUNDS: [Bound; 10] = [
     COPIES,
     DATA_BYTES,
     DATA_KEYS,
     METADATA_BYTES,
     FINALIZERS,
+    WRITE_BYTES_PER_MINUTE,
+    WRITE_BURST_BYTES,
     TYPE_LENGTH,
     KEY_LENGTH,
     ENTRIES,

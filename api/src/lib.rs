@@ -13,6 +13,7 @@ pub mod bounds;
 pub mod contract;
 pub mod crd;
 pub mod desired;
+pub mod flow_control;
 pub mod labelled;
 pub mod payload;
 pub mod policy;

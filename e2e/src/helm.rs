@@ -76,7 +76,7 @@ pub fn template(chart: &str, namespace: &str, sets: &[&str]) -> Result<String, H
 /// (Namespaces, ServiceAccounts, Roles, ClusterRoles and their bindings),
 /// without the workload.
 pub fn access_only(rendered: &str) -> String {
-    const KINDS: [&str; 9] = [
+    const KINDS: [&str; 11] = [
         "Namespace",
         "ServiceAccount",
         "ClusterRole",
@@ -87,6 +87,9 @@ pub fn access_only(rendered: &str) -> String {
         "ResourceQuota",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
+        // And the tenants' flow control.
+        "FlowSchema",
+        "PriorityLevelConfiguration",
     ];
     rendered
         .split("\n---")

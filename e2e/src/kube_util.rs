@@ -168,3 +168,45 @@ pub fn holds_value(value: &str) -> impl Fn(&k8s_openapi::api::core::v1::Secret) 
             .is_some_and(|v| v.0 == value.as_bytes())
     }
 }
+
+/// Entry `i` of [`copy_at_every_bound`]'s data: its key and base64 value,
+/// the value's bytes starting with `tag`.
+pub fn bound_entry(data_bytes: usize, i: usize, tag: &str) -> (String, serde_json::Value) {
+    let per_key = data_bytes / syncsecret_api::bounds::DATA_KEYS.default as usize;
+    // Four characters of key at least, the rest base64 without padding.
+    let value_len = per_key.saturating_sub(4) / 4 * 4;
+    let key_len = per_key - value_len;
+    let mut raw = format!("{tag}:{i}:").into_bytes();
+    raw.resize(value_len / 4 * 3, b'x');
+    (
+        format!("{i:0>key_len$}"),
+        serde_json::json!(k8s_openapi::ByteString(raw)),
+    )
+}
+
+/// A copy in tenant namespace `namespace` as a tenant's identity may write
+/// it, at every per-copy bound of the manager chart's defaults
+/// (`syncsecret_api::bounds`) but `data_bytes` (a platform may raise it):
+/// as many keys as allowed, keys and base64 values filling `data_bytes`
+/// exactly, labels and annotations filling the metadata bytes exactly.
+/// Each value's bytes start with `tag`. As JSON, named by a fresh UID.
+pub fn copy_at_every_bound(namespace: &str, data_bytes: usize, tag: &str) -> serde_json::Value {
+    use syncsecret_api::bounds::{DATA_KEYS, METADATA_BYTES};
+    use syncsecret_api::contract::LABEL_ORIGIN_NAME;
+    let data: serde_json::Map<String, serde_json::Value> = (0..DATA_KEYS.default as usize)
+        .map(|i| bound_entry(data_bytes, i, tag))
+        .collect();
+    let label = (LABEL_ORIGIN_NAME, "by-hand");
+    let pad = METADATA_BYTES.default as usize - label.0.len() - label.1.len() - "pad".len();
+    serde_json::json!({
+        "apiVersion": syncsecret_api::v1alpha1::API_VERSION,
+        "kind": syncsecret_api::v1alpha1::KIND,
+        "metadata": {
+            "name": uuid::Uuid::new_v4().to_string(),
+            "namespace": namespace,
+            "labels": {label.0: label.1},
+            "annotations": {"pad": "p".repeat(pad)},
+        },
+        "data": data,
+    })
+}

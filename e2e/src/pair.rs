@@ -141,7 +141,11 @@ pub struct Launch {
 impl ControllerProcess {
     /// Starts `template` (placeholders already filled in, except the listen
     /// addresses) with `sh -c exec`, so that its PID is the controller's.
-    fn launch_template(name: &str, template: &str, log_dir: &Path) -> Result<Self, HarnessError> {
+    pub fn launch_template(
+        name: &str,
+        template: &str,
+        log_dir: &Path,
+    ) -> Result<Self, HarnessError> {
         let metrics_port = free_port()?;
         let probe_port = free_port()?;
         let command = template

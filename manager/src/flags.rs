@@ -93,6 +93,26 @@ pub struct Flags {
     #[arg(long, env = "SYNCSECRET_MAX_BYTES_PER_TENANT", default_value_t = 0)]
     pub max_bytes_per_tenant: usize,
 
+    /// Bytes the manager writes per tenant namespace per minute, on
+    /// average (Secrets, copies' status and finalizers, events): a tenant
+    /// rewriting its copies as fast as it can is synced at this pace
+    /// (0: no pace).
+    #[arg(
+        long,
+        env = "SYNCSECRET_TENANT_WRITE_BYTES_PER_MINUTE",
+        default_value_t = syncsecret_api::bounds::WRITE_BYTES_PER_MINUTE.default
+    )]
+    pub tenant_write_bytes_per_minute: u64,
+
+    /// Bytes the manager writes per tenant namespace at once before it
+    /// paces them by --tenant-write-bytes-per-minute.
+    #[arg(
+        long,
+        env = "SYNCSECRET_TENANT_WRITE_BURST_BYTES",
+        default_value_t = syncsecret_api::bounds::WRITE_BURST_BYTES.default
+    )]
+    pub tenant_write_burst_bytes: u64,
+
     /// A kubernetes.io/tls certificate expiring within this many days gets
     /// the CertificateExpiring condition.
     #[arg(

@@ -5,6 +5,7 @@
 //! deletion removes the Secret before releasing its finalizer. It writes
 //! nothing when the Secret already holds what it would write.
 
+mod budget;
 mod certs;
 pub mod error;
 pub mod flags;
@@ -81,6 +82,8 @@ pub struct Context {
     pub budget_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Reconcile and write counters.
     pub metrics: ControllerMetrics,
+    /// What the manager may still write for each tenant before it paces it.
+    pub budgets: Arc<budget::WriteBudgets>,
     /// Events on copies.
     pub events: Events,
     /// Retry delays of failing objects.
@@ -165,6 +168,15 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
         verify_failures: verify::VerifyFailures::register(METRICS_PREFIX, plumbing.registry())
             .map_err(syncsecret_runtime::RuntimeError::from)?,
         expiry_window_secs: i64::from(flags.certificate_expiry_window_days) * 86_400,
+        budgets: Arc::new(
+            budget::WriteBudgets::register(
+                flags.tenant_write_bytes_per_minute,
+                flags.tenant_write_burst_bytes,
+                METRICS_PREFIX,
+                plumbing.registry(),
+            )
+            .map_err(syncsecret_runtime::RuntimeError::from)?,
+        ),
         common: plumbing.leading(&flags.common, reachability),
     };
     plumbing
@@ -186,6 +198,9 @@ struct Setup {
     certificates: certs::Certificates,
     verify_failures: verify::VerifyFailures,
     expiry_window_secs: i64,
+    /// Kept across restarts of the controllers: a new leader term does not
+    /// give a tenant a fresh budget.
+    budgets: Arc<budget::WriteBudgets>,
     common: Leading,
 }
 
@@ -332,6 +347,7 @@ impl Setup {
             replaced: std::sync::Mutex::default(),
             budget_locks: std::sync::Mutex::default(),
             metrics: self.common.metrics.clone(),
+            budgets: self.budgets.clone(),
             events: Events::new(
                 self.client.clone(),
                 "syncsecret-manager",

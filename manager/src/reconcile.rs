@@ -42,6 +42,19 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
             .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
         return let_go(&copy, &namespace, ctx.as_ref()).await;
     }
+    let deleting = copy.meta().deletion_timestamp.is_some();
+    // A tenant whose write budget is spent waits, holding no worker; a
+    // deletion is never held up (it frees what the tenant holds).
+    if !deleting && let Some(wait) = ctx.budgets.wait(&namespace) {
+        tracing::debug!(%namespace, copy = %copy.name_any(), ?wait, "the tenant's write budget is spent; waiting");
+        ctx.metrics
+            .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
+        return Ok(Action::requeue(wait));
+    }
+    // The finalizer is added by the first reconcile: a write of the copy.
+    if !deleting && !copy.finalizers().iter().any(|f| f == FINALIZER) {
+        ctx.budgets.charge(&namespace, copy_bytes(&copy));
+    }
     let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.client.clone(), &namespace);
     let c = &ctx;
     let result = Finalized {
@@ -75,6 +88,9 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
             failure = failure
                 .in_status(&ctx.copy_writer(&namespace), failed)
                 .await;
+            if failure.wrote_status() {
+                ctx.budgets.charge(&namespace, copy_bytes(&copy));
+            }
         }
         failure.tell(&ctx.events).await;
     }
@@ -250,6 +266,7 @@ async fn write_secret(
     let Some(stored) = stored else {
         return Ok(true);
     };
+    ctx.budgets.charge(&namespace, payload.size() as u64);
     ctx.verify_failures.check(&namespace, &desired, &stored)?;
     let verb = if live.is_some() { "updated" } else { "created" };
     tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "secret {verb}");
@@ -298,7 +315,7 @@ async fn mark_synced(
             .and_then(|c| certificate_condition(c, generation)),
     );
     let writer = ctx.copy_writer(&namespace);
-    writer
+    let wrote = writer
         .status(copy, synced)
         .await
         .map_err(|source| Error::PatchStatus {
@@ -306,6 +323,9 @@ async fn mark_synced(
             name: copy.name_any(),
             source,
         })?;
+    if wrote {
+        ctx.budgets.charge(&namespace, copy_bytes(copy));
+    }
     Ok(match certificate {
         Some(Ok(info)) if info.state != CertState::Expired => {
             let next = if info.state == CertState::Valid {
@@ -318,6 +338,12 @@ async fn mark_synced(
         }
         _ => Action::await_change(),
     })
+}
+
+/// About what a write of the whole copy stores: its data in base64 (its
+/// metadata and status are in [`crate::budget::WRITE_OVERHEAD`]).
+fn copy_bytes(copy: &Summary<SyncSecret>) -> u64 {
+    (copy.payload.size as u64).saturating_mul(4) / 3
 }
 
 /// Whether `live` cannot be updated to hold `want`: the type differs (a

@@ -25,6 +25,7 @@ mod nested;
 mod quota;
 mod released;
 mod stored;
+mod storm;
 mod support;
 mod undecodable;
 
@@ -82,13 +83,17 @@ async fn attacks(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
     released::unlabelled_secrets_are_released(pair, values).await?;
     forged::forged_types_and_metadata_stay_out(pair, values).await?;
     copies::copies_are_bounded_by_the_management_cluster(pair, values).await?;
+    quota::a_full_quota_at_every_bound_survives_a_restart(pair, values).await?;
     finalizers::finalizers_are_one_and_ours(pair, values).await?;
     data::data_is_bounded_in_keys_and_bytes(pair, values).await?;
     logs::tenant_strings_are_cut_and_a_retry_is_logged_once(pair, values).await?;
-    quota::a_full_quota_at_every_bound_survives_a_restart(pair, values).await?;
+
     cluster_name::a_second_ccm_with_the_same_cluster_name(pair, values).await?;
     namespaces::the_manager_writes_secrets_only_in_tenant_namespaces(pair).await?;
     stored::stored_encrypted_and_audited_without_values(pair, values).await?;
+    // Last: it spends the evil tenant's write budget, after which its
+    // copies sync at the paced rate.
+    storm::a_write_storm_is_paced_and_others_keep_converging(pair, values).await?;
 
     let found = pair.leaks(&values.0).await?;
     ensure!(found.is_empty(), "a secret value leaked in: {found:?}");

@@ -1,37 +1,25 @@
 //! A tenant's whole quota of copies, each at every per-copy bound, and the
 //! manager restarted over them under its chart's memory limit.
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ResourceQuota;
 use syncsecret_api::admission::QUOTA_NAME;
-use syncsecret_api::bounds::{DATA_BYTES, DATA_KEYS, METADATA_BYTES};
+use syncsecret_api::bounds::DATA_BYTES;
 use syncsecret_e2e::pair::MANAGER_NAMESPACE;
 
 use crate::support::*;
 
-/// A copy at every bound: as many keys as allowed, data keys and base64
-/// values exactly filling the data bytes, labels and annotations exactly
-/// filling the metadata bytes.
+/// A copy at every bound of the chart's defaults, with the manager's
+/// finalizer from its birth, as a ccm writes it.
 fn at_every_bound(namespace: &str) -> DynamicObject {
-    let keys = DATA_KEYS.default as usize;
-    let per_key = DATA_BYTES.default as usize / keys;
-    // Four characters of key, the rest base64 without padding.
-    let value_len = (per_key - 4) / 4 * 4;
-    let key_len = per_key - value_len;
-    let data: serde_json::Map<String, Value> = (0..keys)
-        .map(|i| {
-            let raw: Vec<u8> = (0..value_len / 4 * 3).map(|j| (i * 7 + j) as u8).collect();
-            (format!("{i:0>key_len$}"), json!(ByteString(raw)))
-        })
-        .collect();
-    let name = uuid::Uuid::new_v4().to_string();
-    let mut o = copy_in(namespace, &name, json!({ "data": data }));
-    let label: usize = o.labels().iter().map(|(k, v)| k.len() + v.len()).sum();
-    let pad = METADATA_BYTES.default as usize - label - "pad".len();
-    o.annotations_mut()
-        .insert("pad".to_owned(), "p".repeat(pad));
-    o
+    let copy = syncsecret_e2e::kube_util::copy_at_every_bound(
+        namespace,
+        DATA_BYTES.default as usize,
+        "quota",
+    );
+    let mut copy: DynamicObject = serde_json::from_value(copy).expect("a copy");
+    copy.metadata.finalizers = Some(vec![syncsecret_api::contract::FINALIZER.to_owned()]);
+    copy
 }
 
 /// The manager's Lease: its holder and how often it changed hands.

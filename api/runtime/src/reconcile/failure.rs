@@ -22,6 +22,8 @@ pub struct Failure<'a, K, E> {
     error: &'a E,
     /// Whether the event would say something the object does not show yet.
     new_verdict: bool,
+    /// Whether its status was written.
+    wrote_status: bool,
 }
 
 impl<'a, K, E> Failure<'a, K, E>
@@ -52,6 +54,7 @@ where
             obj,
             error,
             new_verdict: !error.is_wait(),
+            wrote_status: false,
         }
     }
 
@@ -66,9 +69,15 @@ where
             return self;
         }
         let new = verdict_differs(self.obj.status(), &failed);
-        let wrote = writer.status(self.obj, failed).await.unwrap_or(true);
-        self.new_verdict = new && wrote;
+        let written = writer.status(self.obj, failed).await;
+        self.wrote_status = written.as_ref().is_ok_and(|w| *w);
+        self.new_verdict = new && written.unwrap_or(true);
         self
+    }
+
+    /// Whether [`Failure::in_status`] wrote the object's status.
+    pub fn wrote_status(&self) -> bool {
+        self.wrote_status
     }
 
     /// Sends the Warning event (reason: the error's category; note: the

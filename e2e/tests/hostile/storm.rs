@@ -1,0 +1,140 @@
+//! A tenant rewriting its copies as fast as its identity can.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use syncsecret_api::bounds::{DATA_BYTES, WRITE_BURST_BYTES, WRITE_BYTES_PER_MINUTE};
+
+use crate::support::*;
+
+/// How long the storm lasts.
+const STORM: Duration = Duration::from_secs(30);
+/// The longest the good tenant's update may take to arrive meanwhile: the
+/// suite's own wait is a minute; before the write budget and the flow
+/// schemas it took up to 200 s.
+const WITHIN: Duration = Duration::from_secs(10);
+
+/// The evil tenant's identity rewrites its copies, each at every bound,
+/// with 16 writes in flight, for 30 s. The API server queues its requests
+/// by user at the tenants' own priority level (the chart's FlowSchema);
+/// the manager syncs them within the tenant's write budget and then paces
+/// them, holding no worker; the good tenant's updates arrive within 10 s
+/// each throughout, and the manager stays ready and leading.
+pub(crate) async fn a_write_storm_is_paced_and_others_keep_converging(
+    pair: &mut Pair,
+    values: &mut Values,
+) -> anyhow::Result<()> {
+    let (evil_ns, identity) = evil_identity(pair).await?;
+    let copies = dynamic(&client_from(&identity).await?, &evil_ns);
+    let data_bytes = DATA_BYTES.default as usize;
+    let mut names = Vec::new();
+    for i in 0..20 {
+        let copy =
+            syncsecret_e2e::kube_util::copy_at_every_bound(&evil_ns, data_bytes, &format!("c{i}"));
+        let copy: DynamicObject = serde_json::from_value(copy)?;
+        names.push(copy.name_any());
+        copies.create(&PostParams::default(), &copy).await?;
+    }
+    let paced = "kubelb_manager_tenant_writes_paced_total";
+    let secrets_before = manager_writes(pair, "secrets/patch")?;
+    let storming = Arc::new(AtomicBool::new(true));
+    let written = Arc::new(AtomicUsize::new(0));
+    let storm = {
+        let (copies, names, storming, written) = (
+            copies.clone(),
+            names.clone(),
+            storming.clone(),
+            written.clone(),
+        );
+        tokio::spawn(async move {
+            let mut round = 0usize;
+            while storming.load(Ordering::Relaxed) {
+                round += 1;
+                let writes = names.iter().map(|name| {
+                    let (key, value) =
+                        syncsecret_e2e::kube_util::bound_entry(data_bytes, 0, &format!("r{round}"));
+                    let patch = json!({"data": {key: value}});
+                    let copies = copies.clone();
+                    let written = written.clone();
+                    async move {
+                        if copies
+                            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                            .await
+                            .is_ok()
+                        {
+                            written.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+                futures::future::join_all(writes).await;
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut i = 0;
+    while started.elapsed() < STORM {
+        let t = std::time::Instant::now();
+        good_tenant_converges(
+            pair,
+            &format!("during-storm-{i}"),
+            &values.fresh("good-storm"),
+        )
+        .await?;
+        let took = t.elapsed();
+        ensure!(
+            took <= WITHIN,
+            "a good tenant's object took {took:?} during the storm"
+        );
+        slowest = slowest.max(took);
+        ready(&pair.manager)?;
+        i += 1;
+    }
+    storming.store(false, Ordering::Relaxed);
+    storm.await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let secrets = manager_writes(pair, "secrets/patch")? - secrets_before;
+    let writes = written.load(Ordering::Relaxed);
+    // Each sync of one of these is charged at least its Secret's data
+    // (three quarters of the copy's base64) and its copy's (the status).
+    let per_sync = (data_bytes * 3 / 4 + data_bytes) as f64;
+    let budget =
+        WRITE_BURST_BYTES.default as f64 + WRITE_BYTES_PER_MINUTE.default as f64 * seconds / 60.0;
+    let most = budget / per_sync + 16.0;
+    println!(
+        "    a storm of {writes} writes of copies at every bound in {seconds:.0} s: the manager wrote {secrets} Secrets (its budget allows at most {most:.0}); {i} good objects synced meanwhile, the slowest in {:.1} s",
+        slowest.as_secs_f64()
+    );
+    ensure!(
+        secrets <= most,
+        "the manager wrote {secrets} Secrets for the storm"
+    );
+    metric_reads_at_least(&pair.manager, paced, 1.0).await?;
+    // The tenants' requests went through the chart's flow schema.
+    let dispatched = flow_schema_dispatched(&pair.management, "syncsecret-manager-tenants").await?;
+    println!(
+        "    the API server dispatched {dispatched} requests of the tenants' identities at their own priority level"
+    );
+    ensure!(
+        dispatched >= writes as f64,
+        "only {dispatched} requests through the tenants' flow schema"
+    );
+    for name in &names {
+        copies.delete(name, &Default::default()).await?;
+    }
+    ready(&pair.manager)
+}
+
+/// Requests the API server dispatched through FlowSchema `name`.
+async fn flow_schema_dispatched(client: &Client, name: &str) -> anyhow::Result<f64> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(req).await?;
+    let wanted = format!("flow_schema=\"{name}\"");
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("apiserver_flowcontrol_dispatched_requests_total{"))
+        .filter(|rest| rest.contains(&wanted))
+        .filter_map(|rest| rest.rsplit_once("} ")?.1.trim().parse::<f64>().ok())
+        .sum::<f64>()
+        + 0.0)
+}
