@@ -85,15 +85,6 @@ pub enum Error {
         /// Why, and what to do.
         message: String,
     },
-    /// Counting the tenant's Secrets for its budget failed.
-    #[error("counting Secrets in {namespace} for the tenant budget")]
-    CountSecrets {
-        /// Namespace.
-        namespace: String,
-        /// The API error.
-        #[source]
-        source: kube::Error,
-    },
     /// Writing the copy's status failed.
     #[error("writing status of {namespace}/{name}")]
     PatchStatus {
@@ -119,7 +110,6 @@ impl Outcome for Error {
             Self::DeleteSecret { .. } => "DeleteSecretFailed",
             Self::PatchStatus { .. } => "PatchStatusFailed",
             Self::Refused { reason, .. } => reason,
-            Self::CountSecrets { .. } => "CountSecretsFailed",
         }
     }
 }

@@ -10,7 +10,6 @@ use syncsecret_runtime::cache::certificate::{
 use syncsecret_runtime::report;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -257,7 +256,7 @@ async fn write_secret(
     let desired = desired_secret(&whole, &ctx.policy).ok_or(Error::NotStored)?;
     // Held until the write is done, so that two new objects of one tenant
     // cannot both fit the last place of its budget.
-    let _budget = check_budget(ctx, &namespace, payload.size(), live).await?;
+    let budget = check_budget(ctx, &namespace, payload.size(), live).await?;
     let before = live.map(Resource::meta);
     let stored = writer.apply(name, FIELD_MANAGER_MANAGER, &desired, before, &changed);
     let stored = stored
@@ -266,6 +265,10 @@ async fn write_secret(
     let Some(stored) = stored else {
         return Ok(true);
     };
+    if budget.is_some() {
+        until_cached(ctx, &stored).await;
+    }
+    drop(budget);
     ctx.budgets.charge(&namespace, payload.size() as u64);
     ctx.verify_failures.check(&namespace, &desired, &stored)?;
     let verb = if live.is_some() { "updated" } else { "created" };
@@ -426,9 +429,13 @@ async fn replace(
     Ok(())
 }
 
-/// With a budget set, counts the tenant's Secrets (a real list: the cache
-/// lags behind our own writes) under the tenant's lock and refuses a new or
-/// growing Secret that would not fit. Returns the held lock.
+/// With a budget set, counts the tenant's Secrets from the Secrets' cache
+/// (their sizes, never their data) under the tenant's lock and refuses a
+/// new or growing Secret that would not fit. Returns the held lock, to be
+/// kept until the cache shows the Secret written ([`until_cached`]), so
+/// that the next count sees it. A list of the tenant's Secrets with their
+/// data, as before, cost the manager and the API server every byte each
+/// time.
 async fn check_budget(
     ctx: &Context,
     namespace: &str,
@@ -444,26 +451,41 @@ async fn check_budget(
         Err(_) => Arc::default(),
     };
     let guard = lock.lock_owned().await;
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let ours = api
-        .list(&ListParams::default().labels(LABEL_ORIGIN_NAME))
-        .await
-        .map_err(|source| Error::CountSecrets {
-            namespace: namespace.to_owned(),
-            source,
-        })?;
     // Counted by what the manager owns: its controller ownerReference to a
-    // copy. The label only narrows the list (the manager sets it on every
-    // Secret it makes); nothing a tenant writes decides what counts.
-    let owned: Vec<&Secret> = ours.items.iter().filter(|s| owned_by_a_copy(s)).collect();
-    let bytes = owned.iter().map(|s| Payload::of_secret(s).size()).sum();
-    ctx.policy
-        .check_budget(owned.len(), bytes, size, replacing)?;
+    // copy. The cache holds only Secrets with the origin label (the
+    // manager sets it on every Secret it makes); nothing a tenant writes
+    // decides what counts.
+    let (mut count, mut bytes) = (0, 0);
+    for s in ctx.secrets.state() {
+        if s.namespace().as_deref() == Some(namespace) && owned_by_a_copy(s.as_ref()) {
+            count += 1;
+            bytes += s.payload.size;
+        }
+    }
+    ctx.policy.check_budget(count, bytes, size, replacing)?;
     Ok(Some(guard))
 }
 
+/// Waits (a while at most) until the Secrets' cache holds `written`:
+/// while the budget's lock is held, the next count must see it.
+async fn until_cached(ctx: &Context, written: &Secret) {
+    let key = ObjectRef::<Summary<Secret>>::new(&written.name_any())
+        .within(&written.namespace().unwrap_or_default());
+    let deadline = Instant::now() + recent::TTL;
+    while Instant::now() < deadline {
+        if ctx
+            .secrets
+            .get(&key)
+            .is_some_and(|s| s.resource_version() == written.resource_version())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Whether `secret` is one the manager made: controlled by a copy.
-fn owned_by_a_copy(secret: &Secret) -> bool {
+fn owned_by_a_copy(secret: &impl Resource) -> bool {
     secret.owner_references().iter().any(|o| {
         o.controller == Some(true)
             && o.kind == SyncSecret::kind(&())
