@@ -1,11 +1,14 @@
 //! How much the manager writes for each tenant: a token bucket of bytes
-//! per tenant namespace (`--tenant-write-burst-bytes`, refilled at
-//! `--tenant-write-bytes-per-minute`). Every write made for a tenant is
-//! charged to its bucket; while the bucket is in debt, the tenant's copies
-//! wait (requeued, no write, no worker held) until it has refilled. So a
-//! tenant that rewrites its copies as fast as its identity can gets them
-//! synced at a fixed pace: the revisions our writes leave in etcd between
-//! two compactions, and the manager's work for it, are bounded whatever it
+//! per tenant namespace, as large as `--tenant-write-burst-bytes-per-copy`
+//! times the tenant's quota of copies (so that a tenant may have its whole
+//! quota synced at once, whatever quota the platform gave it), refilled at
+//! `--tenant-write-bytes-per-minute`. Every write made for a tenant is
+//! charged to its bucket by the bytes it stores; while the bucket is in
+//! debt, the tenant's copies wait (requeued, no write, no worker held)
+//! until it has refilled. So a tenant that rewrites its copies as fast as
+//! its identity can, or makes and deletes them in a loop, gets them synced
+//! at a fixed pace: the revisions our writes leave in etcd between two
+//! compactions, and the manager's work for it, are bounded whatever it
 //! does, and other tenants' copies never queue behind its writes. A write
 //! already decided is never cut short: the bucket may go into debt by what
 //! the reconciles running at once write.
@@ -14,18 +17,39 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::ResourceQuota;
+use kube::{Api, Client};
 use prometheus::{IntCounterVec, Opts, Registry};
+use syncsecret_api::SyncSecret;
+use syncsecret_api::admission::QUOTA_NAME;
+use syncsecret_runtime::cache::summary::Summary;
 
-/// What one write costs a bucket beyond its object's bytes: the object's
-/// own metadata, managedFields and status, and the event that may follow.
-pub const WRITE_OVERHEAD: u64 = 2048;
+/// What one write costs a bucket beyond its object's data: the object's
+/// own metadata, managedFields and status, and an event that may follow.
+pub const WRITE_OVERHEAD: u64 = 1024;
+
+/// How often a tenant's quota is read again.
+const REREAD: Duration = Duration::from_secs(60);
+
+/// The quota assumed where a tenant namespace has none (or it cannot be
+/// read): the chart's default.
+const NO_QUOTA: u64 = syncsecret_api::bounds::COPIES.default;
+
+/// The resource the quota counts copies as.
+const COUNTED: &str = "count/syncsecrets.kubelb.k8c.io";
+
+/// About what a write of the whole copy stores: its data in base64 (its
+/// metadata and status are in [`WRITE_OVERHEAD`]).
+pub fn copy_bytes(copy: &Summary<SyncSecret>) -> u64 {
+    (copy.payload.size as u64).saturating_mul(4) / 3
+}
 
 /// The tenants' buckets.
 pub struct WriteBudgets {
     /// Bytes per second (0: no pace).
     rate: f64,
-    /// The most a bucket holds.
-    burst: f64,
+    /// A bucket's size per copy of the tenant's quota.
+    per_copy: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
     /// `<prefix>_tenant_writes_paced_total{namespace}`.
     paced: IntCounterVec,
@@ -34,15 +58,18 @@ pub struct WriteBudgets {
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// The tenant's quota of copies, and when it was read (`None`: never).
+    quota: u64,
+    read: Option<Instant>,
 }
 
 impl WriteBudgets {
-    /// Buckets of `burst` bytes refilled at `per_minute` bytes a minute
-    /// (0: none, nothing is paced); registers the counter of paced
-    /// reconciles.
+    /// Buckets of `per_copy` bytes per copy of each tenant's quota,
+    /// refilled at `per_minute` bytes a minute (0: none, nothing is
+    /// paced); registers the counter of paced reconciles.
     pub fn register(
         per_minute: u64,
-        burst: u64,
+        per_copy: u64,
         prefix: &str,
         registry: &Registry,
     ) -> Result<Self, prometheus::Error> {
@@ -56,44 +83,97 @@ impl WriteBudgets {
         registry.register(Box::new(paced.clone()))?;
         Ok(Self {
             rate: per_minute as f64 / 60.0,
-            burst: burst as f64,
+            per_copy: per_copy as f64,
             buckets: Mutex::default(),
             paced,
         })
     }
 
-    fn with<T>(&self, namespace: &str, f: impl FnOnce(&mut Bucket, f64) -> T) -> Option<T> {
+    /// Whether `namespace`'s quota should be read (never yet, or a while
+    /// ago).
+    fn quota_stale(&self, namespace: &str) -> bool {
+        self.rate > 0.0
+            && self.buckets.lock().is_ok_and(|b| {
+                b.get(namespace)
+                    .and_then(|b| b.read)
+                    .is_none_or(|t| t.elapsed() > REREAD)
+            })
+    }
+
+    /// Reads `namespace`'s quota of copies (the platform's ResourceQuota),
+    /// if it was not read lately. Its absence, or a failure to read it,
+    /// counts as the chart's default quota.
+    pub async fn read_quota(&self, client: &Client, namespace: &str) {
+        if !self.quota_stale(namespace) {
+            return;
+        }
+        let api: Api<ResourceQuota> = Api::namespaced(client.clone(), namespace);
+        let quota = match api.get_opt(QUOTA_NAME).await {
+            Ok(q) => q
+                .and_then(|q| q.spec)
+                .and_then(|s| s.hard)
+                .and_then(|h| h.get(COUNTED).cloned())
+                .and_then(|q| q.0.parse::<u64>().ok())
+                .unwrap_or(NO_QUOTA),
+            Err(e) => {
+                tracing::debug!(%namespace, error = %syncsecret_runtime::explain(&e), "cannot read the tenant's quota; its write budget assumes {NO_QUOTA} copies");
+                NO_QUOTA
+            }
+        };
+        self.set_quota(namespace, quota);
+    }
+
+    /// Records `namespace`'s quota: a bucket starts full, and a quota the
+    /// platform raised brings its copies' share at once.
+    fn set_quota(&self, namespace: &str, quota: u64) {
+        let per_copy = self.per_copy;
+        self.with(namespace, |b, _, _| {
+            if b.read.is_none() {
+                b.tokens = quota as f64 * per_copy;
+            } else if quota > b.quota {
+                b.tokens += (quota - b.quota) as f64 * per_copy;
+            }
+            b.quota = quota;
+            b.read = Some(Instant::now());
+        });
+    }
+
+    fn with<T>(&self, namespace: &str, f: impl FnOnce(&mut Bucket, f64, f64) -> T) -> Option<T> {
         if self.rate <= 0.0 {
             return None;
         }
         let mut buckets = self.buckets.lock().ok()?;
         let now = Instant::now();
         let bucket = buckets.entry(namespace.to_owned()).or_insert(Bucket {
-            tokens: self.burst,
+            tokens: NO_QUOTA as f64 * self.per_copy,
             at: now,
+            quota: NO_QUOTA,
+            read: None,
         });
+        let capacity = bucket.quota as f64 * self.per_copy;
         let refill = now.duration_since(bucket.at).as_secs_f64() * self.rate;
-        bucket.tokens = (bucket.tokens + refill).min(self.burst);
+        bucket.tokens = (bucket.tokens + refill).min(capacity);
         bucket.at = now;
-        Some(f(bucket, self.rate))
+        Some(f(bucket, self.rate, capacity))
     }
 
     /// How long `namespace`'s copies must wait before the manager writes
     /// for them again (`None`: they need not); counted when they must.
     pub fn wait(&self, namespace: &str) -> Option<Duration> {
         let wait = self
-            .with(namespace, |b, rate| {
+            .with(namespace, |b, rate, _| {
                 (b.tokens < 0.0).then(|| Duration::from_secs_f64(-b.tokens / rate))
             })
             .flatten()?;
         self.paced.with_label_values(&[namespace]).inc();
-        // Never a tight loop, never longer than a refill from empty.
-        Some(wait.clamp(Duration::from_millis(100), Duration::from_secs(600)))
+        // Never a tight loop, and looked at again when the quota is read
+        // again (the platform may have raised it).
+        Some(wait.clamp(Duration::from_millis(100), REREAD))
     }
 
     /// Charges `bytes` (and [`WRITE_OVERHEAD`]) written for `namespace`.
     pub fn charge(&self, namespace: &str, bytes: u64) {
-        self.with(namespace, |b, _| {
+        self.with(namespace, |b, _, _| {
             b.tokens -= (bytes + WRITE_OVERHEAD) as f64;
         });
     }
@@ -105,7 +185,8 @@ mod tests {
 
     #[test]
     fn a_tenant_writes_its_burst_then_waits_while_others_do_not() {
-        let b = WriteBudgets::register(60_000, 10_000, "t", &Registry::new()).unwrap();
+        // 100 bytes a copy, 100 copies: 10,000 bytes at once.
+        let b = WriteBudgets::register(60_000, 100, "t", &Registry::new()).unwrap();
         assert_eq!(b.wait("a"), None);
         b.charge("a", 8_000 - WRITE_OVERHEAD);
         assert_eq!(b.wait("a"), None, "within the burst");
@@ -116,9 +197,35 @@ mod tests {
             wait > Duration::from_millis(1_900) && wait <= Duration::from_secs(2),
             "{wait:?}"
         );
+        b.charge("a", 1_000_000);
+        assert_eq!(
+            b.wait("a"),
+            Some(REREAD),
+            "looked at again when the quota is"
+        );
         assert_eq!(b.wait("b"), None, "another tenant is not held up");
         let unpaced = WriteBudgets::register(0, 0, "u", &Registry::new()).unwrap();
         unpaced.charge("a", 1 << 30);
         assert_eq!(unpaced.wait("a"), None);
+    }
+
+    #[test]
+    fn a_larger_quota_is_a_larger_bucket_and_a_raise_counts_at_once() {
+        let b = WriteBudgets::register(60, 100, "t", &Registry::new()).unwrap();
+        assert!(b.quota_stale("big"));
+        b.set_quota("big", 2_500);
+        assert!(!b.quota_stale("big"));
+        b.charge("big", 100 * 2_500 - WRITE_OVERHEAD);
+        assert_eq!(b.wait("big"), None, "its whole quota synced at once");
+        b.charge("big", 10_000);
+        assert!(b.wait("big").is_some());
+        b.set_quota("big", 3_000);
+        assert_eq!(b.wait("big"), None, "the platform raised it");
+        b.set_quota("small", 10);
+        b.charge("small", 2_000);
+        assert!(
+            b.wait("small").is_some(),
+            "a smaller quota, a smaller bucket"
+        );
     }
 }

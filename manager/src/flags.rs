@@ -105,13 +105,15 @@ pub struct Flags {
     pub tenant_write_bytes_per_minute: u64,
 
     /// Bytes the manager writes per tenant namespace at once before it
-    /// paces them by --tenant-write-bytes-per-minute.
+    /// paces them by --tenant-write-bytes-per-minute, per copy of the
+    /// tenant's quota (its ResourceQuota `syncsecret-tenant`; without one,
+    /// 100 copies).
     #[arg(
         long,
-        env = "SYNCSECRET_TENANT_WRITE_BURST_BYTES",
+        env = "SYNCSECRET_TENANT_WRITE_BURST_BYTES_PER_COPY",
         default_value_t = syncsecret_api::bounds::WRITE_BURST_BYTES.default
     )]
-    pub tenant_write_burst_bytes: u64,
+    pub tenant_write_burst_bytes_per_copy: u64,
 
     /// A kubernetes.io/tls certificate expiring within this many days gets
     /// the CertificateExpiring condition.

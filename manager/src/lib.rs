@@ -171,7 +171,7 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
         budgets: Arc::new(
             budget::WriteBudgets::register(
                 flags.tenant_write_bytes_per_minute,
-                flags.tenant_write_burst_bytes,
+                flags.tenant_write_burst_bytes_per_copy,
                 METRICS_PREFIX,
                 plumbing.registry(),
             )

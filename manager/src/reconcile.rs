@@ -29,6 +29,7 @@ use syncsecret_runtime::reconcile::failure::Failure;
 use syncsecret_runtime::reconcile::writer::{Deleted, Writer};
 use syncsecret_runtime::reconcile::{Finalized, Outcome, retry_later};
 
+use crate::budget::copy_bytes;
 use crate::{Context, Error};
 
 /// Reconciles one copy; counts it; reports a failure in its status and as
@@ -44,6 +45,7 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
     let deleting = copy.meta().deletion_timestamp.is_some();
     // A tenant whose write budget is spent waits, holding no worker; a
     // deletion is never held up (it frees what the tenant holds).
+    ctx.budgets.read_quota(&ctx.client, &namespace).await;
     if !deleting && let Some(wait) = ctx.budgets.wait(&namespace) {
         tracing::debug!(%namespace, copy = %copy.name_any(), ?wait, "the tenant's write budget is spent; waiting");
         ctx.metrics
@@ -341,12 +343,6 @@ async fn mark_synced(
         }
         _ => Action::await_change(),
     })
-}
-
-/// About what a write of the whole copy stores: its data in base64 (its
-/// metadata and status are in [`crate::budget::WRITE_OVERHEAD`]).
-fn copy_bytes(copy: &Summary<SyncSecret>) -> u64 {
-    (copy.payload.size as u64).saturating_mul(4) / 3
 }
 
 /// Whether `live` cannot be updated to hold `want`: the type differs (a

@@ -81,9 +81,10 @@ pub(crate) async fn finalizers_are_one_and_ours(
     // for any other.
     let manager = "system:serviceaccount:kubelb:syncsecret-manager";
     let patches = || -> anyhow::Result<usize> {
-        Ok(writes_of(pair, &name)?
+        Ok(audited_writes(pair)?
             .iter()
-            .filter(|(user, verb, sub)| user == manager && verb == "patch" && sub.is_empty())
+            .filter(|w| w.resource == "syncsecrets" && w.name == name)
+            .filter(|w| w.user == manager && w.verb == "patch" && w.subresource.is_empty())
             .count())
     };
     eventually("the manager's patch in the audit log", WAIT, || async {
@@ -95,10 +96,12 @@ pub(crate) async fn finalizers_are_one_and_ours(
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let patches = patches()?;
-    println!(
-        "    a copy with 50,000 finalizers deleted; its writes: {:?}",
-        writes_of(pair, &name)?
-    );
+    let writes: Vec<String> = audited_writes(pair)?
+        .into_iter()
+        .filter(|w| w.resource == "syncsecrets" && w.name == name)
+        .map(|w| format!("{} {} {}", w.user, w.verb, w.subresource))
+        .collect();
+    println!("    a copy with 50,000 finalizers deleted; its writes: {writes:?}");
     ensure!(
         patches == 1,
         "{patches} patches of the copy by the manager to take 50,000 entries off, not 1"
@@ -121,35 +124,4 @@ async fn gone(api: &Api<DynamicObject>, name: &str) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
-}
-
-/// The writes of copy `name` the management cluster's audit log holds:
-/// user, verb and subresource of each.
-fn writes_of(pair: &Pair, name: &str) -> anyhow::Result<Vec<(String, String, String)>> {
-    let log = pair
-        .plane
-        .audit_log()
-        .context("the management cluster keeps no audit log")?;
-    let text = std::fs::read_to_string(log)?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| {
-            e["stage"] == "ResponseComplete"
-                && e["objectRef"]["resource"] == "syncsecrets"
-                && e["objectRef"]["name"] == name
-                && !matches!(e["verb"].as_str(), Some("get" | "list" | "watch"))
-                && e["responseStatus"]["code"]
-                    .as_u64()
-                    .is_some_and(|c| c < 300)
-        })
-        .map(|e| {
-            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-            (
-                text(&e["user"]["username"]),
-                text(&e["verb"]),
-                text(&e["objectRef"]["subresource"]),
-            )
-        })
-        .collect())
 }

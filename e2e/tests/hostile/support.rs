@@ -272,3 +272,43 @@ pub(crate) async fn metric_reads_at_least(
     metric_reaches(c, metric, &format!(">= {value}"), |v| v >= value).await?;
     Ok(())
 }
+
+/// One write the management cluster's audit log holds.
+pub(crate) struct Audited {
+    pub(crate) user: String,
+    pub(crate) verb: String,
+    pub(crate) resource: String,
+    pub(crate) subresource: String,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+}
+
+/// Every write that succeeded, as the management cluster's audit log holds
+/// them, in its order. A write is there a moment after it was answered.
+pub(crate) fn audited_writes(pair: &Pair) -> anyhow::Result<Vec<Audited>> {
+    let log = pair
+        .plane
+        .audit_log()
+        .context("the management cluster keeps no audit log")?;
+    let text = std::fs::read_to_string(log)?;
+    let text_of = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["stage"] == "ResponseComplete"
+                && !matches!(e["verb"].as_str(), Some("get" | "list" | "watch"))
+                && e["responseStatus"]["code"]
+                    .as_u64()
+                    .is_some_and(|c| c < 300)
+        })
+        .map(|e| Audited {
+            user: text_of(&e["user"]["username"]),
+            verb: text_of(&e["verb"]),
+            resource: text_of(&e["objectRef"]["resource"]),
+            subresource: text_of(&e["objectRef"]["subresource"]),
+            namespace: text_of(&e["objectRef"]["namespace"]),
+            name: text_of(&e["objectRef"]["name"]),
+        })
+        .collect())
+}

@@ -99,6 +99,8 @@ pub fn manager_tenant_rules() -> Vec<PolicyRule> {
             &["secrets"],
             &["create", "update", "patch", "delete"],
         ),
+        // The tenant's quota of copies sizes its write budget.
+        rule(&[""], &["resourcequotas"], &["get"]),
         events_rule(),
     ]
 }
