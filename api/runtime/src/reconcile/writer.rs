@@ -167,12 +167,27 @@ where
             .api
             .patch_metadata(name, &params, &Patch::Merge(patch))
             .await?;
+        // A patch that took the last finalizer off a deleted object deleted
+        // it, and the API server answers with the version it replaced: the
+        // write is remembered by that version alone, until the watch shows
+        // the deletion (remembering the answer's would forget the write).
+        let deleted = written.metadata.deletion_timestamp.is_some()
+            && written
+                .metadata
+                .finalizers
+                .as_ref()
+                .is_none_or(Vec::is_empty);
+        let after = if deleted {
+            None
+        } else {
+            written.metadata.resource_version.as_deref()
+        };
         self.done(
             self.resource,
             "patch",
             name,
             version(before).as_deref(),
-            written.metadata.resource_version.as_deref(),
+            after,
         );
         Ok(Some(written))
     }
@@ -510,6 +525,33 @@ mod tests {
         // No version was made, so no watch event would ever clear it.
         assert!(!f.recent.stale(Some("ns"), "a", Some(&cached("5"))));
         assert_eq!(f.writes(), 1.0);
+    }
+
+    /// Taking the last finalizer off a deleted object deletes it; the API
+    /// server answers with the version it replaced. The write is still
+    /// remembered, so a reconcile of the cached, terminating object (an
+    /// owned object's event) does not clean up and patch again (404s).
+    #[tokio::test]
+    async fn releasing_the_last_finalizer_of_a_deleted_object_is_remembered() {
+        let answer = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "5",
+                         "deletionTimestamp": "2026-01-01T00:00:00Z"}});
+        let (client, seen) = server(200, answer);
+        let f = Fixture::new();
+        let writer = f.writer(client);
+        let mut deleted = meta("5");
+        deleted.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        deleted.finalizers = Some(vec!["us".into()]);
+        let released = writer.release_finalizer(&deleted, "us").await.unwrap();
+        assert!(released.is_some());
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["PATCH /api/v1/namespaces/ns/configmaps/a"]
+        );
+        assert_eq!(f.writes(), 1.0);
+        assert!(f.recent.stale(Some("ns"), "a", Some(&cached("5"))));
     }
 
     #[tokio::test]
