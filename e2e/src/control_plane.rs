@@ -640,6 +640,29 @@ impl ControlPlane {
         }
     }
 
+    /// etcd's database size in bytes: on disk, and in use (what a
+    /// defragmentation would keep), from its `/metrics`.
+    pub fn etcd_size(&self) -> Result<(f64, f64), HarnessError> {
+        let port = self
+            .etcd_url
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .ok_or_else(|| HarnessError::Usage(format!("no port in {}", self.etcd_url)))?;
+        let (ok, text) = crate::pair::http_get(port, "/metrics").map_err(HarnessError::Usage)?;
+        if !ok {
+            return Err(HarnessError::Usage(format!("etcd /metrics: {text}")));
+        }
+        let read = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        Ok((
+            read("etcd_mvcc_db_total_size_in_bytes"),
+            read("etcd_mvcc_db_total_size_in_use_in_bytes"),
+        ))
+    }
+
     /// Compacts etcd up to its current revision (what the API server's own
     /// compaction does every 5 minutes): every watch that resumes from an
     /// older resourceVersion than the API server's watch cache holds gets

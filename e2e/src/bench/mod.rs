@@ -16,6 +16,7 @@ mod profile;
 mod request_costs;
 mod tenants;
 mod track;
+mod worst;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -40,6 +41,7 @@ use profile::{finish_profiles, start_profiles};
 pub use request_costs::request_costs;
 pub use tenants::{TenantsConfig, run_tenants};
 use track::{Tracker, value};
+pub use worst::{WorstConfig, run_worst};
 
 /// The tenant namespace every benchmark object lives in.
 const NAMESPACE: &str = "bench";

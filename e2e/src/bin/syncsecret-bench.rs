@@ -89,6 +89,29 @@ struct Flags {
     /// Manager shard counts with `--many-tenants`, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
     shards: Vec<u32>,
+    /// Instead of the benchmark: the worst case a tenant can make within
+    /// the chart's limits: its whole quota at every per-copy bound beside
+    /// `--objects` (the last: 10,000 by default) ordinary copies of
+    /// `--tenants` (the last: 4) other tenants; the restarted manager's memory, the management
+    /// etcd's size, and another tenant's latency while it writes as fast
+    /// as it can. Appends that table.
+    #[arg(long)]
+    worst_case: bool,
+    /// The per-copy data bound (`tenantLimits.dataBytes`) with
+    /// `--worst-case` (the chart's default, or one a platform raised).
+    #[arg(long, default_value_t = syncsecret_api::bounds::DATA_BYTES.default as usize)]
+    data_bytes: usize,
+    /// More `--set` values of the manager chart with `--worst-case` (e.g.
+    /// `flowControl.enabled=false`, to run as a commit before it).
+    #[arg(long = "chart-set")]
+    chart_sets: Vec<String>,
+    /// Extra flags of the API servers with `--worst-case` (e.g.
+    /// `--feature-gates=WatchList=false`, to measure paged lists).
+    #[arg(long = "apiserver-arg", allow_hyphen_values = true)]
+    apiserver_args: Vec<String>,
+    /// How long the hostile tenant writes with `--worst-case`.
+    #[arg(long, default_value_t = 60)]
+    storm_s: u64,
     /// A label for this run in the table (e.g. "ours, defaults").
     #[arg(long, default_value = "syncsecret, default flags")]
     label: String,
@@ -488,6 +511,99 @@ async fn many_tenants(flags: &Flags, header: &Value, tenants: usize) -> ExitCode
     }
 }
 
+/// `--worst-case`: one run, its JSON file, and a row appended to
+/// docs/benchmarks.md (unless `--no-table`).
+async fn worst_case(flags: &Flags, header: &Value) -> ExitCode {
+    let date = header["date"].as_str().unwrap_or_default().to_owned();
+    let cfg = bench::WorstConfig {
+        ordinary_objects: flags.objects.last().copied().unwrap_or(10_000),
+        ordinary_tenants: flags.tenants.last().copied().unwrap_or(4),
+        data_bytes: flags.data_bytes,
+        storm: Duration::from_secs(flags.storm_s),
+        probes: flags.updates.min(100),
+        pace: Duration::from_millis(flags.pace_ms.max(100)),
+        concurrency: flags.concurrency,
+        manager_cmd: flags.manager_cmd.clone(),
+        chart_sets: flags.chart_sets.clone(),
+        manager_args: flags.manager_args.clone(),
+        // One run per process: leaked once, for the control plane's options.
+        apiserver_args: Box::leak(
+            flags
+                .apiserver_args
+                .iter()
+                .map(|a| &*Box::leak(a.clone().into_boxed_str()))
+                .collect::<Vec<&'static str>>()
+                .into_boxed_slice(),
+        ),
+        timeout: Duration::from_secs(1200),
+    };
+    eprintln!(
+        "bench: worst case: a tenant's quota at {} bytes of data per copy, {} ordinary copies over {} tenants ...",
+        cfg.data_bytes, cfg.ordinary_objects, cfg.ordinary_tenants
+    );
+    let r = match bench::run_worst(&cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: worst case: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut doc = header.clone();
+    doc["result"] = r.clone();
+    let file = flags.out.join(format!(
+        "{}-worst-{}x{}-data{}.json",
+        date.replace(':', ""),
+        cfg.ordinary_objects,
+        cfg.ordinary_tenants,
+        cfg.data_bytes
+    ));
+    if let Err(code) = write_result(&file, &doc) {
+        return code;
+    }
+    if flags.no_table {
+        return ExitCode::SUCCESS;
+    }
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let row = format!(
+        "| {label} | {commit} | {copies} × {data} | {ord} | {etcd_o:.0} → {etcd_h:.0} ({hostile:.1} + {secrets:.1}) | {ready:.1} | {rss:.0} | {lease} | {quiet:.0} / {storm:.0} ({max:.0}) | {writes} | {growth:.0} |\n",
+        label = header["label"].as_str().unwrap_or_default(),
+        commit = header["commit"].as_str().unwrap_or_default(),
+        copies = r["hostile_copies"],
+        data = r["data_bytes"],
+        ord = r["ordinary_objects"],
+        etcd_o = f(&r["etcd_mib"]["with_ordinary"]),
+        etcd_h = f(&r["etcd_mib"]["with_hostile"]),
+        hostile = f(&r["hostile_json_mib"]["copies"]),
+        secrets = f(&r["hostile_json_mib"]["secrets"]),
+        ready = f(&r["restart"]["ready_s"]),
+        rss = f(&r["restart"]["peak_rss_mib"]).max(f(&r["storm"]["peak_rss_mib"])),
+        lease = r["storm"]["lease_changes_after_restart"],
+        quiet = f(&r["probe_quiet"]["p99_ms"]),
+        storm = f(&r["probe_storm"]["p99_ms"]),
+        max = f(&r["probe_storm"]["max_ms"]),
+        writes = r["storm"]["hostile_writes"],
+        growth = f(&r["etcd_mib"]["storm_growth"]),
+    );
+    let table = format!(
+        "\n### {date}: the worst case within the limits (`--worst-case`)\n\n\
+         {machine}. One hostile tenant fills its quota with copies at every per-copy bound, beside \
+         ordinary copies of other tenants; the manager is restarted over all of it; another tenant's \
+         copy is updated up to {probes} times, {pace} ms apart, quiet and then while the hostile tenant \
+         rewrites its copies for {storm} s ({conc} writes in flight; no update begun after the storm, once five are done).\n\n\
+         | manager | commit | hostile copies × data bytes | ordinary copies | management etcd MiB, ordinary → with the hostile tenant (its copies + Secrets as JSON, MiB) | restart: ready s | manager peak RSS MiB | Lease changes after the restart | another tenant's p99 ms, quiet / storm (max) | hostile writes in the storm | etcd growth in the storm, MiB |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n{row}",
+        machine = machine_line(header),
+        probes = cfg.probes,
+        pace = cfg.pace.as_millis(),
+        storm = flags.storm_s,
+        conc = flags.concurrency,
+    );
+    if append_to_benchmarks(&table).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
 /// Writes one run's JSON to `file` (its directory made if need be) and
 /// prints it.
 fn write_result(file: &std::path::Path, doc: &Value) -> Result<(), ExitCode> {
@@ -554,6 +670,9 @@ async fn main() -> ExitCode {
     }
     if let Some(n) = flags.many_tenants {
         return many_tenants(&flags, &header, n).await;
+    }
+    if flags.worst_case {
+        return worst_case(&flags, &header).await;
     }
     let mut rows = String::new();
     let mut cpu_table_rows = String::new();
