@@ -177,12 +177,13 @@ pub const WRITE_BYTES_PER_MINUTE: Bound = Bound {
 
 /// What the manager writes for one tenant at once before it paces it by
 /// [`WRITE_BYTES_PER_MINUTE`], per copy of the tenant's quota: one sync
-/// (a Secret and a status) of a copy at every bound by default, so that a
-/// tenant may have its whole quota synced at once, whatever the quota.
+/// of a copy at every bound by default (its Secret and its status, each
+/// charged the data as base64 and 1 KiB), so that a tenant may have its
+/// whole quota synced at once, whatever the quota.
 pub const WRITE_BURST_BYTES: Bound = Bound {
     key: "writeBurstBytesPerCopy",
     what: "bytes the manager writes per tenant at once before it paces them, per copy of its quota",
-    default: 40_960,
+    default: 49_152,
     ceiling: None,
     settable: true,
     enforcer: Enforcer::Manager,

@@ -209,6 +209,28 @@ mod tests {
         assert_eq!(unpaced.wait("a"), None);
     }
 
+    /// The default burst is one sync of a copy at every bound, its Secret
+    /// and its status: a tenant's whole quota at the bounds syncs at once
+    /// (at 40 KiB, the last copies of a full quota waited minutes).
+    #[test]
+    fn the_default_burst_syncs_a_copy_at_every_bound() {
+        use syncsecret_api::bounds::{COPIES, DATA_BYTES, WRITE_BURST_BYTES};
+        let at_bound = DATA_BYTES.default * 4 / 3;
+        let b = WriteBudgets::register(
+            syncsecret_api::bounds::WRITE_BYTES_PER_MINUTE.default,
+            WRITE_BURST_BYTES.default,
+            "t",
+            &Registry::new(),
+        )
+        .unwrap();
+        for _ in 0..COPIES.default {
+            assert_eq!(b.wait("a"), None);
+            b.charge("a", at_bound); // its Secret
+            b.charge("a", at_bound); // its status
+        }
+        assert_eq!(b.wait("a"), None, "the whole quota synced at once");
+    }
+
     #[test]
     fn a_larger_quota_is_a_larger_bucket_and_a_raise_counts_at_once() {
         let b = WriteBudgets::register(60, 100, "t", &Registry::new()).unwrap();
