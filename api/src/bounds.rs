@@ -176,10 +176,11 @@ pub const WRITE_BYTES_PER_MINUTE: Bound = Bound {
 };
 
 /// What the manager writes for one tenant at once before it paces it by
-/// [`WRITE_BYTES_PER_MINUTE`], per copy of the tenant's quota: one sync
-/// of a copy at every bound by default (its Secret and its status, each
-/// charged the data as base64 and 1 KiB), so that a tenant may have its
-/// whole quota synced at once, whatever the quota.
+/// [`WRITE_BYTES_PER_MINUTE`], per copy of the tenant's quota: a first
+/// sync of a copy at every bound by default (the finalizer and the status,
+/// each charged the copy's data and 1 KiB, and the Secret, its data
+/// decoded and 1 KiB), so that a tenant may have its whole quota synced
+/// at once, whatever the quota.
 pub const WRITE_BURST_BYTES: Bound = Bound {
     key: "writeBurstBytesPerCopy",
     what: "bytes the manager writes per tenant at once before it paces them, per copy of its quota",
