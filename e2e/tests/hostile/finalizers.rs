@@ -106,6 +106,45 @@ pub(crate) async fn finalizers_are_one_and_ours(
         patches == 1,
         "{patches} patches of the copy by the manager to take 50,000 entries off, not 1"
     );
+
+    // Ours after twenty of others' (an admin's copy): the manager's cache
+    // keeps sixteen finalizers, and still sees ours, so deleting the copy
+    // takes ours off and leaves the others to their owners.
+    let mut late = with_finalizers(0);
+    let others: Vec<String> = (0..20).map(|i| format!("example.com/f{i}")).collect();
+    let mut list = others.clone();
+    list.push(FINALIZER.to_owned());
+    late.metadata.finalizers = Some(list);
+    let name = late.name_any();
+    admin.create(&PostParams::default(), &late).await?;
+    eventually("the copy with ours 21st synced", WAIT, || async {
+        let (reason, message) = verdict(&admin, &name).await?;
+        (reason == "SecretSynced")
+            .then_some(())
+            .ok_or(format!("{reason}: {message}"))
+    })
+    .await?;
+    admin.delete(&name, &Default::default()).await?;
+    eventually("ours taken off the 21st place", WAIT, || async {
+        let left = admin
+            .get(&name)
+            .await
+            .map_err(|e| e.to_string())?
+            .metadata
+            .finalizers
+            .unwrap_or_default();
+        (left == others).then_some(()).ok_or(format!("{left:?}"))
+    })
+    .await?;
+    admin
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    gone(&admin, &name).await?;
+
     good_tenant_converges(pair, "after-finalizers", &values.fresh("good-finalizers")).await?;
     ready(&pair.manager)
 }

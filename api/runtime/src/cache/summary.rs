@@ -45,8 +45,8 @@ use crate::cache::certificate::read_not_after;
 use crate::cache::decode::{Lenient, Undecodable};
 use crate::cache::delivered::KEPT_ENTRIES;
 use syncsecret_api::contract::{
-    ANNOTATION_ORIGIN_GENERATION, FIELD_MANAGER_CCM, FIELD_MANAGER_MANAGER, LABEL_MANAGED_BY,
-    LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
+    ANNOTATION_ORIGIN_GENERATION, FIELD_MANAGER_CCM, FIELD_MANAGER_MANAGER, FINALIZER,
+    LABEL_MANAGED_BY, LABEL_ORIGIN_NAME, LABEL_ORIGIN_NAMESPACE, LABEL_ORIGIN_NS,
 };
 use syncsecret_api::payload::{Payload, PayloadDigest};
 use syncsecret_api::v1alpha1::{SyncSecret, SyncSecretStatus};
@@ -164,17 +164,22 @@ impl Summarize for Secret {
 /// ([`Writer::release_finalizer`](crate::reconcile::writer::Writer::release_finalizer)).
 pub const KEPT_FINALIZERS: usize = 16;
 
-/// `finalizers` without duplicates, the first [`KEPT_FINALIZERS`] only.
+/// `finalizers` without duplicates, the first [`KEPT_FINALIZERS`] only,
+/// ours among them wherever it stands (the last place gives way to it):
+/// a reconcile that did not see it would never take it off.
 fn kept_finalizers(finalizers: Option<Vec<String>>) -> Option<Vec<String>> {
     finalizers.map(|all| {
         let mut kept: Vec<String> = Vec::new();
+        let mut ours = false;
         for f in all {
-            if kept.len() == KEPT_FINALIZERS {
-                break;
-            }
-            if !kept.contains(&f) {
+            ours |= f == FINALIZER;
+            if kept.len() < KEPT_FINALIZERS && !kept.contains(&f) {
                 kept.push(f);
             }
+        }
+        if ours && !kept.iter().any(|f| f == FINALIZER) {
+            kept.pop();
+            kept.push(FINALIZER.to_owned());
         }
         kept
     })
@@ -521,6 +526,13 @@ mod tests {
         let many: Vec<String> = (0..40).map(|i| format!("example.com/f{i}")).collect();
         let kept = kept_finalizers(Some(many.clone())).unwrap();
         assert_eq!(kept, many[..KEPT_FINALIZERS]);
+        // Ours after sixteen others: still seen, so still taken off.
+        let mut late = many.clone();
+        late.push(FINALIZER.to_owned());
+        let kept = kept_finalizers(Some(late)).unwrap();
+        assert_eq!(kept.len(), KEPT_FINALIZERS);
+        assert_eq!(kept[..KEPT_FINALIZERS - 1], many[..KEPT_FINALIZERS - 1]);
+        assert_eq!(kept.last().map(String::as_str), Some(FINALIZER));
     }
 
     #[test]
