@@ -210,3 +210,19 @@ pub fn copy_at_every_bound(namespace: &str, data_bytes: usize, tag: &str) -> ser
         "data": data,
     })
 }
+
+/// The manager's Lease (its own, unsharded: syncsecret-manager's
+/// `LEASE_NAME`): its holder and how often it changed hands.
+pub async fn manager_lease(client: &Client) -> Result<(String, i32), HarnessError> {
+    let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+        client.clone(),
+        crate::pair::MANAGER_NAMESPACE,
+    )
+    .get("syncsecret-manager")
+    .await?;
+    let spec = lease.spec.unwrap_or_default();
+    Ok((
+        spec.holder_identity.unwrap_or_default(),
+        spec.lease_transitions.unwrap_or_default(),
+    ))
+}

@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ResourceQuota, Secret};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
@@ -195,18 +194,6 @@ where
         .sum())
 }
 
-/// The manager's Lease: holder and transitions.
-async fn lease(client: &Client) -> Result<(String, i32), HarnessError> {
-    let lease = Api::<Lease>::namespaced(client.clone(), MANAGER_NAMESPACE)
-        .get("syncsecret-manager")
-        .await?;
-    let spec = lease.spec.unwrap_or_default();
-    Ok((
-        spec.holder_identity.unwrap_or_default(),
-        spec.lease_transitions.unwrap_or_default(),
-    ))
-}
-
 /// At most `probes` paced updates of the probe tenant's copy `name`
 /// (content versions from `from`), and none begun after `until` once five
 /// are done (a slow manager would make them last hours): each one's time
@@ -343,14 +330,14 @@ async fn phases(
     let hostile_secrets = bytes_of::<Secret>(management, &hostile_ns).await?;
 
     // 3. The manager restarted over all of it.
-    let (holder_before, transitions_before) = lease(management).await?;
+    let (holder_before, transitions_before) = crate::kube_util::manager_lease(management).await?;
     manager.restart()?;
     let t2 = Instant::now();
     manager.wait_ready().await?;
     let ready_s = t2.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let peak_after_restart = manager.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
-    let (holder_after, transitions_after) = lease(management).await?;
+    let (holder_after, transitions_after) = crate::kube_util::manager_lease(management).await?;
 
     // 4. Another tenant's updates, quiet, then while the hostile tenant
     // rewrites its copies as fast as its identity can.
@@ -415,7 +402,7 @@ async fn phases(
         .metrics()
         .map(|m| crate::pair::writes_by_resource(&m, "kubelb_manager"))?;
     let peak = manager.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
-    let (holder_end, transitions_end) = lease(management).await?;
+    let (holder_end, transitions_end) = crate::kube_util::manager_lease(management).await?;
     let manager_writes: serde_json::Map<String, Value> = writes_after
         .iter()
         .map(|(k, v)| {

@@ -66,13 +66,7 @@ pub(crate) async fn finalizers_are_one_and_ours(
     let held = with_finalizers(50_000);
     let name = held.name_any();
     admin.create(&PostParams::default(), &held).await?;
-    eventually("the copy with 50,000 finalizers synced", WAIT, || async {
-        let (reason, message) = verdict(&admin, &name).await?;
-        (reason == "SecretSynced")
-            .then_some(())
-            .ok_or(format!("{reason}: {message}"))
-    })
-    .await?;
+    synced(&admin, &name, "the copy with 50,000 finalizers").await?;
     copies.delete(&name, &Default::default()).await?;
     gone(&admin, &name).await?;
     // Who wrote the copy, by the management cluster's audit log: the
@@ -117,13 +111,7 @@ pub(crate) async fn finalizers_are_one_and_ours(
     late.metadata.finalizers = Some(list);
     let name = late.name_any();
     admin.create(&PostParams::default(), &late).await?;
-    eventually("the copy with ours 21st synced", WAIT, || async {
-        let (reason, message) = verdict(&admin, &name).await?;
-        (reason == "SecretSynced")
-            .then_some(())
-            .ok_or(format!("{reason}: {message}"))
-    })
-    .await?;
+    synced(&admin, &name, "the copy with ours 21st").await?;
     admin.delete(&name, &Default::default()).await?;
     eventually("ours taken off the 21st place", WAIT, || async {
         let left = admin
@@ -147,6 +135,18 @@ pub(crate) async fn finalizers_are_one_and_ours(
 
     good_tenant_converges(pair, "after-finalizers", &values.fresh("good-finalizers")).await?;
     ready(&pair.manager)
+}
+
+/// Waits until the copy `name` (`what`) has synced.
+async fn synced(api: &Api<DynamicObject>, name: &str, what: &str) -> anyhow::Result<()> {
+    eventually(&format!("{what} synced"), WAIT, || async {
+        let (reason, message) = verdict(api, name).await?;
+        (reason == "SecretSynced")
+            .then_some(())
+            .ok_or(format!("{reason}: {message}"))
+    })
+    .await?;
+    Ok(())
 }
 
 /// Waits until the copy `name` is gone.

@@ -1,11 +1,9 @@
 //! A tenant's whole quota of copies, each at every per-copy bound, and the
 //! manager restarted over them under its chart's memory limit.
 
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ResourceQuota;
 use syncsecret_api::admission::QUOTA_NAME;
 use syncsecret_api::bounds::DATA_BYTES;
-use syncsecret_e2e::pair::MANAGER_NAMESPACE;
 
 use crate::support::*;
 
@@ -20,19 +18,6 @@ fn at_every_bound(namespace: &str) -> DynamicObject {
     let mut copy: DynamicObject = serde_json::from_value(copy).expect("a copy");
     copy.metadata.finalizers = Some(vec![syncsecret_api::contract::FINALIZER.to_owned()]);
     copy
-}
-
-/// The manager's Lease: its holder and how often it changed hands.
-async fn lease(pair: &Pair) -> anyhow::Result<(String, i32)> {
-    let lease = Api::<Lease>::namespaced(pair.management.clone(), MANAGER_NAMESPACE)
-        // The manager's own, unsharded (syncsecret-manager's LEASE_NAME).
-        .get("syncsecret-manager")
-        .await?;
-    let spec = lease.spec.unwrap_or_default();
-    Ok((
-        spec.holder_identity.unwrap_or_default(),
-        spec.lease_transitions.unwrap_or_default(),
-    ))
 }
 
 /// The evil tenant fills its quota with copies at every per-copy bound;
@@ -96,7 +81,7 @@ pub(crate) async fn a_full_quota_at_every_bound_survives_a_restart(
     .await?;
     println!("    {room} copies at every bound synced: the tenant's whole quota");
 
-    let (holder, transitions) = lease(pair).await?;
+    let (holder, transitions) = syncsecret_e2e::kube_util::manager_lease(&pair.management).await?;
     pair.manager.restart()?;
     let restarted = std::time::Instant::now();
     pair.manager.wait_ready().await?;
@@ -107,14 +92,14 @@ pub(crate) async fn a_full_quota_at_every_bound_survives_a_restart(
     good_tenant_converges(pair, "after-full-quota", &values.fresh("good-quota")).await?;
     // Leading throughout: ready, one holder, the Lease taken once (the
     // restart's own hand-over), for as long as several renew deadlines.
-    let (leader, after) = lease(pair).await?;
+    let (leader, after) = syncsecret_e2e::kube_util::manager_lease(&pair.management).await?;
     for _ in 0..30 {
         ensure!(!pair.manager.oom_killed(), "the manager was OOM-killed");
         ready(&pair.manager)?;
         metric_reads(&pair.manager, "kubelb_manager_leader", 1.0).await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let (still, last) = lease(pair).await?;
+    let (still, last) = syncsecret_e2e::kube_util::manager_lease(&pair.management).await?;
     let peak = pair.manager.peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     println!("    the restarted manager's peak resident memory: {peak:.1} MiB");
     println!(
