@@ -60,6 +60,7 @@ impl Limits {
 /// tenant object's status.
 pub fn copy_policy(prefix: &str, manager_user: &str, limits: &Limits) -> Value {
     let uuid = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+    let width = bounds::MANAGED_FIELDS_WIDTH.default.to_string();
     let validations = vec![
         json!({
             "expression": format!("object.metadata.name.matches('{uuid}')"),
@@ -112,7 +113,40 @@ pub fn copy_policy(prefix: &str, manager_user: &str, limits: &Limits) -> Value {
             &limits.metadata_bytes,
             "RequestEntityTooLarge",
         ),
+        // Each depth is counted only while the ones above it are within
+        // the width, and the characters only within both: what no rule
+        // bounds would otherwise cost more than the API server lets one
+        // expression spend, and be refused without saying why.
+        bounded(
+            &bounds::MANAGED_FIELDS_WIDTH,
+            &depth_var(DEPTHS),
+            &width,
+            "RequestEntityTooLarge",
+        ),
+        json!({
+            "expression": format!("{} == 0 || {} > {width}", depth_var(DEPTHS + 1), depth_var(DEPTHS)),
+            "message": format!("a copy's managedFields name fields below the {DEPTHS} levels a copy has"),
+            "reason": "Invalid",
+        }),
+        json!({
+            "expression": format!("{} != 0 || variables.managedFieldsExcess <= {}", depth_var(DEPTHS + 1), bounds::MANAGED_FIELDS_BYTES.default),
+            "messageExpression": bounds::MANAGED_FIELDS_BYTES.cel_refusal(
+                "variables.managedFieldsExcess",
+                &bounds::MANAGED_FIELDS_BYTES.default.to_string(),
+            ),
+            "reason": "RequestEntityTooLarge",
+        }),
     ];
+    let mut variables = vec![
+        json!({"name": "finalizers", "expression": "has(object.metadata.finalizers) ? size(object.metadata.finalizers) : 0"}),
+        json!({"name": "dataKeys", "expression": "has(object.data) ? size(object.data) : 0"}),
+        // Keys count: 4,096 keys of 253 characters with empty
+        // values are a megabyte too.
+        json!({"name": "dataBytes", "expression": "has(object.data) ? object.data.map(k, size(k) + size(object.data[k])).sum() : 0"}),
+        json!({"name": "metadataBytes", "expression": "(has(object.metadata.labels) ? object.metadata.labels.map(k, size(k) + size(bytes(object.metadata.labels[k]))).sum() : 0) + (has(object.metadata.annotations) ? object.metadata.annotations.map(k, size(k) + size(bytes(object.metadata.annotations[k]))).sum() : 0)"}),
+        json!({"name": "managedFields", "expression": "has(object.metadata.managedFields) ? object.metadata.managedFields : []"}),
+    ];
+    variables.extend(managed_fields_variables(&width));
     json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
@@ -130,17 +164,84 @@ pub fn copy_policy(prefix: &str, manager_user: &str, limits: &Limits) -> Value {
                 {"name": "not-an-admin", "expression": "!('system:masters' in request.userInfo.groups)"},
                 {"name": "not-the-manager", "expression": format!("request.userInfo.username != '{manager_user}'")},
             ],
-            "variables": [
-                {"name": "finalizers", "expression": "has(object.metadata.finalizers) ? size(object.metadata.finalizers) : 0"},
-                {"name": "dataKeys", "expression": "has(object.data) ? size(object.data) : 0"},
-                // Keys count: 4,096 keys of 253 characters with empty
-                // values are a megabyte too.
-                {"name": "dataBytes", "expression": "has(object.data) ? object.data.map(k, size(k) + size(object.data[k])).sum() : 0"},
-                {"name": "metadataBytes", "expression": "(has(object.metadata.labels) ? object.metadata.labels.map(k, size(k) + size(bytes(object.metadata.labels[k]))).sum() : 0) + (has(object.metadata.annotations) ? object.metadata.annotations.map(k, size(k) + size(bytes(object.metadata.annotations[k]))).sum() : 0)"},
-            ],
+            "variables": variables,
             "validations": validations,
         },
     })
+}
+
+/// The levels of a copy's managedFields: `f:status` › `f:conditions` ›
+/// a condition › its field.
+const DEPTHS: usize = 4;
+
+/// The variable counting the fields at `depth` of every entry's fieldsV1.
+fn depth_var(depth: usize) -> String {
+    format!("variables.managedFieldsDepth{depth}")
+}
+
+/// The variables that measure a copy's managedFields (kept whole by the
+/// API server as a client sends them, and as opaque maps to CEL):
+/// `managedFieldsDepth1` to `5` count the fields at each depth, each
+/// carrying the count above it once that is over `width`, so that none
+/// walks a level too wide; `managedFieldsExcess` is their characters
+/// beyond the names of the copy's own fields
+/// ([`bounds::MANAGED_FIELDS_BYTES`]).
+fn managed_fields_variables(width: &str) -> Vec<Value> {
+    // The map at `depth` of entry `m`: m.fieldsV1, m.fieldsV1[a], ...
+    let iters = ["a", "b", "c", "d", "e"];
+    let path = |depth: usize| {
+        let mut p = String::from("m.fieldsV1");
+        for i in iters.iter().take(depth - 1) {
+            p.push_str(&format!("[{i}]"));
+        }
+        p
+    };
+    let per_entry = |inner: String| {
+        format!("variables.managedFields.map(m, has(m.fieldsV1) ? {inner} : 0).sum()")
+    };
+    let mut out = Vec::new();
+    for depth in 1..=DEPTHS + 1 {
+        // size(p_depth), summed over the maps above it.
+        let mut count = format!("size({})", path(depth));
+        for d in (1..depth).rev() {
+            count = format!("{}.map({}, {count}).sum()", path(d), iters[d - 1]);
+        }
+        let above = if depth == 1 {
+            "size(variables.managedFields)".to_owned()
+        } else {
+            depth_var(depth - 1)
+        };
+        out.push(json!({
+            "name": format!("managedFieldsDepth{depth}"),
+            "expression": format!("{above} > {width} ? {above} : {}", per_entry(count)),
+        }));
+    }
+    // Fields as stored: a name and 6 characters of JSON; an entry 256.
+    let mut chars = String::new();
+    for d in (1..=DEPTHS).rev() {
+        let i = iters[d - 1];
+        let deeper = if chars.is_empty() {
+            String::new()
+        } else {
+            format!(" + {chars}")
+        };
+        chars = format!("{}.map({i}, size({i}) + 6{deeper}).sum()", path(d));
+    }
+    let entries =
+        format!("variables.managedFields.map(m, 256 + (has(m.fieldsV1) ? {chars} : 0)).sum()");
+    // What names the copy's own fields, once each: `f:`, name and JSON.
+    let own = [
+        "object.data",
+        "object.metadata.labels",
+        "object.metadata.annotations",
+    ]
+    .map(|f| format!("(has({f}) ? {f}.map(k, size(k) + 8).sum() : 0)"))
+    .join(" + ");
+    out.push(json!({
+        "name": "managedFieldsExcess",
+        "expression": format!("{entries} - ({own})"),
+    }));
+    out
 }
 
 /// The validation that `expr` is at most `limit`, refused naming both.
@@ -196,6 +297,8 @@ mod tests {
             bounds::DATA_KEYS,
             bounds::METADATA_BYTES,
             bounds::FINALIZERS,
+            bounds::MANAGED_FIELDS_WIDTH,
+            bounds::MANAGED_FIELDS_BYTES,
         ] {
             assert!(
                 rules.contains(&b.refusal_with("", &b.default.to_string())),

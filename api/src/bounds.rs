@@ -160,6 +160,39 @@ pub const FINALIZERS: Bound = Bound {
     test: "e2e/tests/hostile/finalizers.rs",
 };
 
+/// The most fields at one depth of a copy's managedFields (all its entries
+/// together), and no field deeper than the four levels our copies have
+/// (`f:status` › `f:conditions` › a condition › its field). The API
+/// server keeps the managedFields a client sends, and no CEL function
+/// measures them in bytes: this bound keeps them cheap to measure for
+/// [`MANAGED_FIELDS_BYTES`], within the API server's cost limit.
+pub const MANAGED_FIELDS_WIDTH: Bound = Bound {
+    key: "managedFieldsWidth",
+    what: "fields at one depth of managedFields per copy",
+    default: 8_192,
+    ceiling: None,
+    settable: false,
+    enforcer: Enforcer::Policy,
+    test: "e2e/tests/hostile/managed_fields.rs",
+};
+
+/// The most characters of a copy's managedFields beyond the names of its
+/// own data keys, labels and annotations. An entry counts 256, a field its
+/// name and 8 (its `f:` and its JSON); a field the copy has is allowed
+/// once, so that what a ccm and the manager write always fits: their
+/// entries, the status and the finalizer the manager owns take about
+/// 1.5 KiB. Without it a tenant could store 1.5 MiB of made-up fields on
+/// every copy, which etcd keeps and the manager reads.
+pub const MANAGED_FIELDS_BYTES: Bound = Bound {
+    key: "managedFieldsBytes",
+    what: "characters of managedFields per copy beyond the names of its own data keys, labels and annotations",
+    default: 4_096,
+    ceiling: None,
+    settable: false,
+    enforcer: Enforcer::Policy,
+    test: "e2e/tests/hostile/managed_fields.rs",
+};
+
 /// What the manager writes for one tenant (Secrets, its copies' status and
 /// finalizers, events), in bytes per minute on average: a tenant that
 /// rewrites its copies as fast as it can gets them synced at this rate,
@@ -192,12 +225,14 @@ pub const WRITE_BURST_BYTES: Bound = Bound {
 };
 
 /// Every bound, in the order the docs list them.
-pub const BOUNDS: [Bound; 10] = [
+pub const BOUNDS: [Bound; 12] = [
     COPIES,
     DATA_BYTES,
     DATA_KEYS,
     METADATA_BYTES,
     FINALIZERS,
+    MANAGED_FIELDS_WIDTH,
+    MANAGED_FIELDS_BYTES,
     WRITE_BYTES_PER_MINUTE,
     WRITE_BURST_BYTES,
     TYPE_LENGTH,

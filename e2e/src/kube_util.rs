@@ -188,10 +188,12 @@ pub fn bound_entry(data_bytes: usize, i: usize, tag: &str) -> (String, serde_jso
 /// it, at every per-copy bound of the manager chart's defaults
 /// (`syncsecret_api::bounds`) but `data_bytes` (a platform may raise it):
 /// as many keys as allowed, keys and base64 values filling `data_bytes`
-/// exactly, labels and annotations filling the metadata bytes exactly.
-/// Each value's bytes start with `tag`. As JSON, named by a fresh UID.
+/// exactly, labels and annotations filling the metadata bytes exactly,
+/// managedFields naming made-up fields up to their bound but for
+/// [`MANAGED_FIELDS_HEADROOM`]. Each value's bytes start with `tag`. As
+/// JSON, named by a fresh UID.
 pub fn copy_at_every_bound(namespace: &str, data_bytes: usize, tag: &str) -> serde_json::Value {
-    use syncsecret_api::bounds::{DATA_KEYS, METADATA_BYTES};
+    use syncsecret_api::bounds::{DATA_KEYS, MANAGED_FIELDS_BYTES, METADATA_BYTES};
     use syncsecret_api::contract::LABEL_ORIGIN_NAME;
     let data: serde_json::Map<String, serde_json::Value> = (0..DATA_KEYS.default as usize)
         .map(|i| bound_entry(data_bytes, i, tag))
@@ -206,8 +208,40 @@ pub fn copy_at_every_bound(namespace: &str, data_bytes: usize, tag: &str) -> ser
             "namespace": namespace,
             "labels": {label.0: label.1},
             "annotations": {"pad": "p".repeat(pad)},
+            "managedFields": [made_up_fields(
+                MANAGED_FIELDS_BYTES.default as usize - MANAGED_FIELDS_HEADROOM,
+            )],
         },
         "data": data,
+    })
+}
+
+/// What a copy's managedFields need beyond a tenant's made-up fields, by
+/// `syncsecret_api::bounds::MANAGED_FIELDS_BYTES`'s count: the entry of
+/// whoever creates it and the manager's finalizer and status entries
+/// (about 1.1 KiB), and room for one more.
+pub const MANAGED_FIELDS_HEADROOM: usize = 1536;
+
+/// A managedFields entry of made-up fields (under `f:spec`, which a copy
+/// has not) of `chars` characters as the admission policy counts them
+/// (`syncsecret_api::bounds::MANAGED_FIELDS_BYTES`): the API server keeps
+/// the entries a client sends.
+pub fn made_up_fields(chars: usize) -> serde_json::Value {
+    // The entry counts 256, `f:spec` its name and 6, each field the same.
+    let mut left = chars.saturating_sub(256 + "f:spec".len() + 6);
+    let mut fields = serde_json::Map::new();
+    while left >= 16 {
+        let name_len = left.min(256) - 6;
+        let name = format!("f:{:0>width$}", fields.len(), width = name_len - 2);
+        left -= name.len() + 6;
+        fields.insert(name, serde_json::json!({}));
+    }
+    serde_json::json!({
+        "manager": "made-up",
+        "operation": "Update",
+        "apiVersion": syncsecret_api::v1alpha1::API_VERSION,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:spec": fields},
     })
 }
 

@@ -20,6 +20,7 @@ mod data;
 mod finalizers;
 mod forged;
 mod logs;
+mod managed_fields;
 mod namespaces;
 mod nested;
 mod quota;
@@ -86,6 +87,7 @@ async fn attacks(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
     quota::a_full_quota_at_every_bound_survives_a_restart(pair, values).await?;
     finalizers::finalizers_are_one_and_ours(pair, values).await?;
     data::data_is_bounded_in_keys_and_bytes(pair, values).await?;
+    managed_fields::managed_fields_are_bounded(pair, values).await?;
     logs::tenant_strings_are_cut_and_a_retry_is_logged_once(pair, values).await?;
 
     cluster_name::a_second_ccm_with_the_same_cluster_name(pair, values).await?;

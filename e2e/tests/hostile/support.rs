@@ -312,3 +312,31 @@ pub(crate) fn audited_writes(pair: &Pair) -> anyhow::Result<Vec<Audited>> {
         })
         .collect())
 }
+
+/// Waits until the copy `name` (`what`) has synced.
+pub(crate) async fn synced(api: &Api<DynamicObject>, name: &str, what: &str) -> anyhow::Result<()> {
+    eventually(&format!("{what} synced"), WAIT, || async {
+        let (reason, message) = verdict(api, name).await?;
+        (reason == "SecretSynced")
+            .then_some(())
+            .ok_or(format!("{reason}: {message}"))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Waits until the copy `name` is gone.
+pub(crate) async fn gone(api: &Api<DynamicObject>, name: &str) -> anyhow::Result<()> {
+    eventually(&format!("copy {name} gone"), WAIT, || async {
+        match api.get_opt(name).await {
+            Ok(None) => Ok(()),
+            Ok(Some(o)) => Err(format!(
+                "{} finalizers left",
+                o.metadata.finalizers.map_or(0, |f| f.len())
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await?;
+    Ok(())
+}
