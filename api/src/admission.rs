@@ -137,13 +137,21 @@ pub fn copy_policy(prefix: &str, manager_user: &str, limits: &Limits) -> Value {
             "reason": "RequestEntityTooLarge",
         }),
     ];
+    let metadata_bytes = ["labels", "annotations"]
+        .map(|f| {
+            format!(
+                "(has(object.metadata.{f}) ? object.metadata.{f}.map(k, 2 * size(k) + size(bytes(object.metadata.{f}[k])) + {e}).sum() : 0)",
+                e = bounds::ENTRY_BYTES
+            )
+        })
+        .join(" + ");
     let mut variables = vec![
         json!({"name": "finalizers", "expression": "has(object.metadata.finalizers) ? size(object.metadata.finalizers) : 0"}),
         json!({"name": "dataKeys", "expression": "has(object.data) ? size(object.data) : 0"}),
-        // Keys count: 4,096 keys of 253 characters with empty
-        // values are a megabyte too.
-        json!({"name": "dataBytes", "expression": "has(object.data) ? object.data.map(k, size(k) + size(object.data[k])).sum() : 0"}),
-        json!({"name": "metadataBytes", "expression": "(has(object.metadata.labels) ? object.metadata.labels.map(k, size(k) + size(bytes(object.metadata.labels[k]))).sum() : 0) + (has(object.metadata.annotations) ? object.metadata.annotations.map(k, size(k) + size(bytes(object.metadata.annotations[k]))).sum() : 0)"}),
+        // Keys count, twice (4,096 keys of 253 characters with empty
+        // values are two megabytes stored), and every entry 16 more.
+        json!({"name": "dataBytes", "expression": format!("has(object.data) ? object.data.map(k, 2 * size(k) + size(object.data[k]) + {e}).sum() : 0", e = bounds::ENTRY_BYTES)}),
+        json!({"name": "metadataBytes", "expression": metadata_bytes}),
         json!({"name": "managedFields", "expression": "has(object.metadata.managedFields) ? object.metadata.managedFields : []"}),
     ];
     variables.extend(managed_fields_variables(&width));

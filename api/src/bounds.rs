@@ -111,10 +111,18 @@ pub const COPIES: Bound = Bound {
     test: "e2e/tests/hostile/copies.rs (a flood over the quota)",
 };
 
-/// The most bytes of `data` per copy, keys and base64 values together.
+/// What an entry of `data`, `labels` or `annotations` is counted beyond
+/// its key and value: its key again (managedFields name it, on the copy
+/// and on the Secret) and 16 for its JSON there and in the object. So a
+/// copy's bytes as counted are about what etcd stores of it, whether in
+/// a few long values or in many short keys.
+pub const ENTRY_BYTES: u64 = 16;
+
+/// The most bytes of `data` per copy: base64 values, keys twice and
+/// [`ENTRY_BYTES`] a key.
 pub const DATA_BYTES: Bound = Bound {
     key: "dataBytes",
-    what: "bytes of data keys and base64 values per copy",
+    what: "bytes of data per copy (base64 values, keys twice, 16 a key)",
     default: 16_384,
     // The base64 of the 1 MiB a Secret holds.
     ceiling: Some(1_398_104),
@@ -134,11 +142,11 @@ pub const DATA_KEYS: Bound = Bound {
     test: "e2e/tests/hostile/data.rs",
 };
 
-/// The most bytes of label and annotation keys and values per copy (UTF-8
-/// bytes, not characters).
+/// The most bytes of labels and annotations per copy (UTF-8 bytes, not
+/// characters): values, keys twice and [`ENTRY_BYTES`] an entry.
 pub const METADATA_BYTES: Bound = Bound {
     key: "metadataBytes",
-    what: "bytes of label and annotation keys and values per copy",
+    what: "bytes of labels and annotations per copy (values, keys twice, 16 an entry)",
     default: 4_096,
     // The API server's own limit on annotations.
     ceiling: Some(262_144),
@@ -210,14 +218,15 @@ pub const WRITE_BYTES_PER_MINUTE: Bound = Bound {
 
 /// What the manager writes for one tenant at once before it paces it by
 /// [`WRITE_BYTES_PER_MINUTE`], per copy of the tenant's quota: a first
-/// sync of a copy at every bound by default (the finalizer and the status,
-/// each charged the copy's data and 1 KiB, and the Secret, its data
-/// decoded and 1 KiB), so that a tenant may have its whole quota synced
-/// at once, whatever the quota.
+/// sync of a copy at every bound as a ccm writes it (with our finalizer)
+/// by default, its Secret and its status, each charged what it stores and
+/// 1 KiB, so that a tenant may have its whole quota synced at once,
+/// whatever the quota. What a tenant at every bound writes beyond that
+/// (a copy without our finalizer, a rewrite) is paced.
 pub const WRITE_BURST_BYTES: Bound = Bound {
     key: "writeBurstBytesPerCopy",
     what: "bytes the manager writes per tenant at once before it paces them, per copy of its quota",
-    default: 49_152,
+    default: 45_056,
     ceiling: None,
     settable: true,
     enforcer: Enforcer::Manager,

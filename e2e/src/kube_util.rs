@@ -172,10 +172,12 @@ pub fn holds_value(value: &str) -> impl Fn(&k8s_openapi::api::core::v1::Secret) 
 /// Entry `i` of [`copy_at_every_bound`]'s data: its key and base64 value,
 /// the value's bytes starting with `tag`.
 pub fn bound_entry(data_bytes: usize, i: usize, tag: &str) -> (String, serde_json::Value) {
-    let per_key = data_bytes / syncsecret_api::bounds::DATA_KEYS.default as usize;
+    use syncsecret_api::bounds::{DATA_KEYS, ENTRY_BYTES};
+    // As the policy counts it: the key twice, the value, ENTRY_BYTES.
+    let per_key = (data_bytes / DATA_KEYS.default as usize).saturating_sub(ENTRY_BYTES as usize);
     // Four characters of key at least, the rest base64 without padding.
-    let value_len = per_key.saturating_sub(4) / 4 * 4;
-    let key_len = per_key - value_len;
+    let value_len = per_key.saturating_sub(8) / 4 * 4;
+    let key_len = (per_key - value_len) / 2;
     let mut raw = format!("{tag}:{i}:").into_bytes();
     raw.resize(value_len / 4 * 3, b'x');
     (
@@ -193,13 +195,15 @@ pub fn bound_entry(data_bytes: usize, i: usize, tag: &str) -> (String, serde_jso
 /// [`MANAGED_FIELDS_HEADROOM`]. Each value's bytes start with `tag`. As
 /// JSON, named by a fresh UID.
 pub fn copy_at_every_bound(namespace: &str, data_bytes: usize, tag: &str) -> serde_json::Value {
-    use syncsecret_api::bounds::{DATA_KEYS, MANAGED_FIELDS_BYTES, METADATA_BYTES};
+    use syncsecret_api::bounds::{DATA_KEYS, ENTRY_BYTES, MANAGED_FIELDS_BYTES, METADATA_BYTES};
     use syncsecret_api::contract::LABEL_ORIGIN_NAME;
     let data: serde_json::Map<String, serde_json::Value> = (0..DATA_KEYS.default as usize)
         .map(|i| bound_entry(data_bytes, i, tag))
         .collect();
     let label = (LABEL_ORIGIN_NAME, "by-hand");
-    let pad = METADATA_BYTES.default as usize - label.0.len() - label.1.len() - "pad".len();
+    // As the policy counts them: keys twice, values, ENTRY_BYTES each.
+    let entry = |key: &str, value: usize| 2 * key.len() + value + ENTRY_BYTES as usize;
+    let pad = METADATA_BYTES.default as usize - entry(label.0, label.1.len()) - entry("pad", 0);
     serde_json::json!({
         "apiVersion": syncsecret_api::v1alpha1::API_VERSION,
         "kind": syncsecret_api::v1alpha1::KIND,

@@ -22,10 +22,12 @@ use kube::{Api, Client};
 use prometheus::{IntCounterVec, Opts, Registry};
 use syncsecret_api::SyncSecret;
 use syncsecret_api::admission::QUOTA_NAME;
+use syncsecret_api::payload::Payload;
+use syncsecret_api::policy::KEY_ENTRY_BYTES;
 use syncsecret_runtime::cache::summary::Summary;
 
-/// What one write costs a bucket beyond its object's data: the object's
-/// own metadata, managedFields and status, and an event that may follow.
+/// What one write costs a bucket beyond the object it stores: a status
+/// that grows, an event that may follow, a deletion's tombstone.
 pub const WRITE_OVERHEAD: u64 = 1024;
 
 /// How often a tenant's quota is read again.
@@ -38,10 +40,18 @@ const NO_QUOTA: u64 = syncsecret_api::bounds::COPIES.default;
 /// The resource the quota counts copies as.
 const COUNTED: &str = "count/syncsecrets.kubelb.k8c.io";
 
-/// About what a write of the whole copy stores: its data in base64 (its
-/// metadata and status are in [`WRITE_OVERHEAD`]).
+/// What a write of the whole copy stores (a status, a finalizer): the copy
+/// as the API server last sent it, its data, metadata, managedFields and
+/// status; its data in base64 where that is not known.
 pub fn copy_bytes(copy: &Summary<SyncSecret>) -> u64 {
-    (copy.payload.size as u64).saturating_mul(4) / 3
+    let data = (copy.payload.size as u64).saturating_mul(4) / 3;
+    data.max(copy.stored_bytes as u64)
+}
+
+/// What a write of a copy's Secret stores: its keys and values, and its
+/// managedFields naming each key again.
+pub fn secret_bytes(payload: &Payload) -> u64 {
+    (payload.size() + payload.key_bytes() + payload.data.len() * KEY_ENTRY_BYTES) as u64
 }
 
 /// The tenants' buckets.
@@ -171,10 +181,18 @@ impl WriteBudgets {
         Some(wait.clamp(Duration::from_millis(100), REREAD))
     }
 
-    /// Charges `bytes` (and [`WRITE_OVERHEAD`]) written for `namespace`.
+    /// Charges `bytes` (and [`WRITE_OVERHEAD`]) written for `namespace`,
+    /// at most a burst per copy: only a copy beyond the admission policy's
+    /// bounds stores more (an admin's, or one stored before the policy),
+    /// and what an admin writes is not the tenant's churn to pay for.
     pub fn charge(&self, namespace: &str, bytes: u64) {
+        let most = if self.per_copy > 0.0 {
+            self.per_copy
+        } else {
+            f64::INFINITY
+        };
         self.with(namespace, |b, _, _| {
-            b.tokens -= (bytes + WRITE_OVERHEAD) as f64;
+            b.tokens -= ((bytes + WRITE_OVERHEAD) as f64).min(most);
         });
     }
 }
@@ -185,19 +203,32 @@ mod tests {
 
     #[test]
     fn a_tenant_writes_its_burst_then_waits_while_others_do_not() {
-        // 100 bytes a copy, 100 copies: 10,000 bytes at once.
-        let b = WriteBudgets::register(60_000, 100, "t", &Registry::new()).unwrap();
+        // 10,000 bytes a copy, 100 copies: 1,000,000 at once, then 1,000 a
+        // second.
+        let b = WriteBudgets::register(60_000, 10_000, "t", &Registry::new()).unwrap();
         assert_eq!(b.wait("a"), None);
-        b.charge("a", 8_000 - WRITE_OVERHEAD);
+        for _ in 0..100 {
+            b.charge("a", 10_000 - WRITE_OVERHEAD);
+        }
         assert_eq!(b.wait("a"), None, "within the burst");
-        b.charge("a", 4_000 - WRITE_OVERHEAD);
+        b.charge("a", 2_000 - WRITE_OVERHEAD);
         // 2,000 bytes in debt at 1,000 a second: about two seconds.
         let wait = b.wait("a").expect("in debt");
         assert!(
             wait > Duration::from_millis(1_900) && wait <= Duration::from_secs(2),
             "{wait:?}"
         );
-        b.charge("a", 1_000_000);
+        // A write of a copy beyond the policy's bounds (an admin's) is
+        // charged as a burst per copy: 10 s more, not a day.
+        b.charge("a", 1 << 30);
+        let wait = b.wait("a").expect("in debt");
+        assert!(
+            wait > Duration::from_millis(11_900) && wait <= Duration::from_secs(12),
+            "{wait:?}"
+        );
+        for _ in 0..10 {
+            b.charge("a", 10_000);
+        }
         assert_eq!(
             b.wait("a"),
             Some(REREAD),
@@ -209,47 +240,62 @@ mod tests {
         assert_eq!(unpaced.wait("a"), None);
     }
 
-    /// The default burst is one first sync of a copy at every bound: the
-    /// finalizer (the copy), its Secret and its status. A tenant's whole
-    /// quota at the bounds syncs at once (at 40 KiB, the last copies of a
-    /// full quota waited minutes).
+    /// The default burst is one first sync of a copy at every bound, as a
+    /// ccm writes it (with our finalizer): its Secret and its status. A
+    /// tenant's whole quota at the bounds syncs at once; one written
+    /// without our finalizer, a write more each, is paced.
     #[test]
     fn the_default_burst_syncs_a_copy_at_every_bound() {
         use syncsecret_api::bounds::{
-            COPIES, DATA_BYTES, WRITE_BURST_BYTES, WRITE_BYTES_PER_MINUTE,
+            COPIES, DATA_BYTES, MANAGED_FIELDS_BYTES, METADATA_BYTES, WRITE_BURST_BYTES,
+            WRITE_BYTES_PER_MINUTE,
         };
-        // The bound counts data as base64; a Secret stores it decoded.
-        let (copy, secret) = (DATA_BYTES.default, DATA_BYTES.default * 3 / 4);
-        let b = WriteBudgets::register(
-            WRITE_BYTES_PER_MINUTE.default,
-            WRITE_BURST_BYTES.default,
-            "t",
-            &Registry::new(),
-        )
-        .unwrap();
-        for _ in 0..COPIES.default {
-            assert_eq!(b.wait("a"), None);
-            b.charge("a", copy); // the finalizer
-            b.charge("a", secret);
-            b.charge("a", copy); // the status
-        }
-        assert_eq!(b.wait("a"), None, "the whole quota synced at once");
+        // The copy as stored: its data, labels and annotations as the
+        // policy counts them, managedFields beyond their names, 1 KiB of
+        // the rest (name, UID, status); the Secret at most its data so
+        // counted (keys twice, values decoded).
+        let copy =
+            DATA_BYTES.default + METADATA_BYTES.default + MANAGED_FIELDS_BYTES.default + 1024;
+        let secret = DATA_BYTES.default;
+        let quota_synced = |burst: u64| {
+            let b = WriteBudgets::register(
+                WRITE_BYTES_PER_MINUTE.default,
+                burst,
+                "t",
+                &Registry::new(),
+            )
+            .unwrap();
+            for _ in 0..COPIES.default {
+                b.charge("a", secret);
+                b.charge("a", copy); // the status
+            }
+            b.wait("a").is_none()
+        };
+        assert!(
+            quota_synced(WRITE_BURST_BYTES.default),
+            "the whole quota synced at once"
+        );
+        // And little more: the burst is what etcd holds until compaction.
+        assert!(!quota_synced(WRITE_BURST_BYTES.default - 2048));
     }
 
     #[test]
     fn a_larger_quota_is_a_larger_bucket_and_a_raise_counts_at_once() {
-        let b = WriteBudgets::register(60, 100, "t", &Registry::new()).unwrap();
+        let b = WriteBudgets::register(60, 10_000, "t", &Registry::new()).unwrap();
         assert!(b.quota_stale("big"));
-        b.set_quota("big", 2_500);
+        b.set_quota("big", 250);
         assert!(!b.quota_stale("big"));
-        b.charge("big", 100 * 2_500 - WRITE_OVERHEAD);
+        for _ in 0..250 {
+            b.charge("big", 10_000 - WRITE_OVERHEAD);
+        }
         assert_eq!(b.wait("big"), None, "its whole quota synced at once");
-        b.charge("big", 10_000);
+        b.charge("big", 5_000);
         assert!(b.wait("big").is_some());
-        b.set_quota("big", 3_000);
+        b.set_quota("big", 300);
         assert_eq!(b.wait("big"), None, "the platform raised it");
-        b.set_quota("small", 10);
-        b.charge("small", 2_000);
+        b.set_quota("small", 1);
+        b.charge("small", 5_000);
+        b.charge("small", 5_000);
         assert!(
             b.wait("small").is_some(),
             "a smaller quota, a smaller bucket"

@@ -29,7 +29,7 @@ use syncsecret_runtime::reconcile::failure::Failure;
 use syncsecret_runtime::reconcile::writer::{Deleted, Writer};
 use syncsecret_runtime::reconcile::{Finalized, Outcome, retry_later};
 
-use crate::budget::copy_bytes;
+use crate::budget::{copy_bytes, secret_bytes};
 use crate::{Context, Error};
 
 /// Reconciles one copy; counts it; reports a failure in its status and as
@@ -43,18 +43,24 @@ pub async fn reconcile(copy: Arc<Summary<SyncSecret>>, ctx: Arc<Context>) -> Res
         return let_go(&copy, &namespace, ctx.as_ref()).await;
     }
     let deleting = copy.meta().deletion_timestamp.is_some();
-    // A tenant whose write budget is spent waits, holding no worker; a
-    // deletion is never held up (it frees what the tenant holds).
+    let ours = copy.finalizers().iter().any(|f| f == FINALIZER);
+    // A tenant whose write budget is spent waits, holding no worker. Its
+    // deletions too: a tenant making and deleting copies in a loop would
+    // otherwise have the manager write for it at no pace.
     ctx.budgets.read_quota(&ctx.client, &namespace).await;
-    if !deleting && let Some(wait) = ctx.budgets.wait(&namespace) {
+    if let Some(wait) = ctx.budgets.wait(&namespace) {
         tracing::debug!(%namespace, copy = %copy.name_any(), ?wait, "the tenant's write budget is spent; waiting");
         ctx.metrics
             .reconciled(&namespace, ReconcileResult::Skipped, started.elapsed());
         return Ok(Action::requeue(wait));
     }
-    // The finalizer is added by the first reconcile: a write of the copy.
-    if !deleting && !copy.finalizers().iter().any(|f| f == FINALIZER) {
+    // The finalizer is added by the first reconcile, and taken off after
+    // the Secret's deletion: a write of the copy each.
+    if deleting == ours {
         ctx.budgets.charge(&namespace, copy_bytes(&copy));
+    }
+    if deleting && ours {
+        ctx.budgets.charge(&namespace, 0);
     }
     let api: Api<Summary<SyncSecret>> = Api::namespaced(ctx.client.clone(), &namespace);
     let c = &ctx;
@@ -271,7 +277,7 @@ async fn write_secret(
         until_cached(ctx, &stored).await;
     }
     drop(budget);
-    ctx.budgets.charge(&namespace, payload.size() as u64);
+    ctx.budgets.charge(&namespace, secret_bytes(&payload));
     ctx.verify_failures.check(&namespace, &desired, &stored)?;
     let verb = if live.is_some() { "updated" } else { "created" };
     tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "secret {verb}");

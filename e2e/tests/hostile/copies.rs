@@ -1,5 +1,7 @@
 //! Copies no ccm would write, oversized metadata, and a flood over the quota.
 
+use syncsecret_api::bounds::METADATA_BYTES;
+
 use crate::support::*;
 
 /// The management cluster bounds what a tenant writes, by the API server,
@@ -22,6 +24,7 @@ pub(crate) async fn copies_are_bounded_by_the_management_cluster(
         copy_in(&evil_ns, name, body)
     };
     let big = "x".repeat(20_000);
+    let over_metadata = format!("{}, over the limit", METADATA_BYTES.what);
     for (what, o, expected) in [
         (
             "not named by a UID",
@@ -40,7 +43,7 @@ pub(crate) async fn copies_are_bounded_by_the_management_cluster(
                 o.annotations_mut().insert("big".to_owned(), big.clone());
                 o
             },
-            "bytes of label and annotation keys and values per copy, over the limit",
+            over_metadata.as_str(),
         ),
         (
             // 1,100 characters, 4,400 bytes: the cap counts bytes.
@@ -51,7 +54,7 @@ pub(crate) async fn copies_are_bounded_by_the_management_cluster(
                     .insert("wide".to_owned(), "\u{1D11E}".repeat(1_100));
                 o
             },
-            "bytes of label and annotation keys and values per copy, over the limit",
+            over_metadata.as_str(),
         ),
     ] {
         match copies.create(&PostParams::default(), &o).await {
@@ -76,10 +79,9 @@ pub(crate) async fn copies_are_bounded_by_the_management_cluster(
     api.create(&PostParams::default(), &heavy).await?;
     let message = eventually("the tenant told its copy is too large", WAIT, || async {
         let (reason, message) = verdict(&api, "heavy-metadata").await?;
-        (reason == "ApplyCopyFailed"
-            && message.contains("bytes of label and annotation keys and values per copy"))
-        .then(|| message.clone())
-        .ok_or(format!("{reason}: {message}"))
+        (reason == "ApplyCopyFailed" && message.contains(METADATA_BYTES.what))
+            .then(|| message.clone())
+            .ok_or(format!("{reason}: {message}"))
     })
     .await?;
     println!(

@@ -1,6 +1,6 @@
 //! A copy's data, bounded in keys and in bytes counting its keys.
 
-use syncsecret_api::bounds::{DATA_BYTES, DATA_KEYS};
+use syncsecret_api::bounds::{DATA_BYTES, DATA_KEYS, ENTRY_BYTES};
 
 use crate::support::*;
 
@@ -40,9 +40,9 @@ pub(crate) async fn data_is_bounded_in_keys_and_bytes(
         ensure!(message.contains(&expected), "expected «{expected}»");
     }
     // As many keys as allowed, of 253 characters, with four bytes each:
-    // under the count, over the bytes only because keys count.
+    // under the count, over the bytes only because keys count (twice).
     let at_count = keys(max_keys, 253, "dg==");
-    let bytes = max_keys * (253 + 4);
+    let bytes = max_keys * (2 * 253 + 4 + ENTRY_BYTES);
     ensure!(bytes > max_bytes, "the probe fits: {bytes} bytes");
     let message = refusal(
         &format!("a copy of {max_keys} keys of 253 characters"),
@@ -53,9 +53,7 @@ pub(crate) async fn data_is_bounded_in_keys_and_bytes(
             )
             .await,
     )?;
-    let expected = format!(
-        "{bytes} bytes of data keys and base64 values per copy, over the limit of {max_bytes}"
-    );
+    let expected = DATA_BYTES.refusal(bytes);
     ensure!(message.contains(&expected), "expected «{expected}»");
 
     // Through the tenant's own ccm: its object says which bound it met.

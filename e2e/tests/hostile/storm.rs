@@ -129,9 +129,73 @@ pub(crate) async fn a_write_storm_is_paced_and_others_keep_converging(
         dispatched >= writes as f64,
         "only {dispatched} requests through the tenants' flow schema"
     );
+    churn_is_paced(pair, values, &copies, &evil_ns).await?;
     for name in &names {
         copies.delete(name, &Default::default()).await?;
     }
+    ready(&pair.manager)
+}
+
+/// How long the tenant makes and deletes copies in a loop.
+const CHURN: Duration = Duration::from_secs(20);
+
+/// The evil tenant, its budget spent by the storm, makes copies with our
+/// finalizer (as a ccm writes them) and deletes each at once, in a loop.
+/// Each deletion needs the manager to take its finalizer off: charged and
+/// paced like any write, so a handful in 20 s, not one per loop (the
+/// quota holds the copies waiting). The good tenant converges meanwhile.
+async fn churn_is_paced(
+    pair: &Pair,
+    values: &mut Values,
+    copies: &Api<DynamicObject>,
+    evil_ns: &str,
+) -> anyhow::Result<()> {
+    let audited_before = audited_writes(pair)?.len();
+    let started = std::time::Instant::now();
+    let mut made = std::collections::HashSet::new();
+    let mut held_by_quota = 0;
+    while started.elapsed() < CHURN {
+        let mut o = copy_in(
+            evil_ns,
+            &uuid::Uuid::new_v4().to_string(),
+            json!({"data": {"k": "dg=="}}),
+        );
+        o.metadata.finalizers = Some(vec![syncsecret_api::contract::FINALIZER.to_owned()]);
+        match copies.create(&PostParams::default(), &o).await {
+            Ok(_) => {
+                made.insert(o.name_any());
+                copies.delete(&o.name_any(), &Default::default()).await?;
+            }
+            Err(kube::Error::Api(s)) if s.message.contains("exceeded quota") => {
+                held_by_quota += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    good_tenant_converges(pair, "after-churn", &values.fresh("good-churn")).await?;
+    // The audit log has a write a moment after it was answered.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let manager = "system:serviceaccount:kubelb:syncsecret-manager";
+    let released = audited_writes(pair)?[audited_before..]
+        .iter()
+        .filter(|w| w.user == manager && w.verb == "patch" && w.subresource.is_empty())
+        .filter(|w| w.namespace == evil_ns && made.contains(&w.name))
+        .count() as f64;
+    // Each release is charged at least twice the overhead (the Secret's
+    // deletion, the copy without our finalizer); the budget refills at its
+    // rate, and the reconciles running when it ran out may each finish.
+    let per_release = 2.0 * 1024.0;
+    let most = WRITE_BYTES_PER_MINUTE.default as f64 * seconds / 60.0 / per_release + 16.0;
+    println!(
+        "    a churn of {} copies made and deleted in {seconds:.0} s ({held_by_quota} refused by the quota meanwhile): the manager released {released} (its budget allows at most {most:.0})",
+        made.len()
+    );
+    ensure!(
+        released <= most,
+        "the manager released {released} copies of the churn"
+    );
     ready(&pair.manager)
 }
 

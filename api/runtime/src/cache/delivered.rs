@@ -67,11 +67,12 @@ impl<'de, K: Summarize> Deserialize<'de> for Fresh<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
         let small = raw.get().len() <= KEPT_BYTES;
-        let (summary, whole) = match Lenient::<K>::from_json(raw.get()).map_err(D::Error::custom)? {
-            Lenient::Decoded(object) if small => object.summary_and_whole(),
-            Lenient::Decoded(object) => (object.summary(), None),
-            Lenient::Undecodable(u) => (Summary::undecodable(*u), None),
-        };
+        let (mut summary, whole) =
+            match Lenient::<K>::from_json(raw.get()).map_err(D::Error::custom)? {
+                Lenient::Decoded(object) if small => object.summary_and_whole(),
+                read => (Summary::of_lenient(read, 0), None),
+            };
+        summary.stored_bytes = raw.get().len();
         Ok(Self {
             summary,
             whole: whole.map(Box::new),

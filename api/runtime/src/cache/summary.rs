@@ -78,6 +78,10 @@ pub struct Summary<K> {
     /// Whether the object has `stringData` (a copy written by the ccm never
     /// has: one that has was written by someone else).
     pub has_string_data: bool,
+    /// The length of the object's JSON as the API server sent it (0 when
+    /// not read from an answer): about what etcd holds of a custom
+    /// resource, so what a write of the whole object stores again.
+    pub stored_bytes: usize,
     /// The label and annotation keys the cache did not keep
     /// ([`Summary::retain_metadata`]), by name; `None` when it kept all.
     kept_off: Option<Box<KeptOff>>,
@@ -201,6 +205,7 @@ impl<K> Summary<K> {
             status,
             certificate: None,
             has_string_data: false,
+            stored_bytes: 0,
             kept_off: None,
             undecodable: None,
             kind: PhantomData,
@@ -441,6 +446,7 @@ impl<K> Clone for Summary<K> {
             payload: self.payload.clone(),
             status: self.status.clone(),
             has_string_data: self.has_string_data,
+            stored_bytes: self.stored_bytes,
             kept_off: self.kept_off.clone(),
             undecodable: self.undecodable.clone(),
             kind: PhantomData,
@@ -469,10 +475,21 @@ impl<K: kube::Resource<DynamicType = ()>> std::fmt::Debug for Summary<K> {
 /// or watch page it came in.
 impl<'de, K: Summarize> Deserialize<'de> for Summary<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Lenient::<K>::deserialize(deserializer).map(|read| match read {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        let read = Lenient::<K>::from_json(raw.get()).map_err(serde::de::Error::custom)?;
+        Ok(Summary::of_lenient(read, raw.get().len()))
+    }
+}
+
+impl<K: Summarize> Summary<K> {
+    /// The summary of an object read leniently from `stored_bytes` of JSON.
+    pub fn of_lenient(read: Lenient<K>, stored_bytes: usize) -> Self {
+        let mut summary = match read {
             Lenient::Decoded(object) => object.summary(),
             Lenient::Undecodable(u) => Summary::undecodable(*u),
-        })
+        };
+        summary.stored_bytes = stored_bytes;
+        summary
     }
 }
 
@@ -568,6 +585,19 @@ mod tests {
         assert_eq!(Summary::<SyncSecret>::plural(&()), "syncsecrets");
         assert_eq!(Summary::<Secret>::kind(&()), "Secret");
         assert_eq!(Summary::<Secret>::api_version(&()), "v1");
+    }
+
+    #[test]
+    fn a_summary_knows_how_large_the_object_it_was_read_from_is() {
+        let text = r#"{"apiVersion":"kubelb.k8c.io/v1alpha1","kind":"SyncSecret","metadata":{"name":"c","managedFields":[{"manager":"m","fieldsV1":{"f:spec":{"f:made-up":{}}}}]},"data":{"k":"dg=="}}"#;
+        let summary: Summary<SyncSecret> = serde_json::from_str(text).unwrap();
+        assert_eq!(summary.stored_bytes, text.len(), "managedFields included");
+        let undecodable = text.replace(r#""dg==""#, "42");
+        let summary: Summary<SyncSecret> = serde_json::from_str(&undecodable).unwrap();
+        assert!(summary.unreadable().is_some());
+        assert_eq!(summary.stored_bytes, undecodable.len());
+        let fresh: crate::cache::delivered::Fresh<SyncSecret> = serde_json::from_str(text).unwrap();
+        assert_eq!(fresh.into_parts().0.stored_bytes, text.len());
     }
 }
 
