@@ -191,7 +191,7 @@ pub fn bound_entry(data_bytes: usize, i: usize, tag: &str) -> (String, serde_jso
 /// (`syncsecret_api::bounds`) but `data_bytes` (a platform may raise it):
 /// as many keys as allowed, keys and base64 values filling `data_bytes`
 /// exactly, labels and annotations filling the metadata bytes exactly,
-/// managedFields naming made-up fields up to their bound but for
+/// our finalizer (as a ccm writes it), managedFields naming made-up fields up to their bound but for
 /// [`MANAGED_FIELDS_HEADROOM`]. Each value's bytes start with `tag`. As
 /// JSON, named by a fresh UID.
 pub fn copy_at_every_bound(namespace: &str, data_bytes: usize, tag: &str) -> serde_json::Value {
@@ -212,6 +212,7 @@ pub fn copy_at_every_bound(namespace: &str, data_bytes: usize, tag: &str) -> ser
             "namespace": namespace,
             "labels": {label.0: label.1},
             "annotations": {"pad": "p".repeat(pad)},
+            "finalizers": [syncsecret_api::contract::FINALIZER],
             "managedFields": [made_up_fields(
                 MANAGED_FIELDS_BYTES.default as usize - MANAGED_FIELDS_HEADROOM,
             )],

@@ -15,9 +15,7 @@ fn at_every_bound(namespace: &str) -> DynamicObject {
         DATA_BYTES.default as usize,
         "quota",
     );
-    let mut copy: DynamicObject = serde_json::from_value(copy).expect("a copy");
-    copy.metadata.finalizers = Some(vec![syncsecret_api::contract::FINALIZER.to_owned()]);
-    copy
+    serde_json::from_value(copy).expect("a copy")
 }
 
 /// The evil tenant fills its quota with copies at every per-copy bound;
