@@ -123,6 +123,29 @@ pub fn copy_policy(prefix: &str, manager_user: &str, limits: &Limits) -> Value {
             &width,
             "RequestEntityTooLarge",
         ),
+        bounded(
+            &bounds::MANAGED_FIELDS_ENTRIES,
+            "size(variables.managedFields)",
+            &bounds::MANAGED_FIELDS_ENTRIES.default.to_string(),
+            "RequestEntityTooLarge",
+        ),
+        // What an entry is counted (MANAGED_FIELDS_ENTRY_BYTES) holds only
+        // for entries that name their manager, subresource and API version
+        // as the API server's clients do.
+        json!({
+            "expression": format!(
+                "size(variables.managedFields) > {} || variables.managedFields.all(m, {})",
+                bounds::MANAGED_FIELDS_ENTRIES.default,
+                [
+                    format!("(!has(m.manager) || m.manager.matches({MANAGER}))"),
+                    "(!has(m.subresource) || m.subresource in ['', 'status'])".to_owned(),
+                    format!("(!has(m.apiVersion) || m.apiVersion.matches({API_VERSION}))"),
+                ]
+                .join(" && ")
+            ),
+            "message": "a managedFields entry of a copy names its manager in at most 128 printable ASCII characters but \", \\, <, > and &, its subresource as none or status, and its apiVersion as group/version",
+            "reason": "Invalid",
+        }),
         json!({
             "expression": format!("{} == 0 || {} > {width}", depth_var(DEPTHS + 1), depth_var(DEPTHS)),
             "message": format!("a copy's managedFields name fields below the {DEPTHS} levels a copy has"),
@@ -137,20 +160,33 @@ pub fn copy_policy(prefix: &str, manager_user: &str, limits: &Limits) -> Value {
             "reason": "RequestEntityTooLarge",
         }),
     ];
-    let metadata_bytes = ["labels", "annotations"]
-        .map(|f| {
-            format!(
-                "(has(object.metadata.{f}) ? object.metadata.{f}.map(k, 2 * size(k) + size(bytes(object.metadata.{f}[k])) + {e}).sum() : 0)",
-                e = bounds::ENTRY_BYTES
-            )
-        })
-        .join(" + ");
+    // Values as JSON stores them (escapes), counted only where their
+    // characters alone do not already exceed the limit: so no regular
+    // expression walks more than the limit's worth of text.
+    let metadata_sum = |value: &dyn Fn(&str) -> String| {
+        ["labels", "annotations"]
+            .map(|f| {
+                format!(
+                    "(has(object.metadata.{f}) ? object.metadata.{f}.map(k, 2 * size(k) + {v} + {e}).sum() : 0)",
+                    v = value(&format!("object.metadata.{f}[k]")),
+                    e = bounds::ENTRY_BYTES
+                )
+            })
+            .join(" + ")
+    };
+    let metadata_at_least = metadata_sum(&|v| format!("size({v})"));
+    let metadata_bytes = format!(
+        "variables.metadataAtLeast > {limit} ? variables.metadataAtLeast : {precise}",
+        limit = limits.metadata_bytes,
+        precise = metadata_sum(&|v| escaped_bytes(v)),
+    );
     let mut variables = vec![
         json!({"name": "finalizers", "expression": "has(object.metadata.finalizers) ? size(object.metadata.finalizers) : 0"}),
         json!({"name": "dataKeys", "expression": "has(object.data) ? size(object.data) : 0"}),
         // Keys count, twice (4,096 keys of 253 characters with empty
         // values are two megabytes stored), and every entry 16 more.
         json!({"name": "dataBytes", "expression": format!("has(object.data) ? object.data.map(k, 2 * size(k) + size(object.data[k]) + {e}).sum() : 0", e = bounds::ENTRY_BYTES)}),
+        json!({"name": "metadataAtLeast", "expression": metadata_at_least}),
         json!({"name": "metadataBytes", "expression": metadata_bytes}),
         json!({"name": "managedFields", "expression": "has(object.metadata.managedFields) ? object.metadata.managedFields : []"}),
     ];
@@ -224,19 +260,26 @@ fn managed_fields_variables(width: &str) -> Vec<Value> {
             "expression": format!("{above} > {width} ? {above} : {}", per_entry(count)),
         }));
     }
-    // Fields as stored: a name and 6 characters of JSON; an entry 256.
-    let mut chars = String::new();
-    for d in (1..=DEPTHS).rev() {
-        let i = iters[d - 1];
-        let deeper = if chars.is_empty() {
-            String::new()
-        } else {
-            format!(" + {chars}")
-        };
-        chars = format!("{}.map({i}, size({i}) + 6{deeper}).sum()", path(d));
-    }
-    let entries =
-        format!("variables.managedFields.map(m, 256 + (has(m.fieldsV1) ? {chars} : 0)).sum()");
+    // Fields as stored: a name and 6 bytes of JSON, an entry
+    // MANAGED_FIELDS_ENTRY_BYTES. First a character a byte, cheap; where
+    // that is within the bound, as JSON stores each name (escapes), so
+    // that no regular expression walks more than the bound's worth.
+    let fields = |name: &dyn Fn(&str) -> String| {
+        let mut chars = String::new();
+        for d in (1..=DEPTHS).rev() {
+            let i = iters[d - 1];
+            let deeper = if chars.is_empty() {
+                String::new()
+            } else {
+                format!(" + {chars}")
+            };
+            chars = format!("{}.map({i}, {} + 6{deeper}).sum()", path(d), name(i));
+        }
+        format!(
+            "variables.managedFields.map(m, {} + (has(m.fieldsV1) ? {chars} : 0)).sum()",
+            bounds::MANAGED_FIELDS_ENTRY_BYTES
+        )
+    };
     // What names the copy's own fields, once each: `f:`, name and JSON.
     let own = [
         "object.data",
@@ -246,11 +289,43 @@ fn managed_fields_variables(width: &str) -> Vec<Value> {
     .map(|f| format!("(has({f}) ? {f}.map(k, size(k) + 8).sum() : 0)"))
     .join(" + ");
     out.push(json!({
+        "name": "managedFieldsAtLeast",
+        "expression": format!("{} - ({own})", fields(&|n| format!("size({n})"))),
+    }));
+    out.push(json!({
         "name": "managedFieldsExcess",
-        "expression": format!("{entries} - ({own})"),
+        "expression": format!(
+            "variables.managedFieldsAtLeast > {limit} ? variables.managedFieldsAtLeast : {} - ({own})",
+            fields(&|n| escaped_bytes(n)),
+            limit = bounds::MANAGED_FIELDS_BYTES.default,
+        ),
     }));
     out
 }
+
+/// What the API server's JSON holds of string `s`, at most: its UTF-8
+/// bytes, six times over if it has a character JSON escapes (`<`, `>`,
+/// `&`, control characters, U+2028 and U+2029 as `\u....`; `"` and `\`).
+fn escaped_bytes(s: &str) -> String {
+    format!(
+        "size(bytes({s})) * ({s}.matches({ESCAPED_SIX}) ? 6 : ({s}.matches({ESCAPED_TWO}) ? 2 : 1))"
+    )
+}
+
+/// A field manager as clients name theirs (CEL raw string, RE2): printable
+/// ASCII but what JSON escapes, at most 128 (the API server's own limit).
+const MANAGER: &str = r#"r'^[ !#-%(-;=?-\[\]-~]{1,128}$'"#;
+
+/// An API version: a group and a version, at most 128 characters.
+const API_VERSION: &str = r#"r'^[a-z0-9.-]{0,100}/?[a-z0-9]{1,27}$'"#;
+
+/// A character the API server's JSON escapes in six bytes (CEL raw
+/// string, RE2): `\u003c` and the like.
+const ESCAPED_SIX: &str = r#"r'[<>&\x00-\x08\x0b\x0c\x0e-\x1f\x{2028}\x{2029}]'"#;
+
+/// A character the API server's JSON escapes in two bytes: `\"`, `\\`,
+/// `\n`, `\r`, `\t`.
+const ESCAPED_TWO: &str = r#"r'["\\\n\r\t]'"#;
 
 /// The validation that `expr` is at most `limit`, refused naming both.
 fn bounded(bound: &Bound, expr: &str, limit: &str, reason: &str) -> Value {
@@ -307,6 +382,7 @@ mod tests {
             bounds::FINALIZERS,
             bounds::MANAGED_FIELDS_WIDTH,
             bounds::MANAGED_FIELDS_BYTES,
+            bounds::MANAGED_FIELDS_ENTRIES,
         ] {
             assert!(
                 rules.contains(&b.refusal_with("", &b.default.to_string())),

@@ -184,17 +184,36 @@ pub const MANAGED_FIELDS_WIDTH: Bound = Bound {
     test: "e2e/tests/hostile/managed_fields.rs",
 };
 
-/// The most characters of a copy's managedFields beyond the names of its
-/// own data keys, labels and annotations. An entry counts 256, a field its
-/// name and 8 (its `f:` and its JSON); a field the copy has is allowed
-/// once, so that what a ccm and the manager write always fits: their
-/// entries, the status and the finalizer the manager owns take about
-/// 1.5 KiB. Without it a tenant could store 1.5 MiB of made-up fields on
-/// every copy, which etcd keeps and the manager reads.
+/// The most managedFields entries per copy. The API server caps the
+/// entries of updates at ten, not those of applies; each entry costs its
+/// manager's name, its API version and its time.
+pub const MANAGED_FIELDS_ENTRIES: Bound = Bound {
+    key: "managedFieldsEntries",
+    what: "managedFields entries per copy",
+    default: 16,
+    ceiling: None,
+    settable: false,
+    enforcer: Enforcer::Policy,
+    test: "e2e/tests/hostile/managed_fields.rs",
+};
+
+/// What an entry of managedFields is counted besides its fields: its
+/// manager (at most 128), API version, time, operation and JSON.
+pub const MANAGED_FIELDS_ENTRY_BYTES: u64 = 320;
+
+/// The most bytes of a copy's managedFields beyond the names of its own
+/// data keys, labels and annotations. An entry counts
+/// [`MANAGED_FIELDS_ENTRY_BYTES`], a field its name as JSON stores it
+/// (six times over where JSON escapes it) and 6; a field the copy has is
+/// allowed once (its name, `f:` and 6), so that what a ccm and the manager
+/// write always fits: their entries, the status and the finalizer the
+/// manager owns take about 1.5 KiB. Without it a tenant could store
+/// 1.5 MiB of made-up fields on every copy, which etcd keeps and the
+/// manager reads.
 pub const MANAGED_FIELDS_BYTES: Bound = Bound {
     key: "managedFieldsBytes",
-    what: "characters of managedFields per copy beyond the names of its own data keys, labels and annotations",
-    default: 4_096,
+    what: "bytes of managedFields per copy beyond the names of its own data keys, labels and annotations",
+    default: 3_072,
     ceiling: None,
     settable: false,
     enforcer: Enforcer::Policy,
@@ -234,12 +253,13 @@ pub const WRITE_BURST_BYTES: Bound = Bound {
 };
 
 /// Every bound, in the order the docs list them.
-pub const BOUNDS: [Bound; 12] = [
+pub const BOUNDS: [Bound; 13] = [
     COPIES,
     DATA_BYTES,
     DATA_KEYS,
     METADATA_BYTES,
     FINALIZERS,
+    MANAGED_FIELDS_ENTRIES,
     MANAGED_FIELDS_WIDTH,
     MANAGED_FIELDS_BYTES,
     WRITE_BYTES_PER_MINUTE,

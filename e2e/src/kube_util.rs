@@ -224,16 +224,18 @@ pub fn copy_at_every_bound(namespace: &str, data_bytes: usize, tag: &str) -> ser
 /// What a copy's managedFields need beyond a tenant's made-up fields, by
 /// `syncsecret_api::bounds::MANAGED_FIELDS_BYTES`'s count: the entry of
 /// whoever creates it and the manager's finalizer and status entries
-/// (about 1.1 KiB), and room for one more.
-pub const MANAGED_FIELDS_HEADROOM: usize = 1536;
+/// (about 1.5 KiB), and room for one more.
+pub const MANAGED_FIELDS_HEADROOM: usize = 2048;
 
 /// A managedFields entry of made-up fields (under `f:spec`, which a copy
 /// has not) of `chars` characters as the admission policy counts them
 /// (`syncsecret_api::bounds::MANAGED_FIELDS_BYTES`): the API server keeps
 /// the entries a client sends.
 pub fn made_up_fields(chars: usize) -> serde_json::Value {
-    // The entry counts 256, `f:spec` its name and 6, each field the same.
-    let mut left = chars.saturating_sub(256 + "f:spec".len() + 6);
+    // The entry counts its own, `f:spec` its name and 6, each field the
+    // same.
+    let entry = syncsecret_api::bounds::MANAGED_FIELDS_ENTRY_BYTES as usize;
+    let mut left = chars.saturating_sub(entry + "f:spec".len() + 6);
     let mut fields = serde_json::Map::new();
     while left >= 16 {
         let name_len = left.min(256) - 6;

@@ -277,7 +277,8 @@ async fn write_secret(
         until_cached(ctx, &stored).await;
     }
     drop(budget);
-    ctx.budgets.charge(&namespace, secret_bytes(&payload));
+    ctx.budgets
+        .charge(&namespace, secret_bytes(&payload, &desired.metadata));
     ctx.verify_failures.check(&namespace, &desired, &stored)?;
     let verb = if live.is_some() { "updated" } else { "created" };
     tracing::info!(%namespace, copy = %copy.name_any(), secret = %name, "secret {verb}");

@@ -1,7 +1,7 @@
 //! A copy's managedFields: the API server keeps the entries a client
 //! sends, so the policy bounds them in width, depth and characters.
 
-use syncsecret_api::bounds::{MANAGED_FIELDS_BYTES, MANAGED_FIELDS_WIDTH};
+use syncsecret_api::bounds::{MANAGED_FIELDS_BYTES, MANAGED_FIELDS_ENTRIES, MANAGED_FIELDS_WIDTH};
 use syncsecret_e2e::kube_util::{MANAGED_FIELDS_HEADROOM, made_up_fields, manager_lease};
 
 use crate::support::*;
@@ -85,7 +85,10 @@ pub(crate) async fn managed_fields_are_bounded(
                 .await,
         )?;
         let met: u64 = message
-            .split(" characters of managedFields per copy beyond the names of its own data keys, labels and annotations, over the limit of ")
+            .split(&format!(
+                " {}, over the limit of ",
+                MANAGED_FIELDS_BYTES.what
+            ))
             .next()
             .and_then(|m| m.rsplit(' ').next())
             .and_then(|n| n.parse().ok())
@@ -95,6 +98,48 @@ pub(crate) async fn managed_fields_are_bounded(
             "the refusal met {met} characters for {chars} made up"
         );
     }
+
+    // Names that JSON escapes (`<` is stored as six bytes): a few fields
+    // that fit counted a character a byte are refused by what they store.
+    let escaped: serde_json::Map<String, Value> = (0..6)
+        .map(|i| (format!("f:{}{i}", "<".repeat(100)), json!({})))
+        .collect();
+    let message = refusal(
+        "six made-up fields of 100 characters JSON escapes",
+        copies
+            .create(
+                &PostParams::default(),
+                &with_fields(entry(json!({ "f:spec": escaped })))?,
+            )
+            .await,
+    )?;
+    ensure!(message.contains(MANAGED_FIELDS_BYTES.what), "{message}");
+
+    // More entries than the bound (the API server caps updates' at ten,
+    // not applies'), each costing its manager's name and time.
+    let entries = MANAGED_FIELDS_ENTRIES.default as usize + 1;
+    let mut o = with_fields(entry(json!({})))?;
+    o.metadata.managed_fields = Some(
+        (0..entries)
+            .map(|i| {
+                serde_json::from_value(json!({
+                    "manager": format!("evil-{i}"), "operation": "Apply",
+                    "apiVersion": syncsecret_api::v1alpha1::API_VERSION,
+                    "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {format!("f:{i}"): {}}},
+                }))
+            })
+            .collect::<Result<_, _>>()?,
+    );
+    let message = refusal(
+        &format!("{entries} managedFields entries"),
+        copies.create(&PostParams::default(), &o).await,
+    )?;
+    ensure!(
+        message.contains(
+            &MANAGED_FIELDS_ENTRIES.refusal_with("", &MANAGED_FIELDS_ENTRIES.default.to_string())
+        ),
+        "{message}"
+    );
 
     // At the bound but for the room the manager's own entries take: it
     // syncs, and the tenant's next write of it, after the manager wrote
