@@ -16,6 +16,12 @@ pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
 /// (`"f:":{},`).
 pub const KEY_ENTRY_BYTES: usize = 8;
 
+/// What a Secret stores of data of `size` bytes (keys and values) in
+/// `keys` keys of `key_bytes`: its managedFields name every key again.
+pub fn secret_data_bytes(size: usize, key_bytes: usize, keys: usize) -> usize {
+    size + key_bytes + KEY_ENTRY_BYTES * keys
+}
+
 /// Metadata keys that are never copied onto a Secret, whatever the flags
 /// say: service-account binding and kubectl's payload-in-clear annotation.
 pub const ALWAYS_DROPPED: [&str; 2] = ["kubernetes.io/service-account.*", LAST_APPLIED_ANNOTATION];
@@ -169,7 +175,7 @@ impl Policy {
                 ),
             });
         }
-        let stored = size + key_bytes + KEY_ENTRY_BYTES * keys;
+        let stored = secret_data_bytes(size, key_bytes, keys);
         if stored > MAX_SECRET_BYTES {
             return Err(Refusal {
                 reason: "TooLarge",

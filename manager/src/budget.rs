@@ -25,7 +25,7 @@ use syncsecret_api::SyncSecret;
 use syncsecret_api::admission::QUOTA_NAME;
 use syncsecret_api::bounds::{ENTRY_BYTES, WRITE_BURST_BYTES};
 use syncsecret_api::payload::Payload;
-use syncsecret_api::policy::KEY_ENTRY_BYTES;
+use syncsecret_api::policy::secret_data_bytes;
 use syncsecret_runtime::cache::summary::Summary;
 
 /// What one write costs a bucket beyond the object it stores: a status
@@ -54,7 +54,7 @@ pub fn copy_bytes(copy: &Summary<SyncSecret>) -> u64 {
 /// managedFields naming each key again; the labels and annotations the
 /// platform lets through (`metadata`), as the policy counts a copy's.
 pub fn secret_bytes(payload: &Payload, metadata: &ObjectMeta) -> u64 {
-    let data = payload.size() + payload.key_bytes() + payload.data.len() * KEY_ENTRY_BYTES;
+    let data = secret_data_bytes(payload.size(), payload.key_bytes(), payload.data.len());
     let pairs = [&metadata.labels, &metadata.annotations]
         .into_iter()
         .flatten()

@@ -70,7 +70,7 @@ impl<'de, K: Summarize> Deserialize<'de> for Fresh<K> {
         let (mut summary, whole) =
             match Lenient::<K>::from_json(raw.get()).map_err(D::Error::custom)? {
                 Lenient::Decoded(object) if small => object.summary_and_whole(),
-                read => (Summary::of_lenient(read, 0), None),
+                read => (Summary::of_lenient(read), None),
             };
         summary.stored_bytes = raw.get().len();
         Ok(Self {

@@ -477,19 +477,19 @@ impl<'de, K: Summarize> Deserialize<'de> for Summary<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
         let read = Lenient::<K>::from_json(raw.get()).map_err(serde::de::Error::custom)?;
-        Ok(Summary::of_lenient(read, raw.get().len()))
+        let mut summary = Summary::of_lenient(read);
+        summary.stored_bytes = raw.get().len();
+        Ok(summary)
     }
 }
 
 impl<K: Summarize> Summary<K> {
-    /// The summary of an object read leniently from `stored_bytes` of JSON.
-    pub fn of_lenient(read: Lenient<K>, stored_bytes: usize) -> Self {
-        let mut summary = match read {
+    /// The summary of an object read leniently.
+    pub fn of_lenient(read: Lenient<K>) -> Self {
+        match read {
             Lenient::Decoded(object) => object.summary(),
             Lenient::Undecodable(u) => Summary::undecodable(*u),
-        };
-        summary.stored_bytes = stored_bytes;
-        summary
+        }
     }
 }
 
