@@ -54,6 +54,6 @@ pub mod watch;
 
 pub use delivered::Delivered;
 pub use watch::{
-    Kept, KeyFilter, LIST_PAGE_SIZE, Unreadable, WATCH_TIMEOUT_SECS, initial_lists_streamed,
-    owners, triggers, tuned, watch, whole,
+    Kept, KeyFilter, LIST_PAGE_SIZE, Theirs, Unreadable, WATCH_TIMEOUT_SECS,
+    initial_lists_streamed, owners, triggers, tuned, watch, whole,
 };

@@ -45,8 +45,17 @@ struct Entry {
     /// cache is stale while it shows an older one, even one someone else
     /// wrote in between.
     written: Option<u64>,
+    /// Every resourceVersion our writes are known to have made and the
+    /// watch has not shown yet (a few at most: the entry goes once the
+    /// cache shows the newest).
+    made: Vec<u64>,
+    /// Our last write deleted the object (it took the last finalizer off).
+    deleted: bool,
     at: Instant,
 }
+
+/// The most versions an entry remembers having made.
+const MADE: usize = 8;
 
 /// Writes not yet seen by the watch cache, by `namespace/name`.
 #[derive(Debug, Default, Clone)]
@@ -109,17 +118,27 @@ impl RecentWrites {
         let entry = entries.entry(key_of(namespace, name)).or_insert(Entry {
             replaced: Vec::new(),
             written: None,
+            made: Vec::new(),
+            deleted: false,
             at: Instant::now(),
         });
         if entry.at.elapsed() >= TTL {
             entry.replaced.clear();
             entry.written = None;
+            entry.made.clear();
+            entry.deleted = false;
         }
         entry.replaced.push(replaced.map(str::to_owned));
         // The newest version our writes are known to have made: writes of
         // one object by two reconcilers may be recorded out of order, and
         // one whose answer is not at hand (a finalizer patch) says nothing.
         let written = written.and_then(|w| w.parse::<u64>().ok());
+        if let Some(w) = written {
+            if entry.made.len() >= MADE {
+                entry.made.remove(0);
+            }
+            entry.made.push(w);
+        }
         entry.written = match (entry.written, written) {
             (Some(known), Some(new)) => Some(known.max(new)),
             (known, new) => known.or(new),
@@ -150,6 +169,40 @@ impl RecentWrites {
             replaced.as_deref(),
             written.as_deref(),
         );
+    }
+
+    /// Records that our write of `namespace/name` (recorded just before)
+    /// deleted it: the API server answered with the version it replaced,
+    /// not the deletion's.
+    pub fn deleted_by_us(&self, namespace: Option<&str>, name: &str) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(entry) = entries.get_mut(&key_of(namespace, name))
+        {
+            entry.deleted = true;
+        }
+    }
+
+    /// Whether a deletion the watch shows is one of our writes
+    /// ([`RecentWrites::deleted_by_us`]).
+    pub fn deleted<K: ResourceExt>(&self, obj: &K) -> bool {
+        let key = key_of(obj.namespace().as_deref(), &obj.name_any());
+        self.entries
+            .lock()
+            .is_ok_and(|e| e.get(&key).is_some_and(|e| e.deleted))
+    }
+
+    /// Whether `obj`, as a watch shows it, is a version one of our writes
+    /// made (as far as its answer said; one whose answer came after its
+    /// watch event counts as someone else's). Asked before
+    /// [`RecentWrites::observe`] clears the entry.
+    pub fn made<K: ResourceExt>(&self, obj: &K) -> bool {
+        let Some(shown) = revision(obj.resource_version().as_deref()) else {
+            return false;
+        };
+        let key = key_of(obj.namespace().as_deref(), &obj.name_any());
+        self.entries
+            .lock()
+            .is_ok_and(|e| e.get(&key).is_some_and(|e| e.made.contains(&shown)))
     }
 
     /// Called with every watch event after the cache applied it: an entry
@@ -325,6 +378,33 @@ mod tests {
             },
             ..ConfigMap::default()
         }
+    }
+
+    #[test]
+    fn changes_our_writes_made_are_told_apart_from_others() {
+        let recent = RecentWrites::default();
+        let theirs = |recent: &RecentWrites, rv: &str| {
+            let changed = !recent.made(&obj(rv));
+            recent.observe(&watcher::Event::Apply(obj(rv)));
+            changed
+        };
+        assert!(theirs(&recent, "1"), "nothing of ours yet");
+        // Two writes of ours (a finalizer, then a status), with a
+        // tenant's write between them.
+        recent.wrote_to(Some("ns"), "a", Some("1"), Some("2"));
+        recent.wrote_to(Some("ns"), "a", Some("3"), Some("4"));
+        assert!(!theirs(&recent, "2"));
+        assert!(theirs(&recent, "3"));
+        assert!(!theirs(&recent, "4"));
+        assert!(theirs(&recent, "5"), "ours all seen; the next is theirs");
+        // A write whose answer is not at hand cannot be told apart.
+        recent.wrote_over("ns", "a", Some(&obj("6")));
+        assert!(theirs(&recent, "7"));
+        // A write that took the last finalizer off deleted the object.
+        recent.wrote_to(Some("ns"), "a", Some("7"), None);
+        assert!(!recent.deleted(&obj("8")));
+        recent.deleted_by_us(Some("ns"), "a");
+        assert!(recent.deleted(&obj("8")));
     }
 
     #[test]

@@ -128,6 +128,7 @@ where
         keys,
         namespaces,
         delivered,
+        theirs,
     } = kept;
     // Whole objects go beside the cache or nowhere, never into it; a
     // watch with no stash never decodes them.
@@ -155,6 +156,27 @@ where
             watcher::Event::Init => tracing::debug!(watch = what, "listing"),
             watcher::Event::InitDone => tracing::debug!(watch = what, "listed; watching"),
             _ => {}
+        })
+        .inspect_ok({
+            let (cached, recent) = (cached.clone(), recent.clone());
+            move |event| {
+                let Some(theirs) = &theirs else { return };
+                // A change that replaces a version (an update, a
+                // deletion), not a create: the version it replaced is
+                // what stays in etcd until a compaction. Looked at before
+                // the cache takes it in.
+                let ours = match event {
+                    watcher::Event::Apply(o) if cached.get(&ObjectRef::from_obj(o)).is_some() => {
+                        recent.made(o)
+                    }
+                    watcher::Event::Delete(o) => recent.made(o) || recent.deleted(o),
+                    _ => return,
+                };
+                if let (false, watcher::Event::Apply(o) | watcher::Event::Delete(o)) = (ours, event)
+                {
+                    theirs(o);
+                }
+            }
         })
         .reflect(writer)
         .flat_map(relisted(cached))
@@ -210,7 +232,15 @@ pub struct Kept<K> {
     /// Beside the cache, the small objects the watch just delivered,
     /// whole, for the writes they trigger ([`Delivered`]).
     pub delivered: Option<Delivered<K>>,
+    /// Told of every update and deletion the watch shows after its list
+    /// that our own writes did not make (as [`RecentWrites`] knows them):
+    /// what someone else wrote over a version that etcd keeps until its
+    /// next compaction. Creates are not told.
+    pub theirs: Option<Theirs<K>>,
 }
+
+/// A callback of [`Kept::theirs`].
+pub type Theirs<K> = Arc<dyn Fn(&Summary<K>) + Send + Sync>;
 
 impl<K> Default for Kept<K> {
     fn default() -> Self {
@@ -218,6 +248,7 @@ impl<K> Default for Kept<K> {
             keys: None,
             namespaces: None,
             delivered: None,
+            theirs: None,
         }
     }
 }

@@ -189,6 +189,9 @@ where
             version(before).as_deref(),
             after,
         );
+        if let (true, Some(recent)) = (deleted, self.recent) {
+            recent.deleted_by_us(Some(self.namespace()), name);
+        }
         Ok(Some(written))
     }
 
