@@ -16,6 +16,35 @@ use crate::v1alpha1::{PLURAL, VERSION};
 pub const POLICY_NAME: &str = "syncsecret-tenant-copies";
 /// Name of each tenant namespace's ResourceQuota.
 pub const QUOTA_NAME: &str = "syncsecret-tenant";
+/// Name of the policy (and its binding) that refuses the writes of a
+/// tenant whose write budget is spent.
+pub const PAUSE_POLICY_NAME: &str = "syncsecret-tenant-write-pause";
+/// Name of the ConfigMap, in the manager's namespace, whose keys are the
+/// tenant namespaces whose writes are paused (the pause policy's params),
+/// each valued by what is refused and until when ([`Pause::value`]): the
+/// manager writes it, no tenant can.
+pub const PAUSE_CONFIG_MAP: &str = "syncsecret-tenant-writes-paused";
+
+/// What the pause policy refuses a tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pause {
+    /// Its updates of copies: its budget is down to its reserve.
+    Updates,
+    /// Its creates and updates of copies: its budget is in debt.
+    CreatesAndUpdates,
+}
+
+impl Pause {
+    /// What the list says of a tenant paused so until `until`; the policy
+    /// reads what is refused from its start, and quotes it whole.
+    pub fn value(self, until: &str) -> String {
+        let what = match self {
+            Self::Updates => "updates",
+            Self::CreatesAndUpdates => "creates and updates",
+        };
+        format!("{what} of copies are refused until about {until}")
+    }
+}
 
 /// The settable bounds of [`crate::bounds`], as numbers or as the Helm
 /// expressions that render them.
@@ -197,17 +226,8 @@ pub fn copy_policy(prefix: &str, manager_user: &str, limits: &Limits) -> Value {
         "metadata": {"name": POLICY_NAME},
         "spec": {
             "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [GROUP],
-                "apiVersions": [VERSION],
-                "operations": ["CREATE", "UPDATE"],
-                "resources": [PLURAL],
-            }]},
-            "matchConditions": [
-                {"name": "tenant-namespace", "expression": format!("request.namespace.startsWith('{prefix}')")},
-                {"name": "not-an-admin", "expression": "!('system:masters' in request.userInfo.groups)"},
-                {"name": "not-the-manager", "expression": format!("request.userInfo.username != '{manager_user}'")},
-            ],
+            "matchConstraints": copy_writes(),
+            "matchConditions": tenant_writers(prefix, manager_user),
             "variables": variables,
             "validations": validations,
         },
@@ -346,6 +366,75 @@ pub fn copy_policy_binding() -> Value {
     })
 }
 
+/// The requests both policies look at: creates and updates of copies.
+fn copy_writes() -> Value {
+    json!({"resourceRules": [{
+        "apiGroups": [GROUP],
+        "apiVersions": [VERSION],
+        "operations": ["CREATE", "UPDATE"],
+        "resources": [PLURAL],
+    }]})
+}
+
+/// The matchConditions both policies share: tenant namespaces, anyone but
+/// the cluster's admins and the manager.
+fn tenant_writers(prefix: &str, manager_user: &str) -> Value {
+    json!([
+        {"name": "tenant-namespace", "expression": format!("request.namespace.startsWith('{prefix}')")},
+        {"name": "not-an-admin", "expression": "!('system:masters' in request.userInfo.groups)"},
+        {"name": "not-the-manager", "expression": format!("request.userInfo.username != '{manager_user}'")},
+    ])
+}
+
+/// The ValidatingAdmissionPolicy that refuses a tenant's writes of copies
+/// while its write budget is spent. A budget counts time, which CEL cannot:
+/// the manager counts every revision of a tenant's copies and lists the
+/// tenants over budget in [`PAUSE_CONFIG_MAP`] (the policy's params, with
+/// what is refused and until when), and the API server refuses their
+/// updates ([`Pause::Updates`]), or their creates too
+/// ([`Pause::CreatesAndUpdates`]), until the manager takes them off.
+/// Deletions stay open: a deletion turns a copy the quota counts into a
+/// revision the budget counts, and no copy can take its place while
+/// creates are refused.
+pub fn pause_policy(prefix: &str, manager_user: &str) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": PAUSE_POLICY_NAME},
+        "spec": {
+            "failurePolicy": "Fail",
+            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+            "matchConstraints": copy_writes(),
+            "matchConditions": tenant_writers(prefix, manager_user),
+            "validations": [{
+                "expression": "!has(params.data) || !(request.namespace in params.data) || (request.operation == 'CREATE' && !params.data[request.namespace].startsWith('creates'))",
+                "messageExpression": "'the tenant namespace ' + request.namespace + ' has spent its write budget (--tenant-write-bytes-per-minute of the manager, counting every revision of its copies): its ' + params.data[request.namespace] + '; nothing is lost, a ccm retries'",
+                "reason": "Forbidden",
+            }],
+        },
+    })
+}
+
+/// The binding of [`pause_policy`] to its params in `namespace`, the
+/// manager's: without them (no manager has written them yet), nothing is
+/// paused.
+pub fn pause_policy_binding(namespace: &str) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": PAUSE_POLICY_NAME},
+        "spec": {
+            "policyName": PAUSE_POLICY_NAME,
+            "paramRef": {
+                "name": PAUSE_CONFIG_MAP,
+                "namespace": namespace,
+                "parameterNotFoundAction": "Allow",
+            },
+            "validationActions": ["Deny"],
+        },
+    })
+}
+
 /// The ResourceQuota of one tenant namespace: how many copies it holds.
 pub fn tenant_quota(namespace: &str, limits: &Limits) -> Value {
     json!({
@@ -359,6 +448,21 @@ pub fn tenant_quota(namespace: &str, limits: &Limits) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pause_policy_reads_what_is_refused_from_the_value() {
+        let p = pause_policy("tenant-", "system:serviceaccount:kubelb:m");
+        let rule = p["spec"]["validations"][0]["expression"].to_string();
+        // The value of a pause of creates starts as the policy looks for.
+        let creates = Pause::CreatesAndUpdates.value("T");
+        let prefix = creates.split(' ').next().unwrap();
+        assert!(rule.contains(&format!("startsWith('{prefix}')")), "{rule}");
+        assert!(!Pause::Updates.value("T").starts_with(prefix));
+        assert_eq!(
+            Pause::Updates.value("2026-12-08T02:00:00Z"),
+            "updates of copies are refused until about 2026-12-08T02:00:00Z"
+        );
+    }
 
     #[test]
     fn the_policy_binds_tenant_namespaces_and_spares_admins_and_the_manager() {

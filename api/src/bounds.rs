@@ -227,7 +227,7 @@ pub const MANAGED_FIELDS_BYTES: Bound = Bound {
 /// and our work for it, are bounded whatever it does.
 pub const WRITE_BYTES_PER_MINUTE: Bound = Bound {
     key: "writeBytesPerMinute",
-    what: "bytes the manager writes per tenant per minute, on average",
+    what: "bytes written into a tenant namespace per minute, on average (by the manager for the tenant, and by the tenant over its copies)",
     default: 65_536,
     ceiling: None,
     settable: true,
@@ -244,7 +244,7 @@ pub const WRITE_BYTES_PER_MINUTE: Bound = Bound {
 /// (a copy without our finalizer, a rewrite) is paced.
 pub const WRITE_BURST_BYTES: Bound = Bound {
     key: "writeBurstBytesPerCopy",
-    what: "bytes the manager writes per tenant at once before it paces them, per copy of its quota",
+    what: "bytes written into a tenant namespace at once before its writes are paced and refused, per copy of its quota",
     default: 45_056,
     ceiling: None,
     settable: true,

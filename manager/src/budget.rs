@@ -12,7 +12,22 @@
 //! does, and other tenants' copies never queue behind its writes. A write
 //! already decided is never cut short: the bucket may go into debt by what
 //! the reconciles running at once write.
-
+//!
+//! The tenant's own updates and deletions of its copies are charged to
+//! the same bucket, as the copies' watch shows them (every change no
+//! write of ours made; a create replaces no revision). The manager cannot
+//! hold those back itself: it lists the tenant as paused
+//! ([`WriteBudgets::paused`], kept in the pause policy's params by
+//! [`crate::pause`]) and the API server refuses its updates of copies once
+//! the bucket is down to its last quarter (the reserve, which takes in
+//! what the tenant gets admitted before the first refusal), and its
+//! creates too once the bucket is in debt (so that a whole quota at every
+//! bound, whose first sync the burst is sized for, can be created at
+//! once). Each is lifted once the bucket holds a burst per copy more than
+//! where it began: a paused tenant is let through for at least one more
+//! copy at every bound, and the list changes at most twice per burst it
+//! spends.
+//!
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,9 +35,9 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Client};
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use syncsecret_api::SyncSecret;
-use syncsecret_api::admission::QUOTA_NAME;
+use syncsecret_api::admission::{Pause, QUOTA_NAME};
 use syncsecret_api::bounds::{ENTRY_BYTES, WRITE_BURST_BYTES};
 use syncsecret_api::payload::Payload;
 use syncsecret_api::policy::secret_data_bytes;
@@ -31,6 +46,10 @@ use syncsecret_runtime::cache::summary::Summary;
 /// What one write costs a bucket beyond the object it stores: a status
 /// that grows, an event that may follow, a deletion's tombstone.
 pub const WRITE_OVERHEAD: u64 = 1024;
+
+/// The share of a bucket kept for what a tenant gets admitted between the
+/// moment it is listed as paused and the API server's first refusal.
+const RESERVE: f64 = 0.25;
 
 /// How often a tenant's quota is read again.
 const REREAD: Duration = Duration::from_secs(60);
@@ -73,11 +92,18 @@ pub struct WriteBudgets {
     buckets: Mutex<HashMap<String, Bucket>>,
     /// `<prefix>_tenant_writes_paced_total{namespace}`.
     paced: IntCounterVec,
+    /// Woken when a bucket goes into its reserve: a tenant to pause.
+    indebted: tokio::sync::Notify,
+    /// `<prefix>_tenants_paused`.
+    paused_tenants: IntGauge,
 }
 
 struct Bucket {
     tokens: f64,
     at: Instant,
+    /// What of its writes the API server refuses (listed in the pause
+    /// policy's params).
+    paused: Option<Pause>,
     /// The tenant's quota of copies, and when it was read (`None`: never).
     quota: u64,
     read: Option<Instant>,
@@ -101,11 +127,18 @@ impl WriteBudgets {
             &["namespace"],
         )?;
         registry.register(Box::new(paced.clone()))?;
+        let paused_tenants = IntGauge::new(
+            format!("{prefix}_tenants_paused"),
+            "Tenant namespaces whose writes of copies the API server refuses until their write budget has refilled (listed in --write-pause-config-map).",
+        )?;
+        registry.register(Box::new(paused_tenants.clone()))?;
         Ok(Self {
             rate: per_minute as f64 / 60.0,
             per_copy: per_copy as f64,
             buckets: Mutex::default(),
             paced,
+            indebted: tokio::sync::Notify::new(),
+            paused_tenants,
         })
     }
 
@@ -143,16 +176,17 @@ impl WriteBudgets {
         self.set_quota(namespace, quota);
     }
 
-    /// Records `namespace`'s quota: a bucket starts full, and a quota the
-    /// platform raised brings its copies' share at once.
+    /// Records `namespace`'s quota: a bucket starts full (as large as the
+    /// default quota's until its own is read, keeping what was charged
+    /// meanwhile), and a quota the platform raised brings its copies'
+    /// share at once.
     fn set_quota(&self, namespace: &str, quota: u64) {
         let per_copy = self.per_copy;
         self.with(namespace, |b, _, _| {
-            if b.read.is_none() {
-                b.tokens = quota as f64 * per_copy;
-            } else if quota > b.quota {
+            if quota > b.quota {
                 b.tokens += (quota - b.quota) as f64 * per_copy;
             }
+            b.tokens = b.tokens.min(quota as f64 * per_copy);
             b.quota = quota;
             b.read = Some(Instant::now());
         });
@@ -167,6 +201,7 @@ impl WriteBudgets {
         let bucket = buckets.entry(namespace.to_owned()).or_insert(Bucket {
             tokens: NO_QUOTA as f64 * self.per_copy,
             at: now,
+            paused: None,
             quota: NO_QUOTA,
             read: None,
         });
@@ -198,15 +233,72 @@ impl WriteBudgets {
     /// is not the tenant's churn to pay for.
     pub fn charge(&self, namespace: &str, bytes: u64) {
         let most = self.per_copy.max(WRITE_BURST_BYTES.default as f64);
-        self.with(namespace, |b, _, _| {
+        let indebted = self.with(namespace, |b, _, capacity| {
+            let was = b.tokens;
             b.tokens -= ((bytes + WRITE_OVERHEAD) as f64).min(most);
+            let reserve = capacity * RESERVE;
+            (was >= reserve && b.tokens < reserve) || (was >= 0.0 && b.tokens < 0.0)
         });
+        if indebted == Some(true) {
+            self.indebted.notify_one();
+        }
+    }
+
+    /// Resolves when a bucket has gone into its reserve since the last
+    /// call.
+    pub async fn indebted(&self) {
+        self.indebted.notified().await;
+    }
+
+    /// The tenant namespaces whose writes are to be refused, of those
+    /// `acts_on` takes, each with what is refused and how long until all
+    /// of it is lifted (see the module's documentation).
+    pub fn paused(&self, acts_on: impl Fn(&str) -> bool) -> Vec<(String, Pause, Duration)> {
+        if self.rate <= 0.0 {
+            return Vec::new();
+        }
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for (namespace, b) in buckets.iter_mut().filter(|(ns, _)| acts_on(ns)) {
+            let capacity = b.quota as f64 * self.per_copy;
+            let refill = now.duration_since(b.at).as_secs_f64() * self.rate;
+            b.tokens = (b.tokens + refill).min(capacity);
+            b.at = now;
+            let reserve = capacity * RESERVE;
+            let lift = self.per_copy.min(capacity);
+            b.paused = if b.tokens < 0.0
+                || (b.paused == Some(Pause::CreatesAndUpdates) && b.tokens < lift)
+            {
+                Some(Pause::CreatesAndUpdates)
+            } else if b.tokens < reserve || (b.paused.is_some() && b.tokens < reserve + lift) {
+                Some(Pause::Updates)
+            } else {
+                None
+            };
+            if let Some(pause) = b.paused {
+                let wait = (reserve + lift - b.tokens).max(0.0) / self.rate;
+                out.push((namespace.clone(), pause, Duration::from_secs_f64(wait)));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// `<prefix>_tenants_paused`, set by whoever keeps the list.
+    pub fn paused_gauge(&self) -> IntGauge {
+        self.paused_tenants.clone()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const WRITE_BYTES_PER_MINUTE_DEFAULT: u64 =
+        syncsecret_api::bounds::WRITE_BYTES_PER_MINUTE.default;
 
     #[test]
     fn a_tenant_writes_its_burst_then_waits_while_others_do_not() {
@@ -282,6 +374,89 @@ mod tests {
         );
         // And little more: the burst is what etcd holds until compaction.
         assert!(!quota_synced(WRITE_BURST_BYTES.default - 2048));
+    }
+
+    #[test]
+    fn a_tenant_in_its_reserve_is_refused_updates_and_in_debt_creates_too() {
+        // 1,000 bytes a second, 10,000 a copy, a quota of 4 copies: a
+        // bucket of 40,000 with a reserve of 10,000.
+        let b = WriteBudgets::register(60_000, 10_000, "t", &Registry::new()).unwrap();
+        b.set_quota("a", 4);
+        b.set_quota("b", 4);
+        let pauses = |b: &WriteBudgets| -> Vec<(String, Pause)> {
+            b.paused(|_| true)
+                .into_iter()
+                .map(|(ns, p, _)| (ns, p))
+                .collect()
+        };
+        assert!(pauses(&b).is_empty());
+        b.charge("a", 30_000 - WRITE_OVERHEAD);
+        assert!(pauses(&b).is_empty(), "down to its reserve, not in it");
+        b.charge("a", 2_000 - WRITE_OVERHEAD);
+        let paused = b.paused(|_| true);
+        let [(ns, Pause::Updates, wait)] = paused.as_slice() else {
+            panic!("{paused:?}")
+        };
+        assert_eq!(ns, "a", "the other tenant is not paused");
+        assert_eq!(b.wait("a"), None, "the manager still writes for it");
+        // 8,000 left, 12,000 to refill to the reserve and a copy's burst.
+        assert!(
+            *wait > Duration::from_millis(11_900) && *wait <= Duration::from_secs(12),
+            "{wait:?}"
+        );
+        assert!(b.paused(|ns| ns != "a").is_empty(), "another shard's");
+        b.charge("a", 9_000 - WRITE_OVERHEAD);
+        assert_eq!(pauses(&b), [("a".to_owned(), Pause::CreatesAndUpdates)]);
+        // Out of debt, not yet a copy's burst: creates still refused.
+        b.with("a", |b, _, _| b.tokens = 5_000.0);
+        assert_eq!(pauses(&b), [("a".to_owned(), Pause::CreatesAndUpdates)]);
+        b.with("a", |b, _, _| b.tokens = 10_000.0);
+        assert_eq!(pauses(&b), [("a".to_owned(), Pause::Updates)]);
+        // Back to its reserve but not a copy's burst beyond: updates
+        // still refused.
+        b.with("a", |b, _, _| b.tokens = 15_000.0);
+        assert_eq!(pauses(&b), [("a".to_owned(), Pause::Updates)]);
+        b.with("a", |b, _, _| b.tokens = 20_000.0);
+        assert!(pauses(&b).is_empty(), "refilled");
+    }
+
+    #[test]
+    fn a_whole_quota_at_every_bound_is_created_without_refusal() {
+        use syncsecret_api::bounds::{COPIES, DATA_BYTES};
+        let b = WriteBudgets::register(
+            WRITE_BYTES_PER_MINUTE_DEFAULT,
+            WRITE_BURST_BYTES.default,
+            "t",
+            &Registry::new(),
+        )
+        .unwrap();
+        // Each first sync: its Secret and its status (see the next test).
+        let copy = DATA_BYTES.default
+            + syncsecret_api::bounds::METADATA_BYTES.default
+            + syncsecret_api::bounds::MANAGED_FIELDS_BYTES.default
+            + 2048;
+        for _ in 0..COPIES.default {
+            b.charge("a", DATA_BYTES.default);
+            b.charge("a", copy);
+            let creates_refused = b
+                .paused(|_| true)
+                .iter()
+                .any(|(_, p, _)| *p == Pause::CreatesAndUpdates);
+            assert!(!creates_refused, "a create of its quota refused");
+        }
+        assert!(!b.paused(|_| true).is_empty(), "its updates wait");
+    }
+
+    #[tokio::test]
+    async fn going_into_debt_wakes_the_pauser() {
+        let b = WriteBudgets::register(60, 10_000, "t", &Registry::new()).unwrap();
+        b.set_quota("a", 1);
+        b.charge("a", 100);
+        let woken = tokio::time::timeout(Duration::from_millis(50), b.indebted()).await;
+        assert!(woken.is_err(), "not in its reserve yet");
+        b.charge("a", 10_000);
+        let woken = tokio::time::timeout(Duration::from_secs(5), b.indebted()).await;
+        assert!(woken.is_ok(), "in its reserve");
     }
 
     #[test]

@@ -115,6 +115,17 @@ pub struct Flags {
     )]
     pub tenant_write_burst_bytes_per_copy: u64,
 
+    /// The ConfigMap, in --namespace, in which the manager lists the tenant
+    /// namespaces whose write budget is spent: the chart's admission policy
+    /// (`syncsecret-tenant-write-pause`) refuses their writes of copies
+    /// until it has refilled. Empty: such tenants are paced, not refused.
+    #[arg(
+        long,
+        env = "SYNCSECRET_WRITE_PAUSE_CONFIG_MAP",
+        default_value = syncsecret_api::admission::PAUSE_CONFIG_MAP
+    )]
+    pub write_pause_config_map: String,
+
     /// A kubernetes.io/tls certificate expiring within this many days gets
     /// the CertificateExpiring condition.
     #[arg(

@@ -9,6 +9,7 @@ mod budget;
 mod certs;
 pub mod error;
 pub mod flags;
+mod pause;
 mod reconcile;
 mod sweep;
 mod verify;
@@ -177,6 +178,12 @@ pub async fn run(flags: Flags, registry: Registry) -> Result<(), StartError> {
             )
             .map_err(syncsecret_runtime::RuntimeError::from)?,
         ),
+        pause: (!flags.write_pause_config_map.is_empty()).then(|| {
+            (
+                flags.namespace.clone(),
+                flags.write_pause_config_map.clone(),
+            )
+        }),
         common: plumbing.leading(&flags.common, reachability),
     };
     plumbing
@@ -201,6 +208,9 @@ struct Setup {
     /// Kept across restarts of the controllers: a new leader term does not
     /// give a tenant a fresh budget.
     budgets: Arc<budget::WriteBudgets>,
+    /// The pause policy's params (namespace, name) this manager keeps;
+    /// `None`: tenants over budget are paced, never refused.
+    pause: Option<(String, String)>,
     common: Leading,
 }
 
@@ -290,6 +300,30 @@ impl Setup {
         // Copies are never applied by the manager: none of their
         // managedFields is kept.
         let (copies_store, copies_writer) = reflector::store();
+        // What the tenant writes over its copies is charged to its budget
+        // as the watch shows it; it is paused (refused by the API server)
+        // once the budget is down to its reserve.
+        let pauser = self.pause.as_ref().map(|(namespace, name)| {
+            Scoped::spawn(
+                pause::Pauser::new(
+                    self.client.clone(),
+                    namespace,
+                    name,
+                    self.shard,
+                    self.budgets.clone(),
+                    namespaces.clone(),
+                    self.common.metrics.clone(),
+                )
+                .run(),
+            )
+        });
+        let theirs = {
+            let budgets = self.budgets.clone();
+            Arc::new(move |copy: &Summary<SyncSecret>| {
+                let namespace = copy.metadata.namespace.as_deref().unwrap_or_default();
+                budgets.charge(namespace, budget::copy_bytes(copy));
+            }) as cache::Theirs<SyncSecret>
+        };
         let delivered = cache::Delivered::new();
         let copy_events = cache::watch(
             copies,
@@ -305,6 +339,7 @@ impl Setup {
                 }),
                 namespaces,
                 delivered: Some(delivered.clone()),
+                theirs: Some(theirs),
             },
             recent_copies.clone(),
             "copies",
@@ -379,7 +414,7 @@ impl Setup {
             .run(reconcile::reconcile, reconcile::error_policy, ctx)
             .for_each(|_| async {})
             .await;
-        drop((readiness, sweeper));
+        drop((readiness, sweeper, pauser));
     }
 }
 

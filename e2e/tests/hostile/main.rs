@@ -84,7 +84,6 @@ async fn attacks(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
     released::unlabelled_secrets_are_released(pair, values).await?;
     forged::forged_types_and_metadata_stay_out(pair, values).await?;
     copies::copies_are_bounded_by_the_management_cluster(pair, values).await?;
-    quota::a_full_quota_at_every_bound_survives_a_restart(pair, values).await?;
     finalizers::finalizers_are_one_and_ours(pair, values).await?;
     data::data_is_bounded_in_keys_and_bytes(pair, values).await?;
     managed_fields::managed_fields_are_bounded(pair, values).await?;
@@ -93,9 +92,10 @@ async fn attacks(pair: &mut Pair, values: &mut Values) -> anyhow::Result<()> {
     cluster_name::a_second_ccm_with_the_same_cluster_name(pair, values).await?;
     namespaces::the_manager_writes_secrets_only_in_tenant_namespaces(pair).await?;
     stored::stored_encrypted_and_audited_without_values(pair, values).await?;
-    // Last: it spends the evil tenant's write budget, after which its
-    // copies sync at the paced rate.
+    // These spend the evil tenant's write budget, after which its copies
+    // sync at the paced rate and its writes are refused.
     storm::a_write_storm_is_paced_and_others_keep_converging(pair, values).await?;
+    quota::a_full_quota_at_every_bound_survives_a_restart(pair, values).await?;
 
     let found = pair.leaks(&values.0).await?;
     ensure!(found.is_empty(), "a secret value leaked in: {found:?}");

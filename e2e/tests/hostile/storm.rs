@@ -39,12 +39,16 @@ pub(crate) async fn a_write_storm_is_paced_and_others_keep_converging(
     let audited_before = audited_writes(pair)?.len();
     let storming = Arc::new(AtomicBool::new(true));
     let written = Arc::new(AtomicUsize::new(0));
+    let paused = Arc::new(AtomicUsize::new(0));
+    let other = Arc::new(std::sync::Mutex::new(None::<String>));
     let storm = {
-        let (copies, names, storming, written) = (
+        let (copies, names, storming, written, paused, other) = (
             copies.clone(),
             names.clone(),
             storming.clone(),
             written.clone(),
+            paused.clone(),
+            other.clone(),
         );
         tokio::spawn(async move {
             let mut round = 0usize;
@@ -55,14 +59,25 @@ pub(crate) async fn a_write_storm_is_paced_and_others_keep_converging(
                         syncsecret_e2e::kube_util::bound_entry(data_bytes, 0, &format!("r{round}"));
                     let patch = json!({"data": {key: value}});
                     let copies = copies.clone();
-                    let written = written.clone();
+                    let (written, paused, other) = (written.clone(), paused.clone(), other.clone());
                     async move {
-                        if copies
+                        match copies
                             .patch(name, &PatchParams::default(), &Patch::Merge(patch))
                             .await
-                            .is_ok()
                         {
-                            written.fetch_add(1, Ordering::Relaxed);
+                            Ok(_) => {
+                                written.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(kube::Error::Api(s)) if is_pause(&s) => {
+                                paused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // Flow control turning the tenant away.
+                            Err(kube::Error::Api(s)) if s.code == 429 => {}
+                            Err(e) => {
+                                if let Ok(mut o) = other.lock() {
+                                    o.get_or_insert(e.to_string());
+                                }
+                            }
                         }
                     }
                 });
@@ -75,13 +90,14 @@ pub(crate) async fn a_write_storm_is_paced_and_others_keep_converging(
     let mut i = 0;
     while started.elapsed() < STORM {
         let t = std::time::Instant::now();
-        good_tenant_converges(
-            pair,
-            &format!("during-storm-{i}"),
-            &values.fresh("good-storm"),
-        )
-        .await?;
+        let name = format!("during-storm-{i}");
+        good_tenant_converges(pair, &name, &values.fresh("good-storm")).await?;
         let took = t.elapsed();
+        // Deleted again, so that the good tenant's quota is not what
+        // holds it up.
+        dynamic(&pair.tenants[GOOD], NS)
+            .delete(&name, &Default::default())
+            .await?;
         ensure!(
             took <= WITHIN,
             "a good tenant's object took {took:?} during the storm"
@@ -103,14 +119,32 @@ pub(crate) async fn a_write_storm_is_paced_and_others_keep_converging(
         .filter(|w| w.verb == "patch" || w.verb == "create")
         .count() as f64;
     let writes = written.load(Ordering::Relaxed);
+    let refused = paused.load(Ordering::Relaxed);
+    if let Some(e) = other.lock().ok().and_then(|o| o.clone()) {
+        bail!("a write of the storm failed otherwise than by the pause: {e}");
+    }
+    // Each write of the tenant's is charged at least its copy's data; its
+    // budget lets through its burst and its rate over the storm, less what
+    // the manager wrote for it (what the tenant gets admitted before the
+    // first refusal comes out of the burst's last quarter).
+    let tenant_most = budget_bytes(seconds) / data_bytes as f64;
+    println!(
+        "    the tenant's own writes: {writes} admitted (its budget allows at most {tenant_most:.0}), {refused} refused while its writes were paused"
+    );
+    ensure!(
+        refused > 0,
+        "no write of the storm was refused: the tenant was never paused"
+    );
+    ensure!(
+        (writes as f64) <= tenant_most,
+        "the API server admitted {writes} writes of copies at every bound from the tenant"
+    );
     // Each sync of one of these is charged at least its Secret's data
     // (three quarters of the copy's base64) and its copy's (the status).
     let per_sync = (data_bytes * 3 / 4 + data_bytes) as f64;
     // What the budget lets through: its burst (per copy of the tenant's
     // quota, the chart's default here) and its rate over the storm.
-    let budget = (COPIES.default * WRITE_BURST_BYTES.default) as f64
-        + WRITE_BYTES_PER_MINUTE.default as f64 * seconds / 60.0;
-    let most = budget / per_sync + 16.0;
+    let most = budget_bytes(seconds) / per_sync + 16.0;
     println!(
         "    a storm of {writes} writes of copies at every bound in {seconds:.0} s: the manager wrote {secrets} of its Secrets (its budget allows at most {most:.0}); {i} good objects synced meanwhile, the slowest in {:.1} s",
         slowest.as_secs_f64()
@@ -136,6 +170,20 @@ pub(crate) async fn a_write_storm_is_paced_and_others_keep_converging(
     ready(&pair.manager)
 }
 
+/// What the tenant's budget lets into its namespace in `seconds`: its
+/// burst (per copy of the tenant's quota, the chart's default here) and
+/// its rate.
+fn budget_bytes(seconds: f64) -> f64 {
+    (COPIES.default * WRITE_BURST_BYTES.default) as f64
+        + WRITE_BYTES_PER_MINUTE.default as f64 * seconds / 60.0
+}
+
+/// Whether the API server refused a write because the tenant's writes are
+/// paused: the pause policy's refusal, naming its namespace and budget.
+pub(crate) fn is_pause(s: &kube::core::Status) -> bool {
+    s.code == 403 && s.message.contains("has spent its write budget")
+}
+
 /// How long the tenant makes and deletes copies in a loop.
 const CHURN: Duration = Duration::from_secs(20);
 
@@ -154,6 +202,7 @@ async fn churn_is_paced(
     let started = std::time::Instant::now();
     let mut made = std::collections::HashSet::new();
     let mut held_by_quota = 0;
+    let mut held_by_pause = 0;
     while started.elapsed() < CHURN {
         let mut o = copy_in(
             evil_ns,
@@ -168,6 +217,10 @@ async fn churn_is_paced(
             }
             Err(kube::Error::Api(s)) if s.message.contains("exceeded quota") => {
                 held_by_quota += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(kube::Error::Api(s)) if is_pause(&s) => {
+                held_by_pause += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => return Err(e.into()),
@@ -189,12 +242,19 @@ async fn churn_is_paced(
     let per_release = 2.0 * 1024.0;
     let most = WRITE_BYTES_PER_MINUTE.default as f64 * seconds / 60.0 / per_release + 16.0;
     println!(
-        "    a churn of {} copies made and deleted in {seconds:.0} s ({held_by_quota} refused by the quota meanwhile): the manager released {released} (its budget allows at most {most:.0})",
+        "    a churn of {} copies made and deleted in {seconds:.0} s ({held_by_quota} refused by the quota, {held_by_pause} by the pause meanwhile): the manager released {released} (its budget allows at most {most:.0})",
         made.len()
     );
     ensure!(
         released <= most,
         "the manager released {released} copies of the churn"
+    );
+    // And the churn itself: each deletion is charged, and creates are
+    // refused while the budget is in debt.
+    ensure!(
+        made.len() as f64 <= most,
+        "the tenant made and deleted {} copies",
+        made.len()
     );
     ready(&pair.manager)
 }

@@ -124,6 +124,16 @@ pub fn manager_lease_rules() -> Vec<PolicyRule> {
     )]
 }
 
+/// The manager in its own namespace: the ConfigMap that lists the tenants
+/// whose writes are paused (the pause policy's params,
+/// [`syncsecret_api::admission::PAUSE_CONFIG_MAP`]). Applied, so created
+/// by a patch where it is missing.
+pub fn manager_pause_rules() -> Vec<PolicyRule> {
+    let mut named = rule(&[""], &["configmaps"], &["get", "patch"]);
+    named.resource_names = Some(vec![syncsecret_api::admission::PAUSE_CONFIG_MAP.to_owned()]);
+    vec![named, rule(&[""], &["configmaps"], &["create"])]
+}
+
 /// Name of the ccm's roles.
 pub const CCM_ROLE: &str = "syncsecret-ccm";
 /// Name of the manager's roles.
