@@ -187,13 +187,6 @@ pub fn alerts(b: Binary) -> Vec<Alert> {
                 severity: "warning",
                 summary: "Secrets in namespace {{ $labels.namespace }} were changed by admission on write".to_owned(),
             },
-            Alert {
-                name: "SyncSecretTenantPaused",
-                expr: format!("sum by (job) ({p}_tenants_paused) > 0"),
-                for_: "30m",
-                severity: "warning",
-                summary: "{{ $value }} tenants have spent their write budget: the API server refuses their writes of copies until it refills".to_owned(),
-            },
         ]);
     }
     out
