@@ -205,11 +205,18 @@ impl WriteBudgets {
             quota: NO_QUOTA,
             read: None,
         });
+        let capacity = self.refill(bucket, now);
+        Some(f(bucket, self.rate, capacity))
+    }
+
+    /// Refills `bucket` for the time since it was last looked at, up to
+    /// its capacity (its quota's copies' bursts), which it returns.
+    fn refill(&self, bucket: &mut Bucket, now: Instant) -> f64 {
         let capacity = bucket.quota as f64 * self.per_copy;
         let refill = now.duration_since(bucket.at).as_secs_f64() * self.rate;
         bucket.tokens = (bucket.tokens + refill).min(capacity);
         bucket.at = now;
-        Some(f(bucket, self.rate, capacity))
+        capacity
     }
 
     /// How long `namespace`'s copies must wait before the manager writes
@@ -263,10 +270,7 @@ impl WriteBudgets {
         let now = Instant::now();
         let mut out = Vec::new();
         for (namespace, b) in buckets.iter_mut().filter(|(ns, _)| acts_on(ns)) {
-            let capacity = b.quota as f64 * self.per_copy;
-            let refill = now.duration_since(b.at).as_secs_f64() * self.rate;
-            b.tokens = (b.tokens + refill).min(capacity);
-            b.at = now;
+            let capacity = self.refill(b, now);
             let reserve = capacity * RESERVE;
             let lift = self.per_copy.min(capacity);
             b.paused = if b.tokens < 0.0
